@@ -1,0 +1,135 @@
+"""Frozen pydantic wire models for every record on every hookstream topic.
+
+`TOPIC_RECORDS` names, per logical topic, the union of records it carries; the
+codec decodes with it and `hookstream schemas export` writes one JSON Schema per
+model. Producer-facing events (`PRODUCER_EVENTS`) are the ones `POST /events`
+and `hookstream send event` accept.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Union
+
+from pydantic import Field
+
+from app.events.base import RawBytes, Record, utcnow
+from app.events.control import (
+    CONTROL_EVENTS,
+    BatchCompleted,
+    ControlEvent,
+    DeadlineReached,
+    PlanFailed,
+    SourceConfigChanged,
+    SourceConnected,
+    SourceDisconnected,
+    SourceUpdated,
+    SyncMode,
+    SyncPlanned,
+    SyncRequested,
+)
+from app.events.deliveries import Delivery, DeliveryRef, delivery_key
+from app.events.dlq import DeadLettered, RedriveAccepted
+from app.events.sync import (
+    LIFECYCLE_EVENTS,
+    FileBatch,
+    FileChange,
+    JobCancelled,
+    Lifecycle,
+    PlanRequested,
+    SyncCancelled,
+    SyncCoalesced,
+    SyncCompleted,
+    SyncDeduplicated,
+    SyncQueued,
+    SyncRejected,
+    SyncStarted,
+    SyncStatus,
+)
+
+
+def _union(*models: type[Record]):
+    if len(models) == 1:
+        return models[0]
+    return Annotated[Union[models], Field(discriminator="type")]  # type: ignore[valid-type]
+
+
+ControlRecord = _union(*CONTROL_EVENTS)
+LifecycleRecord = _union(*LIFECYCLE_EVENTS)
+DlqRecord = _union(DeadLettered, RedriveAccepted)
+
+# Logical topic name (without prefix) -> the record type(s) it carries.
+TOPIC_RECORDS: dict[str, object] = {
+    "hookstream.deliveries": Delivery,
+    "hookstream.sync.control": ControlRecord,
+    "hookstream.sync.plans": PlanRequested,
+    "hookstream.sync.events": LifecycleRecord,
+    "hookstream.sync.completed": SyncCompleted,
+    "hookstream.sync.cancellations": JobCancelled,
+    "hookstream.files.batches": FileBatch,
+    "hookstream.dlq": DlqRecord,
+}
+
+# Events a producer may send through POST /events (or `hookstream send event --kafka`):
+# the control events that describe intent from outside, never a stage's internal fact.
+PRODUCER_EVENTS: tuple[type[ControlEvent], ...] = (
+    SyncRequested,
+    SourceConnected,
+    SourceDisconnected,
+    SourceConfigChanged,
+    SourceUpdated,
+)
+ProducerEvent = _union(*PRODUCER_EVENTS)
+
+ALL_MODELS: tuple[type[Record], ...] = (
+    Delivery,
+    *CONTROL_EVENTS,
+    PlanRequested,
+    FileBatch,
+    JobCancelled,
+    *LIFECYCLE_EVENTS,
+    SyncCompleted,
+    DeadLettered,
+    RedriveAccepted,
+)
+
+__all__ = [
+    "ALL_MODELS",
+    "BatchCompleted",
+    "ControlEvent",
+    "ControlRecord",
+    "DeadLettered",
+    "DeadlineReached",
+    "Delivery",
+    "DeliveryRef",
+    "DlqRecord",
+    "FileBatch",
+    "FileChange",
+    "JobCancelled",
+    "Lifecycle",
+    "LifecycleRecord",
+    "PRODUCER_EVENTS",
+    "PlanFailed",
+    "PlanRequested",
+    "ProducerEvent",
+    "RawBytes",
+    "Record",
+    "RedriveAccepted",
+    "SourceConfigChanged",
+    "SourceConnected",
+    "SourceDisconnected",
+    "SourceUpdated",
+    "SyncCancelled",
+    "SyncCoalesced",
+    "SyncCompleted",
+    "SyncDeduplicated",
+    "SyncMode",
+    "SyncPlanned",
+    "SyncQueued",
+    "SyncRejected",
+    "SyncRequested",
+    "SyncStarted",
+    "SyncStatus",
+    "TOPIC_RECORDS",
+    "delivery_key",
+    "utcnow",
+]

@@ -1,0 +1,110 @@
+"""`hookstream.sync.control`, keyed by sourceId: everything that changes a source's state.
+
+One partition sees every event of a source in one order: that order serializes
+syncs per source.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from app.events.base import Record, Timestamp
+from app.events.deliveries import DeliveryRef
+
+SyncMode = Literal["full", "incremental"]
+SourceType = Literal["git", "github"]
+
+
+class ControlEvent(Record):
+    source_id: str = Field(min_length=1, max_length=300)
+    occurred_at: Timestamp
+    delivery: DeliveryRef | None = None
+
+
+class SyncRequested(ControlEvent):
+    """A request to sync a source. `request_id` is unique per request (the delivery id for webhooks)."""
+
+    type: Literal["sync.requested"] = "sync.requested"
+    request_id: str = Field(min_length=1, max_length=300)
+    mode: SyncMode
+    trigger: str = Field(min_length=1, max_length=64)
+    paths: list[str] = Field(default_factory=list)
+    before: str | None = None
+    after: str | None = None
+
+
+class SourceConnected(ControlEvent):
+    type: Literal["source.connected"] = "source.connected"
+    source_type: SourceType
+    name: str | None = None
+    # Adapter configuration: for git {"path": ...}; for github {"repository": "owner/name",
+    # "installation_id": ..., "default_branch": ...}.
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class SourceDisconnected(ControlEvent):
+    type: Literal["source.disconnected"] = "source.disconnected"
+    reason: str = "disconnected"
+
+
+class SourceConfigChanged(ControlEvent):
+    type: Literal["source.config_changed"] = "source.config_changed"
+    config_path: str
+    commit: str | None = None
+
+
+class SourceUpdated(ControlEvent):
+    """A source's metadata changed (a repository renamed or transferred): ids survive, names do not."""
+
+    type: Literal["source.updated"] = "source.updated"
+    name: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class SyncPlanned(ControlEvent):
+    type: Literal["sync.planned"] = "sync.planned"
+    job_id: str
+    batch_count: int = Field(ge=0)
+    file_count: int = Field(ge=0)
+    commit: str | None = None
+
+
+class PlanFailed(ControlEvent):
+    type: Literal["sync.plan_failed"] = "sync.plan_failed"
+    job_id: str
+    error: str
+
+
+class BatchCompleted(ControlEvent):
+    type: Literal["batch.completed"] = "batch.completed"
+    job_id: str
+    batch_index: int = Field(ge=0)
+    processed: int = Field(default=0, ge=0)
+    failed: int = Field(default=0, ge=0)
+    deleted: int = Field(default=0, ge=0)
+    skipped: int = Field(default=0, ge=0)
+    documents_written: int = Field(default=0, ge=0)
+    bytes: int = Field(default=0, ge=0)
+    errors: list[str] = Field(default_factory=list)
+    # True when the batch was not processed because its job had been cancelled.
+    cancelled: bool = False
+
+
+class DeadlineReached(ControlEvent):
+    type: Literal["sync.deadline_reached"] = "sync.deadline_reached"
+    job_id: str
+
+
+CONTROL_EVENTS = (
+    SyncRequested,
+    SourceConnected,
+    SourceDisconnected,
+    SourceConfigChanged,
+    SourceUpdated,
+    SyncPlanned,
+    PlanFailed,
+    BatchCompleted,
+    DeadlineReached,
+)

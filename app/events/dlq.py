@@ -1,0 +1,33 @@
+"""`hookstream.dlq`, key = the delivery key: dead letters and the confirmations that retire them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from app.events.base import Record, Timestamp
+from app.events.deliveries import Delivery
+
+
+class DeadLettered(Record):
+    type: Literal["dlq.dead_lettered"] = "dlq.dead_lettered"
+    dead_letter_id: str
+    key: str
+    stage: str
+    error: str
+    attempt: int = Field(default=1, ge=1)
+    failed_at: Timestamp
+    source_topic: str | None = None
+    source_partition: int | None = None
+    source_offset: int | None = None
+    original: Delivery
+
+
+class RedriveAccepted(Record):
+    """Emitted by the dedup/routing stage once it accepted a redriven delivery: retires the row."""
+
+    type: Literal["dlq.redrive_accepted"] = "dlq.redrive_accepted"
+    dead_letter_id: str
+    key: str
+    accepted_at: Timestamp

@@ -1,0 +1,131 @@
+"""Plans, file batches, lifecycle events and completions of sync jobs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from app.events.base import Record, Timestamp
+from app.events.control import SourceType, SyncMode
+
+SyncStatus = Literal["succeeded", "failed", "cancelled", "timed_out"]
+
+
+class PlanRequested(Record):
+    """`hookstream.sync.plans`, key jobId: list the changes of a job's source."""
+
+    type: Literal["sync.plan_requested"] = "sync.plan_requested"
+    job_id: str
+    source_id: str
+    source_type: SourceType
+    source_config: dict[str, Any] = Field(default_factory=dict)
+    mode: SyncMode
+    paths: list[str] = Field(default_factory=list)
+    before: str | None = None
+    after: str | None = None
+    requested_at: Timestamp
+
+
+class FileChange(Record):
+    type: Literal["file.change"] = "file.change"
+    path: str
+    change: Literal["upsert", "delete"]
+    # Adapter-specific content handle (a git blob id, a GitHub sha).
+    blob: str | None = None
+    size: int | None = None
+
+
+class FileBatch(Record):
+    """`hookstream.files.batches`, key jobId/batchIndex: one slice of a job's files."""
+
+    type: Literal["files.batch"] = "files.batch"
+    job_id: str
+    source_id: str
+    source_type: SourceType
+    source_config: dict[str, Any] = Field(default_factory=dict)
+    batch_index: int = Field(ge=0)
+    batch_count: int = Field(ge=1)
+    commit: str | None = None
+    files: list[FileChange]
+
+
+class JobCancelled(Record):
+    """`hookstream.sync.cancellations`, key jobId, compacted: read as a global table by batch workers."""
+
+    type: Literal["sync.job_cancelled"] = "sync.job_cancelled"
+    job_id: str
+    source_id: str
+    cancelled_at: Timestamp
+
+
+class Lifecycle(Record):
+    """`hookstream.sync.events`, key sourceId: what happened to a request or a job."""
+
+    source_id: str
+    occurred_at: Timestamp
+    request_ids: list[str] = Field(default_factory=list)
+    job_id: str | None = None
+
+
+class SyncQueued(Lifecycle):
+    type: Literal["sync.queued"] = "sync.queued"
+    mode: SyncMode
+
+
+class SyncCoalesced(Lifecycle):
+    type: Literal["sync.coalesced"] = "sync.coalesced"
+    mode: SyncMode
+
+
+class SyncDeduplicated(Lifecycle):
+    type: Literal["sync.deduplicated"] = "sync.deduplicated"
+    idempotency_key: str
+    # The job holding the key, and its status or result when known.
+    held_by_job_id: str | None = None
+    held_status: str | None = None
+
+
+class SyncStarted(Lifecycle):
+    type: Literal["sync.started"] = "sync.started"
+    mode: SyncMode
+    trigger: str
+    deadline: Timestamp
+
+
+class SyncCancelled(Lifecycle):
+    type: Literal["sync.cancelled"] = "sync.cancelled"
+    reason: str
+
+
+class SyncRejected(Lifecycle):
+    type: Literal["sync.rejected"] = "sync.rejected"
+    reason: str
+
+
+class SyncCompleted(Record):
+    """`hookstream.sync.completed`, key sourceId: a job's result, with the real counts."""
+
+    type: Literal["sync.completed"] = "sync.completed"
+    job_id: str
+    source_id: str
+    request_ids: list[str]
+    mode: SyncMode
+    trigger: str
+    status: SyncStatus
+    error: str | None = None
+    commit: str | None = None
+    files_listed: int = 0
+    processed: int = 0
+    failed: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    documents_written: int = 0
+    bytes: int = 0
+    batches: int = 0
+    started_at: Timestamp
+    finished_at: Timestamp
+    duration_ms: int = Field(ge=0)
+
+
+LIFECYCLE_EVENTS = (SyncQueued, SyncCoalesced, SyncDeduplicated, SyncStarted, SyncCancelled, SyncRejected)

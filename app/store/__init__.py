@@ -1,0 +1,1 @@
+"""PostgreSQL: the async pool, migrations, and (later) the projections."""
