@@ -1,0 +1,54 @@
+"""What every command shares: settings loading, logging setup, and failing with a clear message."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Awaitable, NoReturn, TypeVar
+
+from pydantic import ValidationError
+
+from app.settings import ConfigError, Settings
+
+T = TypeVar("T")
+
+
+class CliError(Exception):
+    """A failure the user can act on: printed as `hookstream: error: …`, exit code `code`."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = "HOOKSTREAM_" + "_".join(str(p) for p in err["loc"]).upper()
+        raise CliError(f"{name}: {err['msg']}", 2) from None
+
+
+def setup_logging(level: str = "info") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Faust/aiokafka build debug records per event when the root logger is at DEBUG (PERF.md).
+    for name in ("aiokafka", "kafka"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def run(coro: Awaitable[T]) -> T:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    raise CliError(message, code)
+
+
+def config_error(exc: ConfigError) -> CliError:
+    return CliError(str(exc), 2)

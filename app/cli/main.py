@@ -1,0 +1,74 @@
+"""`hookstream`: the entry point. Each command group lives in its own module and registers itself."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from app.cli.common import CliError
+from app.settings import ConfigError
+
+# Command modules, each with `register(subparsers)`. A module that is not there yet is skipped.
+COMMAND_MODULES = (
+    "app.cli.dev",
+    "app.cli.ingress",
+    "app.cli.worker",
+    "app.cli.topics",
+    "app.cli.db",
+    "app.cli.schemas",
+    "app.cli.send",
+    "app.cli.sources",
+    "app.cli.syncs",
+    "app.cli.dlq",
+    "app.cli.replay",
+    "app.cli.lag",
+    "app.cli.projections",
+)
+
+DESCRIPTION = """\
+hookstream: webhook deliveries and producer events into serialized, measured syncs on Kafka.
+
+Everything is configured by HOOKSTREAM_* environment variables (see README.md);
+plugin instances come from the TOML file named by HOOKSTREAM_INSTANCES_FILE.
+`hookstream dev` runs the whole thing on an embedded broker and PostgreSQL.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hookstream", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except CliError as exc:
+        print(f"hookstream: error: {exc}", file=sys.stderr)
+        return exc.code
+    except ConfigError as exc:
+        print(f"hookstream: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
