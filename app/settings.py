@@ -175,6 +175,7 @@ class Settings(BaseSettings):
     worker_web_host: str = "127.0.0.1"
     worker_web_port: int = 6066
     broker_session_timeout_seconds: float = 10.0
+    dedup_purge_interval_seconds: float = Field(default=60.0, gt=0)
     batch_size: int = Field(default=50, ge=1, le=10_000)
     sync_deadline_seconds: float = 3600.0
     idempotency_ttl_seconds: float = 300.0
@@ -184,6 +185,17 @@ class Settings(BaseSettings):
     def topic(self, logical: str) -> str:
         """The real name of a topic declared in topics/ as `logical`."""
         return f"{self.topic_prefix}{logical}"
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as HOOKSTREAM_* variables, to hand to a child process."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"HOOKSTREAM_{name.upper()}"] = str(value)
+        return env
 
     def instances(self) -> dict[tuple[str, str], InstanceConfig]:
         if self.instances_file is None:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from app.events.base import Record, Timestamp
+from app.events.base import RawBytes, Record, Timestamp
 from app.events.deliveries import Delivery
 
 
@@ -21,7 +21,9 @@ class DeadLettered(Record):
     source_topic: str | None = None
     source_partition: int | None = None
     source_offset: int | None = None
-    original: Delivery
+    # The delivery as consumed; None when the record did not even decode, then `raw` holds its bytes.
+    original: Delivery | None = None
+    raw: RawBytes | None = None
 
 
 class RedriveAccepted(Record):

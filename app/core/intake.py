@@ -1,0 +1,102 @@
+"""What the dedup/routing stage does with one consumed delivery, as one pure function.
+
+The agent only decodes, loads the dedup entry, calls `process`, stores and sends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable
+
+from app.core.dedup import Action, DedupEntry, decide
+from app.events import DeadLettered, Delivery, Record, RedriveAccepted
+from app.plugins.base import Routed, RoutingError
+
+DLQ = "hookstream.dlq"
+CONTROL = "hookstream.sync.control"
+
+# Marker: delete the stored dedup entry (a dead-lettered delivery must not block its key).
+DELETE = object()
+
+
+@dataclass(frozen=True)
+class Send:
+    topic: str  # logical name
+    key: str
+    record: Record
+
+
+@dataclass
+class Outcome:
+    """The effects of one delivery: what to store for its key, what to send, what to count."""
+
+    store: object = None  # DedupEntry, DELETE, or None (unchanged)
+    sends: list[Send] = field(default_factory=list)
+    counted: str = ""  # "duplicate" | "routed" | "ignored" | "dead_lettered"
+    rule: str = ""  # the ignore rule or the DLQ stage
+    reason: str = ""
+
+
+def dead_letter_id(key: str) -> str:
+    """One dead letter per delivery key: a failure of the same key again converges on its row."""
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def dead_letter(delivery: Delivery, stage: str, error: str, partition: int, offset: int, topic: str, now: datetime) -> Send:
+    record = DeadLettered(
+        dead_letter_id=delivery.redrive_of or dead_letter_id(delivery.key),
+        key=delivery.key,
+        stage=stage,
+        error=error[:2000],
+        failed_at=now,
+        source_topic=topic,
+        source_partition=partition,
+        source_offset=offset,
+        original=delivery,
+    )
+    return Send(DLQ, delivery.key, record)
+
+
+def process(
+    delivery: Delivery,
+    entry: DedupEntry | None,
+    partition: int,
+    offset: int,
+    topic: str,
+    window: float | None,
+    route: Callable[[Delivery], Routed] | None,
+) -> Outcome:
+    """Dedup, then route. `window`/`route` are None when the instance is not configured (dead letter)."""
+    now = delivery.received_at
+    if route is None or window is None:
+        return Outcome(
+            store=DELETE if entry is not None else None,
+            sends=[dead_letter(delivery, "route", f"unknown instance {delivery.plugin}/{delivery.instance}", partition, offset, topic, now)],
+            counted="dead_lettered",
+            rule="route",
+        )
+    decision = decide(
+        entry, now.timestamp(), window, partition, offset,
+        replay_epoch=delivery.replay_epoch, redrive=delivery.redrive_of is not None,
+    )
+    if decision.action is Action.DUPLICATE:
+        return Outcome(counted="duplicate", reason=decision.reason)
+    try:
+        routed = route(delivery)
+    except RoutingError as exc:
+        return Outcome(
+            store=DELETE if entry is not None else None,
+            sends=[dead_letter(delivery, "route", str(exc), partition, offset, topic, now)],
+            counted="dead_lettered",
+            rule="route",
+        )
+    sends = [Send(CONTROL, event.source_id, event) for event in routed.events]  # type: ignore[attr-defined]
+    if delivery.redrive_of:
+        sends.append(Send(DLQ, delivery.key, RedriveAccepted(
+            dead_letter_id=delivery.redrive_of, key=delivery.key, accepted_at=now,
+        )))
+    if routed.ignored is not None:
+        return Outcome(store=decision.entry, sends=sends, counted="ignored", rule=routed.ignored.rule, reason=decision.reason)
+    return Outcome(store=decision.entry, sends=sends, counted="routed", reason=decision.reason)

@@ -1,0 +1,1 @@
+"""The Faust app factory and the agents: thin shells around app/core."""

@@ -1,0 +1,87 @@
+"""The Faust app factory: everything built from `Settings`, nothing at import."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from app.embedded import tansu_quirks
+from app.settings import InstanceConfig, Settings
+from app.stream.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+# Topics every worker consumes or produces; the worker refuses to start without them.
+WORKER_TOPICS = [
+    "hookstream.deliveries",
+    "hookstream.sync.control",
+    "hookstream.dlq",
+    "hookstream.dedup.changelog",
+]
+
+
+@dataclass
+class Worker:
+    """The Faust app plus what the agents share."""
+
+    app: faust.App
+    settings: Settings
+    instances: dict[tuple[str, str], InstanceConfig]
+    metrics: WorkerMetrics
+    topics: dict[str, Any] = field(default_factory=dict)
+
+    def topic(self, logical: str, **kwargs: Any):
+        """The Faust topic for a declared topic (raw bytes in and out; the codec decodes)."""
+        if logical not in self.topics:
+            self.topics[logical] = self.app.topic(
+                self.settings.topic(logical), key_type=bytes, value_type=bytes,
+                key_serializer="raw", value_serializer="raw", **kwargs,
+            )
+        return self.topics[logical]
+
+
+def create_worker(settings: Settings, instances: dict[tuple[str, str], InstanceConfig] | None = None) -> Worker:
+    tansu_quirks.install(settings)
+    app = faust.App(
+        f"{settings.topic_prefix}{settings.worker_id}",
+        broker=[f"kafka://{hp}" for hp in settings.kafka_bootstrap_servers.split(",")],
+        store="rocksdb://",
+        datadir=str(settings.worker_data_dir),
+        processing_guarantee="at_least_once",
+        broker_session_timeout=settings.broker_session_timeout_seconds,
+        broker_heartbeat_interval=max(1.0, settings.broker_session_timeout_seconds / 5),
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        topic_partitions=8,
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        table_standby_replicas=0,
+        key_serializer="raw",
+        value_serializer="raw",
+        web_host=settings.worker_web_host,
+        web_port=settings.worker_web_port,
+        web_bind=settings.worker_web_host,
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        producer_linger_ms=5,
+        producer_max_batch_size=256 * 1024,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        autodiscover=False,
+    )
+    worker = Worker(app, settings, instances if instances is not None else settings.instances(), WorkerMetrics())
+
+    from prometheus_client import generate_latest
+
+    @app.page("/metrics")
+    async def metrics_page(web, request):
+        return web.bytes(generate_latest(worker.metrics.registry), content_type="text/plain; version=0.0.4")
+
+    from app.stream import dedup
+
+    dedup.register(worker)
+    return worker

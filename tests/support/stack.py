@@ -1,0 +1,84 @@
+"""Real hookstream processes for integration tests: workers (and ingresses) as child processes."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.embedded.ports import free_port
+from app.embedded.supervisor import Child, hookstream_argv
+from app.settings import Settings
+
+
+def write_instances(path: Path, instances: list[dict]) -> Path:
+    """Write an instances TOML file from plain dicts (plugin, id, secret, options...)."""
+    lines: list[str] = []
+    for inst in instances:
+        lines.append("[[instance]]")
+        for key, value in inst.items():
+            if key == "options":
+                continue
+            lines.append(f"{key} = {_toml(value)}")
+        if inst.get("options"):
+            lines.append("[instance.options]")
+            for key, value in inst["options"].items():
+                lines.append(f"{key} = {_toml(value)}")
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _toml(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass
+class WorkerProcess:
+    """`hookstream worker` in a child process with its own data dir and web port."""
+
+    settings: Settings
+    data_dir: Path
+    log_path: Path
+    web_port: int = 0
+    child: Child | None = field(default=None, repr=False)
+
+    def start(self) -> "WorkerProcess":
+        if not self.web_port:
+            self.web_port = free_port()
+        env = self.settings.to_env()
+        env.update({
+            "HOOKSTREAM_WORKER_DATA_DIR": str(self.data_dir),
+            "HOOKSTREAM_WORKER_WEB_PORT": str(self.web_port),
+            "HOOKSTREAM_LOG_LEVEL": "info",
+        })
+        self.child = Child("worker", hookstream_argv("worker"), env, self.log_path, stop_timeout=10).start()
+        return self
+
+    def kill(self) -> None:
+        assert self.child is not None
+        self.child.kill()
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.child.stop()
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "<no log>"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}/metrics"
+
+
+def python() -> str:
+    return sys.executable
