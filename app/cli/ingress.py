@@ -1,0 +1,99 @@
+"""`hookstream ingress`: run the verified, durable webhook ingress."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from app.cli.common import CliError, load_settings, setup_logging
+from app.settings import ConfigError
+
+DESCRIPTION = """\
+Run the ingress: an HTTP service that verifies webhook deliveries and publishes
+them to Kafka before answering.
+
+  POST /hooks/{plugin}/{instance}[/{route}]
+       verify the signature with the instance's secret(s), then publish the raw
+       body byte-exact to hookstream.deliveries keyed plugin/instance/deliveryId.
+       202 {"deliveryId": ...} only after the broker acknowledged (acks=all);
+       503 with Retry-After when it did not in time; 401 bad or missing
+       signature, 404 unknown plugin or instance, 413 over the body limit,
+       400 unreadable. Every error body is JSON {"error", "message"}.
+  POST /events   a producer domain event (Authorization: Bearer <token>),
+                 published to hookstream.sync.control keyed by its sourceId.
+                 Disabled (404) while HOOKSTREAM_EVENTS_TOKEN is unset.
+  GET  /healthz  200 while the process runs
+  GET  /readyz   200 once the broker answers and the topics exist, else 503
+  GET  /metrics  Prometheus metrics (per process)
+
+The ingress refuses to start while its topics are missing: run
+`hookstream topics apply` first.
+
+Environment (HOOKSTREAM_*):
+  KAFKA_BOOTSTRAP_SERVERS   broker(s), default 127.0.0.1:9092
+  TOPIC_PREFIX              prepended to every topic name
+  INSTANCES_FILE            TOML file with the plugin instances and their secrets
+  INGRESS_HOST, INGRESS_PORT, INGRESS_PROCESSES   where and how many processes
+  BODY_LIMIT_BYTES          largest accepted body (default 1 MiB)
+  PUBLISH_TIMEOUT_SECONDS   how long to wait for the broker before answering 503
+  RETRY_AFTER_SECONDS       the Retry-After sent with a 503
+  PRODUCER_LINGER_MS, PRODUCER_MAX_BATCH_BYTES   producer batching
+  EVENTS_TOKEN              bearer token that enables POST /events
+  LOG_LEVEL                 debug, info, warning, error
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ingress",
+        help="run the webhook ingress (verify, publish with acks=all, answer)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--host", help="address to bind (overrides HOOKSTREAM_INGRESS_HOST)")
+    p.add_argument("--port", type=int, help="port to bind, 0 for any free one (overrides HOOKSTREAM_INGRESS_PORT)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        help="processes sharing the port through SO_REUSEPORT (overrides HOOKSTREAM_INGRESS_PROCESSES)",
+    )
+    p.set_defaults(func=cmd_ingress)
+
+
+def cmd_ingress(args: argparse.Namespace) -> int:
+    from app.ingress.app import StartupError
+    from app.ingress.server import run_ingress
+    from app.topology import MissingTopics
+
+    settings = load_settings()
+    overrides = {
+        name: value
+        for name, value in (("ingress_host", args.host), ("ingress_port", args.port), ("ingress_processes", args.processes))
+        if value is not None
+    }
+    if not 1 <= overrides.get("ingress_processes", 1) <= 64:
+        raise CliError("--processes must be between 1 and 64", 2)
+    if "ingress_port" in overrides and not 0 <= overrides["ingress_port"] <= 65535:
+        raise CliError("--port must be between 0 and 65535", 2)
+    settings = settings.model_copy(update=overrides)
+    setup_logging(settings.log_level)
+    try:
+        instances = settings.instances()
+    except ConfigError as exc:
+        raise CliError(str(exc), 2) from None
+    if not instances:
+        print(
+            "hookstream ingress: no plugin instances configured (HOOKSTREAM_INSTANCES_FILE); "
+            "every /hooks request will get 404",
+            file=sys.stderr,
+        )
+
+    def announce(urls: list[str]) -> None:
+        print(f"hookstream ingress listening on {', '.join(urls)} ({len(instances)} instance(s))", file=sys.stderr, flush=True)
+
+    try:
+        return run_ingress(settings, instances, announce)
+    except (MissingTopics, StartupError) as exc:
+        raise CliError(str(exc), 2) from None
+    except OSError as exc:
+        raise CliError(f"cannot listen on {settings.ingress_host}:{settings.ingress_port}: {exc.strerror or exc}", 2) from None

@@ -1,0 +1,325 @@
+"""The ingress as an aiohttp application: verify, name, publish durably, answer (DESIGN.md §3).
+
+No business logic lives here: a plugin verifies and names a delivery, the codec
+turns it into bytes, the publisher writes it with acks=all. A 2xx answer is
+given only after the broker acknowledged the record; every error answer is JSON
+`{"error": <code>, "message": <what was wrong>}`.
+
+Secrets and signatures never reach a log line: we log the plugin, the instance,
+the delivery id, the status and the byte count.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiokafka.errors import KafkaError
+
+from app import codec
+from app.events import Delivery, utcnow
+from app.ingress.metrics import UNKNOWN_PLUGIN, IngressMetrics
+from app.ingress.publisher import Publisher, PublishUnavailable
+from app.plugins import PLUGINS
+from app.plugins.base import Plugin, UnreadableDelivery, VerificationError
+from app.settings import InstanceConfig, Settings
+from app.topology import require_topics
+
+log = logging.getLogger("hookstream.ingress")
+
+DELIVERIES_TOPIC = "hookstream.deliveries"
+CONTROL_TOPIC = "hookstream.sync.control"
+REQUIRED_TOPICS = (DELIVERIES_TOPIC, CONTROL_TOPIC)
+
+SETTINGS = web.AppKey("settings", Settings)
+PUBLISHER = web.AppKey("publisher", Publisher)
+METRICS = web.AppKey("metrics", IngressMetrics)
+
+_READ_CHUNK = 64 * 1024
+
+
+class IngressError(Exception):
+    """An answer other than 2xx: status, machine-readable code, human message, extra headers."""
+
+    def __init__(self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+        self.extra = extra
+
+
+class StartupError(RuntimeError):
+    """The ingress cannot start (broker unreachable); the message says where it looked."""
+
+
+def json_response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
+
+
+def error_response(error: IngressError) -> web.Response:
+    body = {"error": error.code, "message": error.message, **error.extra}
+    response = json_response(error.status, body, error.headers)
+    if error.status == 413:
+        # Do not keep reading an oversized upload on this connection: aiohttp drains what is
+        # in flight for a short lingering time, then closes.
+        response.force_close()
+    return response
+
+
+async def read_limited_body(request: web.Request, limit: int) -> bytes:
+    """The request body, or IngressError 413 once it is known to exceed `limit` (read no further)."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise IngressError(413, "body_too_large", f"the body is {declared} bytes; the limit is {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise IngressError(413, "body_too_large", f"the body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type == "application/json" or (content_type.startswith("application/") and content_type.endswith("+json"))
+
+
+class DeliveryIngress:
+    """The request handlers, bound to one app's settings, instances, publisher and metrics."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        instances: Mapping[tuple[str, str], InstanceConfig],
+        plugins: Mapping[str, Plugin],
+        publisher: Publisher,
+        metrics: IngressMetrics,
+    ) -> None:
+        self.settings = settings
+        self.instances = dict(instances)
+        self.plugins = dict(plugins)
+        self.publisher = publisher
+        self.metrics = metrics
+        self.deliveries_topic = settings.topic(DELIVERIES_TOPIC)
+        self.control_topic = settings.topic(CONTROL_TOPIC)
+        self.required_topics = {settings.topic(t) for t in REQUIRED_TOPICS}
+        self.events_token = settings.events_token.get_secret_value().encode() if settings.events_token else None
+
+    # POST /hooks/{plugin}/{instance}[/{route}]
+    async def receive_delivery(self, request: web.Request) -> web.Response:
+        plugin_name = request.match_info["plugin"]
+        label = plugin_name if plugin_name in self.plugins else UNKNOWN_PLUGIN
+        try:
+            response = await self._receive_delivery(request, plugin_name)
+        except IngressError as error:
+            response = error_response(error)
+            log.info(
+                "rejected plugin=%s instance=%s status=%d error=%s",
+                label, request.match_info["instance"], error.status, error.code,
+            )
+        self.metrics.deliveries.labels(label, str(response.status)).inc()
+        return response
+
+    async def _receive_delivery(self, request: web.Request, plugin_name: str) -> web.Response:
+        instance_id = request.match_info["instance"]
+        route = request.match_info.get("route")
+        plugin = self.plugins.get(plugin_name)
+        if plugin is None:
+            raise IngressError(404, "unknown_plugin", f"no plugin named {plugin_name!r}; known: {', '.join(sorted(self.plugins))}")
+        instance = self.instances.get((plugin_name, instance_id))
+        if instance is None:
+            raise IngressError(404, "unknown_instance", f"no {plugin_name} instance named {instance_id!r} is configured")
+
+        raw = await read_limited_body(request, self.settings.body_limit_bytes)
+        self.metrics.received_bytes.labels(plugin_name).inc(len(raw))
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        try:
+            verified = plugin.verify(raw, headers, instance, route, time.time())
+        except VerificationError as exc:
+            raise IngressError(401, "verification_failed", exc.reason) from None
+        except UnreadableDelivery as exc:
+            raise IngressError(400, "unreadable_delivery", exc.reason) from None
+
+        delivery = Delivery(
+            delivery_id=verified.delivery_id,
+            plugin=plugin_name,
+            instance=instance_id,
+            route=route,
+            received_at=utcnow(),
+            headers=verified.headers,
+            body=raw,
+        )
+        await self._publish(DELIVERIES_TOPIC, self.deliveries_topic, delivery.key, codec.encode(delivery))
+        log.info(
+            "accepted plugin=%s instance=%s delivery=%s status=202 bytes=%d",
+            plugin_name, instance_id, delivery.delivery_id, len(raw),
+        )
+        return json_response(202, {"deliveryId": delivery.delivery_id})
+
+    # POST /events
+    async def receive_event(self, request: web.Request) -> web.Response:
+        try:
+            response = await self._receive_event(request)
+        except IngressError as error:
+            response = error_response(error)
+            log.info("rejected event status=%d error=%s", error.status, error.code)
+        self.metrics.events.labels(str(response.status)).inc()
+        return response
+
+    async def _receive_event(self, request: web.Request) -> web.Response:
+        if self.events_token is None:
+            raise IngressError(404, "events_disabled", "POST /events is disabled: set HOOKSTREAM_EVENTS_TOKEN to enable it")
+        token = _bearer_token(request)
+        if token is None:
+            raise IngressError(401, "missing_token", "send the events token as `Authorization: Bearer <token>`", {"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(token.encode(), self.events_token):
+            raise IngressError(401, "invalid_token", "the bearer token is not the configured events token", {"WWW-Authenticate": "Bearer"})
+        if not _is_json(request.content_type):
+            raise IngressError(415, "unsupported_media_type", f"POST /events takes application/json, not {request.content_type}")
+
+        raw = await read_limited_body(request, self.settings.body_limit_bytes)
+        self.metrics.received_bytes.labels("events").inc(len(raw))
+        try:
+            event = codec.decode_producer_event(raw)
+        except codec.DecodeError as exc:
+            if not exc.errors:
+                raise IngressError(400, "invalid_json", f"the body is {exc}") from None
+            raise IngressError(422, "invalid_event", f"the event {exc}", errors=exc.errors) from None
+
+        key = event.source_id  # every control event is keyed by its source
+        await self._publish(CONTROL_TOPIC, self.control_topic, key, codec.encode(event))
+        log.info("accepted event type=%s key=%s status=202 bytes=%d", event.type, key, len(raw))
+        return json_response(202, {"type": event.type, "key": key})
+
+    async def _publish(self, logical_topic: str, topic: str, key: str, value: bytes) -> None:
+        started = time.perf_counter()
+        try:
+            await self.publisher.publish(topic, codec.encode_key(key), value)
+        except PublishUnavailable as exc:
+            log.warning("publish to %s failed: %s", topic, exc)
+            raise IngressError(
+                503,
+                "broker_unavailable",
+                f"the record was not stored ({exc}); nothing was accepted, retry later",
+                {"Retry-After": str(self.settings.retry_after_seconds)},
+            ) from None
+        self.metrics.publish_seconds.labels(logical_topic).observe(time.perf_counter() - started)
+
+    # GET /healthz, /readyz, /metrics
+    async def healthz(self, request: web.Request) -> web.Response:
+        return json_response(200, {"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        try:
+            existing = await self.publisher.existing_topics()
+        except PublishUnavailable as exc:
+            return error_response(IngressError(503, "not_ready", str(exc), {"Retry-After": str(self.settings.retry_after_seconds)}))
+        except RuntimeError:  # the publisher has not started (yet)
+            return error_response(IngressError(503, "not_ready", "the Kafka producer has not started yet"))
+        missing = sorted(self.required_topics - existing)
+        if missing:
+            return error_response(
+                IngressError(503, "not_ready", f"topic(s) missing: {', '.join(missing)}; run: hookstream topics apply")
+            )
+        return json_response(200, {"status": "ready"})
+
+    async def metrics_view(self, request: web.Request) -> web.Response:
+        response = web.Response(body=self.metrics.render())
+        response.headers["Content-Type"] = self.metrics.content_type
+        return response
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler) -> web.StreamResponse:
+    """Every answer aiohttp itself would give as text (404 path, 405 method, a crash) becomes JSON."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status, "http_error")
+        message = exc.text or exc.reason
+        if exc.status == 405:
+            message = f"{request.method} is not allowed on {request.path}; allowed: {exc.headers.get('Allow', '')}"
+        elif exc.status == 404:
+            message = f"nothing at {request.path}; deliveries go to POST /hooks/{{plugin}}/{{instance}}"
+        extra = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after", "www-authenticate")}
+        return error_response(IngressError(exc.status, code, message, extra))
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(IngressError(500, "internal_error", "the ingress failed on this request; nothing was accepted"))
+
+
+def create_app(
+    settings: Settings,
+    instances: Mapping[tuple[str, str], InstanceConfig],
+    publisher: Publisher | None = None,
+    plugins: Mapping[str, Plugin] | None = None,
+) -> web.Application:
+    """Build the ingress app. Nothing connects until the app starts.
+
+    At startup the app checks that its topics exist (or refuses, naming
+    `hookstream topics apply`) and starts its own publisher. A `publisher`
+    passed in is the caller's to start and stop.
+    """
+    plugins = PLUGINS if plugins is None else plugins
+    for (plugin_name, instance_id), instance in instances.items():
+        plugin = plugins.get(plugin_name)
+        if plugin is None:
+            raise StartupError(f"instance {plugin_name}/{instance_id}: no plugin named {plugin_name!r}")
+        validate_options = getattr(plugin, "validate_options", None)
+        if validate_options is not None:
+            validate_options(instance)
+
+    owns_publisher = publisher is None
+    publisher = Publisher(settings) if publisher is None else publisher
+    metrics = IngressMetrics()
+    ingress = DeliveryIngress(settings, instances, plugins, publisher, metrics)
+
+    # Streamed reads enforce the limit ourselves; this bounds anything that calls request.read().
+    app = web.Application(client_max_size=settings.body_limit_bytes + 1, middlewares=[json_errors])
+    app[SETTINGS] = settings
+    app[PUBLISHER] = publisher
+    app[METRICS] = metrics
+    app.router.add_post("/hooks/{plugin}/{instance}", ingress.receive_delivery)
+    app.router.add_post("/hooks/{plugin}/{instance}/{route}", ingress.receive_delivery)
+    app.router.add_post("/events", ingress.receive_event)
+    app.router.add_get("/healthz", ingress.healthz)
+    app.router.add_get("/readyz", ingress.readyz)
+    app.router.add_get("/metrics", ingress.metrics_view)
+
+    async def connect_to_kafka(app: web.Application) -> AsyncIterator[None]:
+        try:
+            await require_topics(settings, list(REQUIRED_TOPICS))
+        except (KafkaError, OSError) as exc:
+            raise StartupError(f"cannot reach the Kafka broker at {settings.kafka_bootstrap_servers}: {exc}") from None
+        if owns_publisher:
+            try:
+                await publisher.start()
+            except PublishUnavailable as exc:
+                raise StartupError(str(exc)) from None
+        yield
+        if owns_publisher:
+            await publisher.stop()
+
+    app.cleanup_ctx.append(connect_to_kafka)
+    return app
