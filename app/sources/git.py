@@ -1,0 +1,255 @@
+"""A local git repository through plumbing: `ls-tree`, `diff-tree`, `cat-file --batch`.
+
+Config: `{"path": "/repo", "branch": "main"}` (branch optional: HEAD when absent).
+
+- Full listing: `git ls-tree -r -z --long <commit>`, every blob (files and
+  symlinks; a symlink's content is its target, as git stores it). Submodules
+  (mode 160000) are commits of another repository: never listed.
+- Incremental: `git diff-tree -r -z --no-renames <before> <after>`. The raw
+  format gives the new blob ids with the statuses, so no second lookup per
+  file; `--no-renames` makes a rename a delete plus an add, which is what a
+  document store keyed by path needs, and keeps the output independent of
+  rename-detection heuristics and config. When `before` is missing or not a
+  commit of this repository (`cat-file -e <before>^{commit}` fails: a force
+  push, a shallow mirror, a new branch's zero id) the listing is full.
+- Content: one `git cat-file --batch` process per `fetch` call serves the
+  whole batch; a writer task feeds ids while the reader reads, so a large
+  batch cannot deadlock on full pipes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from typing import AsyncIterator, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from app.events.sync import FileChange, PlanRequested
+from app.sources.base import Fetched, Listing, SourceAdapter, SourceError, SourceOptions
+
+_OID = re.compile(rb"^[0-9a-f]{40}([0-9a-f]{24})?$")
+_GITLINK = b"160000"
+_NULL_MODE = b"000000"
+# Plumbing must not prompt, page, or read the user's terminal.
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", "GIT_OPTIONAL_LOCKS": "0"}
+
+
+class GitConfig(BaseModel):
+    # Unknown keys are ignored: a git source may carry e.g. the GitHub repository it mirrors.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    path: str = Field(min_length=1)
+    branch: str | None = None
+
+
+def decode_path(raw: bytes) -> str:
+    """Paths are bytes in git; non-UTF-8 bytes become `\\xNN`, deterministic and distinct."""
+    return raw.decode("utf-8", errors="backslashreplace")
+
+
+class GitCommandError(SourceError):
+    def __init__(self, args: Sequence[str], returncode: int, stderr: bytes) -> None:
+        self.returncode = returncode
+        self.stderr = stderr.decode("utf-8", errors="replace").strip()
+        super().__init__(f"git {' '.join(args)} failed (exit {returncode}): {self.stderr or 'no message'}")
+
+
+class GitSource(SourceAdapter):
+    source_type = "git"
+
+    def __init__(self, config: dict, options: SourceOptions | None = None) -> None:
+        try:
+            self.config = GitConfig.model_validate(config)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise SourceError(f"git source config {'.'.join(map(str, err['loc']))}: {err['msg']} (expected {{\"path\": \"/repo\", \"branch\": optional}})") from None
+        self.options = options or SourceOptions()
+        self.path = self.config.path
+        self._checked = False
+
+    # -- plumbing -----------------------------------------------------------
+
+    async def _spawn(self, *args: str, stdin: int | None = None) -> asyncio.subprocess.Process:
+        try:
+            return await asyncio.create_subprocess_exec(
+                self.options.git_binary, "-C", self.path, *args,
+                stdin=stdin if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, **_GIT_ENV},
+            )
+        except FileNotFoundError:
+            raise SourceError(f"the git executable {self.options.git_binary!r} was not found; install git or set its path") from None
+
+    async def _git(self, *args: str) -> bytes:
+        proc = await self._spawn(*args)
+        out, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise GitCommandError(args, proc.returncode, err)
+        return out
+
+    async def _succeeds(self, *args: str) -> bool:
+        proc = await self._spawn(*args)
+        await proc.communicate()
+        return proc.returncode == 0
+
+    async def _check_repository(self) -> None:
+        if self._checked:
+            return
+        if not os.path.isdir(self.path):
+            raise SourceError(f"git source path {self.path!r} does not exist or is not a directory")
+        if not await self._succeeds("rev-parse", "--git-dir"):
+            raise SourceError(f"{self.path!r} is not a git repository")
+        self._checked = True
+
+    async def _is_commit(self, ref: str) -> bool:
+        # A ref that starts with "-" would be read as an option: it is never a commit here.
+        return not ref.startswith("-") and await self._succeeds("cat-file", "-e", f"{ref}^{{commit}}")
+
+    async def _commit_of(self, ref: str, what: str) -> str:
+        if not ref.startswith("-"):
+            proc = await self._spawn("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+            out, _ = await proc.communicate()
+            if proc.returncode == 0:
+                return out.decode("ascii").strip()
+        raise SourceError(f"{what} {ref!r} is not a commit in {self.path!r}")
+
+    async def resolve_commit(self, request: PlanRequested) -> str:
+        """The commit a listing is of: the request's `after`, else the configured branch, else HEAD."""
+        await self._check_repository()
+        if request.after:
+            return await self._commit_of(request.after, "commit")
+        if self.config.branch:
+            return await self._commit_of(f"refs/heads/{self.config.branch}", "branch")
+        try:
+            return await self._commit_of("HEAD", "HEAD")
+        except SourceError:
+            raise SourceError(f"repository {self.path!r} has no commits on HEAD yet") from None
+
+    # -- listing ------------------------------------------------------------
+
+    async def list_changes(self, request: PlanRequested) -> Listing:
+        commit = await self.resolve_commit(request)
+        if request.mode == "incremental":
+            if not request.before:
+                return Listing(await self.list_full(commit), commit, "full", "incremental request without a `before` commit")
+            if not await self._is_commit(request.before):
+                reason = f"`before` {request.before!r} is unknown or unreachable in this repository"
+                return Listing(await self.list_full(commit), commit, "full", reason)
+            return Listing(await self.list_diff(request.before, commit), commit, "incremental")
+        return Listing(await self.list_full(commit), commit, "full")
+
+    async def list_full(self, commit: str) -> list[FileChange]:
+        out = await self._git("ls-tree", "-r", "-z", "--long", "--full-tree", commit)
+        files = []
+        for record in out.split(b"\0"):
+            if not record:
+                continue
+            meta, _, path = record.partition(b"\t")
+            mode, kind, oid, size = meta.split(None, 3)
+            if kind != b"blob" or mode == _GITLINK:
+                continue
+            files.append(FileChange(path=decode_path(path), change="upsert", blob=oid.decode("ascii"), size=int(size)))
+        return files
+
+    async def list_diff(self, before: str, after: str) -> list[FileChange]:
+        out = await self._git("diff-tree", "-r", "-z", "--no-renames", "--no-commit-id", "--raw", before, after)
+        fields = out.split(b"\0")
+        changes: list[tuple[bytes, str, str | None]] = []
+        i = 0
+        while i + 1 < len(fields):
+            meta, path = fields[i], fields[i + 1]
+            i += 2
+            if not meta.startswith(b":"):
+                raise SourceError(f"unexpected `git diff-tree` output near {meta[:80]!r}")
+            old_mode, new_mode, _old_oid, new_oid, _status = meta[1:].split(b" ", 4)
+            old_is_file = old_mode not in (_NULL_MODE, _GITLINK)
+            new_is_file = new_mode not in (_NULL_MODE, _GITLINK)
+            if new_is_file:
+                changes.append((path, "upsert", new_oid.decode("ascii")))
+            elif old_is_file:
+                # Deleted, or replaced by a submodule: either way no longer a file here.
+                changes.append((path, "delete", None))
+        sizes = await self._sizes([oid for _, change, oid in changes if oid])
+        return [
+            FileChange(path=decode_path(path), change=change, blob=oid, size=sizes.get(oid) if oid else None)  # type: ignore[arg-type]
+            for path, change, oid in changes
+        ]
+
+    async def _sizes(self, oids: list[str]) -> dict[str, int]:
+        if not oids:
+            return {}
+        proc = await self._spawn("cat-file", "--batch-check", stdin=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate("".join(f"{oid}\n" for oid in dict.fromkeys(oids)).encode("ascii"))
+        if proc.returncode != 0:
+            raise GitCommandError(("cat-file", "--batch-check"), proc.returncode, err)
+        sizes = {}
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 3:
+                sizes[parts[0].decode("ascii")] = int(parts[2])
+        return sizes
+
+    # -- content ------------------------------------------------------------
+
+    async def fetch(self, files: Sequence[FileChange]) -> AsyncIterator[Fetched]:  # type: ignore[override]
+        by_oid: dict[bytes, list[FileChange]] = {}
+        for change in files:
+            if change.change != "upsert":
+                continue
+            oid = (change.blob or "").encode("ascii", errors="replace")
+            if not _OID.match(oid):
+                yield Fetched(change, None, f"no valid blob id for {change.path!r}: {change.blob!r}")
+                continue
+            by_oid.setdefault(oid, []).append(change)
+        if not by_oid:
+            return
+
+        await self._check_repository()
+        proc = await self._spawn("cat-file", "--batch", stdin=asyncio.subprocess.PIPE)
+        assert proc.stdin is not None and proc.stdout is not None
+
+        async def feed() -> None:
+            try:
+                for oid in by_oid:
+                    proc.stdin.write(oid + b"\n")
+                    await proc.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                return  # git died; the reader reports it
+            finally:
+                proc.stdin.close()
+
+        writer = asyncio.create_task(feed())
+        try:
+            for oid, changes in by_oid.items():
+                header = await proc.stdout.readline()
+                if not header:
+                    err = (await proc.stderr.read()).decode("utf-8", errors="replace").strip() if proc.stderr else ""
+                    raise SourceError(f"git cat-file --batch ended early in {self.path!r}: {err or 'no message'}")
+                parts = header.split()
+                if parts[0] != oid:
+                    raise SourceError(f"git cat-file --batch answered {header[:100]!r} for {oid.decode()}")
+                if len(parts) == 2 and parts[1] in (b"missing", b"ambiguous"):
+                    for change in changes:
+                        yield Fetched(change, None, f"blob {oid.decode()} is {parts[1].decode()} in {self.path!r}")
+                    continue
+                kind, size = parts[1], int(parts[2])
+                content = await proc.stdout.readexactly(size + 1)
+                content = content[:-1]  # the newline after every object
+                for change in changes:
+                    if kind != b"blob":
+                        yield Fetched(change, None, f"{oid.decode()} is a {kind.decode()}, not a blob")
+                    else:
+                        yield Fetched(change, content)
+            await writer
+            await proc.wait()
+        except asyncio.IncompleteReadError:
+            raise SourceError(f"git cat-file --batch ended in the middle of an object in {self.path!r}") from None
+        finally:
+            if not writer.done():
+                writer.cancel()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()

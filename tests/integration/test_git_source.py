@@ -1,0 +1,283 @@
+"""The git source adapter against real repositories built with git (tests/support/gitrepo.py).
+
+The oracles are independent of the adapter: the mappings the repository was
+built from, and `git ls-tree` / `git diff --name-status` run by the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import stat
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from app.events.sync import FileChange, PlanRequested
+from app.sources import SourceError, SourceOptions, get_adapter
+from tests.support.gitrepo import Executable, Submodule, Symlink, build_repo, git, synthetic_files, tree_of
+
+UNICODE_NAME = "docs/with space/naïve café «draft».md"
+LATER_UNICODE_NAME = "x/ünïcödé 名前 (2).txt"
+
+
+class Repo:
+    """A repository and, per commit, the files it must contain (path -> bytes)."""
+
+    def __init__(self, path: Path, shas: list[str], states: list[dict[str, bytes]]) -> None:
+        self.path, self.shas, self.states = path, shas, states
+
+
+def _apply(state: dict[str, bytes], changes: dict) -> dict[str, bytes]:
+    state = dict(state)
+    for name, change in changes.items():
+        if change is None:
+            state.pop(name, None)
+        elif isinstance(change, bytes):
+            state[name] = change
+        elif isinstance(change, Executable):
+            state[name] = change.content
+        elif isinstance(change, Symlink):
+            state[name] = change.target.encode()
+        elif isinstance(change, Submodule):
+            state.pop(name, None)  # not a file
+    return state
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Repo:
+    rng = random.Random(7)
+    base = synthetic_files(400, seed=1)
+    first = dict(base)
+    first.update({
+        UNICODE_NAME: "# Naïve café\n\nbody\n".encode(),
+        "bin/run.sh": Executable(b"#!/bin/sh\necho hi\n"),
+        "link-to-readme": Symlink("docs/README.md"),
+        "docs/README.md": b"# Readme\n",
+        "empty.txt": b"",
+        "no-newline.txt": b"abc",
+        "big.bin": rng.randbytes(300_000) + b"\0\n\0",  # larger than a pipe buffer
+        "dir/rename-me.py": b"print('moving')\n",
+    })
+    names = sorted(base)
+    second = {name: base[name] + b"\n# modified\n" for name in names[:12]}
+    second.update({name: None for name in names[12:20]})
+    second.update({
+        "dir/rename-me.py": None,
+        "dir2/renamed.py": b"print('moving')\n",  # a rename: same content, new path
+        "images/logo.png": b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + rng.randbytes(2000),
+        "empty.txt": b"not empty any more\n",
+    })
+    third = {
+        names[0]: b"modified again\n",
+        UNICODE_NAME: None,
+        LATER_UNICODE_NAME: "ünïcödé\n".encode(),
+        names[30]: None,
+    }
+
+    path = tmp_path_factory.mktemp("gitsrc") / "repo"
+    shas = build_repo(path, commits=[first, second])
+    # A submodule entry, which is never a file, added in the third commit.
+    third["vendor/lib"] = Submodule(shas[0])
+    shas += build_repo(path, commits=[third])
+    states = []
+    state: dict[str, bytes] = {}
+    for changes in (first, second, third):
+        state = _apply(state, changes)
+        states.append(state)
+    return Repo(path, shas, states)
+
+
+def plan(repo: Repo, mode: str = "full", before: str | None = None, after: str | None = None, **config) -> PlanRequested:
+    return PlanRequested(
+        job_id="job-1", source_id="git:test", source_type="git", source_config={"path": str(repo.path), **config},
+        mode=mode, before=before, after=after, requested_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    )
+
+
+async def listing_of(repo: Repo, request: PlanRequested, options: SourceOptions | None = None):
+    async with get_adapter("git", request.source_config, options) as adapter:
+        return await adapter.list_changes(request)
+
+
+async def fetch_all(adapter, files: list[FileChange]) -> dict[str, tuple[bytes | None, str | None]]:
+    out = {}
+    async with contextlib.aclosing(adapter.fetch(files)) as fetched:
+        async for change, content, error in fetched:
+            assert change.path not in out, f"{change.path} fetched twice"
+            out[change.path] = (content, error)
+    return out
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+async def test_full_listing_equals_git_ls_tree_of_the_commit(repo, index):
+    listing = await listing_of(repo, plan(repo, after=repo.shas[index]))
+
+    assert listing.mode_used == "full" and listing.commit == repo.shas[index]
+    assert all(f.change == "upsert" for f in listing.files)
+    listed = {f.path: (f.blob, f.size) for f in listing.files}
+    assert len(listed) == len(listing.files), "a path listed twice"
+    assert listed == {p: (oid, size) for p, (_mode, oid, size) in tree_of(repo.path, repo.shas[index]).items()}
+    assert set(listed) == set(repo.states[index])
+
+
+async def test_full_listing_never_lists_a_submodule(repo):
+    listing = await listing_of(repo, plan(repo))
+    assert "vendor/lib" not in {f.path for f in listing.files}
+    assert b"160000 commit" in git(repo.path, "ls-tree", "-r", repo.shas[2], "vendor")
+
+
+async def test_without_after_the_listing_is_of_head_or_of_the_configured_branch(repo):
+    git(repo.path, "branch", "-f", "older", repo.shas[0])
+
+    assert (await listing_of(repo, plan(repo))).commit == repo.shas[-1]
+    older = await listing_of(repo, plan(repo, branch="older"))
+    assert older.commit == repo.shas[0]
+    assert {f.path for f in older.files} == set(repo.states[0])
+
+
+def _expected_changes(old: dict[str, bytes], new: dict[str, bytes]) -> tuple[set[str], set[str]]:
+    upserts = {p for p in new if old.get(p) != new[p]}
+    deletes = set(old) - set(new)
+    return upserts, deletes
+
+
+@pytest.mark.parametrize("before, after", [(0, 1), (1, 2), (0, 2)])
+async def test_incremental_listing_has_exactly_the_adds_modifies_and_deletes(repo, before, after):
+    listing = await listing_of(repo, plan(repo, "incremental", repo.shas[before], repo.shas[after]))
+
+    assert listing.mode_used == "incremental" and listing.commit == repo.shas[after]
+    upserts = {f.path for f in listing.upserts}
+    deletes = {f.path for f in listing.deletes}
+    assert (upserts, deletes) == _expected_changes(repo.states[before], repo.states[after])
+    # Blob ids and sizes are those of the new commit; deletes carry none.
+    tree = tree_of(repo.path, repo.shas[after])
+    assert {f.path: (f.blob, f.size) for f in listing.upserts} == {p: tree[p][1:] for p in upserts}
+    assert all(f.blob is None for f in listing.deletes)
+    # The same answer as git's own name-status diff.
+    out = git(repo.path, "diff", "--name-status", "-z", "--no-renames", repo.shas[before], repo.shas[after])
+    fields = out.split(b"\0")[:-1]
+    by_status = {(s.decode(), p.decode()) for s, p in zip(fields[::2], fields[1::2])}
+    assert deletes == {p for s, p in by_status if s == "D"}
+    # git's diff names the submodule too; it is not a file, so never a document.
+    assert upserts == {p for s, p in by_status if s in ("A", "M", "T")} - {"vendor/lib"}
+
+
+async def test_a_rename_is_a_delete_and_an_add(repo):
+    listing = await listing_of(repo, plan(repo, "incremental", repo.shas[0], repo.shas[1]))
+    by_path = {f.path: f for f in listing.files}
+    assert by_path["dir/rename-me.py"].change == "delete"
+    assert by_path["dir2/renamed.py"].change == "upsert"
+
+
+async def test_incremental_between_equal_commits_lists_nothing(repo):
+    listing = await listing_of(repo, plan(repo, "incremental", repo.shas[1], repo.shas[1]))
+    assert listing.mode_used == "incremental" and listing.files == []
+
+
+@pytest.mark.parametrize("before", [None, "0" * 40, "deadbeef" * 5, "no-such-ref", "--output=/tmp/x"])
+async def test_incremental_with_an_unknown_before_falls_back_to_full(repo, before):
+    listing = await listing_of(repo, plan(repo, "incremental", before, repo.shas[2]))
+
+    assert listing.mode_used == "full" and listing.fallback_reason
+    assert {f.path for f in listing.files} == set(repo.states[2])
+
+
+async def test_incremental_with_a_blob_as_before_falls_back_to_full(repo):
+    blob = tree_of(repo.path, repo.shas[0])["docs/README.md"][1]
+    listing = await listing_of(repo, plan(repo, "incremental", blob, repo.shas[2]))
+    assert listing.mode_used == "full"
+
+
+async def test_fetch_returns_byte_exact_content_for_every_blob(repo):
+    async with get_adapter("git", {"path": str(repo.path)}) as adapter:
+        for index, sha in enumerate(repo.shas):
+            listing = await adapter.list_changes(plan(repo, after=sha))
+            fetched = await fetch_all(adapter, listing.files)
+            assert {p: c for p, (c, _e) in fetched.items()} == repo.states[index]
+            assert all(error is None for _c, error in fetched.values())
+
+
+async def test_fetch_skips_deletes_and_reports_a_missing_blob_per_file(repo):
+    good = FileChange(path="docs/README.md", change="upsert", blob=tree_of(repo.path, repo.shas[0])["docs/README.md"][1])
+    missing = FileChange(path="ghost.txt", change="upsert", blob="1" * 40)
+    bogus = FileChange(path="bogus.txt", change="upsert", blob="HEAD\nmaster")
+    tree = FileChange(path="a-tree", change="upsert", blob=git(repo.path, "rev-parse", f"{repo.shas[0]}^{{tree}}").decode().strip())
+    deleted = FileChange(path="gone.txt", change="delete")
+    async with get_adapter("git", {"path": str(repo.path)}) as adapter:
+        fetched = await fetch_all(adapter, [good, missing, deleted, bogus, tree])
+
+    assert fetched["docs/README.md"] == (b"# Readme\n", None)
+    for path, word in (("ghost.txt", "missing"), ("bogus.txt", "blob id"), ("a-tree", "not a blob")):
+        content, error = fetched[path]
+        assert content is None and word in error
+    assert "gone.txt" not in fetched
+
+
+async def test_one_cat_file_process_serves_a_whole_batch(repo, tmp_path):
+    log = tmp_path / "git-calls.log"
+    wrapper = tmp_path / "git-wrapper"
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\nexec git "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    options = SourceOptions(git_binary=str(wrapper))
+
+    async with get_adapter("git", {"path": str(repo.path)}, options) as adapter:
+        listing = await adapter.list_changes(plan(repo, after=repo.shas[1]))
+        log.write_text("")
+        fetched = await fetch_all(adapter, listing.files)
+
+    assert len(fetched) == len(listing.files) > 400
+    calls = log.read_text().splitlines()
+    assert [c for c in calls if "cat-file" in c] == [f"-C {repo.path} cat-file --batch"]
+    assert len(calls) <= 2, calls  # the batch process, and at most one repository check
+
+
+async def test_a_consumer_that_stops_early_leaves_no_process_behind(repo):
+    async with get_adapter("git", {"path": str(repo.path)}) as adapter:
+        listing = await adapter.list_changes(plan(repo))
+        async with contextlib.aclosing(adapter.fetch(listing.files)) as fetched:
+            async for _ in fetched:
+                break
+    children = [p for p in os.listdir("/proc") if p.isdigit() and _parent(p) == os.getpid()]
+    assert not [c for c in children if b"cat-file" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def _parent(pid: str) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+async def test_an_unknown_after_is_a_source_error(repo):
+    with pytest.raises(SourceError, match="not a commit"):
+        await listing_of(repo, plan(repo, after="f" * 40))
+
+
+async def test_a_path_that_is_not_a_repository_is_a_source_error(tmp_path):
+    request = PlanRequested(
+        job_id="j", source_id="s", source_type="git", source_config={"path": str(tmp_path)}, mode="full",
+        requested_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    )
+    with pytest.raises(SourceError, match="not a git repository"):
+        async with get_adapter("git", request.source_config) as adapter:
+            await adapter.list_changes(request)
+    with pytest.raises(SourceError, match="does not exist"):
+        async with get_adapter("git", {"path": str(tmp_path / "nope")}) as adapter:
+            await adapter.list_changes(request)
+
+
+async def test_an_empty_repository_is_a_source_error_that_says_so(tmp_path):
+    git(tmp_path, "init", "-q")
+    with pytest.raises(SourceError, match="no commits"):
+        async with get_adapter("git", {"path": str(tmp_path)}) as adapter:
+            await adapter.list_changes(plan(Repo(tmp_path, [], []), mode="full"))
+
+
+def test_bad_config_and_unknown_types_are_source_errors():
+    with pytest.raises(SourceError, match="path"):
+        get_adapter("git", {})
+    with pytest.raises(SourceError, match="unknown source type 'svn'"):
+        get_adapter("svn", {"path": "/x"})
