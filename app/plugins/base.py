@@ -67,6 +67,13 @@ class Plugin(Protocol):
     def route(self, delivery: Delivery, instance: InstanceConfig) -> Routed:
         """Domain events for a verified delivery; raises RoutingError for what cannot be routed."""
 
+    def validate_options(self, instance: InstanceConfig) -> None:
+        """Raise `app.settings.ConfigError` when the instance's options or secrets cannot work.
+
+        Called by the ingress and worker at start, so a typo fails there and not on
+        the first delivery. Verify and route raise the same error if never called.
+        """
+
 
 def fallback_delivery_id(plugin: str, instance: str, route: str | None, raw: bytes) -> str:
     """sha256(plugin · instance · route · rawBody): deterministic, no clock, so a retried body dedups.

@@ -1,0 +1,289 @@
+"""GitHub deliveries -> control events. Pure: the delivery and the instance in, events out.
+
+Invariants:
+- sourceId is `github:<repository id>`: ids survive renames and transfers.
+- A delivery routes to events or to an `Ignored` rule, never to nothing; what
+  cannot be read raises `RoutingError` (it is dead-lettered).
+- Every event carries `DeliveryRef(key=delivery.key)` and occurs at the
+  delivery's `received_at`; a SyncRequested's request id is the delivery id, so
+  a redelivery asks for the same request.
+- A push syncs incrementally only when the payload lists every change;
+  otherwise it asks for `full` (always correct, only slower).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable
+from urllib.parse import parse_qs
+
+from pydantic import ValidationError
+
+from app.events import (
+    Delivery,
+    DeliveryRef,
+    SourceConfigChanged,
+    SourceConnected,
+    SourceDisconnected,
+    SourceUpdated,
+    SyncRequested,
+)
+from app.events.base import Record
+from app.plugins.base import Ignored, Routed, RoutingError
+from app.plugins.options import text_list_option, text_option
+from app.plugins.payloads import json_object, rule_part
+from app.settings import ConfigError, InstanceConfig
+
+DEFAULT_CONFIG_FILES = (".hookstream.yml", ".hookstream.yaml")
+# GitHub's push schema: "The array includes a maximum of 2048 commits." A push
+# listing that many may have been cut off. (Timeline-shaped payloads list at
+# most 20 and carry `size`/`distinct_size`, checked separately.)
+MAX_LISTED_COMMITS = 2048
+NULL_SHA = "0" * 40
+BRANCH_PREFIX = "refs/heads/"
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """What every event routed from one delivery shares."""
+
+    delivery_id: str
+    ref: DeliveryRef
+    at: datetime
+
+    def fields(self, source_id: str) -> dict[str, Any]:
+        return {"source_id": source_id, "delivery": self.ref, "occurred_at": self.at}
+
+
+def route_github(delivery: Delivery, instance: InstanceConfig) -> Routed:
+    event = delivery.headers.get("x-github-event")
+    if not event:
+        raise RoutingError("missing x-github-event header")
+    payload = _payload(delivery.body)
+    action = payload.get("action")
+    origin = _Origin(delivery.delivery_id, DeliveryRef(key=delivery.key), delivery.received_at)
+    handler = _HANDLERS.get(event)
+    try:
+        if handler is None:
+            return _ignored(event, action)
+        return handler(origin, payload, action, instance)
+    except ValidationError as exc:
+        # A payload field of the wrong shape (e.g. `after` not a string).
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:3])
+        raise RoutingError(f"{event} payload does not fit the event model: {summary}") from None
+    except ConfigError as exc:
+        # Bad options (validate_options was not run or not heeded): dead-letter, redrive after the fix.
+        raise RoutingError(f"cannot route with this instance's options: {exc}") from None
+
+
+def _payload(body: bytes) -> dict[str, Any]:
+    """The JSON payload; GitHub's `application/x-www-form-urlencoded` form (`payload=<json>`) too."""
+    if body.startswith(b"payload="):
+        values = parse_qs(body.decode("utf-8", errors="replace")).get("payload", [])
+        body = values[0].encode("utf-8") if len(values) == 1 else b""
+    payload = json_object(body)
+    if payload is None:
+        raise RoutingError("body is not a JSON object")
+    return payload
+
+
+def _ignored(event: str, action: object = None) -> Routed:
+    rule = rule_part(event) if action is None else f"{rule_part(event)}.{rule_part(action)}"
+    return Routed(ignored=Ignored(rule))
+
+
+def _object(container: dict[str, Any], key: str) -> dict[str, Any]:
+    value = container.get(key)
+    if not isinstance(value, dict):
+        raise RoutingError(f"payload.{key} is missing or not an object")
+    return value
+
+
+def _list(container: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    value = container.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise RoutingError(f"payload.{key} is not a list of objects")
+    return value
+
+
+def _source_id(repository: dict[str, Any]) -> str:
+    repo_id = repository.get("id")
+    if not isinstance(repo_id, int) or isinstance(repo_id, bool):
+        raise RoutingError("a repository in the payload has no numeric id")
+    return f"github:{repo_id}"
+
+
+def _full_name(repository: dict[str, Any]) -> str:
+    full_name = repository.get("full_name")
+    if not isinstance(full_name, str) or not full_name:
+        raise RoutingError("a repository in the payload has no full_name")
+    return full_name
+
+
+def _installation_id(payload: dict[str, Any]) -> int | None:
+    installation = payload.get("installation")
+    value = installation.get("id") if isinstance(installation, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _connected(origin: _Origin, repository: dict[str, Any], installation_id: int | None) -> SourceConnected:
+    full_name = _full_name(repository)
+    config: dict[str, Any] = {"repository": full_name}
+    if installation_id is not None:
+        config["installation_id"] = installation_id
+    if repository.get("default_branch"):
+        config["default_branch"] = repository["default_branch"]
+    return SourceConnected(**origin.fields(_source_id(repository)), source_type="github", name=full_name, config=config)
+
+
+def _disconnected(origin: _Origin, repository: dict[str, Any], reason: str) -> SourceDisconnected:
+    return SourceDisconnected(**origin.fields(_source_id(repository)), reason=reason)
+
+
+def _per_repository(events: list[Record], event: str, action: str) -> Routed:
+    # An installation with no repositories listed still ends somewhere countable.
+    if not events:
+        return Routed(ignored=Ignored(f"{event}.{rule_part(action)}.no_repositories"))
+    return Routed(events=tuple(events))
+
+
+# --- push -------------------------------------------------------------------
+
+
+def _push(origin: _Origin, payload: dict[str, Any], action: object, instance: InstanceConfig) -> Routed:
+    if payload.get("deleted") is True:
+        return Routed(ignored=Ignored("push.branch_deleted"))
+    ref = payload.get("ref")
+    if not isinstance(ref, str):
+        raise RoutingError("payload.ref is missing")
+    if not ref.startswith(BRANCH_PREFIX):
+        return Routed(ignored=Ignored("push.tag" if ref.startswith("refs/tags/") else "push.other_ref"))
+    repository = _object(payload, "repository")
+    tracked = text_option(instance, "tracked_branch", None) or repository.get("default_branch")
+    if not isinstance(tracked, str) or not tracked:
+        raise RoutingError("no tracked branch: payload.repository.default_branch is missing and options.tracked_branch is unset")
+    if ref[len(BRANCH_PREFIX) :] != tracked:
+        return Routed(ignored=Ignored("push.untracked_branch"))
+
+    source_id = _source_id(repository)
+    commits = _list(payload, "commits")
+    before, after = _sha(payload.get("before")), _sha(payload.get("after"))
+    if before is not None and before == after and not commits:
+        return Routed(ignored=Ignored("push.no_change"))
+
+    changed = _changed_paths(commits)
+    config_files = text_list_option(instance, "config_files", DEFAULT_CONFIG_FILES)
+    config_changes = sorted(p for p in changed if p in config_files)
+    full = bool(config_changes) or _needs_full_listing(payload, commits, before)
+
+    events: list[Record] = [
+        # Before the sync request: the orchestrator reloads the config first.
+        SourceConfigChanged(**origin.fields(source_id), config_path=path, commit=after)
+        for path in config_changes
+    ]
+    events.append(
+        SyncRequested(
+            **origin.fields(source_id),
+            request_id=origin.delivery_id,
+            mode="full" if full else "incremental",
+            trigger="config_change" if config_changes else "push",
+            paths=[] if full else sorted(changed),
+            before=before,
+            after=after,
+        )
+    )
+    return Routed(events=tuple(events))
+
+
+def _sha(value: object) -> str | None:
+    """A commit id, or None for GitHub's all-zero "no commit" (a created or deleted branch)."""
+    if value is None or value == NULL_SHA:
+        return None
+    if not isinstance(value, str):
+        raise RoutingError("payload.before/after is not a commit id")
+    return value
+
+
+def _changed_paths(commits: list[dict[str, Any]]) -> set[str]:
+    paths: set[str] = set()
+    for commit in commits:
+        for kind in ("added", "modified", "removed"):
+            listed = commit.get(kind) or []
+            if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
+                raise RoutingError(f"a commit's {kind} is not a list of paths")
+            paths.update(listed)
+    return paths
+
+
+def _needs_full_listing(payload: dict[str, Any], commits: list[dict[str, Any]], before: str | None) -> bool:
+    """True when the payload's commits may not name every changed path."""
+    if payload.get("forced") is True or payload.get("created") is True or before is None:
+        return True  # history rewritten, or no base to diff from
+    if not commits or len(commits) >= MAX_LISTED_COMMITS:
+        return True  # moved without listing, or possibly cut off
+    for counted in ("size", "distinct_size"):
+        total = payload.get(counted)
+        if isinstance(total, int) and total > len(commits):
+            return True
+    return False
+
+
+# --- installations and repositories -----------------------------------------
+
+
+def _installation(origin: _Origin, payload: dict[str, Any], action: object, instance: InstanceConfig) -> Routed:
+    repositories = _list(payload, "repositories")
+    installation_id = _installation_id(payload)
+    if action in ("created", "unsuspend"):
+        # unsuspend undoes suspend's disconnect; without it a suspended app never syncs again.
+        return _per_repository([_connected(origin, r, installation_id) for r in repositories], "installation", action)
+    if action in ("deleted", "suspend"):
+        reason = f"installation.{action}"
+        return _per_repository([_disconnected(origin, r, reason) for r in repositories], "installation", action)
+    return _ignored("installation", action)
+
+
+def _installation_repositories(origin: _Origin, payload: dict[str, Any], action: object, instance: InstanceConfig) -> Routed:
+    event = "installation_repositories"
+    if action == "added":
+        installation_id = _installation_id(payload)
+        connected = [_connected(origin, r, installation_id) for r in _list(payload, "repositories_added")]
+        return _per_repository(connected, event, action)
+    if action == "removed":
+        reason = f"{event}.removed"
+        return _per_repository([_disconnected(origin, r, reason) for r in _list(payload, "repositories_removed")], event, action)
+    return _ignored(event, action)
+
+
+def _repository(origin: _Origin, payload: dict[str, Any], action: object, instance: InstanceConfig) -> Routed:
+    repository = _object(payload, "repository")
+    if action in ("deleted", "archived"):
+        return Routed(events=(_disconnected(origin, repository, f"repository.{action}"),))
+    if action == "unarchived":
+        # Undoes archived's disconnect.
+        return Routed(events=(_connected(origin, repository, _installation_id(payload)),))
+    if action in ("renamed", "transferred"):
+        full_name = _full_name(repository)
+        config: dict[str, Any] = {"repository": full_name}
+        if repository.get("default_branch"):
+            config["default_branch"] = repository["default_branch"]
+        return Routed(events=(SourceUpdated(**origin.fields(_source_id(repository)), name=full_name, config=config),))
+    return _ignored("repository", action)
+
+
+def _ping(origin: _Origin, payload: dict[str, Any], action: object, instance: InstanceConfig) -> Routed:
+    return Routed(ignored=Ignored("ping"))
+
+
+_Handler = Callable[[_Origin, dict[str, Any], Any, InstanceConfig], Routed]
+_HANDLERS: dict[str, _Handler] = {
+    "push": _push,
+    "installation": _installation,
+    "installation_repositories": _installation_repositories,
+    "repository": _repository,
+    "ping": _ping,
+}

@@ -1,0 +1,323 @@
+"""Routing rules per plugin, on realistic payloads (tests/unit/payloads/github, shaped after GitHub's docs)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+import pytest
+
+from app.events import Delivery, DeliveryRef, SyncRequested
+from app.plugins import PLUGINS
+from app.plugins.base import Ignored, Routed, RoutingError
+from app.settings import InstanceConfig
+
+PAYLOADS = Path(__file__).parent / "payloads" / "github"
+RECEIVED_AT = datetime(2024, 5, 2, 10, 21, 7, tzinfo=timezone.utc)
+HANDBOOK = "github:186853002"
+RUNBOOKS = "github:186853077"
+
+
+@lru_cache(maxsize=None)
+def _fixture(name: str) -> str:
+    return (PAYLOADS / f"{name}.json").read_text()
+
+
+def payload(name: str, **changes: Any) -> dict[str, Any]:
+    """A fixture, with top-level fields replaced (a variant of a realistic payload)."""
+    data = json.loads(_fixture(name))
+    data.update(copy.deepcopy(changes))
+    return data
+
+
+def delivery(plugin: str, body: bytes, headers: dict[str, str] | None = None, delivery_id: str = "d-1") -> Delivery:
+    return Delivery(delivery_id=delivery_id, plugin=plugin, instance="octo", received_at=RECEIVED_AT, headers=headers or {}, body=body)
+
+
+def github(event: str, data: dict[str, Any], delivery_id: str = "d-1") -> Delivery:
+    return delivery("github", orjson.dumps(data), {"x-github-event": event, "x-github-delivery": delivery_id}, delivery_id)
+
+
+def instance(plugin: str = "github", **options: Any) -> InstanceConfig:
+    return InstanceConfig(plugin=plugin, id="octo", secrets=("s",), options=options)
+
+
+def route_github(event: str, data: dict[str, Any], **options: Any) -> Routed:
+    return PLUGINS["github"].route(github(event, data), instance(**options))
+
+
+def summary(routed: Routed) -> Ignored | list[dict[str, Any]]:
+    """What a rule decided, without the fields every event shares (checked separately)."""
+    if routed.ignored is not None:
+        assert routed.events == ()
+        return routed.ignored
+    assert routed.events, "a delivery must route to events or to an Ignored rule"
+    return [e.model_dump(exclude={"delivery", "occurred_at", "schema_version"}) for e in routed.events]
+
+
+def sync(mode: str, *, before: str | None, after: str | None, paths: list[str] = (), trigger: str = "push", source_id: str = HANDBOOK) -> dict[str, Any]:
+    return {
+        "type": "sync.requested",
+        "source_id": source_id,
+        "request_id": "d-1",
+        "mode": mode,
+        "trigger": trigger,
+        "paths": list(paths),
+        "before": before,
+        "after": after,
+    }
+
+
+def connected(source_id: str, full_name: str, default_branch: str | None = None, installation_id: int | None = 41234567) -> dict[str, Any]:
+    config: dict[str, Any] = {"repository": full_name}
+    if installation_id is not None:
+        config["installation_id"] = installation_id
+    if default_branch is not None:
+        config["default_branch"] = default_branch
+    return {"type": "source.connected", "source_id": source_id, "source_type": "github", "name": full_name, "config": config}
+
+
+def disconnected(source_id: str, reason: str) -> dict[str, Any]:
+    return {"type": "source.disconnected", "source_id": source_id, "reason": reason}
+
+
+def shas(name: str) -> dict[str, str]:
+    data = payload(name)
+    return {"before": data["before"], "after": data["after"]}
+
+
+SEVERAL = shas("push_several_commits")
+SEVERAL_PATHS = ["README.md", "docs/old-process.md", "docs/onboarding.md", "docs/oncall.md", "docs/process.md"]
+CONFIG = shas("push_config_change")
+UNTRACKED = shas("push_untracked_branch")
+
+
+def commits(n: int) -> list[dict[str, Any]]:
+    one = payload("push_several_commits")["commits"][0]
+    return [dict(one, id=f"{i:040x}", added=[f"docs/generated-{i}.md"], modified=[], removed=[]) for i in range(n)]
+
+
+GITHUB_RULES = [
+    # test id, event, payload, options, expected
+    ("push with several commits syncs their paths incrementally", "push", payload("push_several_commits"), {},
+     [sync("incremental", paths=SEVERAL_PATHS, **SEVERAL)]),
+    ("forced push syncs in full", "push", payload("push_forced"), {},
+     [sync("full", **shas("push_forced"))]),
+    ("push changing the config file announces it and syncs in full", "push", payload("push_config_change"), {},
+     [{"type": "source.config_changed", "source_id": HANDBOOK, "config_path": ".hookstream.yml", "commit": CONFIG["after"]},
+      sync("full", trigger="config_change", **CONFIG)]),
+    ("configured config files replace the defaults", "push", payload("push_config_change"), {"config_files": ["hookstream.toml"]},
+     [sync("incremental", paths=[".hookstream.yml", "runbooks/db-failover.md"], **CONFIG)]),
+    ("a configured config file changed by a push counts", "push", payload("push_several_commits"), {"config_files": ["README.md"]},
+     [{"type": "source.config_changed", "source_id": HANDBOOK, "config_path": "README.md", "commit": SEVERAL["after"]},
+      sync("full", trigger="config_change", **SEVERAL)]),
+    ("branch deletion is ignored by rule", "push", payload("push_branch_deleted"), {}, Ignored("push.branch_deleted")),
+    ("push to another branch is ignored by rule", "push", payload("push_untracked_branch"), {}, Ignored("push.untracked_branch")),
+    ("a configured tracked branch replaces the default branch", "push", payload("push_untracked_branch"), {"tracked_branch": "feature/new-layout"},
+     [sync("incremental", paths=["docs/draft.md"], **UNTRACKED)]),
+    ("push to the default branch is untracked when another branch is configured", "push", payload("push_several_commits"), {"tracked_branch": "release"},
+     Ignored("push.untracked_branch")),
+    ("push to a tag is ignored by rule", "push", payload("push_several_commits", ref="refs/tags/v1.2.0"), {}, Ignored("push.tag")),
+    ("push with more commits than listed syncs in full", "push", payload("push_more_commits_than_listed"), {},
+     [sync("full", **shas("push_more_commits_than_listed"))]),
+    ("push listing GitHub's maximum of commits syncs in full", "push", payload("push_several_commits", commits=commits(2048)), {},
+     [sync("full", **SEVERAL)]),
+    ("push listing one commit fewer than the maximum syncs incrementally", "push", payload("push_several_commits", commits=commits(2047)), {},
+     [sync("incremental", paths=sorted(f"docs/generated-{i}.md" for i in range(2047)), **SEVERAL)]),
+    ("push creating the tracked branch syncs in full without a base", "push",
+     payload("push_several_commits", created=True, before="0" * 40), {}, [sync("full", before=None, after=SEVERAL["after"])]),
+    ("push moving the branch without listing commits syncs in full", "push", payload("push_several_commits", commits=[]), {},
+     [sync("full", **SEVERAL)]),
+    ("push that moves nothing is ignored by rule", "push",
+     payload("push_several_commits", commits=[], after=SEVERAL["before"]), {}, Ignored("push.no_change")),
+    ("installation created connects every repository", "installation", payload("installation_created"), {},
+     [connected(HANDBOOK, "octo-org/handbook"), connected(RUNBOOKS, "octo-org/runbooks")]),
+    ("installation unsuspended connects every repository again", "installation", payload("installation_suspend", action="unsuspend"), {},
+     [connected(HANDBOOK, "octo-org/handbook"), connected(RUNBOOKS, "octo-org/runbooks")]),
+    ("installation deleted disconnects every repository", "installation", payload("installation_deleted"), {},
+     [disconnected(HANDBOOK, "installation.deleted"), disconnected(RUNBOOKS, "installation.deleted")]),
+    ("installation suspended disconnects every repository", "installation", payload("installation_suspend"), {},
+     [disconnected(HANDBOOK, "installation.suspend"), disconnected(RUNBOOKS, "installation.suspend")]),
+    ("installation without listed repositories is ignored by rule", "installation", payload("installation_created", repositories=[]), {},
+     Ignored("installation.created.no_repositories")),
+    ("other installation actions are ignored by rule", "installation", payload("installation_new_permissions_accepted"), {},
+     Ignored("installation.new_permissions_accepted")),
+    ("repositories added to an installation are connected", "installation_repositories", payload("installation_repositories_added"), {},
+     [connected("github:190222333", "octo-org/adr")]),
+    ("repositories removed from an installation are disconnected", "installation_repositories", payload("installation_repositories_removed"), {},
+     [disconnected(RUNBOOKS, "installation_repositories.removed")]),
+    ("renamed repository keeps its source id and updates its name", "repository", payload("repository_renamed"), {},
+     [{"type": "source.updated", "source_id": HANDBOOK, "name": "octo-org/team-handbook",
+       "config": {"repository": "octo-org/team-handbook", "default_branch": "main"}}]),
+    ("transferred repository keeps its source id and updates its name", "repository", payload("repository_transferred"), {},
+     [{"type": "source.updated", "source_id": HANDBOOK, "name": "octo-org/handbook",
+       "config": {"repository": "octo-org/handbook", "default_branch": "main"}}]),
+    ("archived repository is disconnected", "repository", payload("repository_archived"), {}, [disconnected(HANDBOOK, "repository.archived")]),
+    ("deleted repository is disconnected", "repository", payload("repository_deleted"), {}, [disconnected(HANDBOOK, "repository.deleted")]),
+    ("unarchived repository is connected again", "repository", payload("repository_archived", action="unarchived"), {},
+     [connected(HANDBOOK, "octo-org/handbook", default_branch="main")]),
+    ("other repository actions are ignored by rule", "repository", payload("repository_deleted", action="edited"), {}, Ignored("repository.edited")),
+    ("ping is ignored by rule", "ping", payload("ping"), {}, Ignored("ping")),
+    ("an unknown event is ignored by a rule naming event and action", "issues", payload("issues_opened"), {}, Ignored("issues.opened")),
+    ("an unknown event without an action is ignored by a rule naming it", "fork", payload("ping"), {}, Ignored("fork")),
+    ("a rule name never holds more than safe characters", "weird event/../x", payload("issues_opened", action="a b" * 50), {},
+     Ignored("weird_event_x." + "a_b" * 21 + "a")),
+]
+
+
+@pytest.mark.parametrize("event, data, options, expected", [row[1:] for row in GITHUB_RULES], ids=[row[0] for row in GITHUB_RULES])
+def test_github_routing_rule(event, data, options, expected):
+    assert summary(route_github(event, data, **options)) == expected
+
+
+@pytest.mark.parametrize(
+    "event, data",
+    [(row[1], row[2]) for row in GITHUB_RULES if isinstance(row[4], list)],
+    ids=[row[0] for row in GITHUB_RULES if isinstance(row[4], list)],
+)
+def test_every_routed_github_event_names_its_delivery_and_occurs_when_received(event, data):
+    d = github(event, data, delivery_id="72d3162e-cc78-11e3-81ab-4c9367dc0958")
+    routed = PLUGINS["github"].route(d, instance())
+    for e in routed.events:
+        assert e.delivery == DeliveryRef(key="github/octo/72d3162e-cc78-11e3-81ab-4c9367dc0958")
+        assert e.occurred_at == RECEIVED_AT
+        if isinstance(e, SyncRequested):
+            assert e.request_id == d.delivery_id
+    # A redelivery routes to the very same events: routing is a pure function of the delivery.
+    assert PLUGINS["github"].route(d, instance()) == routed
+
+
+def test_github_form_encoded_payload_routes_like_json():
+    data = payload("push_several_commits")
+    form = urlencode({"payload": json.dumps(data)}).encode()
+    d = delivery("github", form, {"x-github-event": "push"})
+    assert PLUGINS["github"].route(d, instance()) == route_github("push", data)
+
+
+def _without(data: dict[str, Any], *path: str) -> dict[str, Any]:
+    data = copy.deepcopy(data)
+    inner = data
+    for key in path[:-1]:
+        inner = inner[key]
+    del inner[path[-1]]
+    return data
+
+
+@pytest.mark.parametrize(
+    "headers, body, reason",
+    [
+        ({}, orjson.dumps(payload("ping")), "missing x-github-event"),
+        ({"x-github-event": "push"}, b"<html>not json</html>", "not a JSON object"),
+        ({"x-github-event": "push"}, b'["a", "list"]', "not a JSON object"),
+        ({"x-github-event": "push"}, orjson.dumps(_without(payload("push_several_commits"), "repository")), "payload.repository"),
+        ({"x-github-event": "push"}, orjson.dumps(_without(payload("push_several_commits"), "repository", "id")), "no numeric id"),
+        ({"x-github-event": "push"}, orjson.dumps(_without(payload("push_several_commits"), "ref")), "payload.ref"),
+        ({"x-github-event": "push"}, orjson.dumps(payload("push_several_commits", commits={"not": "a list"})), "payload.commits"),
+        ({"x-github-event": "push"}, orjson.dumps(payload("push_several_commits", after=42)), "not a commit id"),
+        ({"x-github-event": "push"}, orjson.dumps(payload("push_several_commits", commits=[{"added": "README.md"}])), "added is not a list"),
+        ({"x-github-event": "installation"}, orjson.dumps(payload("installation_created", repositories=[{"id": 1}])), "no full_name"),
+        ({"x-github-event": "repository"}, orjson.dumps(_without(payload("repository_renamed"), "repository", "full_name")), "no full_name"),
+    ],
+)
+def test_a_github_delivery_that_cannot_be_read_is_a_routing_error(headers, body, reason):
+    with pytest.raises(RoutingError, match=reason):
+        PLUGINS["github"].route(delivery("github", body, headers), instance())
+
+
+def test_github_options_that_do_not_validate_make_routing_errors_not_crashes():
+    with pytest.raises(RoutingError, match="options.config_files"):
+        route_github("push", payload("push_several_commits"), config_files="README.md")
+
+
+def test_push_without_default_branch_or_tracked_branch_is_a_routing_error():
+    data = _without(payload("push_several_commits"), "repository", "default_branch")
+    with pytest.raises(RoutingError, match="no tracked branch"):
+        route_github("push", data)
+    assert summary(route_github("push", data, tracked_branch="main"))[0]["mode"] == "incremental"
+
+
+# --- producer events: standard-webhooks and generic-hmac -----------------------
+
+PRODUCER_PLUGINS = ("standard-webhooks", "generic-hmac")
+REQUEST = {
+    "type": "sync.requested",
+    "source_id": "git:handbook",
+    "occurred_at": "2024-05-02T10:00:00Z",
+    "request_id": "manual-7",
+    "mode": "full",
+    "trigger": "manual",
+}
+
+
+@pytest.mark.parametrize("plugin", PRODUCER_PLUGINS)
+def test_a_producer_event_routes_as_itself_with_its_delivery_attached(plugin):
+    d = delivery(plugin, orjson.dumps(REQUEST), delivery_id="msg_1")
+    (event,) = PLUGINS[plugin].route(d, instance(plugin)).events
+    assert isinstance(event, SyncRequested)
+    assert event.delivery == DeliveryRef(key=f"{plugin}/octo/msg_1")
+    assert event.model_dump(mode="json", exclude={"delivery", "schema_version", "paths", "before", "after"}) == REQUEST
+
+
+@pytest.mark.parametrize("plugin", PRODUCER_PLUGINS)
+def test_a_producer_events_own_delivery_reference_is_kept(plugin):
+    own = {"type": "delivery.ref", "key": "upstream/k", "partition": 3, "offset": 99}
+    d = delivery(plugin, orjson.dumps({**REQUEST, "delivery": own}))
+    (event,) = PLUGINS[plugin].route(d, instance(plugin)).events
+    assert event.delivery == DeliveryRef(key="upstream/k", partition=3, offset=99)
+
+
+@pytest.mark.parametrize("plugin", PRODUCER_PLUGINS)
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "source.connected", "source_id": "git:handbook", "occurred_at": "2024-05-02T10:00:00Z", "source_type": "git", "config": {"path": "/srv/handbook"}},
+        {"type": "source.disconnected", "source_id": "git:handbook", "occurred_at": "2024-05-02T10:00:00Z"},
+    ],
+)
+def test_every_producer_event_type_routes(plugin, event):
+    (routed,) = PLUGINS[plugin].route(delivery(plugin, orjson.dumps(event)), instance(plugin)).events
+    assert routed.type == event["type"]
+
+
+@pytest.mark.parametrize("plugin", PRODUCER_PLUGINS)
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[]",
+        orjson.dumps({**REQUEST, "type": "sync.planned"}),  # an internal fact, not a producer event
+        orjson.dumps({k: v for k, v in REQUEST.items() if k != "request_id"}),
+        orjson.dumps({**REQUEST, "mode": "everything"}),
+        orjson.dumps({**REQUEST, "unexpected": True}),
+    ],
+)
+def test_a_body_that_is_not_a_valid_producer_event_is_a_routing_error(plugin, body):
+    with pytest.raises(RoutingError, match="not a hookstream producer event"):
+        PLUGINS[plugin].route(delivery(plugin, body), instance(plugin))
+
+
+# --- linear ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body, rule",
+    [
+        ({"action": "create", "type": "Issue", "data": {"id": "ISS-1"}, "webhookTimestamp": 1714650000000}, "linear.Issue"),
+        ({"action": "update", "type": "Comment", "webhookTimestamp": 1714650000000}, "linear.Comment"),
+        ({"action": "remove", "webhookTimestamp": 1714650000000}, "linear.unknown"),
+    ],
+)
+def test_linear_deliveries_are_ignored_by_a_rule_naming_their_type(body, rule):
+    routed = PLUGINS["linear"].route(delivery("linear", orjson.dumps(body)), instance("linear"))
+    assert summary(routed) == Ignored(rule)
+
+
+def test_a_linear_body_that_is_not_json_is_a_routing_error():
+    with pytest.raises(RoutingError, match="not a JSON object"):
+        PLUGINS["linear"].route(delivery("linear", b"\x00\x01"), instance("linear"))
