@@ -35,8 +35,6 @@ def register(worker: Worker) -> None:
         changelog_topic=changelog,
         key_type=bytes,
         value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
     )
     worker.topics["dedup_table"] = dedup_table
     sinks = {name: worker.topic(name) for name in (intake.CONTROL, intake.DLQ)}

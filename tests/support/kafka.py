@@ -30,9 +30,10 @@ async def produce(settings: Settings, logical: str, records: Iterable[tuple[str,
 
 
 async def read_all(settings: Settings, logical: str, min_count: int = 0, timeout: float = 60.0,
-                   idle: float = 1.0, decode: bool = True) -> list:
+                   idle: float = 1.0, decode: bool = True, alive=None) -> list:
     """Read a topic from the beginning until at least `min_count` records arrived and the
-    topic stayed quiet for `idle` seconds (or `timeout` passed). Returns (key, record, partition, offset)."""
+    topic stayed quiet for `idle` seconds (or `timeout` passed). Returns (key, record, partition, offset).
+    `alive()` returning False (a worker died) stops the wait early."""
     topic = settings.topic(logical)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
                                 auto_offset_reset="earliest", fetch_max_wait_ms=50)
@@ -61,6 +62,8 @@ async def read_all(settings: Settings, logical: str, min_count: int = 0, timeout
             if got:
                 last_new = now
             elif len(out) >= min_count and now - last_new >= idle:
+                break
+            elif alive is not None and not alive():
                 break
     finally:
         await consumer.stop()

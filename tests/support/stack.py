@@ -69,6 +69,9 @@ class WorkerProcess:
         if self.child is not None:
             self.child.stop()
 
+    def alive(self) -> bool:
+        return self.child is not None and self.child.alive
+
     def log_tail(self, n: int = 60) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
