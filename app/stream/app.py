@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,16 @@ from app.settings import InstanceConfig, Settings
 from app.stream.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
+
+# Agent modules, each with `register(worker)`; a module not written yet is skipped.
+STREAM_MODULES = (
+    "app.stream.dedup",
+    "app.stream.dlq",
+    "app.stream.orchestrate",
+    "app.stream.plan",
+    "app.stream.batches",
+    "app.stream.projections",
+)
 
 # Topics every worker consumes or produces; the worker refuses to start without them.
 WORKER_TOPICS = [
@@ -32,6 +43,23 @@ class Worker:
     instances: dict[tuple[str, str], InstanceConfig]
     metrics: WorkerMetrics
     topics: dict[str, Any] = field(default_factory=dict)
+    _pool: Any = None
+    _pool_lock: Any = None
+
+    async def pool(self):
+        """The PostgreSQL pool, opened on first use (agents that never touch the database never open it)."""
+        import asyncio
+
+        if self._pool_lock is None:
+            self._pool_lock = asyncio.Lock()
+        async with self._pool_lock:
+            if self._pool is None:
+                from app.store.db import open_pool
+
+                pool = open_pool(self.settings, min_size=1, max_size=4)
+                await pool.open(wait=True, timeout=30)
+                self._pool = pool
+        return self._pool
 
     def topic(self, logical: str, **kwargs: Any):
         """The Faust topic for a declared topic (raw bytes in and out; the codec decodes)."""
@@ -81,7 +109,12 @@ def create_worker(settings: Settings, instances: dict[tuple[str, str], InstanceC
     async def metrics_page(web, request):
         return web.bytes(generate_latest(worker.metrics.registry), content_type="text/plain; version=0.0.4")
 
-    from app.stream import dedup
-
-    dedup.register(worker)
+    for name in STREAM_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.register(worker)
     return worker
