@@ -132,11 +132,12 @@ class DeliveryIngress:
             response = await self._receive_delivery(request, plugin_name)
         except IngressError as error:
             response = error_response(error)
+            # The instance and the message may echo URL text: %r keeps a log line one line.
             log.info(
-                "rejected plugin=%s instance=%s status=%d error=%s",
-                label, request.match_info["instance"], error.status, error.code,
+                "rejected plugin=%s instance=%.130r status=%d error=%s message=%.300r",
+                label, request.match_info["instance"], error.status, error.code, error.message,
             )
-        self.metrics.deliveries.labels(label, str(response.status)).inc()
+        self.metrics.count_delivery(label, response.status)
         return response
 
     async def _receive_delivery(self, request: web.Request, plugin_name: str) -> web.Response:
@@ -150,7 +151,7 @@ class DeliveryIngress:
             raise IngressError(404, "unknown_instance", f"no {plugin_name} instance named {instance_id!r} is configured")
 
         raw = await read_limited_body(request, self.settings.body_limit_bytes)
-        self.metrics.received_bytes.labels(plugin_name).inc(len(raw))
+        self.metrics.count_bytes(plugin_name, len(raw))
         headers = {name.lower(): value for name, value in request.headers.items()}
         try:
             verified = plugin.verify(raw, headers, instance, route, time.time())
@@ -181,8 +182,8 @@ class DeliveryIngress:
             response = await self._receive_event(request)
         except IngressError as error:
             response = error_response(error)
-            log.info("rejected event status=%d error=%s", error.status, error.code)
-        self.metrics.events.labels(str(response.status)).inc()
+            log.info("rejected event status=%d error=%s message=%.300r", error.status, error.code, error.message)
+        self.metrics.count_event(response.status)
         return response
 
     async def _receive_event(self, request: web.Request) -> web.Response:
@@ -197,7 +198,7 @@ class DeliveryIngress:
             raise IngressError(415, "unsupported_media_type", f"POST /events takes application/json, not {request.content_type}")
 
         raw = await read_limited_body(request, self.settings.body_limit_bytes)
-        self.metrics.received_bytes.labels("events").inc(len(raw))
+        self.metrics.count_bytes("events", len(raw))
         try:
             event = codec.decode_producer_event(raw)
         except codec.DecodeError as exc:
@@ -222,7 +223,7 @@ class DeliveryIngress:
                 f"the record was not stored ({exc}); nothing was accepted, retry later",
                 {"Retry-After": str(self.settings.retry_after_seconds)},
             ) from None
-        self.metrics.publish_seconds.labels(logical_topic).observe(time.perf_counter() - started)
+        self.metrics.observe_publish(logical_topic, time.perf_counter() - started)
 
     # GET /healthz, /readyz, /metrics
     async def healthz(self, request: web.Request) -> web.Response:

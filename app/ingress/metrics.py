@@ -7,6 +7,8 @@ scrape each process separately, or run one process per container.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -46,6 +48,28 @@ class IngressMetrics:
             buckets=PUBLISH_BUCKETS,
             registry=self.registry,
         )
+
+        # Labelled children, looked up once: `labels()` takes a lock and builds a tuple per call.
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def count_delivery(self, plugin: str, status: int) -> None:
+        self._child(self.deliveries, plugin, str(status)).inc()
+
+    def count_event(self, status: int) -> None:
+        self._child(self.events, str(status)).inc()
+
+    def count_bytes(self, plugin: str, size: int) -> None:
+        self._child(self.received_bytes, plugin).inc(size)
+
+    def observe_publish(self, logical_topic: str, seconds: float) -> None:
+        self._child(self.publish_seconds, logical_topic).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

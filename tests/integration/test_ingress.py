@@ -277,3 +277,19 @@ async def test_the_ingress_refuses_to_start_without_its_topics(broker, postgres)
     with pytest.raises(MissingTopics, match="hookstream topics apply"):
         await runner.setup()
     await runner.cleanup()
+
+
+async def test_logs_name_the_delivery_but_never_a_secret_or_signature(ingress, caplog):
+    body = b'{"logged": false}'
+    good = ingress.signed("github", "acme", body, delivery_id="log-1")
+    bad = ingress.signed("github", "acme", b"other", delivery_id="log-2")
+    token = {"Authorization": "Bearer not-the-token", "Content-Type": "application/json"}
+    with caplog.at_level("DEBUG", logger="hookstream"):
+        assert (await ingress.post("/hooks/github/acme", body, good))[0] == 202
+        assert (await ingress.post("/hooks/github/acme", body, bad))[0] == 401
+        assert (await ingress.post("/events", b"{}", token))[0] == 401
+    text = caplog.text
+    assert "delivery=log-1" in text and "status=401" in text
+    for secret in (GITHUB_SECRET, EVENTS_TOKEN, "not-the-token", good["X-Hub-Signature-256"], bad["X-Hub-Signature-256"]):
+        assert secret not in text
+    assert good["X-Hub-Signature-256"].removeprefix("sha256=") not in text
