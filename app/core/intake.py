@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Callable
 
 from app.core.dedup import Action, DedupEntry, decide
-from app.events import DeadLettered, Delivery, Record, RedriveAccepted
+from app.events import DeadLettered, Delivery, DeliveryRef, Record, RedriveAccepted
 from app.plugins.base import Routed, RoutingError
 
 DLQ = "hookstream.dlq"
@@ -92,7 +92,8 @@ def process(
             counted="dead_lettered",
             rule="route",
         )
-    sends = [Send(CONTROL, event.source_id, event) for event in routed.events]  # type: ignore[attr-defined]
+    ref = DeliveryRef(key=delivery.key, partition=partition, offset=offset)
+    sends = [Send(CONTROL, event.source_id, _with_ref(event, delivery.key, ref)) for event in routed.events]  # type: ignore[attr-defined]
     if delivery.redrive_of:
         sends.append(Send(DLQ, delivery.key, RedriveAccepted(
             dead_letter_id=delivery.redrive_of, key=delivery.key, accepted_at=now,
@@ -100,3 +101,11 @@ def process(
     if routed.ignored is not None:
         return Outcome(store=decision.entry, sends=sends, counted="ignored", rule=routed.ignored.rule, reason=decision.reason)
     return Outcome(store=decision.entry, sends=sends, counted="routed", reason=decision.reason)
+
+
+def _with_ref(event: Record, key: str, ref: DeliveryRef) -> Record:
+    """Point the event at the exact message it was routed from (a producer's own reference is kept)."""
+    current = getattr(event, "delivery", None)
+    if current is None or current.key == key:
+        return event.model_copy(update={"delivery": ref})
+    return event

@@ -90,9 +90,11 @@ def register(worker: Worker) -> None:
         """
         now = time.time()
         expired: list[tuple[bytes, int]] = []
+        live = 0
         for i, (key, raw) in enumerate(dedup_table.data.items()):
             if raw is None:
                 continue
+            live += 1
             entry = DedupEntry.from_bytes(raw)
             if purgeable(entry, now):
                 expired.append((key, entry.partition))
@@ -103,6 +105,7 @@ def register(worker: Worker) -> None:
             dedup_table.data.pop(key, None)
             if j % PURGE_CHUNK == PURGE_CHUNK - 1:
                 await asyncio.sleep(0)
+        metrics.dedup_entries.set(live - len(expired))
         if expired:
             metrics.purged.inc(len(expired))
             log.info("purged %d dedup entries past their window", len(expired))
