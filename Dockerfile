@@ -1,0 +1,13 @@
+# The hookstream image: one image, three roles (ingress, worker, one-shot setup).
+FROM python:3.11-slim
+RUN apt-get update && apt-get install -y --no-install-recommends git && rm -rf /var/lib/apt/lists/*
+WORKDIR /srv/hookstream
+COPY pyproject.toml README.md ./
+COPY app ./app
+COPY topics ./topics
+COPY schemas ./schemas
+RUN pip install --no-cache-dir -e '.[github]'
+ENV HOOKSTREAM_TOPICS_DIR=/srv/hookstream/topics \
+    HOOKSTREAM_WORKER_DATA_DIR=/var/lib/hookstream
+VOLUME /var/lib/hookstream
+ENTRYPOINT ["hookstream"]
