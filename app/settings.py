@@ -177,7 +177,15 @@ class Settings(BaseSettings):
     broker_session_timeout_seconds: float = 10.0
     dedup_purge_interval_seconds: float = Field(default=60.0, gt=0)
     batch_size: int = Field(default=50, ge=1, le=10_000)
+    # Files larger than this are stored as metadata only (counted as skipped).
+    max_text_bytes: int = Field(default=1024 * 1024, ge=1)
+    # GitHub source adapter (secrets live here, never in a source's config on Kafka).
+    github_api_url: str = "https://api.github.com"
+    github_app_id: str | None = None
+    github_private_key_file: Path | None = None
+    github_token: SecretStr | None = None
     sync_deadline_seconds: float = 3600.0
+    deadline_check_interval_seconds: float = Field(default=5.0, gt=0)
     idempotency_ttl_seconds: float = 300.0
 
     log_level: str = "info"

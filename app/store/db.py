@@ -69,3 +69,23 @@ async def migrate(settings: Settings) -> list[str]:
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
     return applied_now
+
+
+async def in_transaction(pool, work, what: str = "write", max_backoff: float = 5.0):
+    """Run `await work(conn)` in one transaction, retried while PostgreSQL is unreachable.
+
+    A stage blocks (and does not ack its message) rather than skip a write, so
+    nothing is reported that was not written.
+    """
+    import asyncio
+
+    backoff = 0.1
+    while True:
+        try:
+            async with pool.connection() as conn:
+                async with conn.transaction():
+                    return await work(conn)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            log.warning("PostgreSQL unavailable during %s (%s); retrying in %.1fs", what, exc.__class__.__name__, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(max_backoff, backoff * 2)

@@ -29,8 +29,14 @@ STREAM_MODULES = (
 WORKER_TOPICS = [
     "hookstream.deliveries",
     "hookstream.sync.control",
+    "hookstream.sync.plans",
+    "hookstream.sync.events",
+    "hookstream.sync.completed",
+    "hookstream.sync.cancellations",
+    "hookstream.files.batches",
     "hookstream.dlq",
     "hookstream.dedup.changelog",
+    "hookstream.sources.changelog",
 ]
 
 
@@ -45,6 +51,23 @@ class Worker:
     topics: dict[str, Any] = field(default_factory=dict)
     _pool: Any = None
     _pool_lock: Any = None
+
+    _source_options: Any = None
+
+    def source_options(self):
+        """Options every source adapter shares (built once: installation tokens are cached in it)."""
+        if self._source_options is None:
+            from app.sources import SourceOptions
+
+            s = self.settings
+            key = s.github_private_key_file.read_text() if s.github_private_key_file else None
+            self._source_options = SourceOptions(
+                github_api_url=s.github_api_url,
+                github_app_id=s.github_app_id,
+                github_private_key=key,
+                github_token=s.github_token.get_secret_value() if s.github_token else None,
+            )
+        return self._source_options
 
     async def pool(self):
         """The PostgreSQL pool, opened on first use (agents that never touch the database never open it)."""

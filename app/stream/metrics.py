@@ -19,5 +19,6 @@ class WorkerMetrics:
         self.events = Counter("hookstream_routed_events", "Domain events emitted by routing", ["plugin", "type"], registry=r)
         self.ignored = Counter("hookstream_deliveries_ignored", "Deliveries ignored by an explicit rule", ["plugin", "rule"], registry=r)
         self.dead_lettered = Counter("hookstream_deliveries_dead_lettered", "Deliveries sent to the DLQ", ["plugin", "stage"], registry=r)
+        self.control_ignored = Counter("hookstream_control_ignored", "Control events ignored by an explicit rule (late, duplicate)", ["rule"], registry=r)
         self.dedup_entries = Gauge("hookstream_dedup_entries", "Dedup entries held by this worker at the last purge scan", registry=r)
         self.purged = Counter("hookstream_dedup_entries_purged", "Dedup entries purged past their window", registry=r)

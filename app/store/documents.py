@@ -1,0 +1,55 @@
+"""The documents a sync writes: one row per (sourceId, path), insert-or-converge."""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from app.core.documents import Document
+
+_UPSERT = """
+INSERT INTO documents (source_id, path, content, sha256, size, language, title, is_binary, commit, job_id, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
+ON CONFLICT (source_id, path) DO UPDATE SET
+    content = EXCLUDED.content, sha256 = EXCLUDED.sha256, size = EXCLUDED.size,
+    language = EXCLUDED.language, title = EXCLUDED.title, is_binary = EXCLUDED.is_binary,
+    commit = EXCLUDED.commit, job_id = EXCLUDED.job_id, updated_at = now()
+"""
+
+
+async def upsert(conn: psycopg.AsyncConnection, source_id: str, docs: Sequence[Document], commit: str | None, job_id: str) -> int:
+    """Write `docs`; a re-processed batch converges on the same rows (never a duplicate or a
+    unique-violation). Returns the number of documents written (deterministic: len(docs))."""
+    if not docs:
+        return 0
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            _UPSERT,
+            [(source_id, d.path, d.content, d.sha256, d.size, d.language, d.title, d.is_binary, commit, job_id) for d in docs],
+        )
+    return len(docs)
+
+
+async def delete(conn: psycopg.AsyncConnection, source_id: str, paths: Iterable[str]) -> int:
+    """Delete `paths`; returns how many of them were asked for (deleting an absent row is converged)."""
+    paths = list(paths)
+    if not paths:
+        return 0
+    await conn.execute("DELETE FROM documents WHERE source_id = %s AND path = ANY(%s)", (source_id, paths))
+    return len(paths)
+
+
+async def paths(conn: psycopg.AsyncConnection, source_id: str) -> set[str]:
+    rows = await (await conn.execute("SELECT path FROM documents WHERE source_id = %s", (source_id,))).fetchall()
+    return {r[0] for r in rows}
+
+
+async def ensure_source(conn: psycopg.AsyncConnection, source_id: str, source_type: str, config: dict, name: str | None) -> None:
+    """The source's `sources` row exists (idempotent; the projection owns its later changes)."""
+    await conn.execute(
+        "INSERT INTO sources (source_id, source_type, name, status, config) VALUES (%s, %s, %s, 'connected', %s) "
+        "ON CONFLICT (source_id) DO NOTHING",
+        (source_id, source_type, name, Jsonb(config)),
+    )

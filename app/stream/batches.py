@@ -1,0 +1,77 @@
+"""`process_file_batches`: fetch, transform and upsert one batch of files, report `BatchCompleted`.
+
+Crash safety by order: documents are committed in PostgreSQL, then
+`BatchCompleted` is acknowledged by the broker, then the batch's offset is
+committed. A crash in between re-processes the batch: the rows converge and
+the fold counts the batch index once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from app import codec
+from app.core.batch_outcome import count
+from app.core.documents import to_document
+from app.events import BatchCompleted, FileBatch, utcnow
+from app.sources import SourceError, get_adapter
+from app.store import documents
+from app.store.db import in_transaction
+from app.stream.app import Worker
+from app.stream.cancellations import CancelledJobs
+
+log = logging.getLogger(__name__)
+
+
+def register(worker: Worker) -> None:
+    app, settings = worker.app, worker.settings
+    batches_topic = worker.topic("hookstream.files.batches")
+    control = worker.topic("hookstream.sync.control")
+    cancelled = CancelledJobs(settings)
+
+    @app.task
+    async def follow_cancellations() -> None:
+        await cancelled.follow()
+
+    async def report(batch: FileBatch, **counts) -> None:
+        done = BatchCompleted(source_id=batch.source_id, occurred_at=utcnow(), job_id=batch.job_id,
+                              batch_index=batch.batch_index, **counts)
+        fut = await control.send(key=codec.encode_key(batch.source_id), value=codec.encode(done), force=True)
+        await fut
+
+    @app.agent(batches_topic, name="process_file_batches", concurrency=1)
+    async def process_file_batches(stream):
+        async for raw in stream:
+            try:
+                batch = codec.decode(FileBatch, raw)
+            except codec.DecodeError as exc:
+                log.error("undecodable file batch skipped by rule: %s", exc)
+                continue
+            if batch.job_id in cancelled:
+                await report(batch, cancelled=True)
+                continue
+            upserts = [f for f in batch.files if f.change == "upsert"]
+            deletes = [f.path for f in batch.files if f.change == "delete"]
+            docs, failures = [], []
+            try:
+                async with get_adapter(batch.source_type, batch.source_config, worker.source_options()) as adapter:
+                    async with contextlib.aclosing(adapter.fetch(upserts)) as fetched:
+                        async for change, content, error in fetched:
+                            if content is None:
+                                failures.append((change.path, error or "unreadable"))
+                            else:
+                                docs.append(to_document(change.path, content, settings.max_text_bytes))
+            except SourceError as exc:
+                # The whole batch is unreadable: every file in it failed, nothing written.
+                failures = [(f.path, str(exc)) for f in upserts]
+                docs = []
+
+            async def write(conn):
+                await documents.upsert(conn, batch.source_id, docs, batch.commit, batch.job_id)
+                return await documents.delete(conn, batch.source_id, deletes)
+
+            deleted = await in_transaction(await worker.pool(), write, f"batch {batch.job_id}/{batch.batch_index}")
+            c = count(docs, failures, deleted)
+            await report(batch, processed=c.processed, failed=c.failed, deleted=c.deleted, skipped=c.skipped,
+                         documents_written=c.documents_written, bytes=c.bytes, errors=c.errors)

@@ -1,0 +1,65 @@
+"""Driving syncs in tests: connect sources, request syncs, wait for completions, read documents."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import datetime, timezone
+
+import psycopg
+
+from app import codec
+from app.events import SourceConnected, SourceDisconnected, SyncRequested
+from app.settings import Settings
+from tests.support.kafka import produce, read_all
+from tests.support.services import wait_until
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+async def send_control(settings: Settings, *events) -> None:
+    await produce(settings, "hookstream.sync.control", [(e.source_id, codec.encode(e)) for e in events])
+
+
+def connected(source_id: str, repo, **config) -> SourceConnected:
+    return SourceConnected(source_id=source_id, occurred_at=now(), source_type="git", config={"path": str(repo), **config})
+
+
+def disconnected(source_id: str) -> SourceDisconnected:
+    return SourceDisconnected(source_id=source_id, occurred_at=now(), reason="test")
+
+
+def requested(source_id: str, mode: str = "full", trigger: str = "manual", request_id: str | None = None, **kw) -> SyncRequested:
+    return SyncRequested(source_id=source_id, occurred_at=now(), request_id=request_id or f"r-{uuid.uuid4().hex[:12]}",
+                         mode=mode, trigger=trigger, **kw)
+
+
+async def completions(settings: Settings, source_id: str | None = None, at_least: int = 1, timeout: float = 90, alive=None):
+    async def ready():
+        got = await read_all(settings, "hookstream.sync.completed", timeout=3, idle=0.2)
+        mine = [r for _, r, _, _ in got if source_id is None or r.source_id == source_id]
+        if alive is not None and not alive():
+            raise AssertionError("the worker died")
+        return mine if len(mine) >= at_least else None
+
+    return await wait_until(ready, timeout=timeout, interval=0.3, what=f"{at_least} sync.completed for {source_id}")
+
+
+async def lifecycle(settings: Settings, source_id: str):
+    got = await read_all(settings, "hookstream.sync.events", timeout=3, idle=0.3)
+    return [r for _, r, _, _ in got if r.source_id == source_id]
+
+
+async def documents(settings: Settings, source_id: str) -> dict[str, tuple[str, int, bool]]:
+    """path -> (sha256, size, is_binary) of the source's rows."""
+    async with await psycopg.AsyncConnection.connect(settings.database_url, options=f"-c search_path={settings.database_schema}") as conn:
+        rows = await (await conn.execute(
+            "SELECT path, sha256, size, is_binary FROM documents WHERE source_id = %s", (source_id,)
+        )).fetchall()
+    return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+
+def expected_documents(tree: dict[str, bytes]) -> dict[str, tuple[str, int]]:
+    return {path: (hashlib.sha256(content).hexdigest(), len(content)) for path, content in tree.items()}
