@@ -1,0 +1,427 @@
+"""`hookstream dlq list | show | redrive`: inspect dead letters and republish them after a fix.
+
+The rows are the `dlq` projection (`project_dead_letters`). A redrive
+republishes the original delivery to `hookstream.deliveries` with the same key,
+marked `redrive_of`; the row is retired only when the dedup/routing stage has
+routed it and its `RedriveAccepted` was projected, never by this command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+
+from app.cli.common import CliError, load_settings, run
+from app.core import dlq
+from app.events import Delivery, utcnow
+from app.settings import Settings, parse_duration
+
+DELIVERIES_TOPIC = "hookstream.deliveries"
+PREVIEW_BYTES = 1024
+ERROR_WIDTH = 60
+STATUSES = ("open", "retired", "all")
+
+ROW_SELECT = "SELECT " + ", ".join(dlq.COLUMNS) + " FROM dlq"
+
+LIST_EPILOG = """\
+examples:
+  hookstream dlq list
+      open dead letters, latest failure first
+  hookstream dlq list --since 2h --stage route
+      the ones that failed in the routing stage in the last two hours
+  hookstream dlq list --status all --json
+      every row, as a JSON array
+"""
+
+REDRIVE_EPILOG = """\
+A redrive republishes the original delivery (same key, byte-exact body and
+headers) marked as a redrive, so the dedup window does not drop it. The row
+stays open until the worker has routed the redrive; a redrive that fails
+again comes back as the same dead letter with one more attempt. Dead letters
+whose record did not decode hold no delivery and cannot be redriven.
+
+examples:
+  hookstream dlq redrive 3f2a91c0e6b1
+      one dead letter (a unique id prefix is enough)
+  hookstream dlq redrive --all --dry-run
+      what would be republished, without publishing
+  hookstream dlq redrive --all --plugin github
+      every open github dead letter
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "dlq",
+        help="inspect and redrive dead letters",
+        description="Dead letters: deliveries the dedup/routing stage could not decode or route, "
+        "projected into PostgreSQL from hookstream.dlq.",
+    )
+    dsub = p.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+
+    ls = dsub.add_parser(
+        "list",
+        help="list dead letters (open ones by default)",
+        description="List dead letters, latest failure first, as a table (or JSON with --json).",
+        epilog=LIST_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ls.add_argument("--status", choices=STATUSES, default="open", help="open (default), retired, or all")
+    ls.add_argument("--stage", help="only failures in this stage (decode, route, ...)")
+    ls.add_argument("--plugin", help="only this plugin (github, generic-hmac, ...; 'unknown' for undecodable records)")
+    ls.add_argument("--since", metavar="ISO|DURATION",
+                    help="only rows that last failed at or after this time: an ISO 8601 time "
+                    "(UTC unless it has an offset) or a duration back from now (30m, 2h, 7d)")
+    ls.add_argument("--limit", type=_positive_int, default=100, metavar="N", help="at most N rows (default 100)")
+    ls.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+    ls.set_defaults(func=cmd_list)
+
+    sh = dsub.add_parser(
+        "show",
+        help="show one dead letter in full",
+        description="Show one dead letter: status, attempts, the latest stage and error in full, where it "
+        "was consumed, and the original delivery's headers with a preview of its body.",
+    )
+    sh.add_argument("id", metavar="ID", help="the dead letter id (a unique prefix of at least 6 characters is enough)")
+    sh.add_argument("--json", action="store_true", help="print the row as JSON, the delivery in its wire form")
+    sh.set_defaults(func=cmd_show)
+
+    rd = dsub.add_parser(
+        "redrive",
+        help="republish dead-lettered deliveries after a fix",
+        description="Republish the original delivery of each named open dead letter\n"
+        "(or of every open one with --all) to hookstream.deliveries.",
+        epilog=REDRIVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rd.add_argument("ids", nargs="*", metavar="ID", help="dead letter ids (or unique prefixes)")
+    rd.add_argument("--all", action="store_true", help="every open dead letter (narrow with --plugin / --stage)")
+    rd.add_argument("--plugin", help="with --all: only this plugin")
+    rd.add_argument("--stage", help="with --all: only failures in this stage")
+    rd.add_argument("--dry-run", action="store_true", help="list what would be republished, publish nothing")
+    rd.set_defaults(func=cmd_redrive)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """`--since`: an ISO 8601 time (naive means UTC) or a duration back from `now` (30m, 2h, 7d)."""
+    try:
+        back = timedelta(seconds=parse_duration(text))
+    except ValueError:
+        back = None  # not a duration: read it as a time
+    if back is not None:
+        return now - back
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise CliError(f"--since {text!r}: not an ISO 8601 time (2026-11-01T12:00Z) nor a duration (30m, 2h, 7d)", 2) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+def body_preview(body: bytes, limit: int = PREVIEW_BYTES) -> str:
+    """The first `limit` bytes as text (undecodable bytes shown as U+FFFD), with a note when cut."""
+    shown = body[:limit].decode("utf-8", "replace")
+    if len(body) > limit:
+        shown += f"\n… ({len(body) - limit} more bytes)"
+    return shown
+
+
+def _time(value: datetime | None) -> str:
+    if value is None:
+        return "-"
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _one_line(text: str, width: int) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+# --- database -------------------------------------------------------------------------------
+
+async def _connect(settings: Settings):
+    import psycopg
+
+    from app.store.db import connect
+
+    try:
+        return await connect(settings)
+    except psycopg.OperationalError as exc:
+        raise CliError(f"cannot reach PostgreSQL at HOOKSTREAM_DATABASE_URL: {str(exc).strip()}") from None
+
+
+async def _fetch(settings: Settings, query: str, params: tuple[Any, ...]) -> list[dlq.DeadLetterRow]:
+    import psycopg
+    from psycopg.rows import dict_row
+
+    conn = await _connect(settings)
+    try:
+        cursor = conn.cursor(row_factory=dict_row)
+        try:
+            rows = await (await cursor.execute(query, params)).fetchall()
+        except psycopg.errors.UndefinedTable:
+            raise CliError(f"no dlq table in schema {settings.database_schema}: run `hookstream db migrate`", 2) from None
+    finally:
+        await conn.close()
+    return [dlq.from_columns(r) for r in rows]
+
+
+def _filters(status: str | None, stage: str | None, plugin: str | None, since: datetime | None) -> tuple[str, tuple]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if status and status != "all":
+        clauses.append("status = %s")
+        params.append(status)
+    if stage:
+        clauses.append("stage = %s")
+        params.append(stage)
+    if plugin:
+        clauses.append("plugin = %s")
+        params.append(plugin)
+    if since is not None:
+        clauses.append("last_failed_at >= %s")
+        params.append(since)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", tuple(params)
+
+
+async def _find(settings: Settings, ident: str) -> dlq.DeadLetterRow:
+    """The row with this id, or the one row whose id starts with it (at least 6 characters)."""
+    ident = ident.strip()
+    rows = await _fetch(settings, ROW_SELECT + " WHERE dead_letter_id = %s", (ident,))
+    if not rows and len(ident) >= 6:
+        pattern = ident.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = await _fetch(settings, ROW_SELECT + " WHERE dead_letter_id LIKE %s ORDER BY dead_letter_id LIMIT 6",
+                            (pattern,))
+    if not rows:
+        raise CliError(f"no dead letter {ident!r} in schema {settings.database_schema} (see `hookstream dlq list --status all`)")
+    if len(rows) > 1:
+        ids = ", ".join(r.dead_letter_id for r in rows[:5])
+        raise CliError(f"{ident!r} matches several dead letters ({ids}{', …' if len(rows) > 5 else ''}): give more of the id")
+    return rows[0]
+
+
+# --- list -------------------------------------------------------------------------------------
+
+def _summary(row: dlq.DeadLetterRow) -> dict[str, Any]:
+    return {
+        "dead_letter_id": row.dead_letter_id,
+        "status": row.status,
+        "attempts": row.attempts,
+        "stage": row.stage,
+        "plugin": row.plugin,
+        "instance": row.instance,
+        "key": row.key,
+        "error": row.error,
+        "first_failed_at": row.first_failed_at.isoformat(),
+        "last_failed_at": row.last_failed_at.isoformat(),
+        "retired_at": row.retired_at.isoformat() if row.retired_at else None,
+        "redrivable": row.redrivable,
+    }
+
+
+def format_table(rows: list[dlq.DeadLetterRow]) -> str:
+    header = ("ID", "STATUS", "ATTEMPTS", "STAGE", "PLUGIN/INSTANCE", "LAST FAILED", "ERROR")
+    lines = [
+        (r.dead_letter_id, r.status, str(r.attempts), r.stage, f"{r.plugin}/{r.instance}", _time(r.last_failed_at),
+         _one_line(r.error, ERROR_WIDTH))
+        for r in rows
+    ]
+    widths = [max(len(header[i]), *(len(line[i]) for line in lines)) for i in range(len(header) - 1)]
+    out = []
+    for line in (header, *lines):
+        out.append("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1])
+    return "\n".join(out)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    since = parse_since(args.since, utcnow()) if args.since else None
+    where, params = _filters(args.status, args.stage, args.plugin, since)
+    rows = run(_fetch(settings, ROW_SELECT + where + " ORDER BY last_failed_at DESC, dead_letter_id LIMIT %s",
+                      params + (args.limit,)))
+    if args.json:
+        print(orjson.dumps([_summary(r) for r in rows], option=orjson.OPT_INDENT_2).decode())
+        return 0
+    if not rows:
+        print(f"no {'' if args.status == 'all' else args.status + ' '}dead letters match")
+        return 0
+    print(format_table(rows))
+    if len(rows) == args.limit:
+        print(f"(first {args.limit} shown: raise --limit or narrow with --since/--stage/--plugin)", file=sys.stderr)
+    return 0
+
+
+# --- show -------------------------------------------------------------------------------------
+
+def format_row(row: dlq.DeadLetterRow) -> str:
+    where = (f"{row.source_topic}[{row.source_partition}]@{row.source_offset}"
+             if row.source_topic is not None else "-")
+    lines = [
+        f"dead letter    {row.dead_letter_id}",
+        f"status         {row.status}" + (f" (retired {_time(row.retired_at)})" if row.retired_at else ""),
+        f"attempts       {row.attempts}",
+        f"stage          {row.stage}",
+        f"plugin         {row.plugin}",
+        f"instance       {row.instance}",
+        f"key            {row.key}",
+        f"first failed   {_time(row.first_failed_at)}",
+        f"last failed    {_time(row.last_failed_at)}",
+        f"consumed from  {where}",
+        "error",
+        *("  " + line for line in row.error.splitlines() or [""]),
+    ]
+    if row.original is not None:
+        d = row.original
+        lines += [
+            "original delivery",
+            f"  delivery id  {d.delivery_id}",
+            f"  route        {d.route or '-'}",
+            f"  received at  {_time(d.received_at)}",
+        ]
+        if d.redrive_of:
+            lines.append(f"  redrive of   {d.redrive_of}")
+        if d.replay_epoch:
+            lines.append(f"  replay epoch {d.replay_epoch}")
+        lines.append("  headers" + ("" if d.headers else "      (none)"))
+        lines += [f"    {name}: {value}" for name, value in sorted(d.headers.items())]
+        lines.append(f"  body ({len(d.body)} bytes)")
+        lines += ["    " + line for line in body_preview(d.body).splitlines()]
+    else:
+        raw = row.raw or b""
+        lines += [
+            "original delivery",
+            "  none: the record did not decode, so it cannot be redriven; its raw value:",
+            f"  value ({len(raw)} bytes)",
+            *("    " + line for line in body_preview(raw).splitlines()),
+        ]
+    return "\n".join(lines)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    row = run(_find(settings, args.id))
+    if args.json:
+        values = dlq.to_columns(row)
+        values["raw"] = None if row.raw is None else base64.b64encode(row.raw).decode("ascii")
+        values["redrivable"] = row.redrivable
+        print(orjson.dumps(values, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print(format_row(row))
+    return 0
+
+
+# --- redrive ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Redrive:
+    row: dlq.DeadLetterRow
+    delivery: Delivery
+
+
+def redrive_of(row: dlq.DeadLetterRow, now: datetime) -> Delivery:
+    """The delivery to republish: the original, byte-exact, marked as a redrive of this row.
+
+    `received_at` becomes the redrive's time: it is when hookstream took the
+    delivery in again, so the dedup window, the failure or acceptance time and
+    a GitHub event's time are the redrive's, not the original's.
+    """
+    assert row.original is not None
+    return row.original.model_copy(update={"redrive_of": row.dead_letter_id, "received_at": now})
+
+
+def not_redrivable_reason(row: dlq.DeadLetterRow) -> str | None:
+    if row.original is None:
+        return "holds no delivery (its record did not decode): it cannot be redriven; fix the producer and resend"
+    if row.status != dlq.OPEN:
+        return f"is retired (its redrive was accepted {_time(row.retired_at)}): nothing to redrive"
+    return None
+
+
+async def _publish(settings: Settings, redrives: list[Redrive]) -> list[tuple[Redrive, Any]]:
+    from aiokafka.errors import KafkaError
+
+    from app import codec
+    from app.ingress.publisher import Publisher, PublishUnavailable
+    from app.topology import MissingTopics, require_topics
+
+    try:
+        await require_topics(settings, [DELIVERIES_TOPIC])
+        publisher = Publisher(settings, client_id="hookstream-dlq-redrive")
+        await publisher.start()
+    except MissingTopics as exc:
+        raise CliError(str(exc), 2) from None
+    except (PublishUnavailable, KafkaError, OSError) as exc:
+        raise CliError(f"cannot reach the Kafka broker at {settings.kafka_bootstrap_servers}: {exc}") from None
+    published: list[tuple[Redrive, Any]] = []
+    try:
+        for redrive in redrives:
+            try:
+                metadata = await publisher.publish(
+                    settings.topic(DELIVERIES_TOPIC), codec.encode_key(redrive.delivery.key), codec.encode(redrive.delivery)
+                )
+            except PublishUnavailable as exc:
+                done = ", ".join(r.row.dead_letter_id for r, _ in published) or "none"
+                raise CliError(f"redrive of {redrive.row.dead_letter_id} not published: {exc} (published before it: {done})") from None
+            published.append((redrive, metadata))
+            print(f"redriven  {redrive.row.dead_letter_id}  {redrive.delivery.key}  -> "
+                  f"{metadata.topic}[{metadata.partition}]@{metadata.offset}")
+    finally:
+        await publisher.stop()
+    return published
+
+
+def cmd_redrive(args: argparse.Namespace) -> int:
+    if args.all == bool(args.ids):
+        raise CliError("name the dead letters to redrive (ID …) or pass --all, not both", 2)
+    if (args.plugin or args.stage) and not args.all:
+        raise CliError("--plugin and --stage narrow --all; with IDs, name only the ones you mean", 2)
+    settings = load_settings()
+
+    async def select() -> tuple[list[dlq.DeadLetterRow], list[tuple[dlq.DeadLetterRow, str]]]:
+        if args.all:
+            where, params = _filters("open", args.stage, args.plugin, None)
+            rows = await _fetch(settings, ROW_SELECT + where + " ORDER BY first_failed_at, dead_letter_id", params)
+        else:
+            # Every id must exist before anything is published.
+            rows = []
+            for ident in dict.fromkeys(args.ids):
+                row = await _find(settings, ident)
+                if row.dead_letter_id not in {r.dead_letter_id for r in rows}:
+                    rows.append(row)
+        ready = [r for r in rows if not_redrivable_reason(r) is None]
+        refused = [(r, reason) for r in rows if (reason := not_redrivable_reason(r)) is not None]
+        return ready, refused
+
+    ready, refused = run(select())
+    for row, reason in refused:
+        print(f"not redriven  {row.dead_letter_id}  {row.key}: {reason}", file=sys.stderr)
+    if not ready:
+        print("nothing to redrive" + ("" if refused else ": no open dead letters match"))
+        return 1 if refused and not args.all else 0
+    now = utcnow()
+    redrives = [Redrive(row, redrive_of(row, now)) for row in ready]
+    if args.dry_run:
+        for r in redrives:
+            print(f"would redrive  {r.row.dead_letter_id}  {r.delivery.key}  (attempts {r.row.attempts}, "
+                  f"stage {r.row.stage}: {_one_line(r.row.error, ERROR_WIDTH)})")
+        print(f"dry run: {len(redrives)} deliveries would be republished to {settings.topic(DELIVERIES_TOPIC)}")
+    else:
+        run(_publish(settings, redrives))
+        print(f"{len(redrives)} redriven; each row is retired once the worker has routed its redrive "
+              "(`hookstream dlq show ID`), or stays open with one more attempt if it fails again")
+    return 1 if refused and not args.all else 0

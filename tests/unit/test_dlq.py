@@ -1,0 +1,169 @@
+"""What a dlq record does to its row, and the pure parts of `hookstream dlq`, table-driven."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from app.cli.common import CliError
+from app.cli.dlq import body_preview, format_row, format_table, not_redrivable_reason, parse_since, redrive_of
+from app.core import dlq
+from app.core.intake import dead_letter_id
+from app.events import DeadLettered, Delivery, RedriveAccepted
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+DELIVERY = Delivery(delivery_id="d-1", plugin="generic-hmac", instance="a", received_at=T0,
+                    headers={"x-signature": "abc"}, body=b"not an event")
+DL_ID = dead_letter_id(DELIVERY.key)
+
+
+def failure(at: datetime = T0, stage: str = "route", error: str = "boom", original: Delivery | None = DELIVERY,
+            raw: bytes | None = None, key: str = DELIVERY.key, offset: int = 7) -> DeadLettered:
+    return DeadLettered(dead_letter_id=DL_ID, key=key, stage=stage, error=error, failed_at=at,
+                        source_topic="hookstream.deliveries", source_partition=1, source_offset=offset,
+                        original=original, raw=raw)
+
+
+def accepted(at: datetime) -> RedriveAccepted:
+    return RedriveAccepted(dead_letter_id=DL_ID, key=DELIVERY.key, accepted_at=at)
+
+
+def fold_all(records) -> dlq.DeadLetterRow | None:
+    row = None
+    for record in records:
+        row = dlq.fold(row, record)
+    return row
+
+
+def summary(row: dlq.DeadLetterRow | None):
+    if row is None:
+        return None
+    return (row.status, row.attempts, row.stage, row.error, row.first_failed_at, row.last_failed_at, row.retired_at)
+
+
+H = timedelta(hours=1)
+
+
+@pytest.mark.parametrize(
+    "name, records, expected",
+    [
+        ("a first failure opens a row with one attempt",
+         [failure()], ("open", 1, "route", "boom", T0, T0, None)),
+        ("a failure of a redrive adds an attempt and takes the latest error",
+         [failure(), failure(T0 + H, stage="decode", error="again")], ("open", 2, "decode", "again", T0, T0 + H, None)),
+        ("an accepted redrive retires the row",
+         [failure(), accepted(T0 + H)], ("retired", 1, "route", "boom", T0, T0, T0 + H)),
+        ("a redrive that failed and then one that was accepted: retired after two attempts",
+         [failure(), failure(T0 + H), accepted(T0 + 2 * H)], ("retired", 2, "route", "boom", T0, T0 + H, T0 + 2 * H)),
+        ("a failure after retirement reopens the row",
+         [failure(), accepted(T0 + H), failure(T0 + 2 * H, error="back")], ("open", 2, "route", "back", T0, T0 + 2 * H, None)),
+        ("a second acceptance keeps the first retirement",
+         [failure(), accepted(T0 + H), accepted(T0 + 2 * H)], ("retired", 1, "route", "boom", T0, T0, T0 + H)),
+        ("an acceptance without a row makes none",
+         [accepted(T0)], None),
+        ("failure times out of order keep the earliest first and the latest last",
+         [failure(T0 + H), failure(T0)], ("open", 2, "route", "boom", T0, T0 + H, None)),
+    ],
+)
+def test_fold(name, records, expected):
+    assert summary(fold_all(records)) == expected, name
+
+
+def test_a_failure_without_a_delivery_keeps_the_delivery_already_held():
+    row = fold_all([failure(), failure(T0 + H, stage="decode", original=None, raw=b"\xff")])
+    assert row.original == DELIVERY and row.raw == b"\xff" and row.redrivable
+
+
+def test_a_failure_remembers_where_it_was_consumed_last():
+    row = fold_all([failure(offset=7), failure(T0 + H, offset=99)])
+    assert (row.source_topic, row.source_partition, row.source_offset) == ("hookstream.deliveries", 1, 99)
+
+
+@pytest.mark.parametrize(
+    "key, original, expected",
+    [
+        ("github/main/abc", None, ("github", "main")),
+        ("generic-hmac/a/id/with/slashes", None, ("generic-hmac", "a")),
+        ("garbage", None, ("unknown", "unknown")),
+        ("a//b", None, ("unknown", "unknown")),
+        ("", None, ("unknown", "unknown")),
+        ("anything", DELIVERY, ("generic-hmac", "a")),
+    ],
+)
+def test_plugin_and_instance_come_from_the_delivery_else_its_key(key, original, expected):
+    assert dlq.plugin_and_instance(key, original) == expected
+
+
+def test_an_undecodable_record_makes_a_row_that_cannot_be_redriven():
+    row = dlq.fold(None, failure(stage="decode", original=None, raw=b"\x00garbage", key="weird"))
+    assert (row.plugin, row.instance, row.raw, row.redrivable) == ("unknown", "unknown", b"\x00garbage", False)
+    assert "cannot be redriven" in not_redrivable_reason(row)
+
+
+def test_a_row_round_trips_through_its_columns():
+    row = fold_all([failure(), accepted(T0 + H)])
+    assert dlq.from_columns(dlq.to_columns(row)) == row
+
+
+def test_nul_characters_are_not_written_to_text_columns():
+    nul = Delivery(delivery_id="d\x00", plugin="generic-hmac", instance="a", received_at=T0, body=b"x")
+    row = dlq.fold(None, failure(original=nul, key=nul.key, error="bad \x00 byte"))
+    values = dlq.to_columns(row)
+    assert "\x00" not in values["key"] + values["error"] + values["original"]["delivery_id"]
+
+
+NOW = datetime(2026, 11, 2, 0, 0, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("2h", NOW - timedelta(hours=2)),
+        ("30m", NOW - timedelta(minutes=30)),
+        ("7d", NOW - timedelta(days=7)),
+        ("2026-11-01T12:00:00Z", datetime(2026, 11, 1, 12, tzinfo=timezone.utc)),
+        ("2026-11-01T12:00:00+02:00", datetime(2026, 11, 1, 10, tzinfo=timezone.utc)),
+        ("2026-11-01", datetime(2026, 11, 1, tzinfo=timezone.utc)),
+    ],
+)
+def test_since_is_a_time_or_a_duration_back_from_now(text, expected):
+    assert parse_since(text, NOW) == expected
+
+
+@pytest.mark.parametrize("text", ["yesterday", "-2h", "0s", ""])
+def test_an_unreadable_since_is_a_usage_error(text):
+    with pytest.raises(CliError) as exc:
+        parse_since(text, NOW)
+    assert exc.value.code == 2
+
+
+def test_body_preview_cuts_long_bodies_and_says_how_much_is_left():
+    assert body_preview(b"abc", 10) == "abc"
+    assert body_preview(b"a" * 12, 10) == "a" * 10 + "\n… (2 more bytes)"
+    assert body_preview(b"\xff", 10) == "\ufffd"
+
+
+def test_a_redrive_is_the_original_delivery_marked_with_its_dead_letter():
+    row = dlq.fold(None, failure())
+    redrive = redrive_of(row, NOW)
+    assert redrive.redrive_of == DL_ID and redrive.received_at == NOW
+    assert (redrive.key, redrive.body, redrive.headers) == (DELIVERY.key, DELIVERY.body, DELIVERY.headers)
+
+
+def test_a_retired_row_is_not_redriven_again():
+    row = fold_all([failure(), accepted(T0 + H)])
+    assert "retired" in not_redrivable_reason(row)
+    assert not_redrivable_reason(replace(row, status="open", retired_at=None)) is None
+
+
+def test_the_table_and_the_full_view_show_what_an_operator_needs():
+    row = fold_all([failure(error="body is not a hookstream producer event:\n  bad"), failure(T0 + H)])
+    table = format_table([row])
+    assert DL_ID in table and "generic-hmac/a" in table and "ATTEMPTS" in table
+    full = format_row(row)
+    for expected in ("attempts       2", "x-signature: abc", "not an event", "body (12 bytes)"):
+        assert expected in full
+    raw_row = dlq.fold(None, failure(stage="decode", original=None, raw=b"{oops", key="k"))
+    assert "cannot be redriven" in format_row(raw_row) and "{oops" in format_row(raw_row)
