@@ -85,10 +85,11 @@ def process(
         return Outcome(counted="duplicate", reason=decision.reason)
     try:
         routed = route(delivery)
-    except RoutingError as exc:
+    except Exception as exc:  # noqa: BLE001 — a plugin bug dead-letters the delivery, never stops the stage
+        reason = str(exc) if isinstance(exc, RoutingError) else f"{type(exc).__name__} in {delivery.plugin} routing: {exc}"
         return Outcome(
             store=DELETE if entry is not None else None,
-            sends=[dead_letter(delivery, "route", str(exc), partition, offset, topic, now)],
+            sends=[dead_letter(delivery, "route", reason, partition, offset, topic, now)],
             counted="dead_lettered",
             rule="route",
         )

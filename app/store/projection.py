@@ -23,6 +23,13 @@ Apply = Callable[[psycopg.AsyncConnection], Awaitable[None]]
 async def apply_once(conn: psycopg.AsyncConnection, consumer: str, topic: str, partition: int, offset: int, apply: Apply) -> bool:
     """Run `apply(conn)` and record the offset in one transaction. False when already applied."""
     async with conn.transaction():
+        # Make the fence row exist first, so FOR UPDATE below always locks something: two
+        # consumers overlapping in a rebalance serialize even on a partition's first record.
+        await conn.execute(
+            'INSERT INTO applied_offsets (consumer, topic, partition, "offset") VALUES (%s, %s, %s, -1) '
+            "ON CONFLICT (consumer, topic, partition) DO NOTHING",
+            (consumer, topic, partition),
+        )
         row = await (await conn.execute(
             'SELECT "offset" FROM applied_offsets WHERE consumer = %s AND topic = %s AND partition = %s FOR UPDATE',
             (consumer, topic, partition),

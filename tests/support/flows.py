@@ -31,8 +31,9 @@ def disconnected(source_id: str) -> SourceDisconnected:
     return SourceDisconnected(source_id=source_id, occurred_at=now(), reason="test")
 
 
-def requested(source_id: str, mode: str = "full", trigger: str = "manual", request_id: str | None = None, **kw) -> SyncRequested:
-    return SyncRequested(source_id=source_id, occurred_at=now(), request_id=request_id or f"r-{uuid.uuid4().hex[:12]}",
+def requested(source_id: str, mode: str = "full", trigger: str = "manual", request_id: str | None = None,
+              occurred_at: datetime | None = None, **kw) -> SyncRequested:
+    return SyncRequested(source_id=source_id, occurred_at=occurred_at or now(), request_id=request_id or f"r-{uuid.uuid4().hex[:12]}",
                          mode=mode, trigger=trigger, **kw)
 
 
@@ -63,3 +64,31 @@ async def documents(settings: Settings, source_id: str) -> dict[str, tuple[str, 
 
 def expected_documents(tree: dict[str, bytes]) -> dict[str, tuple[str, int]]:
     return {path: (hashlib.sha256(content).hexdigest(), len(content)) for path, content in tree.items()}
+
+
+def github_push(repo_id: int, before: str, after: str, added=(), modified=(), removed=(), forced: bool = False) -> bytes:
+    """A push webhook body in GitHub's documented shape (the fields routing reads)."""
+    import orjson
+
+    commit = {"id": after, "distinct": True, "message": "change", "added": list(added), "modified": list(modified),
+              "removed": list(removed)}
+    return orjson.dumps({
+        "ref": "refs/heads/main", "before": before, "after": after, "created": False, "deleted": False,
+        "forced": forced, "compare": "", "commits": [commit], "head_commit": commit, "size": 1, "distinct_size": 1,
+        "repository": {"id": repo_id, "name": "repo", "full_name": "octo/repo", "default_branch": "main"},
+        "pusher": {"name": "octocat"}, "sender": {"login": "octocat"},
+    })
+
+
+def github_delivery(instance: str, delivery_id: str, body: bytes, event: str = "push"):
+    from app.events import Delivery
+
+    d = Delivery(delivery_id=delivery_id, plugin="github", instance=instance, received_at=now(),
+                 headers={"x-github-event": event, "x-github-delivery": delivery_id}, body=body)
+    return d.key, codec.encode(d)
+
+
+async def source_row(settings: Settings, source_id: str):
+    async with await psycopg.AsyncConnection.connect(settings.database_url, options=f"-c search_path={settings.database_schema}") as conn:
+        cur = await conn.execute("SELECT status, config_status, config_path FROM sources WHERE source_id = %s", (source_id,))
+        return await cur.fetchone()
