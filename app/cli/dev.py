@@ -90,13 +90,14 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
         if not args.no_worker and _has_worker():
             children.append(Child("worker", hookstream_argv("worker"), env, data / "worker.log").start())
-        children.append(Child("ingress", hookstream_argv("ingress"), env, None).start())
+        children.append(Child("ingress", hookstream_argv("ingress"), env, data / "ingress.log").start())
+        _wait_ready(f"http://127.0.0.1:{args.port}/readyz", children)
 
         print(
             f"\nhookstream dev is up\n"
             f"  broker      {broker.bootstrap} (tansu, in memory; log {data / 'broker.log'})\n"
             f"  postgres    {pg.url} (schema {settings.database_schema})\n"
-            f"  ingress     http://127.0.0.1:{args.port}/hooks/{{plugin}}/{{instance}}  (events token: {env['HOOKSTREAM_EVENTS_TOKEN']})\n"
+            f"  ingress     http://127.0.0.1:{args.port}/hooks/{{plugin}}/{{instance}}  (events token: {env['HOOKSTREAM_EVENTS_TOKEN']}; log {data / 'ingress.log'})\n"
             f"  instances   {instances}\n"
             + (f"  worker      log {data / 'worker.log'}\n" if len(children) > 1 else "")
             + "Ctrl-C stops everything.\n",
@@ -116,6 +117,28 @@ def cmd_dev(args: argparse.Namespace) -> int:
             child.stop()
         pg.stop()
         broker.stop()
+
+
+def _wait_ready(url: str, children: list[Child], timeout: float = 60.0) -> None:
+    """Poll the ingress's /readyz until it answers 200 (broker reachable, topics there)."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        for child in children:
+            if not child.alive:
+                raise CliError(f"{child.name} exited during start (code {child.process.returncode}); see its log")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise CliError(f"the ingress was not ready within {timeout:.0f}s ({url})")
+        time.sleep(0.2)
 
 
 def _has_worker() -> bool:
