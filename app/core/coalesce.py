@@ -1,0 +1,68 @@
+"""What a job will do, and how queued requests merge into one job (DESIGN.md §4, coalescing).
+
+Rules: full absorbs incremental, whichever came first; incrementals take the
+union of their changed paths, the first `before` and the last `after`. The
+merged job keeps every request id it serves, in arrival order.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from app.events.control import SyncMode, SyncRequested
+
+
+class JobRequest(BaseModel):
+    """One request, or several coalesced into one, with the job id that will run it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    job_id: str
+    mode: SyncMode
+    trigger: str
+    request_ids: tuple[str, ...]
+    # Changed-path hints of an incremental job; empty means "whatever the diff says".
+    paths: tuple[str, ...] = ()
+    before: str | None = None
+    after: str | None = None
+    requested_at: datetime
+
+
+def job_for(job_id: str, request: SyncRequested, now: datetime) -> JobRequest:
+    """The job that runs `request` alone."""
+    full = request.mode == "full"
+    return JobRequest(
+        job_id=job_id,
+        mode=request.mode,
+        trigger=request.trigger,
+        request_ids=(request.request_id,),
+        paths=() if full else tuple(dict.fromkeys(request.paths)),
+        before=None if full else request.before,
+        after=request.after,
+        requested_at=now,
+    )
+
+
+def merge(job: JobRequest, request: SyncRequested) -> JobRequest:
+    """Coalesce `request` into the queued `job`; the job keeps its id and its first request time.
+
+    A full job carries no paths and no `before` (it lists everything at `after`).
+    An incremental without path hints makes the union hint-free too: the union
+    with "everything the diff says" is everything the diff says. `after` is the
+    last one given: a request that names no commit does not move the target back.
+    """
+    ids = job.request_ids if request.request_id in job.request_ids else (*job.request_ids, request.request_id)
+    after = request.after if request.after is not None else job.after
+    if job.mode == "full" or request.mode == "full":
+        # The trigger of a merged full job is that of the request that made it full.
+        trigger = job.trigger if job.mode == "full" else request.trigger
+        return job.model_copy(
+            update={"mode": "full", "trigger": trigger, "request_ids": ids, "paths": (), "before": None, "after": after}
+        )
+    if job.paths and request.paths:
+        paths = tuple(dict.fromkeys((*job.paths, *request.paths)))
+    else:
+        paths = ()
+    return job.model_copy(update={"request_ids": ids, "paths": paths, "after": after})

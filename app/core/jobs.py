@@ -1,0 +1,108 @@
+"""A started job, and the wire records that announce, plan and complete it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from app.core.coalesce import JobRequest
+from app.core.fanin import Counts, FanIn, totals
+from app.events.control import SourceType
+from app.events.sync import PlanRequested, SyncCompleted, SyncStarted, SyncStatus
+
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+class ActiveJob(BaseModel):
+    """The job a source is running: what it does, when it must end, and its fan-in so far."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    job: JobRequest
+    started_at: datetime
+    deadline: datetime
+    progress: FanIn = FanIn()
+    files_listed: int = 0
+    commit: str | None = None
+
+    @property
+    def job_id(self) -> str:
+        return self.job.job_id
+
+
+def sync_started(source_id: str, active: ActiveJob) -> SyncStarted:
+    job = active.job
+    return SyncStarted(
+        source_id=source_id,
+        occurred_at=active.started_at,
+        request_ids=list(job.request_ids),
+        job_id=job.job_id,
+        mode=job.mode,
+        trigger=job.trigger,
+        deadline=active.deadline,
+    )
+
+
+def plan_requested(source_id: str, source_type: SourceType, config: dict[str, Any], active: ActiveJob) -> PlanRequested:
+    job = active.job
+    return PlanRequested(
+        job_id=job.job_id,
+        source_id=source_id,
+        source_type=source_type,
+        source_config=dict(config),
+        mode=job.mode,
+        paths=list(job.paths),
+        before=job.before,
+        after=job.after,
+        requested_at=active.started_at,
+    )
+
+
+def sync_completed(source_id: str, active: ActiveJob, status: SyncStatus, error: str | None, now: datetime) -> SyncCompleted:
+    """The job's one completion: its counts are the sum over the distinct batch indexes reported."""
+    job, counted = active.job, totals(active.progress)
+    return SyncCompleted(
+        job_id=job.job_id,
+        source_id=source_id,
+        request_ids=list(job.request_ids),
+        mode=job.mode,
+        trigger=job.trigger,
+        status=status,
+        error=error,
+        commit=active.commit if active.commit is not None else job.after,
+        files_listed=active.files_listed,
+        processed=counted.processed,
+        failed=counted.failed,
+        deleted=counted.deleted,
+        skipped=counted.skipped,
+        documents_written=counted.documents_written,
+        bytes=counted.bytes,
+        batches=len(active.progress.reported),
+        started_at=active.started_at,
+        finished_at=now,
+        # From event timestamps; clamped, since producers' clocks may disagree.
+        duration_ms=max(0, (now - active.started_at) // _MILLISECOND),
+    )
+
+
+def fanin_outcome(counted: Counts) -> tuple[SyncStatus, str | None]:
+    """A fully reported job is `failed` when every file it touched failed, else `succeeded`.
+
+    A zero-file plan succeeds. A job with some failed files succeeds and names
+    the failures (count and first error) in `error`.
+    """
+    if counted.failed and not (counted.processed or counted.deleted or counted.skipped):
+        return "failed", f"every file failed ({counted.failed}): {counted.error or 'no error reported'}"
+    if counted.failed:
+        return "succeeded", f"{counted.failed} file(s) failed; first error: {counted.error or 'none reported'}"
+    return "succeeded", None
+
+
+def timeout_error(active: ActiveJob) -> str:
+    expected = active.progress.batch_count
+    return (
+        f"deadline {active.deadline.isoformat()} passed with {len(active.progress.reported)} of "
+        f"{expected if expected is not None else 'an unknown number of'} batches reported"
+    )

@@ -1,0 +1,373 @@
+"""One source's orchestration state, and the fold that makes every decision about it.
+
+`fold(state, event, now, offset, policy) -> (state, effects)` is DESIGN.md §4 as
+one pure function: `now` is the event's timestamp and job ids come from the
+event's offset, so replaying the control topic rebuilds the same state and the
+same effects. Invariants it keeps:
+
+- at most one active job and at most one queued (coalesced) job per source;
+- an event at an offset <= `last_offset` changes nothing and emits nothing;
+- every started job ends with exactly one `SyncCompleted`, whose counts are the
+  sum over the distinct batch indexes reported while it was active;
+- every request id is answered once: started, queued, coalesced, deduplicated
+  or rejected; a redelivery of it (another offset) is `Ignored`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Callable, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from app.core.coalesce import JobRequest, job_for, merge
+from app.core.effects import Effect, EnsureSource, Ignored
+from app.core.fanin import is_complete, planned, record, totals
+from app.core.jobs import ActiveJob, fanin_outcome, plan_requested, sync_completed, sync_started, timeout_error
+from app.core.policy import Policy, idempotency_key
+from app.events import ControlRecord
+from app.events.control import (
+    BatchCompleted,
+    DeadlineReached,
+    PlanFailed,
+    SourceConfigChanged,
+    SourceConnected,
+    SourceDisconnected,
+    SourceType,
+    SourceUpdated,
+    SyncPlanned,
+    SyncRequested,
+)
+from app.events.sync import (
+    JobCancelled,
+    SyncCancelled,
+    SyncCoalesced,
+    SyncDeduplicated,
+    SyncQueued,
+    SyncRejected,
+    SyncStatus,
+)
+
+Connection = Literal["unknown", "connected", "disconnected"]
+ConfigStatus = Literal["unknown", "configured", "unconfigured"]
+# What a deduplicated request is told about the job holding its key.
+KeyStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "timed_out"]
+
+Step = tuple["SourceState", list[Effect]]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class HeldKey(_Model):
+    job_id: str
+    expires_at: datetime
+    status: KeyStatus
+
+
+class LastResult(_Model):
+    job_id: str
+    status: SyncStatus
+    finished_at: datetime
+
+
+class SourceState(_Model):
+    """Everything the orchestrator knows about one source; one RocksDB table value."""
+
+    source_id: str
+    connection: Connection = "unknown"
+    source_type: SourceType | None = None
+    name: str | None = None
+    config: dict[str, Any] = {}
+    config_status: ConfigStatus = "unknown"
+    config_path: str | None = None
+    config_commit: str | None = None
+    # Whether EnsureSource was emitted since the source was last connected.
+    store_ensured: bool = False
+    active: ActiveJob | None = None
+    pending: JobRequest | None = None
+    keys: dict[str, HeldKey] = {}
+    # Request id -> when it is forgotten: a redelivery before then starts nothing.
+    seen_requests: dict[str, datetime] = {}
+    last_result: LastResult | None = None
+    jobs_created: int = 0
+    last_offset: int | None = None
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode("utf-8")
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> SourceState:
+        return cls.model_validate_json(raw)
+
+
+def fold(
+    state: SourceState | None, event: ControlRecord, now: datetime, offset: int | None, policy: Policy
+) -> tuple[SourceState, list[Effect]]:
+    """Apply one control event at `offset`, stamped `now`, to a source's state."""
+    if state is None:
+        state = SourceState(source_id=event.source_id)
+    elif event.source_id != state.source_id:
+        raise ValueError(f"event for source {event.source_id!r} folded into the state of {state.source_id!r}")
+    if offset is not None and state.last_offset is not None and offset <= state.last_offset:
+        return state, []
+    try:
+        handle = _HANDLERS[type(event)]
+    except KeyError:
+        raise TypeError(f"not a control event: {type(event).__name__}") from None
+    state, effects = handle(_forget_expired(state, now), event, now, offset, policy)
+    if offset is not None:
+        state = state.model_copy(update={"last_offset": offset})
+    return state, effects
+
+
+def overdue_job(state: SourceState | None, now: datetime) -> str | None:
+    """The id of the active job if it is past its deadline at `now`: the timer's question."""
+    if state is None or state.active is None or now < state.active.deadline:
+        return None
+    return state.active.job.job_id
+
+
+# -- requests ---------------------------------------------------------------------------
+
+
+def _requested(state: SourceState, ev: SyncRequested, now: datetime, offset: int | None, policy: Policy) -> Step:
+    rid = ev.request_id
+    if _seen(state, rid):
+        return state, [Ignored("duplicate_request", ev.type, request_id=rid)]
+    state = _remember(state, rid, now, policy)
+    if state.connection != "connected":
+        reason = "source disconnected" if state.connection == "disconnected" else "unknown source"
+        return state, [SyncRejected(source_id=state.source_id, occurred_at=now, request_ids=[rid], reason=reason)]
+    key = idempotency_key(ev, policy.idempotency_key_fields)
+    held = state.keys.get(key)
+    if held is not None:
+        answer = SyncDeduplicated(
+            source_id=state.source_id,
+            occurred_at=now,
+            request_ids=[rid],
+            job_id=held.job_id,
+            idempotency_key=key,
+            held_by_job_id=held.job_id,
+            held_status=held.status,
+        )
+        return state, [answer]
+    if state.pending is not None:
+        job = merge(state.pending, ev)
+        state = _claim(state.model_copy(update={"pending": job}), key, job.job_id, "queued", now, policy)
+        return state, [
+            SyncCoalesced(source_id=state.source_id, occurred_at=now, request_ids=[rid], job_id=job.job_id, mode=job.mode)
+        ]
+    job_id = f"{state.source_id}:{offset}" if offset is not None else f"{state.source_id}:local-{state.jobs_created}"
+    job = job_for(job_id, ev, now)
+    state = state.model_copy(update={"jobs_created": state.jobs_created + 1})
+    if state.active is None:
+        return _start(_claim(state, key, job_id, "running", now, policy), job, now, policy)
+    state = _claim(state.model_copy(update={"pending": job}), key, job_id, "queued", now, policy)
+    return state, [SyncQueued(source_id=state.source_id, occurred_at=now, request_ids=[rid], job_id=job_id, mode=job.mode)]
+
+
+def _seen(state: SourceState, request_id: str) -> bool:
+    return (
+        request_id in state.seen_requests
+        or (state.active is not None and request_id in state.active.job.request_ids)
+        or (state.pending is not None and request_id in state.pending.request_ids)
+    )
+
+
+def _remember(state: SourceState, request_id: str, now: datetime, policy: Policy) -> SourceState:
+    seen = {**state.seen_requests, request_id: now + policy.request_memory}
+    if len(seen) > policy.max_remembered_requests:
+        # Forget the ones due soonest (ties by id): deterministic, and bounded.
+        keep = sorted(seen.items(), key=lambda kv: (kv[1], kv[0]))[-policy.max_remembered_requests :]
+        seen = dict(keep)
+    return state.model_copy(update={"seen_requests": seen})
+
+
+def _claim(state: SourceState, key: str, job_id: str, status: KeyStatus, now: datetime, policy: Policy) -> SourceState:
+    held = HeldKey(job_id=job_id, expires_at=now + policy.idempotency_ttl(state.source_type), status=status)
+    return state.model_copy(update={"keys": {**state.keys, key: held}})
+
+
+def _forget_expired(state: SourceState, now: datetime) -> SourceState:
+    """Drop idempotency keys and remembered request ids whose time is up (keeps the state bounded)."""
+    keys = {k: h for k, h in state.keys.items() if now < h.expires_at}
+    seen = {r: t for r, t in state.seen_requests.items() if now < t}
+    if len(keys) == len(state.keys) and len(seen) == len(state.seen_requests):
+        return state
+    return state.model_copy(update={"keys": keys, "seen_requests": seen})
+
+
+def _with_status(state: SourceState, job_id: str, status: KeyStatus) -> SourceState:
+    keys = {k: (h.model_copy(update={"status": status}) if h.job_id == job_id else h) for k, h in state.keys.items()}
+    return state.model_copy(update={"keys": keys})
+
+
+# -- job lifecycle ----------------------------------------------------------------------
+
+
+def _start(state: SourceState, job: JobRequest, now: datetime, policy: Policy) -> Step:
+    """Make `job` the active job: announce it, ensure the store once per connection, request its plan."""
+    assert state.source_type is not None, "a connected source has a type"
+    active = ActiveJob(job=job, started_at=now, deadline=now + policy.deadline)
+    effects: list[Effect] = [sync_started(state.source_id, active)]
+    if not state.store_ensured:
+        effects.append(EnsureSource(state.source_id, state.source_type, dict(state.config), state.name))
+    effects.append(plan_requested(state.source_id, state.source_type, state.config, active))
+    state = _with_status(state, job.job_id, "running")
+    return state.model_copy(update={"active": active, "store_ensured": True}), effects
+
+
+def _finish(state: SourceState, status: SyncStatus, error: str | None, now: datetime, policy: Policy) -> Step:
+    """End the active job with `status` and its counts so far; start the queued job if the source is connected."""
+    active = state.active
+    assert active is not None
+    job = active.job
+    completed = sync_completed(state.source_id, active, status, error, now)
+    effects: list[Effect] = []
+    if status in ("cancelled", "timed_out", "failed") and not is_complete(active.progress):
+        # A job that ends before its fan-in: batches not yet started are to be skipped.
+        effects.append(JobCancelled(job_id=job.job_id, source_id=state.source_id, cancelled_at=now))
+    effects.append(completed)
+    state = _with_status(state, job.job_id, status).model_copy(
+        update={"active": None, "last_result": LastResult(job_id=job.job_id, status=status, finished_at=now)}
+    )
+    if state.pending is not None and state.connection == "connected":
+        queued = state.pending
+        state, started = _start(state.model_copy(update={"pending": None}), queued, now, policy)
+        effects.extend(started)
+    return state, effects
+
+
+def _finish_if_complete(state: SourceState, active: ActiveJob, now: datetime, policy: Policy, effects: list[Effect]) -> Step:
+    state = state.model_copy(update={"active": active})
+    if not is_complete(active.progress):
+        return state, effects
+    status, error = fanin_outcome(totals(active.progress))
+    state, finished = _finish(state, status, error, now, policy)
+    return state, effects + finished
+
+
+def _active_job(state: SourceState, job_id: str) -> ActiveJob | None:
+    return state.active if state.active is not None and state.active.job.job_id == job_id else None
+
+
+def _planned(state: SourceState, ev: SyncPlanned, now: datetime, offset: int | None, policy: Policy) -> Step:
+    active = _active_job(state, ev.job_id)
+    if active is None:
+        return state, [Ignored("late_plan", ev.type, job_id=ev.job_id)]
+    if active.progress.batch_count is not None:
+        return state, [Ignored("duplicate_plan", ev.type, job_id=ev.job_id)]
+    progress = planned(active.progress, ev.batch_count)
+    dropped = len(active.progress.reported) - len(progress.reported)
+    effects: list[Effect] = [Ignored("batch_out_of_range", ev.type, job_id=ev.job_id)] * dropped
+    active = active.model_copy(update={"progress": progress, "files_listed": ev.file_count, "commit": ev.commit})
+    return _finish_if_complete(state, active, now, policy, effects)
+
+
+def _batch(state: SourceState, ev: BatchCompleted, now: datetime, offset: int | None, policy: Policy) -> Step:
+    active = _active_job(state, ev.job_id)
+    if active is None:
+        return state, [Ignored("late_batch", ev.type, job_id=ev.job_id)]
+    if active.progress.has(ev.batch_index):
+        return state, [Ignored("duplicate_batch", ev.type, job_id=ev.job_id)]
+    if not active.progress.in_range(ev.batch_index):
+        return state, [Ignored("batch_out_of_range", ev.type, job_id=ev.job_id)]
+    active = active.model_copy(update={"progress": record(active.progress, ev)})
+    return _finish_if_complete(state, active, now, policy, [])
+
+
+def _plan_failed(state: SourceState, ev: PlanFailed, now: datetime, offset: int | None, policy: Policy) -> Step:
+    if _active_job(state, ev.job_id) is None:
+        return state, [Ignored("late_plan_failure", ev.type, job_id=ev.job_id)]
+    return _finish(state, "failed", ev.error, now, policy)
+
+
+def _deadline(state: SourceState, ev: DeadlineReached, now: datetime, offset: int | None, policy: Policy) -> Step:
+    active = _active_job(state, ev.job_id)
+    if active is None:
+        return state, [Ignored("late_deadline", ev.type, job_id=ev.job_id)]
+    if now < active.deadline:
+        return state, [Ignored("deadline_not_reached", ev.type, job_id=ev.job_id)]
+    return _finish(state, "timed_out", timeout_error(active), now, policy)
+
+
+# -- the source itself ------------------------------------------------------------------
+
+
+def _connected(state: SourceState, ev: SourceConnected, now: datetime, offset: int | None, policy: Policy) -> Step:
+    update: dict[str, Any] = {
+        "connection": "connected",
+        "source_type": ev.source_type,
+        "config": dict(ev.config),
+        # Type or config may differ from the last connection: ensure the store again.
+        "store_ensured": False,
+    }
+    if ev.name is not None:
+        update["name"] = ev.name
+    return state.model_copy(update=update), []
+
+
+def _disconnected(state: SourceState, ev: SourceDisconnected, now: datetime, offset: int | None, policy: Policy) -> Step:
+    """Cancel the active job (partial counts) and the queued one; forget every idempotency key."""
+    queued = state.pending
+    state = state.model_copy(update={"connection": "disconnected", "pending": None})
+    effects: list[Effect] = []
+    if state.active is not None:
+        job = state.active.job
+        effects.append(
+            SyncCancelled(
+                source_id=state.source_id,
+                occurred_at=now,
+                request_ids=list(job.request_ids),
+                job_id=job.job_id,
+                reason=ev.reason,
+            )
+        )
+        state, finished = _finish(state, "cancelled", f"cancelled: {ev.reason}", now, policy)
+        effects.extend(finished)
+    if queued is not None:
+        effects.append(
+            SyncCancelled(
+                source_id=state.source_id,
+                occurred_at=now,
+                request_ids=list(queued.request_ids),
+                job_id=queued.job_id,
+                reason=ev.reason,
+            )
+        )
+    # A reconnected source starts fresh: a request after reconnecting is never answered
+    # by a job of the previous connection.
+    return state.model_copy(update={"keys": {}}), effects
+
+
+def _config_changed(state: SourceState, ev: SourceConfigChanged, now: datetime, offset: int | None, policy: Policy) -> Step:
+    # An empty path says the configuration file is gone.
+    configured = bool(ev.config_path)
+    update = {
+        "config_status": "configured" if configured else "unconfigured",
+        "config_path": ev.config_path if configured else None,
+        "config_commit": ev.commit,
+    }
+    return state.model_copy(update=update), []
+
+
+def _updated(state: SourceState, ev: SourceUpdated, now: datetime, offset: int | None, policy: Policy) -> Step:
+    update: dict[str, Any] = {"config": {**state.config, **ev.config}}
+    if ev.name is not None:
+        update["name"] = ev.name
+    return state.model_copy(update=update), []
+
+
+_HANDLERS: dict[type, Callable[[SourceState, Any, datetime, int | None, Policy], Step]] = {
+    SyncRequested: _requested,
+    SourceConnected: _connected,
+    SourceDisconnected: _disconnected,
+    SourceConfigChanged: _config_changed,
+    SourceUpdated: _updated,
+    SyncPlanned: _planned,
+    PlanFailed: _plan_failed,
+    BatchCompleted: _batch,
+    DeadlineReached: _deadline,
+}
