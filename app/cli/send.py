@@ -159,29 +159,41 @@ def cmd_send_event(args: argparse.Namespace) -> int:
     raw, source = read_input(args.file)
     data = _parse_json(raw, source)
     if args.kafka:
-        return _produce_event(settings, data, source)
+        from app import codec
+        from app.events import ProducerEvent
+
+        try:
+            event = codec.validate(ProducerEvent, data)
+        except codec.DecodeError as exc:
+            raise CliError(f"{source}: not a producer event: {exc}") from None
+        print(orjson.dumps(produce_event(settings, event)).decode())
+        return 0
+    print(post_event(settings, args.url, raw).decode("utf-8", "replace"))
+    return 0
+
+
+def post_event(settings: Settings, url: str | None, raw: bytes) -> bytes:
+    """POST a producer event (JSON bytes) to the ingress's /events with the token; the 2xx answer's body."""
     if settings.events_token is None:
         raise CliError("HOOKSTREAM_EVENTS_TOKEN is not set: POST /events needs it (or send with --kafka)", 2)
     headers = {
         "Authorization": f"Bearer {settings.events_token.get_secret_value()}",
         "Content-Type": "application/json",
     }
-    status, body = run(_post(ingress_url(settings, args.url) + "/events", raw, headers))
-    return _answer(status, body)
+    status, body = run(_post(ingress_url(settings, url) + "/events", raw, headers))
+    if not 200 <= status < 300:
+        raise CliError(_describe_failure(status, body))
+    return body
 
 
-def _produce_event(settings: Settings, data: Any, source: str) -> int:
+def produce_event(settings: Settings, event: Any) -> dict[str, Any]:
+    """Produce a producer event straight to the control topic, keyed by its source (acks=all);
+    where it was written."""
     from aiokafka.errors import KafkaError
 
     from app import codec
-    from app.events import ProducerEvent
     from app.ingress.publisher import Publisher, PublishUnavailable
     from app.topology import MissingTopics, require_topics
-
-    try:
-        event = codec.validate(ProducerEvent, data)
-    except codec.DecodeError as exc:
-        raise CliError(f"{source}: not a producer event: {exc}") from None
 
     async def produce() -> dict[str, Any]:
         # Never let a missing topic be auto-created with the broker's defaults.
@@ -195,12 +207,10 @@ def _produce_event(settings: Settings, data: Any, source: str) -> int:
         return {"type": event.type, "key": event.source_id, "topic": metadata.topic, "partition": metadata.partition, "offset": metadata.offset}
 
     try:
-        answer = run(produce())
+        return run(produce())
     except MissingTopics as exc:
         raise CliError(str(exc), 2) from None
     except PublishUnavailable as exc:
         raise CliError(f"not produced: {exc}") from None
     except (KafkaError, OSError) as exc:
         raise CliError(f"cannot reach the Kafka broker at {settings.kafka_bootstrap_servers}: {exc}") from None
-    print(orjson.dumps(answer).decode())
-    return 0

@@ -1,0 +1,358 @@
+"""`hookstream sources connect | disconnect | list`: register sources and see them.
+
+`connect` and `disconnect` send a `SourceConnected` / `SourceDisconnected` to
+`hookstream.sync.control`, keyed by the source id: straight to Kafka by default
+(acks=all), or through the ingress's `POST /events` with `--ingress` / `--url`.
+Either way the event is validated here first. `list` reads the `sources`
+projection, which the worker writes once it has consumed the event.
+
+The helpers at the bottom (sending a producer event, querying the read model,
+tables) are shared with `app.cli.syncs`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from app.cli.common import CliError, load_settings, run
+from app.core import read_model
+from app.events import SourceConnected, SourceDisconnected, utcnow
+from app.settings import Settings
+
+_REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+STATUSES = ("connected", "disconnected", "all")
+
+CONNECT_EPILOG = """\
+examples:
+  hookstream sources connect --type git --path ~/src/app
+      a local repository; its id is git:app, its branch HEAD
+  hookstream sources connect --type git --path /mirrors/app.git --branch main --repository-id 4242
+      a local mirror that GitHub pushes for repository 4242 drive (id github:4242)
+  hookstream sources connect --type github --repository octo/app --installation-id 99 --repository-id 4242
+      a GitHub repository through the GitHub App installation 99 (id github:4242)
+
+The event goes straight to Kafka (HOOKSTREAM_KAFKA_BOOTSTRAP_SERVERS) unless
+--ingress or --url sends it through POST /events (HOOKSTREAM_EVENTS_TOKEN).
+The source shows in `hookstream sources list` once the worker has consumed it.
+"""
+
+DISCONNECT_EPILOG = """\
+Disconnecting cancels the source's running sync (it completes `cancelled` with
+its partial counts) and drops its queued one; later requests are rejected until
+the source is connected again.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sources",
+        help="connect, disconnect and list sources",
+        description="Sources are the repositories hookstream syncs into documents. They are registered by "
+        "SourceConnected events (from GitHub installation webhooks, or `sources connect`).",
+    )
+    ssub = p.add_subparsers(dest="sources_command", metavar="ACTION", required=True)
+
+    c = ssub.add_parser(
+        "connect",
+        help="connect a git repository or a GitHub repository as a source",
+        description="Send a SourceConnected for a local git repository (--type git --path) or a\n"
+        "GitHub repository (--type github --repository --installation-id). Connecting an id\n"
+        "that is already connected replaces its type and configuration.",
+        epilog=CONNECT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    c.add_argument("--type", required=True, choices=("git", "github"), dest="source_type", help="the source adapter")
+    c.add_argument("--path", type=Path, metavar="REPO",
+                   help="git: the repository (a work tree or a bare repository), stored as an absolute path; "
+                   "the worker reads it, so it must be the same path there")
+    c.add_argument("--repository", metavar="OWNER/NAME", help="github: the repository")
+    c.add_argument("--installation-id", type=_positive_int, metavar="N",
+                   help="github: the GitHub App installation that can read the repository")
+    c.add_argument("--branch", help="the branch to sync (git: HEAD by default; github: the default branch)")
+    c.add_argument("--repository-id", type=_positive_int, metavar="N",
+                   help="the GitHub repository id: makes the source id github:N, the id GitHub webhooks "
+                   "(pushes, installations) use for that repository")
+    c.add_argument("--id", dest="source_id", metavar="ID",
+                   help="the source id (default: git:<directory name>; github:N with --repository-id, "
+                   "else github:OWNER/NAME)")
+    c.add_argument("--name", help="a display name (default: the directory name, or OWNER/NAME)")
+    add_transport_arguments(c)
+    c.set_defaults(func=cmd_connect)
+
+    d = ssub.add_parser(
+        "disconnect",
+        help="disconnect a source (cancels its running sync)",
+        description="Send a SourceDisconnected for source ID.",
+        epilog=DISCONNECT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    d.add_argument("source_id", metavar="ID", help="the source id (see `hookstream sources list`)")
+    d.add_argument("--reason", default="manual", help="why, as the cancelled sync's error will say (default: manual)")
+    add_transport_arguments(d)
+    d.set_defaults(func=cmd_disconnect)
+
+    ls = ssub.add_parser(
+        "list",
+        help="list sources from the read model",
+        description="List sources as projected into PostgreSQL (the `sources` table), by id.",
+    )
+    ls.add_argument("--status", choices=STATUSES, default="all", help="connected, disconnected or all (default)")
+    ls.add_argument("--type", dest="source_type", choices=("git", "github"), help="only sources of this type")
+    ls.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+    ls.set_defaults(func=cmd_list)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+# --- connect -----------------------------------------------------------------------------------
+
+def _git(path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"}
+    try:
+        return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, env=env, timeout=30)
+    except FileNotFoundError:
+        raise CliError("the git executable was not found: install git to connect a git source", 2) from None
+
+
+def git_repository(path: Path, branch: str | None) -> tuple[Path, list[str]]:
+    """The repository's absolute root (the work tree's top level, or the bare repository itself)
+    and notes for the user; a CliError that says what is wrong when `path` is not a usable repository."""
+    path = path.expanduser()
+    if not path.exists():
+        raise CliError(f"{path}: no such directory", 2)
+    if not path.is_dir():
+        raise CliError(f"{path}: not a directory (give the repository's directory)", 2)
+    bare = _git(path, "rev-parse", "--is-bare-repository")
+    if bare.returncode != 0:
+        detail = bare.stderr.strip().splitlines()[-1] if bare.stderr.strip() else "git rev-parse failed"
+        raise CliError(f"{path} is not a git repository ({detail})", 2)
+    where = _git(path, "rev-parse", "--absolute-git-dir" if bare.stdout.strip() == "true" else "--show-toplevel")
+    if where.returncode != 0:
+        raise CliError(f"{path}: cannot find the repository's root: {where.stderr.strip()}", 2)
+    root = Path(where.stdout.strip())
+    notes = []
+    if root != path.resolve():
+        notes.append(f"using the repository's root {root}")
+    ref = branch or "HEAD"
+    if ref.startswith("-") or _git(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").returncode != 0:
+        if branch is not None:
+            heads = _git(root, "for-each-ref", "--format=%(refname:short)", "refs/heads").stdout.split()
+            raise CliError(f"{branch!r} is not a branch of {root} (branches: {', '.join(heads) or 'none'})", 2)
+        notes.append(f"{root} has no commits yet: its syncs fail until it has one")
+    return root, notes
+
+
+def default_git_id(root: Path) -> str:
+    name = root.name[:-4] if root.name.endswith(".git") and len(root.name) > 4 else root.name
+    return f"git:{name}"
+
+
+def connected_event(args: argparse.Namespace) -> tuple[SourceConnected, list[str]]:
+    """The SourceConnected the arguments describe, and notes for the user."""
+    notes: list[str] = []
+    if args.source_type == "git":
+        if args.path is None:
+            raise CliError("--type git needs --path REPO", 2)
+        if args.repository or args.installation_id:
+            raise CliError("--repository and --installation-id are for --type github", 2)
+        root, notes = git_repository(args.path, args.branch)
+        config: dict[str, Any] = {"path": str(root)}
+        default_id, default_name = default_git_id(root), default_git_id(root).removeprefix("git:")
+    else:
+        if args.path is not None:
+            raise CliError("--path is for --type git", 2)
+        if not args.repository or args.installation_id is None:
+            raise CliError("--type github needs --repository OWNER/NAME and --installation-id N", 2)
+        if not _REPOSITORY.match(args.repository):
+            raise CliError(f"--repository {args.repository!r}: expected OWNER/NAME", 2)
+        config = {"repository": args.repository, "installation_id": args.installation_id}
+        default_id, default_name = f"github:{args.repository}", args.repository
+        if args.repository_id is None and args.source_id is None:
+            notes.append(f"the id is {default_id}; GitHub webhooks for this repository use github:<repository id>: "
+                         "give --repository-id so that its pushes reach this source")
+    if args.branch:
+        config["branch"] = args.branch
+    if args.repository_id is not None:
+        default_id = f"github:{args.repository_id}"
+    try:
+        event = SourceConnected(source_id=args.source_id or default_id, occurred_at=utcnow(),
+                                source_type=args.source_type, name=args.name or default_name, config=config)
+    except ValidationError as exc:
+        raise CliError(f"not a valid source: {_first_error(exc)}", 2) from None
+    return event, notes
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    event, notes = connected_event(args)
+    settings = load_settings()
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    answer = send_producer_event(settings, event, args)
+    if args.json:
+        print(orjson.dumps({**answer, "source_id": event.source_id, "config": event.config}).decode())
+        return 0
+    print(f"connected {event.source_id} ({event.source_type} {_location(event.config)}): {describe_sent(answer)}")
+    return 0
+
+
+def cmd_disconnect(args: argparse.Namespace) -> int:
+    try:
+        event = SourceDisconnected(source_id=args.source_id, occurred_at=utcnow(), reason=args.reason)
+    except ValidationError as exc:
+        raise CliError(f"not a valid source id: {_first_error(exc)}", 2) from None
+    settings = load_settings()
+    answer = send_producer_event(settings, event, args)
+    if args.json:
+        print(orjson.dumps({**answer, "source_id": event.source_id}).decode())
+        return 0
+    print(f"disconnected {event.source_id} (reason: {event.reason}): {describe_sent(answer)}")
+    return 0
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}"
+
+
+# --- list --------------------------------------------------------------------------------------
+
+_SOURCES_SELECT = "SELECT " + ", ".join(read_model.SOURCE_COLUMNS) + " FROM sources"
+
+
+def _location(config: dict[str, Any]) -> str:
+    where = config.get("path") or config.get("repository") or "-"
+    return f"{where}@{config['branch']}" if config.get("branch") else str(where)
+
+
+def _config_file(row: read_model.SourceRow) -> str:
+    if row.config_status is None:
+        return "-"
+    if row.config_status == read_model.CONFIG_REMOVED:
+        return "removed" + (f" at {row.config_commit[:12]}" if row.config_commit else "")
+    commit = f" at {row.config_commit[:12]}" if row.config_commit else ""
+    return f"{row.config_status}: {row.config_path}{commit}"
+
+
+def source_summary(row: read_model.SourceRow) -> dict[str, Any]:
+    values = read_model.source_to_columns(row)
+    values["updated_at"] = row.updated_at.isoformat()
+    return values
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    clauses, params = [], []
+    if args.status != "all":
+        clauses.append("status = %s")
+        params.append(args.status)
+    if args.source_type:
+        clauses.append("source_type = %s")
+        params.append(args.source_type)
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    found = run(query(settings, _SOURCES_SELECT + where + " ORDER BY source_id", tuple(params)))
+    sources = [read_model.source_from_columns(r) for r in found]
+    if args.json:
+        print(orjson.dumps([source_summary(s) for s in sources], option=orjson.OPT_INDENT_2).decode())
+        return 0
+    if not sources:
+        print("no sources" + ("" if not clauses else " match") + " (connect one with `hookstream sources connect`)")
+        return 0
+    header = ("ID", "TYPE", "STATUS", "NAME", "LOCATION", "CONFIG FILE", "UPDATED")
+    lines = [
+        (s.source_id, s.source_type,
+         s.status + (f" ({s.status_reason})" if s.status_reason and s.status != read_model.CONNECTED else ""),
+         s.name or "-", _location(s.config), _config_file(s), format_time(s.updated_at))
+        for s in sources
+    ]
+    print(format_table(header, lines))
+    return 0
+
+
+# --- shared with app.cli.syncs -----------------------------------------------------------------
+
+def add_transport_arguments(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--kafka", action="store_true",
+                       help="produce to hookstream.sync.control directly, acks=all (the default)")
+    where.add_argument("--ingress", action="store_true",
+                       help="post to the configured ingress's POST /events (HOOKSTREAM_INGRESS_HOST/PORT, "
+                       "with HOOKSTREAM_EVENTS_TOKEN)")
+    where.add_argument("--url", help="post to POST /events of the ingress at this base URL (with HOOKSTREAM_EVENTS_TOKEN)")
+    parser.add_argument("--json", action="store_true", help="print the answer as JSON")
+
+
+def send_producer_event(settings: Settings, event: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Send a producer event the way the arguments say (`add_transport_arguments`); where it went."""
+    from app import codec
+    from app.cli.send import ingress_url, post_event, produce_event
+
+    if not (args.ingress or args.url):
+        return {"via": "kafka", **produce_event(settings, event)}
+    body = post_event(settings, args.url, codec.encode(event))
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        answer = {"answer": body.decode("utf-8", "replace")}
+    return {"via": "ingress", "url": ingress_url(settings, args.url) + "/events", **answer}
+
+
+def describe_sent(answer: dict[str, Any]) -> str:
+    if answer.get("via") == "kafka":
+        return f"{answer['type']} written to {answer['topic']}[{answer['partition']}]@{answer['offset']}"
+    return f"{answer.get('type', 'the event')} accepted by the ingress at {answer['url']}"
+
+
+async def query(settings: Settings, statement: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    """Rows of the read model as dicts, or a CliError that says what to do (no server, no tables)."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from app.store.db import connect
+
+    try:
+        conn = await connect(settings)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CliError(f"cannot reach PostgreSQL at HOOKSTREAM_DATABASE_URL: {reason}") from None
+    try:
+        cursor = conn.cursor(row_factory=dict_row)
+        try:
+            return await (await cursor.execute(statement, params)).fetchall()
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
+            raise CliError(f"the read model in schema {settings.database_schema} is missing or out of date "
+                           f"({str(exc).strip().splitlines()[0]}): run `hookstream db migrate`", 2) from None
+    finally:
+        await conn.close()
+
+
+def format_time(value: datetime | None) -> str:
+    if value is None:
+        return "-"
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def format_table(header: tuple[str, ...], lines: list[tuple[str, ...]]) -> str:
+    """Left-aligned columns two spaces apart; the last column is not padded."""
+    widths = [max(len(header[i]), *(len(line[i]) for line in lines)) for i in range(len(header) - 1)]
+    out = []
+    for line in (header, *lines):
+        out.append(("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1]).rstrip())
+    return "\n".join(out)

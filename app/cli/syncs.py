@@ -1,0 +1,328 @@
+"""`hookstream syncs list | show` and `hookstream sync request`: see sync jobs, ask for one.
+
+`syncs` reads the `sync_jobs` and `sync_requests` projections (what the
+worker's `project_sync_jobs` made of the lifecycle events and completions).
+`sync request` sends a `SyncRequested` with a fresh request id to
+`hookstream.sync.control` (Kafka by default, or the ingress's `POST /events`)
+and prints the id: `hookstream syncs show REQUEST_ID` then tells how it was
+answered and how its job went.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from app.cli.common import CliError, load_settings, run
+from app.cli.sources import add_transport_arguments, describe_sent, format_table, format_time, query, send_producer_event
+from app.core import read_model
+from app.events import SyncRequested, utcnow
+
+ACTIVE = "active"  # queued or running
+STATUS_CHOICES = (*read_model.JOB_STATUSES, ACTIVE)
+ERROR_WIDTH = 50
+
+_JOBS_SELECT = "SELECT " + ", ".join(read_model.JOB_COLUMNS) + " FROM sync_jobs"
+_ANSWERS_SELECT = "SELECT " + ", ".join(read_model.REQUEST_COLUMNS) + " FROM sync_requests"
+# Latest first: a job's most telling time is when it started, else when it was queued.
+_ORDER = " ORDER BY coalesce(started_at, queued_at, cancelled_at, finished_at) DESC NULLS LAST, job_id DESC"
+
+LIST_EPILOG = """\
+examples:
+  hookstream syncs list
+      the latest 20 jobs of every source
+  hookstream syncs list --source git:app --status failed --limit 100
+      one source's failed jobs
+  hookstream syncs list --status active --json
+      jobs queued or running, as JSON
+"""
+
+REQUEST_EPILOG = """\
+The request id is printed on stdout (details on stderr), so a script can keep it:
+  id=$(hookstream sync request git:app --full) && hookstream syncs show "$id"
+
+A request is answered by the worker: started, queued behind the running job,
+coalesced into the queued job, deduplicated (the same source, mode and trigger
+inside the idempotency TTL: answered by the job holding the key), or rejected
+(an unknown or disconnected source).
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "syncs",
+        help="list and show sync jobs",
+        description="Sync jobs as projected into PostgreSQL from hookstream.sync.events and hookstream.sync.completed.",
+    )
+    ssub = p.add_subparsers(dest="syncs_command", metavar="ACTION", required=True)
+
+    ls = ssub.add_parser(
+        "list",
+        help="list sync jobs, latest first",
+        description="List sync jobs, latest first (by start, else queue time), as a table or JSON.",
+        epilog=LIST_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ls.add_argument("--source", metavar="SOURCE", help="only this source's jobs")
+    ls.add_argument("--status", choices=STATUS_CHOICES, metavar="STATUS",
+                    help=f"only jobs in this status: {', '.join(STATUS_CHOICES)} ({ACTIVE}: queued or running)")
+    ls.add_argument("--limit", type=_positive_int, default=20, metavar="N", help="at most N jobs (default 20)")
+    ls.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+    ls.set_defaults(func=cmd_list)
+
+    sh = ssub.add_parser(
+        "show",
+        help="show one sync job in full (by job id or request id)",
+        description="Show every field of a sync job: status, mode, trigger, the requests it served, times, "
+        "duration, counts and error. Given a request id, show how the request was answered and its job.",
+    )
+    sh.add_argument("ident", metavar="JOB", help="a job id (see `hookstream syncs list`) or a request id")
+    sh.add_argument("--json", action="store_true", help="print the job (and the request's answer) as JSON")
+    sh.set_defaults(func=cmd_show)
+
+    r = sub.add_parser(
+        "sync",
+        help="request a sync of a source",
+        description="Ask the worker for a sync; `hookstream syncs` shows how it went.",
+    )
+    rsub = r.add_subparsers(dest="sync_command", metavar="ACTION", required=True)
+    rq = rsub.add_parser(
+        "request",
+        help="request a sync of a source (prints the request id)",
+        description="Send a SyncRequested for SOURCE with a fresh request id. Incremental by default:\n"
+        "the changes between --before and --after (a git source lists every file when\n"
+        "--before is not given or not known to it).",
+        epilog=REQUEST_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rq.add_argument("source_id", metavar="SOURCE", help="the source id (see `hookstream sources list`)")
+    rq.add_argument("--full", action="store_true", help="list and sync every file, not only the changes")
+    rq.add_argument("--paths", nargs="+", default=[], metavar="P", help="incremental: the paths that changed (hints)")
+    rq.add_argument("--before", metavar="COMMIT", help="incremental: the commit the changes start from")
+    rq.add_argument("--after", metavar="COMMIT", help="the commit to sync to (default: the source's branch head)")
+    rq.add_argument("--trigger", default="manual",
+                    help="what asked for it (default: manual); part of the idempotency key")
+    rq.add_argument("--request-id", help="the request id (default: a fresh one); sending it again is a duplicate")
+    add_transport_arguments(rq)
+    rq.set_defaults(func=cmd_request)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+# --- formatting --------------------------------------------------------------------------------
+
+def format_duration(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    if ms < 1000:
+        return f"{ms}ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, seconds = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def format_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def _one_line(text: str | None, width: int) -> str:
+    if not text:
+        return ""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def job_summary(job: read_model.SyncJobRow) -> dict[str, Any]:
+    values = read_model.job_to_columns(job)
+    for name, value in values.items():
+        if hasattr(value, "isoformat"):
+            values[name] = value.isoformat()
+    return values
+
+
+def jobs_table(jobs: list[read_model.SyncJobRow]) -> str:
+    header = ("JOB", "SOURCE", "STATUS", "MODE", "TRIGGER", "STARTED", "DURATION", "LISTED", "WRITTEN", "FAILED",
+              "REQUESTS", "ERROR")
+    lines = [
+        (j.job_id, j.source_id, j.status, j.mode or "-", j.trigger or "-",
+         format_time(j.started_at) if j.started_at else (f"queued {format_time(j.queued_at)}" if j.queued_at else "-"),
+         format_duration(j.duration_ms), str(j.files_listed), str(j.documents_written), str(j.failed),
+         str(len(j.request_ids)), _one_line(j.error or j.cancel_reason, ERROR_WIDTH))
+        for j in jobs
+    ]
+    return format_table(header, lines)
+
+
+def job_details(job: read_model.SyncJobRow, answers: list[read_model.RequestAnswer]) -> str:
+    if job.is_final:
+        state = f"{job.status} (final)"
+    else:
+        state = job.status + " (so far: counts arrive with the completion)"
+    lines = [
+        f"job            {job.job_id}",
+        f"source         {job.source_id}",
+        f"status         {state}",
+        f"mode           {job.mode or '-'}",
+        f"trigger        {job.trigger or '-'}",
+        f"commit         {job.commit or '-'}",
+        f"requests       {', '.join(job.request_ids) or '-'}",
+        f"queued         {format_time(job.queued_at)}",
+        f"started        {format_time(job.started_at)}",
+        f"deadline       {format_time(job.deadline)}",
+        f"finished       {format_time(job.finished_at)}",
+        f"duration       {format_duration(job.duration_ms)}" + (f" ({job.duration_ms} ms)" if job.duration_ms else ""),
+    ]
+    if job.cancelled_at is not None:
+        lines.append(f"cancelled      {format_time(job.cancelled_at)}: {job.cancel_reason or '-'}")
+    lines += [
+        "counts",
+        f"  files listed       {job.files_listed}",
+        f"  processed          {job.processed}",
+        f"  failed             {job.failed}",
+        f"  deleted            {job.deleted}",
+        f"  skipped            {job.skipped}",
+        f"  documents written  {job.documents_written}",
+        f"  bytes              {job.bytes} ({format_bytes(job.bytes)})",
+        f"  batches            {job.batches}",
+        "error" + ("          -" if not job.error else ""),
+        *("  " + line for line in (job.error or "").splitlines()),
+    ]
+    if answers:
+        lines.append("answered requests")
+        width = max(len(a.request_id) for a in answers)
+        lines += [f"  {a.request_id:<{width}}  {a.answer:<12}  {format_time(a.answered_at)}" for a in answers]
+    return "\n".join(lines)
+
+
+def answer_line(answer: read_model.RequestAnswer) -> str:
+    text = f"request {answer.request_id} for {answer.source_id} was {answer.answer} at {format_time(answer.answered_at)}"
+    if answer.reason:
+        text += f": {answer.reason}"
+    return text
+
+
+# --- list / show -------------------------------------------------------------------------------
+
+def cmd_list(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    clauses, params = [], []
+    if args.source:
+        clauses.append("source_id = %s")
+        params.append(args.source)
+    if args.status == ACTIVE:
+        clauses.append("status IN ('queued', 'running')")
+    elif args.status:
+        clauses.append("status = %s")
+        params.append(args.status)
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    found = run(query(settings, _JOBS_SELECT + where + _ORDER + " LIMIT %s", (*params, args.limit)))
+    jobs = [read_model.job_from_columns(r) for r in found]
+    if args.json:
+        print(orjson.dumps([job_summary(j) for j in jobs], option=orjson.OPT_INDENT_2).decode())
+        return 0
+    if not jobs:
+        print("no sync jobs" + (" match" if clauses else " yet (request one with `hookstream sync request SOURCE`)"))
+        return 0
+    print(jobs_table(jobs))
+    if len(jobs) == args.limit:
+        print(f"(latest {args.limit} shown: raise --limit or narrow with --source/--status)", file=sys.stderr)
+    return 0
+
+
+async def _find(settings, ident: str) -> tuple[read_model.SyncJobRow | None, read_model.RequestAnswer | None,
+                                                list[read_model.RequestAnswer]]:
+    """The job with this id, or the answer of the request with this id and its job."""
+    answer = None
+    jobs = await query(settings, _JOBS_SELECT + " WHERE job_id = %s", (ident,))
+    if not jobs:
+        answers = await query(settings, _ANSWERS_SELECT + " WHERE request_id = %s", (ident,))
+        answer = read_model.answer_from_columns(answers[0]) if answers else None
+        if answer is not None and answer.job_id is not None:
+            jobs = await query(settings, _JOBS_SELECT + " WHERE job_id = %s", (answer.job_id,))
+        elif answer is None:
+            # A job that served the request, should its answer not be projected (yet).
+            jobs = await query(settings, _JOBS_SELECT + " WHERE request_ids @> ARRAY[%s]" + _ORDER + " LIMIT 1", (ident,))
+    job = read_model.job_from_columns(jobs[0]) if jobs else None
+    served = []
+    if job is not None:
+        rows = await query(settings, _ANSWERS_SELECT + " WHERE job_id = %s ORDER BY answered_at, request_id", (job.job_id,))
+        served = [read_model.answer_from_columns(r) for r in rows]
+    return job, answer, served
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    ident = args.ident.strip()
+    job, answer, served = run(_find(settings, ident))
+    if job is None and answer is None:
+        raise CliError(f"no sync job or request {ident!r} in schema {settings.database_schema} "
+                       "(see `hookstream syncs list`; a request shows once the worker has answered it)")
+    if args.json:
+        out: dict[str, Any] = {"job": job_summary(job) if job else None}
+        if answer is not None:
+            out["request"] = {**read_model.answer_to_columns(answer), "answered_at": answer.answered_at.isoformat()}
+        out["answered_requests"] = [{**read_model.answer_to_columns(a), "answered_at": a.answered_at.isoformat()}
+                                    for a in served]
+        print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    if answer is not None:
+        print(answer_line(answer))
+        if job is None:
+            print("no job" + (f" row for {answer.job_id} yet" if answer.job_id else " was started for it"))
+            return 0
+        print()
+    print(job_details(job, served))
+    return 0
+
+
+# --- request -----------------------------------------------------------------------------------
+
+def requested_event(args: argparse.Namespace) -> SyncRequested:
+    if args.full and (args.paths or args.before):
+        raise CliError("--paths and --before describe an incremental sync: leave out --full, or them", 2)
+    try:
+        return SyncRequested(
+            source_id=args.source_id, occurred_at=utcnow(), request_id=args.request_id or f"cli-{uuid.uuid4().hex}",
+            mode="full" if args.full else "incremental", trigger=args.trigger, paths=list(args.paths),
+            before=args.before, after=args.after,
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise CliError(f"not a valid request: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}", 2) from None
+
+
+def cmd_request(args: argparse.Namespace) -> int:
+    event = requested_event(args)
+    settings = load_settings()
+    answer = send_producer_event(settings, event, args)
+    if args.json:
+        print(orjson.dumps({**answer, "request_id": event.request_id, "source_id": event.source_id,
+                            "mode": event.mode}).decode())
+        return 0
+    print(event.request_id)
+    print(f"{event.mode} sync of {event.source_id} requested: {describe_sent(answer)}; "
+          f"follow it with `hookstream syncs show {event.request_id}`", file=sys.stderr)
+    return 0

@@ -1,0 +1,319 @@
+"""What each record does to the PostgreSQL read model (`sources`, `sync_jobs`, `sync_requests`), pure.
+
+The projections apply each consumed record once (offset fence,
+`app.store.projection`); these functions decide the rows. Their invariants:
+
+- `source_after` follows the control topic, where one partition holds every
+  event of a source in one order: it mirrors the orchestrator's fold of the
+  connection, config and config status, and takes `updated_at` from the event.
+- `job_after` merges a lifecycle event or a completion into a job's row. The two
+  come from two topics with no order between them, so the merge is
+  order-independent and idempotent: any interleaving of a job's events, each
+  applied once or more, gives the same row (DESIGN.md §6, invariant 6). The
+  `SyncCompleted` is final: a `SyncStarted` replayed after it changes nothing.
+- `request_answers` records the first answer each request got; the answers come
+  from one topic in one order per source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from datetime import datetime
+from typing import Any, Literal, Mapping, Union
+
+from app.events.control import (
+    SourceConfigChanged,
+    SourceConnected,
+    SourceDisconnected,
+    SourceUpdated,
+)
+from app.events.sync import (
+    SyncCancelled,
+    SyncCoalesced,
+    SyncCompleted,
+    SyncDeduplicated,
+    SyncQueued,
+    SyncRejected,
+    SyncStarted,
+)
+
+SourceEvent = Union[SourceConnected, SourceDisconnected, SourceConfigChanged, SourceUpdated]
+JobEvent = Union[SyncQueued, SyncCoalesced, SyncStarted, SyncCancelled, SyncCompleted]
+AnswerEvent = Union[SyncStarted, SyncQueued, SyncCoalesced, SyncDeduplicated, SyncRejected]
+
+SOURCE_EVENTS = (SourceConnected, SourceDisconnected, SourceConfigChanged, SourceUpdated)
+JOB_EVENTS = (SyncQueued, SyncCoalesced, SyncStarted, SyncCancelled, SyncCompleted)
+ANSWER_EVENTS = (SyncStarted, SyncQueued, SyncCoalesced, SyncDeduplicated, SyncRejected)
+
+CONNECTED = "connected"
+DISCONNECTED = "disconnected"
+CONFIG_CHANGED = "changed"
+CONFIG_REMOVED = "removed"  # a SourceConfigChanged with an empty path: the configuration file is gone
+
+QUEUED = "queued"
+RUNNING = "running"
+CANCELLED = "cancelled"
+FINAL_STATUSES = ("succeeded", "failed", "cancelled", "timed_out")
+JOB_STATUSES = (QUEUED, RUNNING, *FINAL_STATUSES)
+# A job's status only moves up this order; a SyncCompleted's status is final and ranks highest.
+_STATUS_RANK = {QUEUED: 0, RUNNING: 1, CANCELLED: 2, "succeeded": 3, "failed": 3, "timed_out": 3}
+_MODE_RANK = {None: 0, "incremental": 1, "full": 2}  # full absorbs incremental
+
+Answer = Literal["started", "queued", "coalesced", "deduplicated", "rejected"]
+
+
+# --- sources -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SourceRow:
+    source_id: str
+    source_type: str
+    name: str | None
+    status: str  # CONNECTED | DISCONNECTED
+    config: dict[str, Any]
+    config_status: str | None  # CONFIG_CHANGED | CONFIG_REMOVED | None (no change seen)
+    config_path: str | None
+    config_commit: str | None
+    status_reason: str | None  # why it was disconnected
+    updated_at: datetime
+
+
+SOURCE_COLUMNS = tuple(f.name for f in fields(SourceRow))
+
+
+def source_after(row: SourceRow | None, event: SourceEvent) -> SourceRow | None:
+    """The source's row after `event`; None when there is no row and `event` makes none.
+
+    Only a `SourceConnected` makes a row: it is the one event that says what type
+    of source this is. Disconnecting, reconfiguring or renaming a source that
+    never connected changes nothing here (the projection counts it).
+    """
+    at = event.occurred_at
+    if isinstance(event, SourceConnected):
+        if row is None:
+            return SourceRow(
+                source_id=event.source_id, source_type=event.source_type, name=event.name, status=CONNECTED,
+                config=dict(event.config), config_status=None, config_path=None, config_commit=None,
+                status_reason=None, updated_at=at,
+            )
+        # A reconnection replaces type and config; the name and the config file's status survive it.
+        return replace(row, source_type=event.source_type, name=event.name if event.name is not None else row.name,
+                       status=CONNECTED, config=dict(event.config), status_reason=None, updated_at=at)
+    if row is None:
+        return None
+    if isinstance(event, SourceDisconnected):
+        return replace(row, status=DISCONNECTED, status_reason=event.reason, updated_at=at)
+    if isinstance(event, SourceConfigChanged):
+        present = bool(event.config_path)
+        return replace(row, config_status=CONFIG_CHANGED if present else CONFIG_REMOVED,
+                       config_path=event.config_path if present else None, config_commit=event.commit, updated_at=at)
+    if isinstance(event, SourceUpdated):
+        return replace(row, name=event.name if event.name is not None else row.name,
+                       config={**row.config, **event.config}, updated_at=at)
+    raise TypeError(f"not a source event: {type(event).__name__}")
+
+
+# --- sync jobs ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SyncJobRow:
+    job_id: str
+    source_id: str
+    mode: str | None
+    trigger: str | None
+    request_ids: tuple[str, ...]
+    status: str
+    error: str | None = None
+    commit: str | None = None
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    deadline: datetime | None = None
+    cancelled_at: datetime | None = None
+    cancel_reason: str | None = None
+    finished_at: datetime | None = None
+    duration_ms: int | None = None
+    files_listed: int = 0
+    processed: int = 0
+    failed: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    documents_written: int = 0
+    bytes: int = 0
+    batches: int = 0
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+JOB_COLUMNS = tuple(f.name for f in fields(SyncJobRow))
+
+
+def job_after(row: SyncJobRow | None, event: JobEvent) -> SyncJobRow:
+    """Merge `event` into its job's row: order-independent, idempotent, final once completed.
+
+    Each column is either written by one kind of event only, or merged by a rule
+    that does not care about order: the status and mode only rise (queued <
+    running < cancelled < a completion's status; incremental < full); times
+    that several events give are filled when empty and overwritten only by the
+    completion, whose values are final; request ids are a union with the list
+    of the job's start or completion (the full list, in request order) first.
+    """
+    job_id = event.job_id
+    if job_id is None:
+        raise ValueError(f"{event.type} for {event.source_id} names no job")
+    if row is None:
+        row = SyncJobRow(job_id=job_id, source_id=event.source_id, mode=None, trigger=None, request_ids=(), status=QUEUED)
+    elif row.job_id != job_id:
+        raise ValueError(f"{event.type} of job {job_id!r} merged into the row of {row.job_id!r}")
+
+    if isinstance(event, SyncCompleted):
+        return replace(
+            row,
+            mode=_higher_mode(row.mode, event.mode),
+            trigger=event.trigger,
+            request_ids=_with_full_list(row.request_ids, event.request_ids),
+            status=event.status,
+            error=event.error,
+            commit=event.commit,
+            started_at=event.started_at,
+            finished_at=event.finished_at,
+            duration_ms=event.duration_ms,
+            files_listed=event.files_listed,
+            processed=event.processed,
+            failed=event.failed,
+            deleted=event.deleted,
+            skipped=event.skipped,
+            documents_written=event.documents_written,
+            bytes=event.bytes,
+            batches=event.batches,
+        )
+    if isinstance(event, SyncStarted):
+        return replace(
+            row,
+            mode=_higher_mode(row.mode, event.mode),
+            trigger=row.trigger if row.trigger is not None else event.trigger,
+            request_ids=_with_full_list(row.request_ids, event.request_ids),
+            status=_higher_status(row.status, RUNNING),
+            started_at=row.started_at if row.started_at is not None else event.occurred_at,
+            deadline=event.deadline,
+        )
+    if isinstance(event, (SyncQueued, SyncCoalesced)):
+        queued_at = row.queued_at
+        if isinstance(event, SyncQueued):
+            queued_at = event.occurred_at if queued_at is None else min(queued_at, event.occurred_at)
+        return replace(
+            row,
+            mode=_higher_mode(row.mode, event.mode),
+            request_ids=_union(row.request_ids, event.request_ids),
+            status=_higher_status(row.status, QUEUED),
+            queued_at=queued_at,
+        )
+    if isinstance(event, SyncCancelled):
+        return replace(
+            row,
+            request_ids=_union(row.request_ids, event.request_ids),
+            status=_higher_status(row.status, CANCELLED),
+            cancelled_at=event.occurred_at if row.cancelled_at is None else min(row.cancelled_at, event.occurred_at),
+            cancel_reason=row.cancel_reason if row.cancel_reason is not None else event.reason,
+            # A job cancelled while queued has no completion: its cancellation is when it finished.
+            finished_at=row.finished_at if row.finished_at is not None else event.occurred_at,
+        )
+    raise TypeError(f"not a job event: {type(event).__name__}")
+
+
+def _higher_status(current: str, new: str) -> str:
+    return new if _STATUS_RANK[new] > _STATUS_RANK[current] else current
+
+
+def _higher_mode(current: str | None, new: str | None) -> str | None:
+    return new if _MODE_RANK[new] > _MODE_RANK[current] else current
+
+
+def _union(current: tuple[str, ...], new: list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*current, *new)))
+
+
+def _with_full_list(current: tuple[str, ...], full: list[str]) -> tuple[str, ...]:
+    """The start's or completion's list (every request the job serves, in order), then any other seen."""
+    return tuple(dict.fromkeys((*full, *current)))
+
+
+# --- request answers ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RequestAnswer:
+    request_id: str
+    source_id: str
+    answer: Answer
+    job_id: str | None
+    reason: str | None
+    answered_at: datetime
+
+
+REQUEST_COLUMNS = tuple(f.name for f in fields(RequestAnswer))
+
+
+def request_answers(event: AnswerEvent) -> list[RequestAnswer]:
+    """One answer per request id the event names. The projection keeps the first answer of each request:
+    a request queued and later started stays `queued`, and its job's row says how the job went."""
+    common = dict(source_id=event.source_id, answered_at=event.occurred_at)
+    if isinstance(event, SyncStarted):
+        answer, job_id, reason = "started", event.job_id, None
+    elif isinstance(event, SyncQueued):
+        answer, job_id, reason = "queued", event.job_id, None
+    elif isinstance(event, SyncCoalesced):
+        answer, job_id, reason = "coalesced", event.job_id, None
+    elif isinstance(event, SyncDeduplicated):
+        answer, job_id = "deduplicated", event.held_by_job_id or event.job_id
+        held = f" ({event.held_status})" if event.held_status else ""
+        reason = f"idempotency key {event.idempotency_key} is held by job {job_id}{held}"
+    elif isinstance(event, SyncRejected):
+        answer, job_id, reason = "rejected", event.job_id, event.reason
+    else:
+        raise TypeError(f"not an answer to a request: {type(event).__name__}")
+    return [RequestAnswer(request_id=rid, answer=answer, job_id=job_id, reason=reason, **common)
+            for rid in dict.fromkeys(event.request_ids)]
+
+
+# --- columns -----------------------------------------------------------------------------------
+
+def source_to_columns(row: SourceRow) -> dict[str, Any]:
+    """Column values for `sources`; PostgreSQL text and jsonb cannot hold NUL, written as U+FFFD."""
+    return {name: without_nul(getattr(row, name)) for name in SOURCE_COLUMNS}
+
+
+def source_from_columns(values: Mapping[str, Any]) -> SourceRow:
+    data = {name: values.get(name) for name in SOURCE_COLUMNS}
+    data["config"] = dict(data["config"] or {})
+    return SourceRow(**data)
+
+
+def job_to_columns(row: SyncJobRow) -> dict[str, Any]:
+    values = {name: without_nul(getattr(row, name)) for name in JOB_COLUMNS}
+    values["request_ids"] = list(values["request_ids"])
+    return values
+
+
+def job_from_columns(values: Mapping[str, Any]) -> SyncJobRow:
+    data = {name: values.get(name) for name in JOB_COLUMNS}
+    data["request_ids"] = tuple(data["request_ids"] or ())
+    return SyncJobRow(**data)
+
+
+def answer_to_columns(answer: RequestAnswer) -> dict[str, Any]:
+    return {name: without_nul(getattr(answer, name)) for name in REQUEST_COLUMNS}
+
+
+def answer_from_columns(values: Mapping[str, Any]) -> RequestAnswer:
+    return RequestAnswer(**{name: values.get(name) for name in REQUEST_COLUMNS})
+
+
+def without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(without_nul(v) for v in value)
+    return value

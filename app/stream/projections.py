@@ -1,0 +1,219 @@
+"""`project_sources` and `project_sync_jobs`: fold the sync topics into the PostgreSQL read model.
+
+Thin shells around `app.core.read_model`: decode, then in one offset-fenced
+transaction (`app.store.projection`) read the row, merge the record into it and
+write it back. A record re-consumed after a crash or a replay is skipped by the
+fence, so a rebuild into an empty schema gives the same rows (DESIGN.md §5).
+
+- `project_sources` reads `hookstream.sync.control` into `sources`. Most of that
+  topic is sync traffic (requests, plans, one `BatchCompleted` per batch) that no
+  row depends on: those records are skipped before any transaction and counted
+  `not_projected`. Skipping them needs no fence: the fence keeps the highest
+  applied offset per partition, and the next source event stores a higher one.
+- `project_sync_jobs` reads `hookstream.sync.events` and `hookstream.sync.completed`
+  into `sync_jobs` (and the first answer of each request into `sync_requests`).
+  Two topics have no order between them, and two workers may hold the same
+  partition number of each: rows are locked (or inserted first) before they are
+  merged, and the merge itself does not depend on order.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prometheus_client import Counter
+from psycopg import AsyncConnection, sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from app import codec
+from app.core import read_model
+from app.events import Record
+from app.store.projection import apply_with_retry
+from app.stream.app import Worker
+
+log = logging.getLogger(__name__)
+
+CONTROL = "hookstream.sync.control"
+SYNC_EVENTS = "hookstream.sync.events"
+SYNC_COMPLETED = "hookstream.sync.completed"
+SOURCES_CONSUMER = "project_sources"
+SYNC_JOBS_CONSUMER = "project_sync_jobs"
+
+# Outcomes, as counted: the record changed rows, was applied already (the fence),
+# changed nothing by rule (an event for a source that never connected), or is not
+# this projection's concern.
+APPLIED = "applied"
+ALREADY_APPLIED = "already_applied"
+NO_ROW = "no_row"
+NOT_PROJECTED = "not_projected"
+UNDECODABLE = "undecodable"
+
+
+def _columns(names: tuple[str, ...]) -> sql.Composable:
+    return sql.SQL(", ").join(map(sql.Identifier, names))
+
+
+def _upsert(table: str, names: tuple[str, ...], key: str) -> sql.Composed:
+    return sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}").format(
+        sql.Identifier(table), _columns(names), sql.SQL(", ").join(sql.Placeholder(c) for c in names),
+        sql.Identifier(key),
+        sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in names if c != key),
+    )
+
+
+def _insert(table: str, names: tuple[str, ...], key: str) -> sql.Composed:
+    return sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO NOTHING RETURNING {}").format(
+        sql.Identifier(table), _columns(names), sql.SQL(", ").join(sql.Placeholder(c) for c in names),
+        sql.Identifier(key), sql.Identifier(key),
+    )
+
+
+def _select_for_update(table: str, names: tuple[str, ...], key: str) -> sql.Composed:
+    return sql.SQL("SELECT {} FROM {} WHERE {} = %s FOR UPDATE").format(
+        _columns(names), sql.Identifier(table), sql.Identifier(key))
+
+
+_SELECT_SOURCE = _select_for_update("sources", read_model.SOURCE_COLUMNS, "source_id")
+_UPSERT_SOURCE = _upsert("sources", read_model.SOURCE_COLUMNS, "source_id")
+_SELECT_JOB = _select_for_update("sync_jobs", read_model.JOB_COLUMNS, "job_id")
+_INSERT_JOB = _insert("sync_jobs", read_model.JOB_COLUMNS, "job_id")
+_UPSERT_JOB = _upsert("sync_jobs", read_model.JOB_COLUMNS, "job_id")
+_INSERT_ANSWER = sql.SQL("INSERT INTO sync_requests ({}) VALUES ({}) ON CONFLICT (request_id) DO NOTHING").format(
+    _columns(read_model.REQUEST_COLUMNS), sql.SQL(", ").join(sql.Placeholder(c) for c in read_model.REQUEST_COLUMNS))
+
+
+# --- sources -----------------------------------------------------------------------------------
+
+def is_source_event(record: Record) -> bool:
+    return isinstance(record, read_model.SOURCE_EVENTS)
+
+
+async def merge_source_event(conn: AsyncConnection, event: read_model.SourceEvent) -> str:
+    cursor = conn.cursor(row_factory=dict_row)
+    found = await (await cursor.execute(_SELECT_SOURCE, (event.source_id,))).fetchone()
+    row = read_model.source_from_columns(found) if found is not None else None
+    after = read_model.source_after(row, event)
+    if after is None:
+        return NO_ROW
+    if after != row:
+        values = read_model.source_to_columns(after)
+        values["config"] = Jsonb(values["config"])
+        await conn.execute(_UPSERT_SOURCE, values)
+    return APPLIED
+
+
+async def project_source_event(pool: AsyncConnectionPool, topic: str, partition: int, offset: int,
+                               record: Record) -> str:
+    """Apply one control record to `sources` exactly once; returns the outcome."""
+    if not is_source_event(record):
+        return NOT_PROJECTED
+    outcome = ALREADY_APPLIED
+
+    async def apply(conn: AsyncConnection) -> None:
+        nonlocal outcome
+        outcome = await merge_source_event(conn, record)  # type: ignore[arg-type]
+
+    await apply_with_retry(pool, SOURCES_CONSUMER, topic, partition, offset, apply)
+    return outcome
+
+
+# --- sync jobs ---------------------------------------------------------------------------------
+
+async def merge_job_event(conn: AsyncConnection, event: read_model.JobEvent) -> None:
+    """Lock the job's row (inserting it first if there is none), merge `event`, write it back."""
+    cursor = conn.cursor(row_factory=dict_row)
+    found = await (await cursor.execute(_SELECT_JOB, (event.job_id,))).fetchone()
+    if found is None:
+        first = read_model.job_after(None, event)
+        inserted = await (await conn.execute(_INSERT_JOB, read_model.job_to_columns(first))).fetchone()
+        if inserted is not None:
+            return
+        # Another consumer inserted it between our read and our write: merge into theirs.
+        found = await (await cursor.execute(_SELECT_JOB, (event.job_id,))).fetchone()
+        assert found is not None
+    row = read_model.job_from_columns(found)
+    after = read_model.job_after(row, event)
+    if after != row:
+        await conn.execute(_UPSERT_JOB, read_model.job_to_columns(after))
+
+
+async def record_answers(conn: AsyncConnection, event: read_model.AnswerEvent) -> None:
+    answers = [read_model.answer_to_columns(a) for a in read_model.request_answers(event)]
+    if answers:
+        async with conn.cursor() as cursor:
+            await cursor.executemany(_INSERT_ANSWER, answers)
+
+
+async def merge_sync_record(conn: AsyncConnection, record: Record) -> str:
+    if isinstance(record, read_model.JOB_EVENTS) and record.job_id is not None:
+        await merge_job_event(conn, record)
+    if isinstance(record, read_model.ANSWER_EVENTS):
+        await record_answers(conn, record)
+    return APPLIED
+
+
+async def project_sync_record(pool: AsyncConnectionPool, topic: str, partition: int, offset: int,
+                              record: Record) -> str:
+    """Apply one lifecycle event or completion exactly once; returns the outcome."""
+    outcome = ALREADY_APPLIED
+
+    async def apply(conn: AsyncConnection) -> None:
+        nonlocal outcome
+        outcome = await merge_sync_record(conn, record)
+
+    await apply_with_retry(pool, SYNC_JOBS_CONSUMER, topic, partition, offset, apply)
+    return outcome
+
+
+# --- agents ------------------------------------------------------------------------------------
+
+def register(worker: Worker) -> None:
+    app, settings = worker.app, worker.settings
+    projected = Counter(
+        "hookstream_projection_records", "Records consumed by the PostgreSQL projections, by outcome",
+        ["projection", "outcome"], registry=worker.metrics.registry,
+    )
+    sync_topics = {settings.topic(name): name for name in (SYNC_EVENTS, SYNC_COMPLETED)}
+
+    def decoded(projection: str, logical: str, message: Any) -> Record | None:
+        try:
+            return codec.decode_topic(logical, message.value)
+        except codec.DecodeError as exc:
+            # The stage that produced it dead-letters or fails on its own records; a
+            # projection can only say where the record is and count it.
+            projected.labels(projection, UNDECODABLE).inc()
+            log.error("%s: undecodable record on %s[%d]@%d, not projected: %s",
+                      projection, message.topic, message.partition, message.offset, exc)
+            return None
+
+    @app.agent(worker.topic(CONTROL), name=SOURCES_CONSUMER, concurrency=1)
+    async def project_sources(stream):
+        async for event in stream.events():
+            message = event.message
+            record = decoded(SOURCES_CONSUMER, CONTROL, message)
+            if record is None:
+                continue
+            if not is_source_event(record):
+                projected.labels(SOURCES_CONSUMER, NOT_PROJECTED).inc()
+                continue
+            outcome = await project_source_event(await worker.pool(), message.topic, message.partition,
+                                                 message.offset, record)
+            projected.labels(SOURCES_CONSUMER, outcome).inc()
+
+    sync_channel = app.topic(*sync_topics, key_type=bytes, value_type=bytes, key_serializer="raw",
+                             value_serializer="raw")
+
+    @app.agent(sync_channel, name=SYNC_JOBS_CONSUMER, concurrency=1)
+    async def project_sync_jobs(stream):
+        async for event in stream.events():
+            message = event.message
+            record = decoded(SYNC_JOBS_CONSUMER, sync_topics[message.topic], message)
+            if record is None:
+                continue
+            outcome = await project_sync_record(await worker.pool(), message.topic, message.partition,
+                                                message.offset, record)
+            projected.labels(SYNC_JOBS_CONSUMER, outcome).inc()
+

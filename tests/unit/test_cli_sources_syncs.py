@@ -1,0 +1,85 @@
+"""The pure parts of `hookstream sources` / `syncs` / `sync request`: ids, events, formatting."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from app.cli.common import CliError
+from app.cli.sources import connected_event, default_git_id, format_table
+from app.cli.syncs import format_bytes, format_duration, requested_event
+
+
+@pytest.mark.parametrize("root, expected", [
+    ("/src/app", "git:app"), ("/mirrors/app.git", "git:app"), ("/x/.git", "git:.git"), ("/x/a.b", "git:a.b"),
+])
+def test_a_git_source_id_defaults_to_the_repository_directory_name(root, expected):
+    assert default_git_id(Path(root)) == expected
+
+
+@pytest.mark.parametrize("ms, text", [
+    (None, "-"), (0, "0ms"), (999, "999ms"), (1000, "1.0s"), (59_940, "59.9s"), (61_000, "1m01s"),
+    (3_600_000, "1h00m"), (3_725_000, "1h02m"),
+])
+def test_durations_read_at_a_glance(ms, text):
+    assert format_duration(ms) == text
+
+
+@pytest.mark.parametrize("n, text", [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (5 * 1024**2, "5.0 MiB"),
+                                     (3 * 1024**4, "3072.0 GiB")])
+def test_byte_counts_read_at_a_glance(n, text):
+    assert format_bytes(n) == text
+
+
+def test_a_table_aligns_columns_and_leaves_the_last_one_ragged():
+    assert format_table(("A", "BB", "C"), [("xxx", "y", "long last"), ("", "zz", "")]).splitlines() == [
+        "A    BB  C", "xxx  y   long last", "     zz",
+    ]
+
+
+def _connect_args(**kw) -> argparse.Namespace:
+    values = dict(source_type="github", path=None, repository="octo/app", installation_id=9, branch=None,
+                  repository_id=None, source_id=None, name=None)
+    return argparse.Namespace(**{**values, **kw})
+
+
+@pytest.mark.parametrize("kw, source_id", [
+    ({}, "github:octo/app"),
+    ({"repository_id": 42}, "github:42"),
+    ({"repository_id": 42, "source_id": "mine"}, "mine"),
+])
+def test_a_github_source_id_prefers_the_given_id_then_the_repository_id(kw, source_id):
+    event, _ = connected_event(_connect_args(**kw))
+    assert (event.source_id, event.name, event.config) == (source_id, "octo/app", {"repository": "octo/app", "installation_id": 9})
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"installation_id": None}, "needs --repository OWNER/NAME and --installation-id N"),
+    ({"repository": "octo"}, "expected OWNER/NAME"),
+    ({"path": Path("/tmp")}, "--path is for --type git"),
+    ({"source_id": "x" * 301}, "not a valid source: source_id"),
+])
+def test_a_github_source_needs_a_repository_and_an_installation(kw, message):
+    with pytest.raises(CliError) as raised:
+        connected_event(_connect_args(**kw))
+    assert message in str(raised.value) and raised.value.code == 2
+
+
+def _request_args(**kw) -> argparse.Namespace:
+    values = dict(source_id="git:app", full=False, paths=[], before=None, after=None, trigger="manual", request_id=None)
+    return argparse.Namespace(**{**values, **kw})
+
+
+def test_each_request_gets_a_fresh_id_unless_one_is_given():
+    first, second = requested_event(_request_args()), requested_event(_request_args())
+    assert first.request_id != second.request_id and first.request_id.startswith("cli-")
+    assert requested_event(_request_args(request_id="mine")).request_id == "mine"
+    assert (first.mode, requested_event(_request_args(full=True)).mode) == ("incremental", "full")
+
+
+def test_a_request_with_an_empty_trigger_is_refused_with_the_field():
+    with pytest.raises(CliError) as raised:
+        requested_event(_request_args(trigger=""))
+    assert "not a valid request: trigger" in str(raised.value)
