@@ -68,6 +68,25 @@ class GitSource(SourceAdapter):
         self.options = options or SourceOptions()
         self.path = self.config.path
         self._checked = False
+        # One long-lived `git cat-file --batch` per adapter (the worker keeps adapters per
+        # source), used by one fetch at a time: no process spawn per batch.
+        self._cat_file_proc: asyncio.subprocess.Process | None = None
+        self._cat_file_lock = asyncio.Lock()
+
+    async def _cat_file(self) -> asyncio.subprocess.Process:
+        proc = self._cat_file_proc
+        if proc is None or proc.returncode is not None:
+            proc = self._cat_file_proc = await self._spawn("cat-file", "--batch", stdin=asyncio.subprocess.PIPE)
+        return proc
+
+    async def _stop_cat_file(self) -> None:
+        proc, self._cat_file_proc = self._cat_file_proc, None
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+    async def aclose(self) -> None:
+        await self._stop_cat_file()
 
     # -- plumbing -----------------------------------------------------------
 
@@ -208,48 +227,48 @@ class GitSource(SourceAdapter):
             return
 
         await self._check_repository()
-        proc = await self._spawn("cat-file", "--batch", stdin=asyncio.subprocess.PIPE)
-        assert proc.stdin is not None and proc.stdout is not None
+        async with self._cat_file_lock:
+            proc = await self._cat_file()
+            assert proc.stdin is not None and proc.stdout is not None
+            clean = False
 
-        async def feed() -> None:
-            try:
-                for oid in by_oid:
-                    proc.stdin.write(oid + b"\n")
+            async def feed() -> None:
+                try:
+                    proc.stdin.write(b"".join(oid + b"\n" for oid in by_oid))
                     await proc.stdin.drain()
-            except (BrokenPipeError, ConnectionResetError):
-                return  # git died; the reader reports it
-            finally:
-                proc.stdin.close()
+                except (BrokenPipeError, ConnectionResetError):
+                    return  # git died; the reader reports it
 
-        writer = asyncio.create_task(feed())
-        try:
-            for oid, changes in by_oid.items():
-                header = await proc.stdout.readline()
-                if not header:
-                    err = (await proc.stderr.read()).decode("utf-8", errors="replace").strip() if proc.stderr else ""
-                    raise SourceError(f"git cat-file --batch ended early in {self.path!r}: {err or 'no message'}")
-                parts = header.split()
-                if parts[0] != oid:
-                    raise SourceError(f"git cat-file --batch answered {header[:100]!r} for {oid.decode()}")
-                if len(parts) == 2 and parts[1] in (b"missing", b"ambiguous"):
+            writer = asyncio.create_task(feed())
+            try:
+                for oid, changes in by_oid.items():
+                    header = await proc.stdout.readline()
+                    if not header:
+                        err = (await proc.stderr.read()).decode("utf-8", errors="replace").strip() if proc.stderr else ""
+                        raise SourceError(f"git cat-file --batch ended early in {self.path!r}: {err or 'no message'}")
+                    parts = header.split()
+                    if parts[0] != oid:
+                        raise SourceError(f"git cat-file --batch answered {header[:100]!r} for {oid.decode()}")
+                    if len(parts) == 2 and parts[1] in (b"missing", b"ambiguous"):
+                        for change in changes:
+                            yield Fetched(change, None, f"blob {oid.decode()} is {parts[1].decode()} in {self.path!r}")
+                        continue
+                    kind, size = parts[1], int(parts[2])
+                    content = await proc.stdout.readexactly(size + 1)
+                    content = content[:-1]  # the newline after every object
                     for change in changes:
-                        yield Fetched(change, None, f"blob {oid.decode()} is {parts[1].decode()} in {self.path!r}")
-                    continue
-                kind, size = parts[1], int(parts[2])
-                content = await proc.stdout.readexactly(size + 1)
-                content = content[:-1]  # the newline after every object
-                for change in changes:
-                    if kind != b"blob":
-                        yield Fetched(change, None, f"{oid.decode()} is a {kind.decode()}, not a blob")
-                    else:
-                        yield Fetched(change, content)
-            await writer
-            await proc.wait()
-        except asyncio.IncompleteReadError:
-            raise SourceError(f"git cat-file --batch ended in the middle of an object in {self.path!r}") from None
-        finally:
-            if not writer.done():
-                writer.cancel()
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+                        if kind != b"blob":
+                            yield Fetched(change, None, f"{oid.decode()} is a {kind.decode()}, not a blob")
+                        else:
+                            yield Fetched(change, content)
+                await writer
+                clean = True
+            except asyncio.IncompleteReadError:
+                raise SourceError(f"git cat-file --batch ended in the middle of an object in {self.path!r}") from None
+            finally:
+                if not writer.done():
+                    writer.cancel()
+                if not clean:
+                    # Stopped mid-stream (an error, or the consumer closed early): unread answers
+                    # would desynchronize the next fetch, so this process is not reused.
+                    await self._stop_cat_file()

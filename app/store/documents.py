@@ -9,9 +9,13 @@ from psycopg.types.json import Jsonb
 
 from app.core.documents import Document
 
+# One statement per batch: the rows travel as arrays and are unnested server-side.
 _UPSERT = """
 INSERT INTO documents (source_id, path, content, sha256, size, language, title, is_binary, commit, job_id, updated_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
+SELECT %(source_id)s, u.path, u.content, u.sha256, u.size, u.language, u.title, u.is_binary, %(commit)s, %(job_id)s, now()
+FROM unnest(%(paths)s::text[], %(contents)s::text[], %(sha256s)s::text[], %(sizes)s::bigint[],
+            %(languages)s::text[], %(titles)s::text[], %(binaries)s::boolean[])
+     AS u(path, content, sha256, size, language, title, is_binary)
 ON CONFLICT (source_id, path) DO UPDATE SET
     content = EXCLUDED.content, sha256 = EXCLUDED.sha256, size = EXCLUDED.size,
     language = EXCLUDED.language, title = EXCLUDED.title, is_binary = EXCLUDED.is_binary,
@@ -24,11 +28,12 @@ async def upsert(conn: psycopg.AsyncConnection, source_id: str, docs: Sequence[D
     unique-violation). Returns the number of documents written (deterministic: len(docs))."""
     if not docs:
         return 0
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            _UPSERT,
-            [(source_id, d.path, d.content, d.sha256, d.size, d.language, d.title, d.is_binary, commit, job_id) for d in docs],
-        )
+    await conn.execute(_UPSERT, {
+        "source_id": source_id, "commit": commit, "job_id": job_id,
+        "paths": [d.path for d in docs], "contents": [d.content for d in docs], "sha256s": [d.sha256 for d in docs],
+        "sizes": [d.size for d in docs], "languages": [d.language for d in docs], "titles": [d.title for d in docs],
+        "binaries": [d.is_binary for d in docs],
+    })
     return len(docs)
 
 

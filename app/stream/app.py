@@ -69,6 +69,31 @@ class Worker:
             )
         return self._source_options
 
+    _adapters: Any = None
+
+    async def adapter(self, source_type: str, config: dict):
+        """A source adapter kept for reuse (a checked repository, an HTTP session, cached tokens).
+
+        At most 64 are kept; the least recently used is closed.
+        """
+        from collections import OrderedDict
+
+        import orjson
+
+        from app.sources import get_adapter
+
+        if self._adapters is None:
+            self._adapters = OrderedDict()
+        key = (source_type, orjson.dumps(config, option=orjson.OPT_SORT_KEYS))
+        adapter = self._adapters.pop(key, None)
+        if adapter is None:
+            adapter = get_adapter(source_type, config, self.source_options())
+        self._adapters[key] = adapter
+        while len(self._adapters) > 64:
+            _, old = self._adapters.popitem(last=False)
+            await old.aclose()
+        return adapter
+
     async def pool(self):
         """The PostgreSQL pool, opened on first use (agents that never touch the database never open it)."""
         import asyncio

@@ -15,7 +15,7 @@ from app import codec
 from app.core.batch_outcome import count
 from app.core.documents import to_document
 from app.events import BatchCompleted, FileBatch, utcnow
-from app.sources import SourceError, get_adapter
+from app.sources import SourceError
 from app.store import documents
 from app.store.db import in_transaction
 from app.stream.app import Worker
@@ -35,10 +35,11 @@ def register(worker: Worker) -> None:
         await cancelled.follow()
 
     async def report(batch: FileBatch, **counts) -> None:
+        """Attached to the batch's offset: Faust publishes it before that offset is committed,
+        so a crash before the publish re-processes the batch (rows converge, the fold counts it once)."""
         done = BatchCompleted(source_id=batch.source_id, occurred_at=utcnow(), job_id=batch.job_id,
                               batch_index=batch.batch_index, **counts)
-        fut = await control.send(key=codec.encode_key(batch.source_id), value=codec.encode(done), force=True)
-        await fut
+        await control.send(key=codec.encode_key(batch.source_id), value=codec.encode(done))
 
     @app.agent(batches_topic, name="process_file_batches", concurrency=1)
     async def process_file_batches(stream):
@@ -55,13 +56,13 @@ def register(worker: Worker) -> None:
             deletes = [f.path for f in batch.files if f.change == "delete"]
             docs, failures = [], []
             try:
-                async with get_adapter(batch.source_type, batch.source_config, worker.source_options()) as adapter:
-                    async with contextlib.aclosing(adapter.fetch(upserts)) as fetched:
-                        async for change, content, error in fetched:
-                            if content is None:
-                                failures.append((change.path, error or "unreadable"))
-                            else:
-                                docs.append(to_document(change.path, content, settings.max_text_bytes))
+                adapter = await worker.adapter(batch.source_type, batch.source_config)
+                async with contextlib.aclosing(adapter.fetch(upserts)) as fetched:
+                    async for change, content, error in fetched:
+                        if content is None:
+                            failures.append((change.path, error or "unreadable"))
+                        else:
+                            docs.append(to_document(change.path, content, settings.max_text_bytes))
             except SourceError as exc:
                 # The whole batch is unreadable: every file in it failed, nothing written.
                 failures = [(f.path, str(exc)) for f in upserts]

@@ -14,7 +14,7 @@ import logging
 from app import codec
 from app.core.batches import batch_key, file_batches
 from app.events import FileChange, PlanFailed, PlanRequested, SyncPlanned, utcnow
-from app.sources import SourceError, get_adapter
+from app.sources import SourceError
 from app.store import documents
 from app.store.db import in_transaction
 from app.stream.app import Worker
@@ -47,8 +47,8 @@ def register(worker: Worker) -> None:
                 log.error("undecodable plan request skipped by rule (no job to fail): %s", exc)
                 continue
             try:
-                async with get_adapter(request.source_type, request.source_config, worker.source_options()) as adapter:
-                    listing = await adapter.list_changes(request)
+                adapter = await worker.adapter(request.source_type, request.source_config)
+                listing = await adapter.list_changes(request)
                 files = list(listing.files)
                 if listing.mode_used == "full":
                     files += await stale_paths(request, files)

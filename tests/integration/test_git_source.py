@@ -281,3 +281,25 @@ def test_bad_config_and_unknown_types_are_source_errors():
         get_adapter("git", {})
     with pytest.raises(SourceError, match="unknown source type 'svn'"):
         get_adapter("svn", {"path": "/x"})
+
+
+async def test_consecutive_fetches_share_one_cat_file_process_and_an_early_stop_does_not_desync_the_next(repo, tmp_path):
+    log = tmp_path / "git-calls.log"
+    wrapper = tmp_path / "git-wrapper"
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\nexec git "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    async with get_adapter("git", {"path": str(repo.path)}, SourceOptions(git_binary=str(wrapper))) as adapter:
+        listing = await adapter.list_changes(plan(repo, after=repo.shas[1]))
+        files = [f for f in listing.files if f.change == "upsert"]
+        log.write_text("")
+        first = await fetch_all(adapter, files[:50])
+        second = await fetch_all(adapter, files[50:100])
+        assert [c for c in log.read_text().splitlines() if "cat-file" in c] == [f"-C {repo.path} cat-file --batch"]
+        # Stop in the middle of a fetch: the process is dropped, the next fetch is still exact.
+        async with contextlib.aclosing(adapter.fetch(files[:50])) as fetched:
+            async for _ in fetched:
+                break
+        again = await fetch_all(adapter, files[:50])
+    assert again == first and len(second) == 50
+    for path, (content, error) in again.items():
+        assert error is None and content == git(repo.path, "cat-file", "blob", f"{repo.shas[1]}:{path}")
