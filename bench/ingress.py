@@ -51,6 +51,9 @@ class Result:
     p50_ms: float
     p99_ms: float
     failures: int
+    server_cpu_seconds: float
+    broker_cpu_seconds: float = 0.0
+    load_before: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -109,11 +112,33 @@ def run_wrk(url: str, body_file: Path, signature: str, duration: float, threads:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def measure(name: str, processes: int, url: str, body_file: Path, signature: str, args: argparse.Namespace) -> Result:
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system) of `pid` and its direct children, from /proc (Linux)."""
+    if pid is None:
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(stat.parent.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def measure(name: str, processes: int, url: str, body_file: Path, signature: str, args: argparse.Namespace, server_pid: int, broker_pid: int | None = None) -> Result:
     run_wrk(url, body_file, signature, args.warmup, args.threads, args.connections)  # connections, metadata, caches
+    server_before, broker_before = cpu_seconds(server_pid), cpu_seconds(broker_pid)
+    load = os.getloadavg()[0]
     stats = run_wrk(url, body_file, signature, args.duration, args.threads, args.connections)
+    server_cpu, broker_cpu = cpu_seconds(server_pid) - server_before, cpu_seconds(broker_pid) - broker_before
     failures = stats["non_2xx"] + stats["connect_errors"] + stats["read_errors"] + stats["write_errors"] + stats["timeouts"]
-    return Result(name, processes, stats["requests"], stats["duration_us"] / 1e6, stats["p50_us"] / 1000, stats["p99_us"] / 1000, failures)
+    return Result(
+        name, processes, stats["requests"], stats["duration_us"] / 1e6, stats["p50_us"] / 1000, stats["p99_us"] / 1000,
+        failures, server_cpu, broker_cpu, load,
+    )
 
 
 def serve_bare(port: int, processes: int) -> None:
@@ -164,10 +189,19 @@ def start_ingress(port: int, processes: int, env: dict[str, str], log: Path) -> 
 
 def report(results: list[Result], bare: Result) -> None:
     print()
-    print(f"{'target':<40} {'procs':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7} {'ratio':>6}")
+    print(
+        f"{'target':<36} {'procs':>5} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'failed':>6} {'ratio':>6}"
+        f" {'server cpu':>10} {'us/req':>7} {'broker cpu':>10}"
+    )
     for r in results:
         ratio = r.rate / bare.rate
-        print(f"{r.name:<40} {r.processes:>5} {r.rate:>9,.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.failures:>7} {ratio:>6.2f}")
+        print(
+            f"{r.name:<36} {r.processes:>5} {r.rate:>8,.0f} {r.p50_ms:>7.1f} {r.p99_ms:>7.1f} {r.failures:>6} {ratio:>6.2f}"
+            f" {r.server_cpu_seconds / r.seconds:>9.2f}c {r.server_cpu_seconds / r.requests * 1e6:>7.0f}"
+            f" {r.broker_cpu_seconds / r.seconds:>9.2f}c"
+        )
+    print("(server/broker cpu: cores used on average during the measured run; us/req: server CPU per request)")
+    print("1-minute load average before each run: " + ", ".join(f"{r.load_before:.1f}" for r in results) + f" on {os.cpu_count()} cores")
     print()
     for r in results:
         if r is bare:
@@ -218,7 +252,7 @@ def main() -> int:
     bare_server = start_bare(port, args.bare_processes, workdir / "bare.log")
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", bare_server)
-        bare = measure("bare aiohttp, 202 without Kafka", args.bare_processes, f"http://127.0.0.1:{port}", body_file, signature, args)
+        bare = measure("bare aiohttp, 202 without Kafka", args.bare_processes, f"http://127.0.0.1:{port}", body_file, signature, args, bare_server.pid)
         results.append(bare)
         print(f"  bare: {bare.rate:,.0f} req/s, p50 {bare.p50_ms:.1f} ms, p99 {bare.p99_ms:.1f} ms")
     finally:
@@ -245,7 +279,10 @@ def main() -> int:
             server = start_ingress(port, processes, env, workdir / f"ingress-{processes}.log")
             try:
                 wait_ready(f"http://127.0.0.1:{port}/readyz", server)
-                result = measure("ingress: github verify + acks=all", processes, f"http://127.0.0.1:{port}", body_file, signature, args)
+                result = measure(
+                    "ingress: github verify + acks=all", processes, f"http://127.0.0.1:{port}", body_file, signature, args,
+                    server.pid, broker.process.pid,
+                )
             finally:
                 stop(server)
             results.append(result)
