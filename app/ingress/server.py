@@ -128,9 +128,11 @@ def _supervise(
         while not stopping:
             ended = multiprocessing.connection.wait([p.sentinel for p in processes], timeout=0.5)
             if ended and not stopping:
-                dead = [p for p in processes if p.exitcode is not None]
-                for process in dead:
-                    log.error("ingress process %s (pid %s) exited with %s; stopping the others", process.name, process.pid, process.exitcode)
+                for process in processes:
+                    if process.sentinel in ended:
+                        # The sentinel closes a moment before the process can be reaped: join, not poll.
+                        process.join(5)
+                        log.error("ingress process %s (pid %s) exited with %s; stopping the others", process.name, process.pid, process.exitcode)
                 status = 1
                 break
     finally:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import orjson
@@ -293,3 +300,86 @@ async def test_logs_name_the_delivery_but_never_a_secret_or_signature(ingress, c
     for secret in (GITHUB_SECRET, EVENTS_TOKEN, "not-the-token", good["X-Hub-Signature-256"], bad["X-Hub-Signature-256"]):
         assert secret not in text
     assert good["X-Hub-Signature-256"].removeprefix("sha256=") not in text
+
+
+def _start_ingress_processes(settings: Settings, tmp_path, count: int) -> tuple[subprocess.Popen, int]:
+    instances_file = tmp_path / "instances.toml"
+    instances_file.write_text(f'[[instance]]\nplugin = "github"\nid = "acme"\nsecret = "{GITHUB_SECRET}"\n')
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "HOOKSTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "HOOKSTREAM_TOPIC_PREFIX": settings.topic_prefix,
+        "HOOKSTREAM_INSTANCES_FILE": str(instances_file),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli.main", "ingress", "--host", "127.0.0.1", "--port", str(port), "--processes", str(count)],
+        env=env, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    return process, port
+
+
+def _worker_pids(parent: int) -> set[int]:
+    pids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == parent:
+                pids.add(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+async def _ready(session: aiohttp.ClientSession, url: str) -> bool:
+    try:
+        async with session.get(url + "/readyz") as response:
+            return response.status == 200
+    except aiohttp.ClientConnectionError:
+        return False
+
+
+async def test_several_processes_share_one_port_and_stop_together(settings, tmp_path):
+    process, port = _start_ingress_processes(settings, tmp_path, 2)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            await wait_until(lambda: _ready(session, url), timeout=30, what="the ingress processes ready")
+            workers = _worker_pids(process.pid)
+            assert len(workers) == 2
+            instance = configured_instances()[("github", "acme")]
+            for i in range(10):
+                body = b'{"n": %d}' % i
+                headers = get_plugin("github").sign(body, instance, time.time(), delivery_id=f"multi-{i}")
+                # A connection each, so the kernel may hand them to either process.
+                async with aiohttp.ClientSession() as fresh, fresh.post(url + "/hooks/github/acme", data=body, headers=headers) as response:
+                    assert response.status == 202
+        records = await records_on(settings, "hookstream.deliveries", 10)
+        assert {key for key, _ in records} == {f"github/acme/multi-{i}" for i in range(10)}
+
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 30) == 0
+        assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "an ingress process outlived its parent"
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        process.stderr.close()
+
+
+async def test_a_dead_ingress_process_stops_the_others_with_an_error(settings, tmp_path):
+    process, port = _start_ingress_processes(settings, tmp_path, 2)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await wait_until(lambda: _ready(session, f"http://127.0.0.1:{port}"), timeout=30, what="the ingress processes ready")
+        victim, survivor = sorted(_worker_pids(process.pid))
+        os.kill(victim, signal.SIGKILL)
+        assert await asyncio.to_thread(process.wait, 30) == 1
+        await wait_until(lambda: not Path(f"/proc/{survivor}").exists(), timeout=10, what="the other process gone")
+        assert "exited with -9" in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        process.stderr.close()
