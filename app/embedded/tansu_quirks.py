@@ -22,8 +22,14 @@ def install(settings: Settings) -> None:
     if settings.embedded_broker != "tansu" or _installed:
         return
     _fix_list_offsets_latest()
+    _fix_offsets_for_times_past_the_end()
+    _fix_offset_fetch_of_all_partitions()
+    _leave_group_at_generation_zero()
     _installed = True
-    log.info("tansu quirk workarounds active: ListOffsets LATEST")
+    log.info(
+        "tansu quirk workarounds active: ListOffsets LATEST, OffsetsForTimes past the end, "
+        "OffsetFetch of all partitions, LeaveGroup at generation 0"
+    )
 
 
 def _fix_list_offsets_latest() -> None:
@@ -66,3 +72,91 @@ def _fix_list_offsets_latest() -> None:
 
     end_offsets._tansu_fixed = True  # type: ignore[attr-defined]
     Fetcher.end_offsets = end_offsets
+
+
+def _fix_offsets_for_times_past_the_end() -> None:
+    """Quirk 6, "OffsetsForTimes past the end returns offset 0": Apache Kafka answers
+    offset -1 (aiokafka: None) when no record is at or after the asked time; tansu
+    answers offset 0 with timestamp -1, and a replay to that time would rewind the
+    whole partition. tansu answers from the broker's append time, one batch at a
+    time: a real answer's timestamp is never before the asked time, so an answer
+    whose timestamp is before it (-1 included) means "no such record" -> None.
+    """
+    from aiokafka.consumer.fetcher import Fetcher
+
+    original = Fetcher.get_offsets_by_times
+    if getattr(original, "_tansu_fixed", False):
+        return
+
+    async def get_offsets_by_times(self, timestamps, timeout_ms):
+        asked = dict(timestamps)
+        answers = await original(self, timestamps, timeout_ms)
+        for tp, answer in answers.items():
+            if answer is not None and answer.timestamp < asked.get(tp, 0):
+                answers[tp] = None
+        return answers
+
+    get_offsets_by_times._tansu_fixed = True  # type: ignore[attr-defined]
+    Fetcher.get_offsets_by_times = get_offsets_by_times
+
+
+def _fix_offset_fetch_of_all_partitions() -> None:
+    """Quirk "OffsetFetch of all partitions fails": an OffsetFetch with null topics
+    (KIP-88: every offset the group committed) gets a truncated response from tansu;
+    aiokafka cannot decode it and drops the connection. The same request naming the
+    partitions works, so name every partition of every topic in the cluster's
+    metadata and keep the ones the group has an offset for (-1 means none).
+    """
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.structs import TopicPartition
+
+    original = AIOKafkaAdminClient.list_consumer_group_offsets
+    if getattr(original, "_tansu_fixed", False):
+        return
+
+    async def list_consumer_group_offsets(self, group_id, group_coordinator_id=None, partitions=None):
+        if partitions:
+            return await original(self, group_id, group_coordinator_id, partitions)
+        metadata = await self._client.fetch_all_metadata()
+        every = [
+            TopicPartition(topic, p)
+            for topic in sorted(metadata.topics())
+            for p in sorted(metadata.partitions_for_topic(topic) or ())
+        ]
+        if not every:
+            return {}
+        found = await original(self, group_id, group_coordinator_id, every)
+        return {tp: meta for tp, meta in found.items() if meta.offset >= 0}
+
+    list_consumer_group_offsets._tansu_fixed = True  # type: ignore[attr-defined]
+    AIOKafkaAdminClient.list_consumer_group_offsets = list_consumer_group_offsets
+
+
+def _leave_group_at_generation_zero() -> None:
+    """Quirk "group generations start at 0": Kafka numbers a group's first generation 1,
+    tansu 0, and aiokafka sends LeaveGroup on close only when generation > 0. So the
+    members of a fresh group never leave it, and tansu keeps them listed (it does not
+    expire them either) until the next rebalance: a stopped worker still looks
+    active, and offsets cannot be committed from outside the group. Leave at
+    generation 0 too, as aiokafka does at any later generation.
+    """
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+    from aiokafka.errors import KafkaError
+    from aiokafka.protocol.group import LeaveGroupRequest
+
+    original = GroupCoordinator._maybe_leave_group
+    if getattr(original, "_tansu_fixed", False):
+        return
+
+    async def _maybe_leave_group(self):
+        if self.generation == 0 and self.member_id and self._group_instance_id is None:
+            try:
+                await self._send_req(LeaveGroupRequest(self.group_id, self.member_id))
+            except KafkaError as err:
+                log.error("LeaveGroup request failed: %s", err)
+            self.reset_generation()
+            return
+        await original(self)
+
+    _maybe_leave_group._tansu_fixed = True  # type: ignore[attr-defined]
+    GroupCoordinator._maybe_leave_group = _maybe_leave_group
