@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError
 from app import codec
 from app.events import Delivery, utcnow
 from app.ingress.metrics import UNKNOWN_PLUGIN, IngressMetrics
-from app.ingress.publisher import Publisher, PublishUnavailable
+from app.ingress.publisher import Publisher, PublishUnavailable, RecordTooLarge
 from app.plugins import PLUGINS
 from app.plugins.base import Plugin, UnreadableDelivery, VerificationError
 from app.settings import InstanceConfig, Settings
@@ -218,6 +218,14 @@ class DeliveryIngress:
         started = time.perf_counter()
         try:
             await self.publisher.publish(topic, codec.encode_key(key), value)
+        except RecordTooLarge as exc:
+            log.warning("publish to %s refused: %s", topic, exc)
+            raise IngressError(
+                413,
+                "record_too_large",
+                f"the delivery is within the body limit but too large for the broker ({exc}); "
+                "the operator must raise the topic's max.message.bytes or lower HOOKSTREAM_BODY_LIMIT_BYTES",
+            ) from None
         except PublishUnavailable as exc:
             log.warning("publish to %s failed: %s", topic, exc)
             raise IngressError(

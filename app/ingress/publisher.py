@@ -18,7 +18,7 @@ import asyncio
 import logging
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 from aiokafka.structs import RecordMetadata
 
 from app.settings import Settings
@@ -28,6 +28,16 @@ log = logging.getLogger(__name__)
 
 class PublishUnavailable(Exception):
     """The broker did not acknowledge the record in time (or refused it): answer 503, never 2xx."""
+
+
+class RecordTooLarge(Exception):
+    """The record exceeds what the producer or the broker accepts: retrying cannot help (413)."""
+
+
+def record_size_limit(body_limit_bytes: int) -> int:
+    """The largest delivery record the ingress can produce: the body travels base64-encoded
+    (4/3 of its size) inside a JSON envelope with the headers routing needs."""
+    return -(-body_limit_bytes // 3) * 4 + 64 * 1024
 
 
 class Publisher:
@@ -54,6 +64,8 @@ class Publisher:
             # ingress waits: a record that missed its answer should not linger for 40 s.
             request_timeout_ms=max(timeout_ms, 1000),
             retry_backoff_ms=100,
+            # A body at the limit must fit in one request (the topic's max.message.bytes must allow it too).
+            max_request_size=max(1024 * 1024, record_size_limit(self.settings.body_limit_bytes)),
         )
 
     async def start(self) -> None:
@@ -91,6 +103,8 @@ class Publisher:
                 return await ack
         except TimeoutError:
             raise PublishUnavailable(f"the broker did not acknowledge within {timeout:g}s") from None
+        except (MessageSizeTooLargeError, RecordListTooLargeError) as exc:
+            raise RecordTooLarge(f"{len(value)} bytes exceed the broker's record size limit ({type(exc).__name__})") from None
         except KafkaError as exc:
             raise PublishUnavailable(f"the broker refused the record: {type(exc).__name__}") from None
 

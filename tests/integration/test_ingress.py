@@ -23,7 +23,7 @@ from pydantic import SecretStr
 
 from app import codec
 from app.events import Delivery
-from app.ingress.app import create_app
+from app.ingress.app import PUBLISHER, create_app
 from app.plugins import get_plugin
 from app.plugins.base import fallback_delivery_id
 from app.settings import InstanceConfig, Settings, parse_instances
@@ -219,6 +219,36 @@ async def test_a_streamed_body_over_the_limit_is_413_without_content_length(ingr
         assert response.request_info.headers.get("Transfer-Encoding") == "chunked"
         result = response.status, await response.json(), dict(response.headers)
     _assert_error(result, 413, "body_too_large")
+
+
+async def test_a_body_at_the_default_limit_of_1_mib_lands_in_kafka(settings):
+    assert settings.body_limit_bytes == 1024 * 1024
+    instances = configured_instances()
+    runner = web.AppRunner(create_app(settings, instances), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            ingress = Ingress(settings, instances, runner, session)
+            body = b'"' + bytes(range(35, 91)) * (settings.body_limit_bytes // 56) + b'"'
+            body += b" " * (settings.body_limit_bytes - len(body))
+            status, answer, _ = await ingress.post("/hooks/github/acme", body, ingress.signed("github", "acme", body, delivery_id="big"))
+    finally:
+        await runner.cleanup()
+    assert (status, answer) == (202, {"deliveryId": "big"})
+    [(_, value)] = await records_on(settings, "hookstream.deliveries", 1)
+    assert codec.decode(Delivery, value).body == body
+
+
+async def test_a_record_the_broker_cannot_take_is_413_not_a_503_to_retry_forever(ingress):
+    ingress.runner.app[PUBLISHER].producer._max_request_size = 1000  # as if the broker's limit were tiny
+    body = b'{"pad": "' + b"p" * 1500 + b'"}'
+    answer = _assert_error(
+        await ingress.post("/hooks/github/acme", body, ingress.signed("github", "acme", body, delivery_id="too-big")),
+        413,
+        "record_too_large",
+    )
+    assert "max.message.bytes" in answer["message"]
 
 
 async def test_an_authentic_but_unreadable_delivery_is_400(ingress):
