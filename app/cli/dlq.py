@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from app.cli.common import CliError, load_settings, run
+from app.cli.common import CliError, load_settings, one_line, positive_int, run
 from app.core import dlq
 from app.events import Delivery, utcnow
 from app.settings import Settings, parse_duration
@@ -78,7 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--since", metavar="ISO|DURATION",
                     help="only rows that last failed at or after this time: an ISO 8601 time "
                     "(UTC unless it has an offset) or a duration back from now (30m, 2h, 7d)")
-    ls.add_argument("--limit", type=_positive_int, default=100, metavar="N", help="at most N rows (default 100)")
+    ls.add_argument("--limit", type=positive_int, default=100, metavar="N", help="at most N rows (default 100)")
     ls.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
     ls.set_defaults(func=cmd_list)
 
@@ -107,15 +107,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     rd.add_argument("--dry-run", action="store_true", help="list what would be republished, publish nothing")
     rd.set_defaults(func=cmd_redrive)
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def parse_since(text: str, now: datetime) -> datetime:
@@ -146,10 +137,6 @@ def _time(value: datetime | None) -> str:
         return "-"
     return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
-
-def _one_line(text: str, width: int) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 # --- database -------------------------------------------------------------------------------
@@ -238,7 +225,7 @@ def format_table(rows: list[dlq.DeadLetterRow]) -> str:
     header = ("ID", "STATUS", "ATTEMPTS", "STAGE", "PLUGIN/INSTANCE", "LAST FAILED", "ERROR")
     lines = [
         (r.dead_letter_id, r.status, str(r.attempts), r.stage, f"{r.plugin}/{r.instance}", _time(r.last_failed_at),
-         _one_line(r.error, ERROR_WIDTH))
+         one_line(r.error, ERROR_WIDTH))
         for r in rows
     ]
     widths = [max(len(header[i]), *(len(line[i]) for line in lines)) for i in range(len(header) - 1)]
@@ -418,7 +405,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     if args.dry_run:
         for r in redrives:
             print(f"would redrive  {r.row.dead_letter_id}  {r.delivery.key}  (attempts {r.row.attempts}, "
-                  f"stage {r.row.stage}: {_one_line(r.row.error, ERROR_WIDTH)})")
+                  f"stage {r.row.stage}: {one_line(r.row.error, ERROR_WIDTH)})")
         print(f"dry run: {len(redrives)} deliveries would be republished to {settings.topic(DELIVERIES_TOPIC)}")
     else:
         run(_publish(settings, redrives))

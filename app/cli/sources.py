@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from app.cli.common import CliError, load_settings, run
+from app.cli.common import CliError, load_settings, positive_int, run
 from app.core import read_model
 from app.events import SourceConnected, SourceDisconnected, utcnow
 from app.settings import Settings
@@ -76,10 +76,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="git: the repository (a work tree or a bare repository), stored as an absolute path; "
                    "the worker reads it, so it must be the same path there")
     c.add_argument("--repository", metavar="OWNER/NAME", help="github: the repository")
-    c.add_argument("--installation-id", type=_positive_int, metavar="N",
+    c.add_argument("--installation-id", type=positive_int, metavar="N",
                    help="github: the GitHub App installation that can read the repository")
     c.add_argument("--branch", help="the branch to sync (git: HEAD by default; github: the default branch)")
-    c.add_argument("--repository-id", type=_positive_int, metavar="N",
+    c.add_argument("--repository-id", type=positive_int, metavar="N",
                    help="the GitHub repository id: makes the source id github:N, the id GitHub webhooks "
                    "(pushes, installations) use for that repository")
     c.add_argument("--id", dest="source_id", metavar="ID",
@@ -111,15 +111,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
     ls.set_defaults(func=cmd_list)
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 # --- connect -----------------------------------------------------------------------------------

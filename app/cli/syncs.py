@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from app.cli.common import CliError, load_settings, run
+from app.cli.common import CliError, load_settings, one_line, positive_int, run
 from app.cli.sources import add_transport_arguments, describe_sent, format_table, format_time, query, send_producer_event
 from app.core import read_model
 from app.events import SyncRequested, utcnow
@@ -71,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--source", metavar="SOURCE", help="only this source's jobs")
     ls.add_argument("--status", choices=STATUS_CHOICES, metavar="STATUS",
                     help=f"only jobs in this status: {', '.join(STATUS_CHOICES)} ({ACTIVE}: queued or running)")
-    ls.add_argument("--limit", type=_positive_int, default=20, metavar="N", help="at most N jobs (default 20)")
+    ls.add_argument("--limit", type=positive_int, default=20, metavar="N", help="at most N jobs (default 20)")
     ls.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
     ls.set_defaults(func=cmd_list)
 
@@ -112,15 +112,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     rq.set_defaults(func=cmd_request)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
 
 # --- formatting --------------------------------------------------------------------------------
 
@@ -148,12 +139,6 @@ def format_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def _one_line(text: str | None, width: int) -> str:
-    if not text:
-        return ""
-    line = " ".join(text.split())
-    return line if len(line) <= width else line[: width - 1] + "…"
-
 
 def job_summary(job: read_model.SyncJobRow) -> dict[str, Any]:
     values = read_model.job_to_columns(job)
@@ -170,7 +155,7 @@ def jobs_table(jobs: list[read_model.SyncJobRow]) -> str:
         (j.job_id, j.source_id, j.status, j.mode or "-", j.trigger or "-",
          format_time(j.started_at) if j.started_at else (f"queued {format_time(j.queued_at)}" if j.queued_at else "-"),
          format_duration(j.duration_ms), str(j.files_listed), str(j.documents_written), str(j.failed),
-         str(len(j.request_ids)), _one_line(j.error or j.cancel_reason, ERROR_WIDTH))
+         str(len(j.request_ids)), one_line(j.error or j.cancel_reason, ERROR_WIDTH))
         for j in jobs
     ]
     return format_table(header, lines)
