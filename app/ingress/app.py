@@ -41,8 +41,6 @@ SETTINGS = web.AppKey("settings", Settings)
 PUBLISHER = web.AppKey("publisher", Publisher)
 METRICS = web.AppKey("metrics", IngressMetrics)
 
-_READ_CHUNK = 64 * 1024
-
 
 class IngressError(Exception):
     """An answer other than 2xx: status, machine-readable code, human message, extra headers."""
