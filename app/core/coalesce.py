@@ -13,6 +13,10 @@ from pydantic import BaseModel, ConfigDict
 
 from app.events.control import SyncMode, SyncRequested
 
+# Path hints beyond this many are dropped (the diff decides): keeps a source's state bounded
+# however many pushes coalesce. Adapters list changes from `before..after`, not from hints.
+MAX_PATH_HINTS = 1000
+
 
 class JobRequest(BaseModel):
     """One request, or several coalesced into one, with the job id that will run it."""
@@ -38,7 +42,7 @@ def job_for(job_id: str, request: SyncRequested, now: datetime) -> JobRequest:
         mode=request.mode,
         trigger=request.trigger,
         request_ids=(request.request_id,),
-        paths=() if full else tuple(dict.fromkeys(request.paths)),
+        paths=() if full or len(set(request.paths)) > MAX_PATH_HINTS else tuple(dict.fromkeys(request.paths)),
         before=None if full else request.before,
         after=request.after,
         requested_at=now,
@@ -50,8 +54,9 @@ def merge(job: JobRequest, request: SyncRequested) -> JobRequest:
 
     A full job carries no paths and no `before` (it lists everything at `after`).
     An incremental without path hints makes the union hint-free too: the union
-    with "everything the diff says" is everything the diff says. `after` is the
-    last one given: a request that names no commit does not move the target back.
+    with "everything the diff says" is everything the diff says; so does a union
+    of more than `MAX_PATH_HINTS` paths. `after` is the last one given: a request
+    that names no commit does not move the target back.
     """
     ids = job.request_ids if request.request_id in job.request_ids else (*job.request_ids, request.request_id)
     after = request.after if request.after is not None else job.after
@@ -61,8 +66,9 @@ def merge(job: JobRequest, request: SyncRequested) -> JobRequest:
         return job.model_copy(
             update={"mode": "full", "trigger": trigger, "request_ids": ids, "paths": (), "before": None, "after": after}
         )
+    paths: tuple[str, ...] = ()
     if job.paths and request.paths:
         paths = tuple(dict.fromkeys((*job.paths, *request.paths)))
-    else:
-        paths = ()
+        if len(paths) > MAX_PATH_HINTS:
+            paths = ()
     return job.model_copy(update={"request_ids": ids, "paths": paths, "after": after})

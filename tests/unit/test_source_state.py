@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from app.core.batches import batch_key, file_batches, plan
-from app.core.coalesce import job_for, merge
+from app.core.coalesce import MAX_PATH_HINTS, job_for, merge
 from app.core.effects import (
     SYNC_CANCELLATIONS,
     SYNC_COMPLETED,
@@ -453,6 +453,14 @@ def test_coalescing_rules(first, second, expected):
     merged = merge(job_for("s:1", req("r1", first), T0), req("r2", second))
     assert (merged.mode, merged.trigger, merged.paths, merged.before, merged.after) == expected
     assert merged.request_ids == ("r1", "r2") and merged.job_id == "s:1"
+
+
+def test_too_many_path_hints_leave_the_range_to_the_diff():
+    many = [f"f{i}" for i in range(MAX_PATH_HINTS)]
+    job = job_for("s:1", request("r1", "incremental", "push", paths=many[:-1], before="a", after="b"), T0)
+    assert len(merge(job, request("r2", "incremental", "push", paths=many[-1:], after="c")).paths) == MAX_PATH_HINTS
+    assert merge(job, request("r3", "incremental", "push", paths=many[-1:] + ["one more"], after="c")).paths == ()
+    assert job_for("s:2", request("r4", "incremental", "push", paths=many + ["x"]), T0).paths == ()
 
 
 def test_idempotency_ttl_is_configurable_per_source_type():
