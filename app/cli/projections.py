@@ -43,7 +43,9 @@ compares (--verify), swaps, and lets them go: usually well under a second
 (longer with --verify on big tables). After the swap the agents continue on
 the new tables from the fence the rebuild left (applied_offsets): a record the
 rebuild applied is skipped, a newer one applied. Nothing is lost or applied twice.
-Interrupting it (Ctrl-C) before the swap changes nothing live.
+If the lock is not granted within 5 s (a long transaction holds the tables) it
+tries again, six times in all, then stops without swapping. Interrupting the
+rebuild (Ctrl-C) before the swap changes nothing live.
 """
 
 REBUILD_EPILOG = """\

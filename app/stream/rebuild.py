@@ -343,9 +343,9 @@ class ProjectionRebuild:
                 if attempt == self.options.lock_attempts:
                     raise RebuildError(
                         f"{self.projection.name}: a lock on the live tables was not granted within "
-                        f"{self.options.lock_timeout:.0f} s, {attempt} times: a long transaction holds them "
+                        f"{self.options.lock_timeout:g} s, {attempt} times: a long transaction holds them "
                         "(see pg_stat_activity). Nothing was swapped.") from None
-                self.say(f"{self.projection.name}: a lock was not granted within {self.options.lock_timeout:.0f} s; "
+                self.say(f"{self.projection.name}: a lock was not granted within {self.options.lock_timeout:g} s; "
                          f"trying again ({attempt}/{self.options.lock_attempts})")
                 await asyncio.sleep(1.0)
 

@@ -321,6 +321,28 @@ async def test_a_live_agent_applying_all_along_loses_nothing_across_the_swap(set
     assert code == 0, out
 
 
+async def test_a_swap_that_cannot_get_its_locks_gives_up_and_changes_nothing(settings):
+    from app.stream.rebuild import RebuildError
+
+    await produce_history(settings)
+    await apply_live(settings, ["sync_jobs"])
+    before = (await table_oids(settings), await fences(settings))
+    async with await psycopg.AsyncConnection.connect(
+        settings.database_url, options=f"-c search_path={settings.database_schema}"
+    ) as holder:
+        await holder.execute("SELECT count(*) FROM sync_jobs")  # a transaction left open: ACCESS SHARE held
+        options = Options(lock_timeout=0.3, lock_attempts=2)
+        try:
+            await rebuild(settings, ["sync_jobs"], options, say=lambda line: None)
+        except RebuildError as exc:
+            assert "a lock on the live tables was not granted within 0.3 s, 2 times" in str(exc)
+        else:
+            raise AssertionError("swapped while another transaction held the table")
+        await holder.rollback()
+    assert (await table_oids(settings), await fences(settings)) == before
+    assert not await schemas_like(settings, settings.database_schema + "\\_%")
+
+
 async def test_rollback_puts_the_replaced_tables_back_with_what_was_applied_since(settings, monkeypatch, capsys):
     await produce_history(settings)
     await apply_live(settings)
