@@ -1,7 +1,7 @@
 """The dedup stage's throughput beside its baselines, in one run on this machine.
 
     python bench/dedup.py [--events 200000] [--keys 100000] [--repeat 1]
-                          [--variants noop,stage,quix,quix-bare] [--quix-python PATH]
+                          [--variants noop-stock,noop,stage,quix,quix-bare] [--quix-python PATH]
 
 One embedded tansu broker; `--events` deliveries over `--keys` distinct keys
 (generic-hmac deliveries whose ~1 KiB body is a producer `sync.requested`, each
@@ -9,7 +9,8 @@ key seen events/keys times, redeliveries inside the 24 h window, shuffled),
 produced to a fresh `hookstream.deliveries` before each run; then, one after
 another, each in its own process (bench/dedup_children.py):
 
-    noop       a Faust no-op agent (create_worker's Faust config, the same tuning)
+    noop-stock a Faust no-op agent as Faust ships (create_worker's config, no faust_tuning)
+    noop       the same with app/stream/faust_tuning.py, as the worker runs: the ceiling
     stage      hookstream's dedup stage: `hookstream worker` running app.stream.dedup
     quix       the same decision (decode, core.intake.process, route, encode) in Quix
                Streams, RocksDB state with changelog, same keys and commit cadence
@@ -21,8 +22,12 @@ Targets (issue 3): stage >= 0.8x the Faust no-op, goal >= 1.0x Quix per core.
 
 The broker and the children share the machine's cores with whatever else runs:
 trust ratios taken in one run more than absolute figures (PERF.md).
-`--faust-tuning off` runs the Faust kinds without app/stream/faust_tuning.py,
-`--uvloop` runs them on uvloop (the before/after of each lever).
+
+Single levers: `--faust-tuning off` (or some of deliver,monitor,batching) runs the
+Faust kinds without (parts of) app/stream/faust_tuning.py, `--uvloop` on uvloop,
+`--faust-conf '{"producer_linger_ms": 5}'` with Faust settings overridden.
+`--profile stage` records a py-spy profile (GIL-holding samples) of that run.
+Quix needs the `bench` extra: pip install -e '.[bench]' (see pyproject.toml).
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CHILDREN = Path(__file__).resolve().parent / "dedup_children.py"
-VARIANTS = ("noop", "stage", "quix", "quix-bare")
+VARIANTS = ("noop-stock", "noop", "stage", "quix", "quix-bare")
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 INSTANCE = "bench"
 
@@ -156,14 +161,15 @@ def run_variant(variant: str, args, broker, records, work: Path, instances_file:
     env.update({
         "BENCH_EVENTS": str(len(records)),
         "BENCH_REPORT": str(report_path),
-        "BENCH_FAUST_TUNING": "0" if args.faust_tuning == "off" else "1",
+        "BENCH_FAUST_TUNING": "off" if variant == "noop-stock" else args.faust_tuning,
         "BENCH_UVLOOP": "1" if args.uvloop else "0",
         "BENCH_FAUST_CONF": args.faust_conf or "",
         "PYTHONPATH": str(REPO),
     })
     python = args.quix_python if variant.startswith("quix") else sys.executable
     log_path = work / f"{variant}-{n}.log"
-    child = Child(variant, [python, str(CHILDREN), variant], env, log_path, stop_timeout=10).start()
+    kind = "noop" if variant == "noop-stock" else variant
+    child = Child(variant, [python, str(CHILDREN), kind], env, log_path, stop_timeout=10).start()
     profiler = None
     try:
         deadline = time.monotonic() + args.timeout
@@ -186,9 +192,12 @@ def run_variant(variant: str, args, broker, records, work: Path, instances_file:
 
 
 def _start_profiler(pid: int, out: Path, args) -> subprocess.Popen:
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    candidates = [shutil.which("py-spy"), Path(sys.executable).parent / "py-spy", Path(args.quix_python or "").parent / "py-spy"]
+    py_spy = next((str(c) for c in candidates if c and Path(c).is_file()), None)
+    if py_spy is None:
+        sys.exit("--profile needs py-spy: pip install py-spy")
     cmd = [py_spy, "record", "--pid", str(pid), "--duration", str(args.profile_seconds), "--rate", "200",
-           "--format", "speedscope", "--output", str(out), "--nonblocking"]
+           "--format", "speedscope", "--output", str(out), "--nonblocking", "--gil"]
     print(f"  profiling pid {pid} for {args.profile_seconds}s -> {out}", flush=True)
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -209,15 +218,15 @@ def print_table(runs: list[Run], events: int, keys: int) -> None:
     print(f"{'variant':<10} {'events/s':>10} {'events/cpu-s':>13}  runs (events/s)   checks")
     for v, rs in by.items():
         checks = rs[-1].report
-        check = f"routed {int(checks.get('routed', 0)):,} dup {int(checks.get('duplicates', 0)):,}" if v != "noop" else ""
+        check = "" if v.startswith("noop") else f"routed {int(checks.get('routed', 0)):,} dup {int(checks.get('duplicates', 0)):,}"
         print(f"{v:<10} {med[v][0]:>10,.0f} {med[v][1]:>13,.0f}  {' '.join(f'{r.rate:,.0f}' for r in rs):<17} {check}")
     if "stage" in med:
         s = med["stage"]
-        for base in ("noop", "quix", "quix-bare"):
+        for base in ("noop-stock", "noop", "quix", "quix-bare"):
             if base in med:
                 b = med[base]
                 print(f"stage/{base:<9}: {s[0] / b[0]:.2f}x events/s, {s[1] / b[1]:.2f}x per CPU-second")
-    print("targets: stage/noop >= 0.8 (floor); stage/quix >= 1.0 per core (goal)")
+    print("targets (issue 3): stage >= 0.8x the Faust no-op (floor); stage >= 1.0x Quix per core (goal)")
 
 
 def main() -> int:
@@ -228,7 +237,8 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=1, help="runs of each variant (medians are printed)")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--quix-python", help="interpreter with quixstreams (default: this one)")
-    p.add_argument("--faust-tuning", choices=("on", "off"), default="on")
+    p.add_argument("--faust-tuning", default="on",
+                   help="on, off, or some of deliver,monitor,batching (app/stream/faust_tuning.py)")
     p.add_argument("--uvloop", action="store_true")
     p.add_argument("--faust-conf", help="JSON object of Faust settings to override (single-lever experiments)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds one run may take")

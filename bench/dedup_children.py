@@ -9,11 +9,12 @@
 
 Settings come from HOOKSTREAM_* variables; the bench's own knobs from BENCH_*:
 BENCH_EVENTS (events to wait for), BENCH_REPORT (where to write the JSON report),
-BENCH_FAUST_TUNING=0 (run the Faust kinds without app.stream.faust_tuning),
+BENCH_FAUST_TUNING=off|on|deliver,monitor,batching (which parts of app.stream.faust_tuning),
 BENCH_UVLOOP=1 (run the Faust kinds on uvloop), BENCH_FAUST_CONF (a JSON object of
-Faust settings to override after create_worker: single-lever experiments).
+Faust App settings merged over create_worker's: single-lever experiments),
+BENCH_CPROFILE=1 (cProfile the worker's main thread, written beside the report).
 
-A probe thread samples the number of consumed events every 10 ms and writes wall
+A probe thread samples the number of consumed events every 20 ms and writes wall
 clock and process CPU time (all threads: librdkafka's and RocksDB's count too) at the
 first sample that saw an event and at the one that saw the last.
 """
@@ -30,6 +31,7 @@ from typing import Callable
 
 EVENTS = int(os.environ.get("BENCH_EVENTS", "0"))
 REPORT = Path(os.environ.get("BENCH_REPORT", "/dev/null"))
+_cprofile = None
 
 
 def start_probe(count: Callable[[], float], extra: Callable[[], dict] | None = None) -> None:
@@ -44,6 +46,9 @@ def start_probe(count: Callable[[], float], extra: Callable[[], dict] | None = N
                 last = (n, time.time(), time.process_time())
                 time.sleep(1.0)  # let the last events' effects land before reading counters
                 report = {"first": first, "last": last, **(extra() if extra else {})}
+                if _cprofile is not None:
+                    _cprofile.disable()
+                    _cprofile.dump_stats(str(REPORT.with_suffix(".pstats")))
                 tmp = REPORT.with_suffix(".tmp")
                 tmp.write_text(json.dumps(report))
                 tmp.replace(REPORT)
@@ -62,13 +67,25 @@ def run_faust(kind: str) -> None:
 
     import app.stream.app as stream_app
 
-    if os.environ.get("BENCH_FAUST_TUNING", "1") == "0":
-        try:
-            import app.stream.faust_tuning as tuning
+    try:
+        import app.stream.faust_tuning as tuning
+    except ModuleNotFoundError:  # a checkout from before the tuning (a "before" run)
+        tuning = None
+    parts = os.environ.get("BENCH_FAUST_TUNING", "on") if tuning is not None else "off"
+    install_tuning = tuning.install if tuning is not None else (lambda app: None)
+    if tuning is not None and parts != "on":  # "off", or some of deliver,monitor,batching (single-lever runs)
+        chosen = set(parts.split(","))
 
-            tuning.install = lambda *a, **k: None
-        except ModuleNotFoundError:
-            pass
+        def install_tuning(app):
+            if "deliver" in chosen:
+                tuning.install_fast_deliver()
+            if "batching" in chosen:
+                tuning.install_node_batching()
+            if "monitor" in chosen:
+                app.conf.Monitor = tuning.LeanMonitor
+
+        tuning.install = install_tuning
+    tuned = parts != "off"
     if os.environ.get("BENCH_UVLOOP") == "1":
         import asyncio
 
@@ -78,12 +95,20 @@ def run_faust(kind: str) -> None:
 
     overrides = json.loads(os.environ.get("BENCH_FAUST_CONF") or "{}")
 
+    if overrides:
+        import faust
+
+        class App(faust.App):  # create_worker's settings, then the overrides
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **{**kwargs, **overrides})
+
+        faust.App = App
     original = stream_app.create_worker
 
     def create_worker(settings, instances=None):
         worker = original(settings, instances)
-        for name, value in overrides.items():
-            setattr(worker.app.conf, name, value)
+        if tuned:
+            install_tuning(worker.app)  # idempotent: create_worker installs it too
         return worker
 
     if kind == "noop":
@@ -118,6 +143,13 @@ def run_faust(kind: str) -> None:
 
     stream_app.create_worker = create
     from app.cli.worker import cmd_worker
+
+    if os.environ.get("BENCH_CPROFILE") == "1":  # deterministic profile of the main thread
+        import cProfile
+
+        global _cprofile
+        _cprofile = cProfile.Profile()
+        _cprofile.enable()
 
     cmd_worker(argparse.Namespace(web_port=None, data_dir=None, loglevel="warning"))
 

@@ -11,6 +11,7 @@ import faust
 
 from app.embedded import tansu_quirks
 from app.settings import InstanceConfig, Settings
+from app.stream import faust_tuning
 from app.stream.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -143,12 +144,15 @@ def create_worker(settings: Settings, instances: dict[tuple[str, str], InstanceC
         web_router_enabled=False,
         web_tables_enabled=False,
         web_graph_enabled=False,
-        producer_linger_ms=5,
-        producer_max_batch_size=256 * 1024,
+        # Fewer, fuller produce requests (PERF.md: the largest single gain for table writes);
+        # a commit still sends at once (faust_tuning flushes without waiting out the linger).
+        producer_linger_ms=50,
+        producer_max_batch_size=1024 * 1024,
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         autodiscover=False,
     )
+    faust_tuning.install(app)  # every change to Faust's own behaviour, each with its reason and test
     worker = Worker(app, settings, instances if instances is not None else settings.instances(), WorkerMetrics())
 
     from prometheus_client import generate_latest

@@ -8,6 +8,7 @@ with `hookstream.deliveries` through its explicit changelog topic.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
@@ -17,6 +18,7 @@ from app.core import intake
 from app.core.dedup import DedupEntry, purgeable
 from app.events import DeadLettered, Delivery, utcnow
 from app.plugins import get_plugin
+from app.stream import faust_tuning
 from app.stream.app import Worker
 
 log = logging.getLogger(__name__)
@@ -37,18 +39,29 @@ def register(worker: Worker) -> None:
         value_type=bytes,
     )
     worker.topics["dedup_table"] = dedup_table
-    sinks = {name: worker.topic(name) for name in (intake.CONTROL, intake.DLQ)}
+    sink_names = {name: settings.topic(name) for name in (intake.CONTROL, intake.DLQ)}
     deliveries_topic_name = settings.topic("hookstream.deliveries")
+    routers: dict[tuple[str, str], tuple[float | None, object]] = {}
+    counters = _Counters(metrics)
 
     def router_for(delivery: Delivery):
-        instance = worker.instances.get((delivery.plugin, delivery.instance))
-        if instance is None:
-            return None, None
-        plugin = get_plugin(delivery.plugin)
-        return instance.dedup_window_seconds, (lambda d: plugin.route(d, instance))
+        """(window, route) of the delivery's instance, (None, None) when it is not configured."""
+        found = routers.get((delivery.plugin, delivery.instance))
+        if found is None:
+            instance = worker.instances.get((delivery.plugin, delivery.instance))
+            if instance is None:
+                return None, None  # not cached: an instance may be configured later
+            plugin = get_plugin(delivery.plugin)
+            found = routers[(delivery.plugin, delivery.instance)] = (
+                instance.dedup_window_seconds, functools.partial(plugin.route, instance=instance),
+            )
+        return found
 
     @app.agent(deliveries, name="deduplicate_deliveries", concurrency=1)
     async def deduplicate_deliveries(stream):
+        # Writes go through faust_tuning (same partitions, same at-least-once, fewer layers).
+        table_writer = faust_tuning.TableWriter(dedup_table)
+        store = dedup_table.data
         async for event in stream.events():
             message = event.message
             key_bytes = message.key or b""
@@ -62,10 +75,11 @@ def register(worker: Worker) -> None:
                     source_partition=message.partition, source_offset=message.offset, raw=message.value,
                 )
                 metrics.dead_lettered.labels("unknown", "decode").inc()
-                await sinks[intake.DLQ].send(key=key_bytes, value=codec.encode(record))
+                await faust_tuning.send_raw(app, sink_names[intake.DLQ], key_bytes, codec.encode(record))
                 continue
-            metrics.received.labels(delivery.plugin).inc()
-            stored = dedup_table.get(key_bytes)
+            count = counters.of(delivery.plugin)
+            count.received.inc()
+            stored = store.get(key_bytes)  # the current event's partition, as table.get
             entry = DedupEntry.from_bytes(stored) if stored is not None else None
             window, route = router_for(delivery)
             outcome = intake.process(
@@ -73,13 +87,13 @@ def register(worker: Worker) -> None:
             )
             if outcome.store is intake.DELETE:
                 dedup_table.pop(key_bytes, None)
-            elif isinstance(outcome.store, DedupEntry):
-                dedup_table[key_bytes] = outcome.store.to_bytes()
+            elif outcome.store is not None:
+                await table_writer.set(key_bytes, outcome.store.to_bytes())
             for send in outcome.sends:
-                await sinks[send.topic].send(key=codec.encode_key(send.key), value=codec.encode(send.record))
+                await faust_tuning.send_raw(app, sink_names[send.topic], codec.encode_key(send.key), codec.encode(send.record))
                 if send.topic == intake.CONTROL:
-                    metrics.events.labels(delivery.plugin, send.record.type).inc()
-            _count(metrics, delivery.plugin, outcome)
+                    counters.event(delivery.plugin, send.record.type).inc()
+            count.count(outcome)
 
     @app.timer(interval=settings.dedup_purge_interval_seconds, on_leader=False)
     async def purge_expired_dedup_entries():
@@ -111,12 +125,40 @@ def register(worker: Worker) -> None:
             log.info("purged %d dedup entries past their window", len(expired))
 
 
-def _count(metrics, plugin: str, outcome: intake.Outcome) -> None:
-    if outcome.counted == "duplicate":
-        metrics.duplicates.labels(plugin).inc()
-    elif outcome.counted == "routed":
-        metrics.routed.labels(plugin).inc()
-    elif outcome.counted == "ignored":
-        metrics.ignored.labels(plugin, outcome.rule).inc()
-    elif outcome.counted == "dead_lettered":
-        metrics.dead_lettered.labels(plugin, outcome.rule).inc()
+class _Counters:
+    """The agent's Prometheus children, looked up once per label set instead of per event."""
+
+    def __init__(self, metrics) -> None:
+        self.metrics = metrics
+        self.plugins: dict[str, _PluginCounters] = {}
+        self.events: dict[tuple[str, str], object] = {}
+
+    def of(self, plugin: str) -> "_PluginCounters":
+        found = self.plugins.get(plugin)
+        if found is None:
+            found = self.plugins[plugin] = _PluginCounters(self.metrics, plugin)
+        return found
+
+    def event(self, plugin: str, event_type: str):
+        found = self.events.get((plugin, event_type))
+        if found is None:
+            found = self.events[(plugin, event_type)] = self.metrics.events.labels(plugin, event_type)
+        return found
+
+
+class _PluginCounters:
+    def __init__(self, metrics, plugin: str) -> None:
+        self.metrics, self.plugin = metrics, plugin
+        self.received = metrics.received.labels(plugin)
+        self.duplicates = metrics.duplicates.labels(plugin)
+        self.routed = metrics.routed.labels(plugin)
+
+    def count(self, outcome: intake.Outcome) -> None:
+        if outcome.counted == "duplicate":
+            self.duplicates.inc()
+        elif outcome.counted == "routed":
+            self.routed.inc()
+        elif outcome.counted == "ignored":
+            self.metrics.ignored.labels(self.plugin, outcome.rule).inc()
+        elif outcome.counted == "dead_lettered":
+            self.metrics.dead_lettered.labels(self.plugin, outcome.rule).inc()

@@ -1,0 +1,377 @@
+"""Every change hookstream makes to Faust's own behaviour, in one place (PERF.md has the figures).
+
+`install(app)` is called by `create_worker`. It changes three things, and (4) is a
+faster way for an agent to write a table:
+
+1. **The consumer's per-message hand-off** (`Consumer._drain_messages`). Faust runs
+   `wait_first(callback(message), suspend_flow.wait())` for every message: four
+   tasks and an `asyncio.wait` per event, so that a rebalance (`stop_flow()`), a
+   stop or a crash can interrupt a callback that is *blocked* (a full stream
+   buffer, flow control, a full producer buffer). `deliver` runs the callback
+   inline up to its first suspension point instead; only a callback that really
+   blocks is handed to the very same `wait_first` race, resumed where it stopped.
+   A callback that did not block could not have been interrupted under Faust's
+   own scheme either (its task would have run to completion in one step), and
+   while the flow is suspended Faust's path is taken unchanged. Acking and commit
+   order are untouched: the loop is Faust 0.15.3's, line for line, but for that call.
+   Safe because: see tests/unit/test_faust_tuning.py (a blocked callback is still
+   interrupted by stop_flow, stop and crash; errors propagate; the loop matches
+   Faust's source) and the SIGKILL and rebalance tests in tests/integration.
+
+2. **The Monitor sensor** (`LeanMonitor`): Faust's default Monitor keeps per-event
+   statistics (latency deques, counters by stream/task/topic, timestamps on every
+   message) that nothing in hookstream reads: the worker exports its own
+   Prometheus counters. The lean one keeps only what Faust itself consults,
+   `stream_inbound_time` (the livelock detector's "stream stopped processing"
+   check), and the infrequent commit/rebalance/assignment bookkeeping.
+
+3. **How the worker's producer fills produce requests** (`NodeBatchingProducer`, the
+   aiokafka producer Faust creates). aiokafka sends a partition's batch only once
+   *that* batch has lingered, so 16 output partitions make up to 16 small produce
+   requests per linger period, one in flight at a time; and `flush()`, which
+   Faust's commit awaits, waits out the linger of open batches. Here, as in the
+   Java producer, once any batch for a broker is ready every batch for that
+   broker goes in the same request, and `flush()` sends open batches at once
+   before waiting for them. Only *when* batches leave changes: per-partition
+   order (one batch in flight per partition), acks, retries, and flush's promise
+   (every record sent before it returns) are aiokafka's.
+
+4. **`TableWriter`, `send_raw`**: an agent's table write and output send without
+   Faust's per-message layers (`Topic.send_soon`/`send`: FutureMessage, serializer
+   registry, the producer buffer and its background task, sensors). The record
+   goes straight to Faust's producer (`app.producer.send`, public), to the same
+   changelog partition `table[key] = value` would use (`partition_for_key`, which
+   also checks co-partitioning), the local store is written through `table.data`
+   as Faust does, and Faust's own `_on_changelog_sent` records the persisted
+   offset. At-least-once holds as before: the record is in the producer's
+   accumulator before the event is acked, and the commit flushes the producer
+   before committing offsets. Unlike `send_soon`, nothing waits in an
+   intermediate buffer that Faust's commit-time flush may give up on after
+   0.1 s, and a record that cannot be sent crashes the worker instead of being
+   logged and skipped (the at-least-once replay then resends it).
+
+If the installed Faust's `_drain_messages` is not the one this was written
+against, (1) is not installed and a warning says so: an upgrade falls back to
+Faust's own path rather than running a stale copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import inspect
+import logging
+import textwrap
+from time import monotonic
+from typing import Any, AsyncIterator, Awaitable, Callable, Optional, cast
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.producer.message_accumulator import MessageAccumulator
+from faust.sensors import Monitor
+from faust.transport import consumer as faust_consumer
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode import Service, ServiceT
+
+log = logging.getLogger(__name__)
+
+# sha256 of the source of faust.transport.consumer.Consumer._drain_messages (faust-streaming 0.15.3).
+DRAIN_MESSAGES_SHA256 = "8f35dd7a11144daa6ec9a3739a497b03a9dd6b57cca18aa861bb4a549400fc68"
+
+_original_drain_messages = faust_consumer.Consumer._drain_messages
+
+
+def install(app: Any) -> None:
+    """Activate the tuning for `app` (and, once per process, the consumer hand-off)."""
+    install_fast_deliver()
+    install_node_batching()
+    if app._monitor is None:
+        app.conf.Monitor = LeanMonitor
+
+
+def faust_drain_source_digest() -> str:
+    source = textwrap.dedent(inspect.getsource(_original_drain_messages))
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+def install_fast_deliver() -> bool:
+    consumer_cls = faust_consumer.Consumer
+    if consumer_cls._drain_messages is _drain_messages:
+        return True
+    digest = faust_drain_source_digest()
+    if digest != DRAIN_MESSAGES_SHA256:
+        log.warning(
+            "faust's Consumer._drain_messages is not the one app/stream/faust_tuning.py was written "
+            "against (sha256 %s): running Faust's own per-message hand-off", digest,
+        )
+        return False
+    consumer_cls._drain_messages = _drain_messages
+    return True
+
+
+def uninstall_fast_deliver() -> None:
+    faust_consumer.Consumer._drain_messages = _original_drain_messages
+
+
+class _Resumed:
+    """Awaitable that continues a coroutine already advanced to its first suspension point.
+
+    It re-yields the future the coroutine is waiting on to whichever task awaits
+    this, then relays results and exceptions (cancellation included) into the
+    coroutine, exactly as that task would have done had it started the coroutine.
+    """
+
+    __slots__ = ("coro", "pending")
+
+    def __init__(self, coro: Any, pending: Any) -> None:
+        self.coro = coro
+        self.pending = pending
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        coro, pending = self.coro, self.pending
+        self.coro = self.pending = None
+        while True:
+            try:
+                sent = yield pending
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # noqa: BLE001 - relayed, not swallowed
+                try:
+                    pending = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    pending = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+async def deliver(consumer: Any, callback: Callable[[Any], Awaitable[None]], message: Any) -> None:
+    """`callback(message)` with Faust's interruption semantics, without a task per message.
+
+    Equivalent to `await consumer.wait_first(callback(message), consumer.suspend_flow.wait())`:
+    a callback that blocks is raced against flow suspension, stop and crash, and
+    cancelled when one of those wins.
+    """
+    suspend_flow = consumer.suspend_flow
+    if suspend_flow.is_set():
+        await consumer.wait_first(callback(message), suspend_flow.wait())
+        return
+    coro = callback(message)
+    try:
+        pending = coro.send(None)
+    except StopIteration:
+        return
+    await consumer.wait_first(_Resumed(coro, pending), suspend_flow.wait())
+
+
+async def _drain_messages(self, fetcher: ServiceT) -> None:  # type: ignore[no-untyped-def]  # pragma: no cover
+    # faust-streaming 0.15.3 `Consumer._drain_messages`, line for line, but for the
+    # line marked "hookstream" (tests/unit/test_faust_tuning.py diffs the two).
+    # This is the background thread started by Fetcher, used to
+    # constantly read messages using Consumer.getmany.
+    # It takes Fetcher as argument, because we must be able to
+    # stop it using `await Fetcher.stop()`.
+    callback = self.callback
+    getmany = self.getmany
+    consumer_should_stop = cast(Service, self)._stopped.is_set
+    fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
+
+    get_read_offset = self._read_offset.__getitem__
+    set_read_offset = self._read_offset.__setitem__
+    flag_consumer_fetching = CONSUMER_FETCHING
+    set_flag = self.diag.set_flag
+    unset_flag = self.diag.unset_flag
+    commit_every = self._commit_every
+    acks_enabled_for = self.app.topics.acks_enabled_for
+
+    yield_every = 100
+    num_since_yield = 0
+    sleep = asyncio.sleep
+
+    try:
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            set_flag(flag_consumer_fetching)
+            ait = cast(AsyncIterator, getmany(timeout=1.0))
+
+            # Sleeping because sometimes getmany is called in a loop
+            # never releasing to the event loop
+            await self.sleep(0)
+            if not self.should_stop:
+                async for tp, message in ait:
+                    num_since_yield += 1
+                    if num_since_yield > yield_every:
+                        await sleep(0)
+                        num_since_yield = 0
+
+                    offset = message.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is None or offset >= r_offset:
+                        gap = offset - (r_offset or 0)
+                        # We have a gap in income messages
+                        if gap > 1 and r_offset:
+                            acks_enabled = acks_enabled_for(message.topic)
+                            if acks_enabled:
+                                await self._add_gap(tp, r_offset + 1, offset)
+                        if commit_every is not None:
+                            if self._n_acked >= commit_every:
+                                self._n_acked = 0
+                                await self.commit()
+                        await deliver(self, callback, message)  # hookstream: was wait_first(callback(message), suspend_flow.wait())
+                        set_read_offset(tp, offset)
+                    else:
+                        self.log.dev(
+                            "DROPPED MESSAGE ROFF %r: k=%r v=%r",
+                            offset,
+                            message.key,
+                            message.value,
+                        )
+                unset_flag(flag_consumer_fetching)
+
+    except self.consumer_stopped_errors:
+        if self.transport.app.should_stop:
+            # we're already stopping so ignore
+            self.log.info("Broker stopped consumer, shutting down...")
+            return
+        raise
+    except asyncio.CancelledError:
+        if self.transport.app.should_stop:
+            # we're already stopping so ignore
+            self.log.info("Consumer shutting down for user cancel.")
+            return
+        raise
+    except Exception as exc:
+        self.log.exception("Drain messages raised: %r", exc)
+        raise
+    finally:
+        unset_flag(flag_consumer_fetching)
+
+
+class NodeBatchingAccumulator(MessageAccumulator):
+    """aiokafka's accumulator, draining whole brokers and flushing without waiting out the linger."""
+
+    def drain_by_nodes(self, ignore_nodes, muted_partitions=frozenset()):  # type: ignore[no-untyped-def]
+        nodes, unknown_leaders_exist = super().drain_by_nodes(ignore_nodes, muted_partitions)
+        if nodes:
+            # A request goes to these brokers anyway: take their other partitions' batches along.
+            for tp in list(self._batches.keys()):
+                if tp in muted_partitions:
+                    continue
+                node_batches = nodes.get(self._cluster.leader_for_partition(tp))
+                if node_batches is None or tp in node_batches:
+                    continue
+                batch = self._pop_batch(tp)
+                if batch.is_empty():
+                    batch.done_noack()
+                else:
+                    node_batches[tp] = batch
+        return nodes, unknown_leaders_exist
+
+    async def flush(self) -> None:
+        for batches in self._batches.values():
+            for batch in batches:
+                # Ready now, yet still open: a send meanwhile joins it instead of waiting
+                # for it to drain (flush_for_commit closes the builder; that would block sends).
+                batch._linger_time = 0
+        if not self._waiter_future.done():
+            self._waiter_future.set_result(None)  # wake the sender
+        await super().flush()
+
+
+class NodeBatchingProducer(AIOKafkaProducer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The sender holds the same object: swapping its class changes both.
+        self._message_accumulator.__class__ = NodeBatchingAccumulator
+
+
+def install_node_batching() -> None:
+    faust_aiokafka.Producer._producer_type = property(lambda self: NodeBatchingProducer)  # type: ignore[assignment]
+
+
+class TableWriter:
+    """`table[key] = value` for a raw-bytes, non-windowed table, from inside its agent (point 4)."""
+
+    def __init__(self, table: Any) -> None:
+        if table.window is not None or table.key_serializer != "raw" or table.value_serializer != "raw":
+            raise ValueError(f"TableWriter writes raw-bytes, non-windowed tables only: {table!r}")
+        self.table = table
+        self.topic = table.changelog_topic.get_topic_name()
+        self.on_sent = functools.partial(_changelog_sent, table)
+
+    async def set(self, key: bytes, value: bytes) -> None:
+        table = self.table
+        partition = table.partition_for_key(key)  # the current event's partition, as Table.on_key_set
+        table.data[key] = value
+        fut = await table.app.producer.send(self.topic, key, value, partition, None, None)
+        fut.add_done_callback(self.on_sent)
+
+
+def _changelog_sent(table: Any, fut: asyncio.Future) -> None:
+    if fut.cancelled() or fut.exception() is not None:
+        _send_failed(table.app, fut)
+    else:
+        table._on_changelog_sent(fut)  # Faust's own: the persisted offset in RocksDB
+
+
+async def send_raw(app: Any, topic: str, key: Optional[bytes], value: Optional[bytes]) -> None:
+    """Produce bytes through Faust's producer; flushed before the next commit, as Topic.send is."""
+    fut = await app.producer.send(topic, key, value, None, None, None)
+    fut.add_done_callback(functools.partial(_check_sent, app))
+
+
+def _check_sent(app: Any, fut: asyncio.Future) -> None:
+    if fut.cancelled() or fut.exception() is not None:
+        _send_failed(app, fut)
+
+
+def _send_failed(app: Any, fut: asyncio.Future) -> None:
+    exc = asyncio.CancelledError() if fut.cancelled() else fut.exception()
+    log.error("a record could not be produced (%r): crashing the worker so that it is replayed", exc)
+    asyncio.ensure_future(app.crash(exc))
+
+
+class LeanMonitor(Monitor):
+    """Faust's Monitor without its per-event statistics (nothing in hookstream reads them).
+
+    Kept: `stream_inbound_time` (read by the consumer's livelock detector) and the
+    per-commit, per-rebalance and per-assignment bookkeeping, which is not per event.
+    """
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        pass
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> Optional[dict]:
+        self.stream_inbound_time[tp] = monotonic()
+        return None
+
+    def on_stream_event_out(self, tp: Any, offset: int, stream: Any, event: Any, state: Optional[dict] = None) -> None:
+        pass
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        pass
+
+    def on_table_get(self, table: Any, key: Any) -> None:
+        pass
+
+    def on_table_set(self, table: Any, key: Any, value: Any) -> None:
+        pass
+
+    def on_table_del(self, table: Any, key: Any) -> None:
+        pass
+
+    def on_send_initiated(self, producer: Any, topic: str, message: Any, keysize: int, valsize: int) -> Any:
+        return None
+
+    def on_send_completed(self, producer: Any, state: Any, metadata: Any) -> None:
+        pass
+
+    def track_tp_end_offset(self, tp: Any, offset: int) -> None:
+        pass
+
+
+__all__ = ["LeanMonitor", "NodeBatchingProducer", "TableWriter", "deliver", "install", "install_fast_deliver",
+           "install_node_batching", "send_raw", "uninstall_fast_deliver"]

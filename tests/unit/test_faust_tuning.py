@@ -1,0 +1,245 @@
+"""app/stream/faust_tuning.py keeps the guarantees of the Faust code it replaces.
+
+`deliver` stands in for `wait_first(callback(message), suspend_flow.wait())` in the
+consumer's drain loop: a callback that blocks must still be interrupted by a
+rebalance (`Consumer.stop_flow()` sets `suspend_flow`), a stop or a crash, exactly
+as before; one that does not block runs inline. The consumer here is a mode
+Service with Faust's `suspend_flow` (an asyncio.Event): `wait_first` is mode's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import inspect
+import textwrap
+
+import pytest
+from mode import Service
+
+from app.stream import faust_tuning
+from aiokafka.structs import TopicPartition as TP
+
+from app.stream.faust_tuning import LeanMonitor, NodeBatchingAccumulator, deliver
+
+
+class Consumer(Service):
+    """What `deliver` uses of faust's Consumer: wait_first (mode's), suspend_flow, stop_flow."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.suspend_flow = asyncio.Event()
+
+    def stop_flow(self) -> None:  # what faust's Consumer.stop_flow does to suspend_flow
+        self.suspend_flow.set()
+
+
+class Blocking:
+    """A conductor callback that blocks on `gate` (a full stream buffer, flow control...)."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.steps: list[str] = []
+
+    async def __call__(self, message: str) -> None:
+        self.steps.append(f"start {message}")
+        try:
+            await self.gate.wait()
+        except asyncio.CancelledError:
+            self.steps.append("cancelled")
+            raise
+        self.steps.append(f"done {message}")
+
+
+class CountingTasks:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop, self.created, self.previous = loop, 0, loop.get_task_factory()
+
+    def __enter__(self) -> "CountingTasks":
+        def factory(loop, coro, **kwargs):
+            self.created += 1
+            return asyncio.Task(coro, loop=loop, **kwargs)
+
+        self.loop.set_task_factory(factory)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.loop.set_task_factory(self.previous)
+
+
+async def test_a_callback_that_does_not_block_runs_inline_without_a_task():
+    consumer, seen = Consumer(), []
+
+    async def callback(message):
+        seen.append(message)
+
+    with CountingTasks(asyncio.get_running_loop()) as tasks:
+        for i in range(100):
+            await deliver(consumer, callback, i)
+    assert seen == list(range(100))
+    assert tasks.created == 0
+
+
+async def test_a_blocked_callback_resumes_where_it_stopped_and_finishes():
+    consumer, callback = Consumer(), Blocking()
+    delivery = asyncio.ensure_future(deliver(consumer, callback, "m1"))
+    await asyncio.sleep(0.01)
+    assert callback.steps == ["start m1"] and not delivery.done()
+    callback.gate.set()
+    await asyncio.wait_for(delivery, 1)
+    assert callback.steps == ["start m1", "done m1"]
+
+
+async def test_a_rebalance_interrupts_a_blocked_callback():
+    consumer, callback = Consumer(), Blocking()
+    delivery = asyncio.ensure_future(deliver(consumer, callback, "m1"))
+    await asyncio.sleep(0.01)
+    consumer.stop_flow()
+    await asyncio.wait_for(delivery, 1)  # the drain loop is free again
+    await asyncio.sleep(0)
+    assert callback.steps == ["start m1", "cancelled"]
+
+
+@pytest.mark.parametrize("event", ["_stopped", "_crashed"])
+async def test_a_stop_or_a_crash_interrupts_a_blocked_callback(event):
+    consumer, callback = Consumer(), Blocking()
+    delivery = asyncio.ensure_future(deliver(consumer, callback, "m1"))
+    await asyncio.sleep(0.01)
+    getattr(consumer, event).set()
+    await asyncio.wait_for(delivery, 1)
+    await asyncio.sleep(0)
+    assert callback.steps == ["start m1", "cancelled"]
+
+
+async def test_while_the_flow_is_suspended_fausts_own_race_is_used():
+    consumer, callback = Consumer(), Blocking()
+    consumer.stop_flow()
+    calls = []
+    original = consumer.wait_first
+
+    async def spy(*coros, **kwargs):
+        calls.append([inspect.iscoroutine(c) for c in coros])
+        return await original(*coros, **kwargs)
+
+    consumer.wait_first = spy
+    await asyncio.wait_for(deliver(consumer, callback, "m1"), 1)
+    await asyncio.sleep(0)
+    assert calls == [[True, True]]  # callback(message), suspend_flow.wait(): Faust's call as is
+    assert "done m1" not in callback.steps
+
+
+@pytest.mark.parametrize("blocks_first", [False, True])
+async def test_errors_in_the_callback_propagate(blocks_first):
+    consumer = Consumer()
+
+    async def callback(message):
+        if blocks_first:
+            await asyncio.sleep(0.001)
+        raise ValueError(f"bad {message}")
+
+    with pytest.raises(ValueError, match="bad m1"):
+        await deliver(consumer, callback, "m1")
+
+
+async def test_a_cancelled_drain_loop_cancels_the_blocked_callback():
+    consumer, callback = Consumer(), Blocking()
+    delivery = asyncio.ensure_future(deliver(consumer, callback, "m1"))
+    await asyncio.sleep(0.01)
+    delivery.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await delivery
+    await asyncio.sleep(0)
+    assert callback.steps == ["start m1", "cancelled"]
+
+
+def _significant_lines(fn) -> list[str]:
+    lines = []
+    for line in textwrap.dedent(inspect.getsource(fn)).splitlines():
+        line = line.split("  #")[0].rstrip()
+        if line.strip() and not line.strip().startswith("#"):
+            lines.append(line)
+    return lines
+
+
+def test_the_drain_loop_is_fausts_but_for_the_hand_off():
+    assert faust_tuning.faust_drain_source_digest() == faust_tuning.DRAIN_MESSAGES_SHA256, (
+        "faust's Consumer._drain_messages changed: re-check app/stream/faust_tuning.py against it"
+    )
+    diff = [
+        line for line in difflib.unified_diff(
+            _significant_lines(faust_tuning._original_drain_messages),
+            _significant_lines(faust_tuning._drain_messages), lineterm="", n=0,
+        )
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
+    assert [line[0] + line[1:].strip() for line in diff] == [
+        "-await self.wait_first(",
+        "-callback(message), self.suspend_flow.wait()",
+        "-)",
+        "+await deliver(self, callback, message)",
+    ]
+
+
+def test_install_replaces_the_drain_loop_and_an_unknown_faust_is_left_alone(monkeypatch):
+    from faust.transport.consumer import Consumer as FaustConsumer
+
+    try:
+        assert faust_tuning.install_fast_deliver()
+        assert FaustConsumer._drain_messages is faust_tuning._drain_messages
+        faust_tuning.uninstall_fast_deliver()
+        monkeypatch.setattr(faust_tuning, "DRAIN_MESSAGES_SHA256", "0" * 64)
+        assert not faust_tuning.install_fast_deliver()
+        assert FaustConsumer._drain_messages is faust_tuning._original_drain_messages
+    finally:
+        faust_tuning.uninstall_fast_deliver()
+
+
+def test_the_lean_monitor_keeps_what_the_livelock_detector_reads():
+    monitor = LeanMonitor()
+    assert monitor.on_stream_event_in("tp", 1, None, None) is None
+    assert "tp" in monitor.stream_inbound_time
+
+
+class Cluster:
+    def leader_for_partition(self, tp):
+        return 0
+
+
+def _accumulator(linger_ms: int) -> NodeBatchingAccumulator:
+    return NodeBatchingAccumulator(Cluster(), 1024 * 1024, 0, 30_000, linger_ms=linger_ms)
+
+
+async def test_a_ready_batch_takes_every_other_batch_for_its_broker_along():
+    acc = _accumulator(linger_ms=60_000)
+    for partition in range(4):
+        await acc.add_message(TP("t", partition), b"k", b"v", timeout=1)
+    nodes, _ = acc.drain_by_nodes(ignore_nodes=set())
+    assert nodes == {}  # nothing has lingered long enough yet
+    acc._batches[TP("t", 2)][0]._builder.close()  # one batch ready (full)
+    nodes, _ = acc.drain_by_nodes(ignore_nodes=set())
+    assert sorted(nodes[0]) == [TP("t", p) for p in range(4)]
+
+
+async def test_a_partition_with_a_batch_in_flight_is_not_drained_twice():
+    acc = _accumulator(linger_ms=60_000)
+    for partition in range(3):
+        await acc.add_message(TP("t", partition), b"k", b"v", timeout=1)
+    acc._batches[TP("t", 0)][0]._builder.close()
+    nodes, _ = acc.drain_by_nodes(ignore_nodes=set(), muted_partitions={TP("t", 1)})
+    assert sorted(nodes[0]) == [TP("t", 0), TP("t", 2)]
+
+
+async def test_flush_sends_lingering_batches_now_and_waits_for_them():
+    acc = _accumulator(linger_ms=60_000)
+    futures = [await acc.add_message(TP("t", p), b"k", b"v", timeout=1) for p in range(2)]
+    flushing = asyncio.ensure_future(acc.flush())
+    await asyncio.sleep(0.01)
+    assert not flushing.done()
+    # A send while the flush waits is not held up by it.
+    futures.append(await asyncio.wait_for(acc.add_message(TP("t", 0), b"k", b"v", timeout=1), 0.1))
+    nodes, _ = acc.drain_by_nodes(ignore_nodes=set())  # what the woken sender does
+    assert sorted(nodes[0]) == [TP("t", 0), TP("t", 1)]
+    for batch in nodes[0].values():
+        batch.done(base_offset=0)
+    await asyncio.wait_for(flushing, 1)
+    assert all(f.done() for f in futures)
