@@ -72,7 +72,9 @@ def decide(
     if expired(entry, now):
         return Decision(Action.ROUTE, fresh, "window expired")
     if entry.partition == partition and entry.offset == offset:
-        return Decision(Action.ROUTE, None, "same message replayed")
+        # Stored again: the crash may have come after the local write but before its
+        # changelog record left, and a rebuild from the changelog must still know the key.
+        return Decision(Action.ROUTE, entry, "same message replayed")
     if redrive:
         return Decision(Action.ROUTE, replace(entry, partition=partition, offset=offset), "redrive")
     if replay_epoch and replay_epoch not in entry.epochs:
@@ -85,5 +87,8 @@ def decide(
 
 
 def purgeable(entry: DedupEntry, now: float) -> bool:
-    """True when the worker may delete the entry: it can no longer block anything."""
+    """True when the worker may delete the entry: it can no longer block anything.
+
+    `now` is the stream time of the entry's partition (the newest event time consumed
+    there), never the wall clock: windows are in event time."""
     return expired(entry, now)

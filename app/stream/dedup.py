@@ -11,7 +11,6 @@ import asyncio
 import functools
 import hashlib
 import logging
-import time
 
 from app import codec
 from app.core import intake
@@ -43,6 +42,10 @@ def register(worker: Worker) -> None:
     deliveries_topic_name = settings.topic("hookstream.deliveries")
     routers: dict[tuple[str, str], tuple[float | None, object]] = {}
     counters = _Counters(metrics)
+    # Newest event time consumed per partition: the purge's clock. Entries expire in event
+    # time, so a worker working through a backlog (or old event times) must not purge by
+    # the wall clock an entry that a redelivery still inside its window would need.
+    stream_time: dict[int, float] = {}
 
     def router_for(delivery: Delivery):
         """(window, route) of the delivery's instance, (None, None) when it is not configured."""
@@ -79,6 +82,9 @@ def register(worker: Worker) -> None:
                 continue
             count = counters.of(delivery.plugin)
             count.received.inc()
+            seen = delivery.received_at.timestamp()
+            if seen > stream_time.get(message.partition, 0.0):
+                stream_time[message.partition] = seen
             stored = store.get(key_bytes)  # the current event's partition, as table.get
             entry = DedupEntry.from_bytes(stored) if stored is not None else None
             window, route = router_for(delivery)
@@ -99,10 +105,11 @@ def register(worker: Worker) -> None:
     async def purge_expired_dedup_entries():
         """Delete entries past their window (Faust window expiry is unreliable after restarts).
 
-        A tombstone goes to the changelog partition the entry was made on (the
-        entry stores it), then the local store forgets the key.
+        An entry is past its window when its partition's stream time (the newest event
+        time consumed there) reached its expiry. A tombstone goes to the changelog
+        partition the entry was made on (the entry stores it), then the local store
+        forgets the key.
         """
-        now = time.time()
         expired: list[tuple[bytes, int]] = []
         live = 0
         for i, (key, raw) in enumerate(dedup_table.data.items()):
@@ -110,7 +117,7 @@ def register(worker: Worker) -> None:
                 continue
             live += 1
             entry = DedupEntry.from_bytes(raw)
-            if purgeable(entry, now):
+            if purgeable(entry, stream_time.get(entry.partition, 0.0)):
                 expired.append((key, entry.partition))
             if i % PURGE_CHUNK == PURGE_CHUNK - 1:
                 await asyncio.sleep(0)

@@ -41,8 +41,8 @@ def test_a_fresh_entry_remembers_where_it_was_made_and_when_it_expires():
     assert decision.entry == DedupEntry(10.0, 70.0, 2, 7)
 
 
-def test_replaying_the_same_message_leaves_the_entry_unchanged():
-    assert decide(SEEN, 1000.0, W, 3, 42).entry is None
+def test_replaying_the_same_message_stores_the_entry_again_so_the_changelog_has_it():
+    assert decide(SEEN, 1000.0, W, 3, 42).entry == SEEN
 
 
 @pytest.mark.parametrize("now, expected", [(1000.0 + W - 0.001, False), (1000.0 + W, True), (1e12, True)])
