@@ -88,7 +88,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         shutil.rmtree(data / "worker", ignore_errors=True)
         run(_prepare(settings))
 
-        if not args.no_worker and _has_worker():
+        if not args.no_worker:
             children.append(Child("worker", hookstream_argv("worker"), env, data / "worker.log").start())
         children.append(Child("ingress", hookstream_argv("ingress"), env, data / "ingress.log").start())
         _wait_ready(f"http://127.0.0.1:{args.port}/readyz", children)
@@ -139,9 +139,3 @@ def _wait_ready(url: str, children: list[Child], timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise CliError(f"the ingress was not ready within {timeout:.0f}s ({url})")
         time.sleep(0.2)
-
-
-def _has_worker() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("app.cli.worker") is not None

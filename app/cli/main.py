@@ -9,7 +9,7 @@ import sys
 from app.cli.common import CliError
 from app.settings import ConfigError
 
-# Command modules, each with `register(subparsers)`. A module that is not there yet is skipped.
+# Command modules, each with `register(subparsers)`.
 COMMAND_MODULES = (
     "app.cli.dev",
     "app.cli.ingress",
@@ -41,13 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

@@ -16,7 +16,7 @@ from app.stream.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
-# Agent modules, each with `register(worker)`; a module not written yet is skipped.
+# Agent modules, each with `register(worker)`.
 STREAM_MODULES = (
     "app.stream.dedup",
     "app.stream.dlq",
@@ -162,11 +162,5 @@ def create_worker(settings: Settings, instances: dict[tuple[str, str], InstanceC
         return web.bytes(generate_latest(worker.metrics.registry), content_type="text/plain; version=0.0.4")
 
     for name in STREAM_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        module.register(worker)
+        importlib.import_module(name).register(worker)
     return worker
