@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -30,6 +30,29 @@ class ActiveJob(BaseModel):
     @property
     def job_id(self) -> str:
         return self.job.job_id
+
+
+def job_sequence(job_id: str) -> int | None:
+    """The order of a source's jobs: a job id is `<sourceId>:<offset of the request that made it>`,
+    and a source's control events share one partition, so a later job has a larger offset.
+    None for ids that carry no offset (a fold run without offsets)."""
+    _, _, tail = job_id.rpartition(":")
+    return int(tail) if tail.isdigit() else None
+
+
+def plan_again(job_id: str, kept_job_id: str | None) -> Literal["list", "reuse", "stale"]:
+    """What the planner does with a plan request, given the job whose plan its source keeps.
+
+    `reuse`: the same job planned again (after a crash): publish the kept plan, the same
+    batches. `stale`: a job older than the kept one, finished long ago (a source's jobs run
+    one at a time): plan nothing. `list`: list the changes anew.
+    """
+    if kept_job_id == job_id:
+        return "reuse"
+    seq, kept_seq = job_sequence(job_id), job_sequence(kept_job_id) if kept_job_id else None
+    if seq is not None and kept_seq is not None and seq < kept_seq:
+        return "stale"
+    return "list"
 
 
 def sync_started(source_id: str, active: ActiveJob) -> SyncStarted:

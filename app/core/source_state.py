@@ -10,7 +10,11 @@ same effects. Invariants it keeps:
 - every started job ends with exactly one `SyncCompleted`, whose counts are the
   sum over the distinct batch indexes reported while it was active;
 - every request id is answered once: started, queued, coalesced, deduplicated
-  or rejected; a redelivery of it (another offset) is `Ignored`.
+  or rejected; a redelivery of it (another offset) is `Ignored`;
+- an incremental job diffs from the commit the source's documents are at (the
+  last succeeded job's commit) when that is known, not from the `before` its
+  requests named: pushes may arrive out of order, and a diff from a `before`
+  the documents are not at would leave them matching no commit.
 """
 
 from __future__ import annotations
@@ -91,6 +95,9 @@ class SourceState(_Model):
     # Request id -> when it is forgotten: a redelivery before then starts nothing.
     seen_requests: dict[str, datetime] = {}
     last_result: LastResult | None = None
+    # The commit the documents are at: that of the last job that succeeded with no failed
+    # file. None when unknown, or when the last job left them partly written.
+    synced_commit: str | None = None
     jobs_created: int = 0
     last_offset: int | None = None
 
@@ -210,6 +217,8 @@ def _with_status(state: SourceState, job_id: str, status: KeyStatus) -> SourceSt
 def _start(state: SourceState, job: JobRequest, now: datetime, policy: Policy) -> Step:
     """Make `job` the active job: announce it, ensure the store once per connection, request its plan."""
     assert state.source_type is not None, "a connected source has a type"
+    if job.mode == "incremental" and state.synced_commit is not None:
+        job = job.model_copy(update={"before": state.synced_commit})
     active = ActiveJob(job=job, started_at=now, deadline=now + policy.deadline)
     effects: list[Effect] = [sync_started(state.source_id, active)]
     if not state.store_ensured:
@@ -230,9 +239,11 @@ def _finish(state: SourceState, status: SyncStatus, error: str | None, now: date
         # A job that ends before its fan-in: batches not yet started are to be skipped.
         effects.append(JobCancelled(job_id=job.job_id, source_id=state.source_id, cancelled_at=now))
     effects.append(completed)
-    state = _with_status(state, job.job_id, status).model_copy(
-        update={"active": None, "last_result": LastResult(job_id=job.job_id, status=status, finished_at=now)}
-    )
+    state = _with_status(state, job.job_id, status).model_copy(update={
+        "active": None,
+        "last_result": LastResult(job_id=job.job_id, status=status, finished_at=now),
+        "synced_commit": completed.commit if status == "succeeded" and not completed.failed else None,
+    })
     if state.pending is not None and state.connection == "connected":
         queued = state.pending
         state, started = _start(state.model_copy(update={"pending": None}), queued, now, policy)

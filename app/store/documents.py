@@ -46,6 +46,22 @@ async def delete(conn: psycopg.AsyncConnection, source_id: str, paths: Iterable[
     return len(paths)
 
 
+async def claim_writes(conn: psycopg.AsyncConnection, source_id: str, job_seq: int) -> bool:
+    """Take the source's write fence for the job numbered `job_seq`, in the caller's transaction.
+
+    True when no newer job has written the source's documents (the fence moves up to
+    `job_seq` and its row stays locked until the transaction ends, so writes of one
+    source serialize); False for a batch of an older job, which must write nothing.
+    """
+    row = await (await conn.execute(
+        "INSERT INTO document_write_fences (source_id, job_seq) VALUES (%s, %s) "
+        "ON CONFLICT (source_id) DO UPDATE SET job_seq = EXCLUDED.job_seq, updated_at = now() "
+        "WHERE document_write_fences.job_seq <= EXCLUDED.job_seq RETURNING job_seq",
+        (source_id, job_seq),
+    )).fetchone()
+    return row is not None
+
+
 async def paths(conn: psycopg.AsyncConnection, source_id: str) -> set[str]:
     rows = await (await conn.execute("SELECT path FROM documents WHERE source_id = %s", (source_id,))).fetchall()
     return {r[0] for r in rows}

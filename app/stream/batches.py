@@ -4,6 +4,12 @@ Crash safety by order: documents are committed in PostgreSQL, then
 `BatchCompleted` is acknowledged by the broker, then the batch's offset is
 committed. A crash in between re-processes the batch: the rows converge and
 the fold counts the batch index once.
+
+A batch re-consumed after a crash or a rebalance may come after a later job of
+its source already wrote (a source's jobs are serialized, its batches are not
+on one partition): the source's write fence (`documents.claim_writes`) makes
+such a batch write nothing, so it cannot bring back old content or deleted
+paths. Its job has completed; the fold ignores its report.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ import logging
 
 from app import codec
 from app.core.batch_outcome import count
-from app.core.documents import to_document
+from app.core.documents import Document, to_document
+from app.core.jobs import job_sequence
 from app.events import BatchCompleted, FileBatch, utcnow
 from app.sources import SourceError
 from app.store import documents
@@ -22,6 +29,16 @@ from app.stream.app import Worker
 from app.stream.cancellations import CancelledJobs
 
 log = logging.getLogger(__name__)
+
+
+async def write_batch(conn, batch: FileBatch, docs: list[Document], deletes: list[str]) -> int | None:
+    """Upsert and delete one batch's documents in the caller's transaction; returns the deletes
+    counted, or None, writing nothing, when a later job of the source has already written."""
+    seq = job_sequence(batch.job_id)
+    if seq is not None and not await documents.claim_writes(conn, batch.source_id, seq):
+        return None
+    await documents.upsert(conn, batch.source_id, docs, batch.commit, batch.job_id)
+    return await documents.delete(conn, batch.source_id, deletes)
 
 
 def register(worker: Worker) -> None:
@@ -68,11 +85,13 @@ def register(worker: Worker) -> None:
                 failures = [(f.path, str(exc)) for f in upserts]
                 docs = []
 
-            async def write(conn):
-                await documents.upsert(conn, batch.source_id, docs, batch.commit, batch.job_id)
-                return await documents.delete(conn, batch.source_id, deletes)
-
-            deleted = await in_transaction(await worker.pool(), write, f"batch {batch.job_id}/{batch.batch_index}")
+            deleted = await in_transaction(await worker.pool(), lambda conn: write_batch(conn, batch, docs, deletes),
+                                           f"batch {batch.job_id}/{batch.batch_index}")
+            if deleted is None:
+                log.info("batch %s/%d not written: a later job of %s already wrote its documents",
+                         batch.job_id, batch.batch_index, batch.source_id)
+                await report(batch, cancelled=True)
+                continue
             c = count(docs, failures, deleted)
             await report(batch, processed=c.processed, failed=c.failed, deleted=c.deleted, skipped=c.skipped,
                          documents_written=c.documents_written, bytes=c.bytes, errors=c.errors)

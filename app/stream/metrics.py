@@ -22,3 +22,5 @@ class WorkerMetrics:
         self.control_ignored = Counter("hookstream_control_ignored", "Control events ignored by an explicit rule (late, duplicate)", ["rule"], registry=r)
         self.dedup_entries = Gauge("hookstream_dedup_entries", "Dedup entries held by this worker at the last purge scan", registry=r)
         self.purged = Counter("hookstream_dedup_entries_purged", "Dedup entries purged past their window", registry=r)
+        self.projected = Counter("hookstream_projection_records", "Records consumed by the PostgreSQL projections, by outcome",
+                                 ["projection", "outcome"], registry=r)

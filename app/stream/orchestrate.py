@@ -6,6 +6,9 @@ PostgreSQL) before the new state is stored; a crash in between re-folds the
 same event from the old state and re-sends the same effects (job ids are
 derived from offsets, downstream stages are idempotent). The reverse order
 would lose effects: the state's offset fence would skip the replayed event.
+
+The `sources` projection of each record runs here too, after the fold: a topic
+must have one agent (`app.stream.projections.project_sources_record` says why).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from app.events import ControlRecord, DeadlineReached, utcnow
 from app.store import documents
 from app.store.db import in_transaction
 from app.stream.app import Worker
+from app.stream.projections import project_sources_record
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,7 @@ def register(worker: Worker) -> None:
             except codec.DecodeError as exc:
                 log.error("undecodable control event at %d/%d ignored by rule: %s", message.partition, message.offset, exc)
                 metrics.control_ignored.labels("undecodable").inc()
+                await project_sources_record(worker, message, None)
                 continue
             key = message.key or record.source_id.encode()
             stored = sources.get(key)
@@ -76,10 +81,15 @@ def register(worker: Worker) -> None:
                 pending.append(await sink(where.topic).send(
                     key=codec.encode_key(where.key), value=codec.encode(effect), force=True,
                 ))
+            if pending:
+                # Send now: awaiting the acks alone would wait out the producer's linger on
+                # every control event (50 ms: the orchestrator then folds ~20 events a second).
+                await app.producer.flush()
             for fut in pending:
                 await fut
             if new_state is not state:
                 sources[key] = new_state.to_json()
+            await project_sources_record(worker, message, record)
 
     @app.timer(interval=settings.deadline_check_interval_seconds)
     async def emit_reached_deadlines():

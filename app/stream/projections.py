@@ -10,6 +10,8 @@ fence, so a rebuild into an empty schema gives the same rows (DESIGN.md §5).
   row depends on: those records are skipped before any transaction and counted
   `not_projected`. Skipping them needs no fence: the fence keeps the highest
   applied offset per partition, and the next source event stores a higher one.
+  It runs inside `orchestrate_syncs`, the control topic's one agent (see
+  `project_sources_record`).
 - `project_sync_jobs` reads `hookstream.sync.events` and `hookstream.sync.completed`
   into `sync_jobs` (and the first answer of each request into `sync_requests`).
   Two topics have no order between them, and two workers may hold the same
@@ -22,7 +24,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from prometheus_client import Counter
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -170,12 +171,29 @@ async def project_sync_record(pool: AsyncConnectionPool, topic: str, partition: 
 
 # --- agents ------------------------------------------------------------------------------------
 
+async def project_sources_record(worker: Worker, message: Any, record: Record | None) -> None:
+    """`project_sources` for one control record, called by `orchestrate_syncs` for each it consumes.
+
+    Not an agent of its own: Faust hangs a rebalance (and a clean stop) for ever when two
+    agents read one topic. It counts a record once per agent, clears the agents' queues
+    on a revocation without releasing the copies they held, then waits until every record
+    an agent began is finished by all (`Consumer.wait_empty`). Found by
+    tests/faults/test_rebalance.py: a second worker joining under load never got a partition.
+    """
+    projected = worker.metrics.projected
+    if record is None:
+        projected.labels(SOURCES_CONSUMER, UNDECODABLE).inc()
+        return
+    if not is_source_event(record):
+        projected.labels(SOURCES_CONSUMER, NOT_PROJECTED).inc()
+        return
+    outcome = await project_source_event(await worker.pool(), message.topic, message.partition, message.offset, record)
+    projected.labels(SOURCES_CONSUMER, outcome).inc()
+
+
 def register(worker: Worker) -> None:
     app, settings = worker.app, worker.settings
-    projected = Counter(
-        "hookstream_projection_records", "Records consumed by the PostgreSQL projections, by outcome",
-        ["projection", "outcome"], registry=worker.metrics.registry,
-    )
+    projected = worker.metrics.projected
     sync_topics = {settings.topic(name): name for name in (SYNC_EVENTS, SYNC_COMPLETED)}
 
     def decoded(projection: str, logical: str, message: Any) -> Record | None:
@@ -188,20 +206,6 @@ def register(worker: Worker) -> None:
             log.error("%s: undecodable record on %s[%d]@%d, not projected: %s",
                       projection, message.topic, message.partition, message.offset, exc)
             return None
-
-    @app.agent(worker.topic(CONTROL), name=SOURCES_CONSUMER, concurrency=1)
-    async def project_sources(stream):
-        async for event in stream.events():
-            message = event.message
-            record = decoded(SOURCES_CONSUMER, CONTROL, message)
-            if record is None:
-                continue
-            if not is_source_event(record):
-                projected.labels(SOURCES_CONSUMER, NOT_PROJECTED).inc()
-                continue
-            outcome = await project_source_event(await worker.pool(), message.topic, message.partition,
-                                                 message.offset, record)
-            projected.labels(SOURCES_CONSUMER, outcome).inc()
 
     sync_channel = app.topic(*sync_topics, key_type=bytes, value_type=bytes, key_serializer="raw",
                              value_serializer="raw")

@@ -1,0 +1,54 @@
+"""The plan of each source's latest job, kept so that planning a job again publishes the same batches.
+
+A job is planned again when the planner stopped between publishing the job's
+batches and committing its plan request (a crash, a rebalance). Listing again
+need not give the same plan: a job that names no commit lists the branch as it
+is now, and a full job's stale paths depend on the documents, which batches of
+the first plan may have changed already. Two plans under one job id would mix
+their batches (same keys, other files) in the documents and in the counts, so
+the first plan of a job is kept here and a second planning publishes it again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from app.events import FileChange
+
+
+@dataclass(frozen=True)
+class KeptPlan:
+    job_id: str
+    commit: str | None
+    files: list[FileChange]
+
+
+def _kept(row) -> KeptPlan | None:
+    if row is None:
+        return None
+    job_id, commit, files = row
+    return KeptPlan(job_id, commit, [FileChange.model_validate(f) for f in files])
+
+
+async def kept(conn: psycopg.AsyncConnection, source_id: str) -> KeptPlan | None:
+    """The plan of the source's latest planned job, if any."""
+    cur = await conn.execute("SELECT job_id, commit, files FROM sync_plans WHERE source_id = %s", (source_id,))
+    return _kept(await cur.fetchone())
+
+
+async def keep(conn: psycopg.AsyncConnection, source_id: str, job_id: str, job_seq: int, commit: str | None,
+               files: list[FileChange]) -> KeptPlan:
+    """Keep this plan unless a plan of this job or a later one is kept already; returns the plan that is kept."""
+    await conn.execute(
+        "INSERT INTO sync_plans (source_id, job_id, job_seq, commit, files) VALUES (%s, %s, %s, %s, %s) "
+        "ON CONFLICT (source_id) DO UPDATE SET job_id = EXCLUDED.job_id, job_seq = EXCLUDED.job_seq, "
+        "commit = EXCLUDED.commit, files = EXCLUDED.files, planned_at = now() "
+        "WHERE sync_plans.job_seq < EXCLUDED.job_seq",
+        (source_id, job_id, job_seq, commit, Jsonb([f.model_dump(mode="json") for f in files])),
+    )
+    found = await kept(conn, source_id)
+    assert found is not None
+    return found
