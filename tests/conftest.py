@@ -45,3 +45,27 @@ async def settings(broker, postgres):
 def _quiet_kafka_logs():
     for name in ("aiokafka", "kafka", "faust", "mode"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """The fault suite's table of figures (tests/faults), gathered from the reports'
+    user_properties so that it also works when the scenarios ran in xdist workers."""
+    from tests.faults.checker import Figures, table
+
+    import json
+
+    seen: dict[str, Figures] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for name, value in getattr(report, "user_properties", ()):
+                if name == "fault_figures":
+                    seen[json.dumps(value, sort_keys=True, default=str)] = Figures(**value)
+    figures = list(seen.values())
+    if not figures:
+        return
+    terminalreporter.section("fault suite figures")
+    for line in table(figures):
+        terminalreporter.write_line(line)
+    total = sum(f.acknowledged for f in figures)
+    seconds = sum(f.seconds for f in figures)
+    terminalreporter.write_line(f"{len(figures)} scenarios, {total} acknowledged deliveries, {seconds:.0f} s of scenarios")

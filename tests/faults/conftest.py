@@ -2,7 +2,8 @@
 
 `pytest tests/faults --long` multiplies the load (for manual runs); the default
 is the CI size. The figures of every scenario are printed at the end of the
-session, so they appear in CI's output.
+session by tests/conftest.py (the root conftest: under pytest-xdist the controller that
+prints the summary never loads this one), so they appear in CI's output.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 
 import pytest
 
-from tests.faults.checker import FIGURES, Figures, table
+from tests.faults.checker import FIGURES
 
 LONG_SCALE = 5
 
@@ -42,21 +43,3 @@ def _report_figures(request: pytest.FixtureRequest):
     yield
     for figures in FIGURES[before:]:
         request.node.user_properties.append(("fault_figures", dataclasses.asdict(figures)))
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    seen: dict[tuple, Figures] = {}
-    for reports in terminalreporter.stats.values():
-        for report in reports:
-            for name, value in getattr(report, "user_properties", ()):
-                if name == "fault_figures":
-                    seen[tuple(sorted(value.items()))] = Figures(**value)
-    figures = list(seen.values())
-    if not figures:
-        return
-    terminalreporter.section("fault suite figures")
-    for line in table(figures):
-        terminalreporter.write_line(line)
-    total = sum(f.acknowledged for f in figures)
-    seconds = sum(f.seconds for f in figures)
-    terminalreporter.write_line(f"{len(figures)} scenarios, {total} acknowledged deliveries, {seconds:.0f} s of scenarios")
