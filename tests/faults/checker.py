@@ -224,13 +224,13 @@ COUNT_FIELDS = ("files_listed", "processed", "failed", "deleted", "skipped", "do
 
 
 async def check(scenario: str, stack: FaultStack, provider: Provider, repos: list[MirrorRepo], started: float,
-                settled: str = "") -> Figures:
+                settled: str = "", read_idle: float = 0.6) -> Figures:
     settings = stack.settings
     sources = {r.source_id: r for r in repos}
     fig = Figures(scenario, acknowledged=provider.acknowledged)
     if settled:
         fig.details.append(settled)
-    topics = await read_topics(settings, (DELIVERIES, CONTROL, PLANS, EVENTS, COMPLETED, DLQ))
+    topics = await read_topics(settings, (DELIVERIES, CONTROL, PLANS, EVENTS, COMPLETED, DLQ), idle=read_idle, timeout=120)
 
     # Lost: acknowledged, then not in Kafka, not routed, or never answered.
     in_kafka = {d.key for d, _, _ in topics[DELIVERIES]}
@@ -294,9 +294,6 @@ async def check(scenario: str, stack: FaultStack, provider: Provider, repos: lis
         if plan.source_id in sources and plan.job_id not in plans:
             plans[plan.job_id] = plan
     rows = await _documents(settings, set(sources))
-    async with await _connect(settings) as conn:
-        fences = await (await conn.execute('SELECT consumer, topic, partition, "offset" FROM applied_offsets ORDER BY 1,2,3')).fetchall()
-    fig.details.append(f"DEBUG fences {[f for f in fences if 'completed' in f[1]]}")
     jobs_rows = await _sync_jobs(settings, set(completions))
     bad_jobs: set[str] = set()
     for source_id, repo in sources.items():
@@ -360,7 +357,7 @@ def _check_source(fig: Figures, repo: MirrorRepo, jobs: list[list[tuple[SyncComp
             projected = {f: row[f] for f in COUNT_FIELDS}
             if projected != reported or row["status"] != done.status or sorted(row["request_ids"]) != sorted(done.request_ids):
                 bad(job, f"sync_jobs row {row['status']} {_delta(projected, reported)} vs sync.completed")
-                fig.details.append(f"DEBUG completion copies at {[(p, o) for _, p, o in copies]}")
+                fig.details.append(f"  its completion is at (partition, offset) {[(p, o) for _, p, o in copies]}")
         for path in deletes:
             sim.pop(path, None)
         for path, oid in upserts.items():
@@ -392,7 +389,7 @@ def _check_source(fig: Figures, repo: MirrorRepo, jobs: list[list[tuple[SyncComp
         trail = [(c[0][0].job_id.rsplit(":", 1)[1], plans[c[0][0].job_id].mode[0] if c[0][0].job_id in plans else "?",
                   idx.get(plans[c[0][0].job_id].before) if c[0][0].job_id in plans else None, idx.get(c[0][0].commit))
                  for c in jobs[-6:]]
-        fig.details.append(f"DEBUG {repo.source_id} jobs (offset, mode, before, commit): {trail}")
+        fig.details.append(f"  {repo.source_id}'s last jobs (offset, mode, before, commit as commit index): {trail}")
         fig.details.append(f"docs: {repo.source_id}: {len(differing)} paths differ, e.g. "
                            + "; ".join(f"{p}: row {rows.get(p)} oracle {sim.get(p)}" for p in sample))
 

@@ -235,7 +235,7 @@ class FaultStack:
         if kill:
             worker.kill()
         else:
-            worker.stop()
+            await asyncio.to_thread(worker.stop)  # SIGTERM, then SIGKILL after its stop timeout
         self.workers.remove(worker)
         return self.start_worker(worker.data_dir)
 

@@ -49,13 +49,14 @@ async def connected(stack: FaultStack, repos: list[MirrorRepo], timeout: float =
 
 class Scenario:
     def __init__(self, name: str, stack: FaultStack, repos: list[MirrorRepo], traffic: Traffic, seed: int = 0,
-                 settle_timeout: float = 120.0) -> None:
+                 settle_timeout: float = 120.0, read_idle: float = 0.6) -> None:
         self.name = name
         self.stack = stack
         self.repos = repos
         self.traffic = traffic
         self.sources = {r.source_id for r in repos}
         self.settle_timeout = settle_timeout
+        self.read_idle = read_idle
         self.provider = Provider(stack.ingress.url, stack.settings, seed=seed)
         self.tail = TopicTail(stack.settings, TAILED)
         self.load: asyncio.Task | None = None
@@ -130,10 +131,7 @@ class Scenario:
         """Let the load end, wait until everything acknowledged is done, check, record, assert."""
         assert self.load is not None
         await asyncio.wait_for(self.load, load_timeout)
-        print("TIMING load done", time.monotonic() - self.started, flush=True)
         settled = await settle(self.stack, self.tail, self.provider, self.repos, timeout=self.settle_timeout)
-        print("TIMING settled", time.monotonic() - self.started, flush=True)
-        fig = await check(self.name, self.stack, self.provider, self.repos, self.started, settled)
-        print("TIMING checked", time.monotonic() - self.started, flush=True)
+        fig = await check(self.name, self.stack, self.provider, self.repos, self.started, settled, self.read_idle)
         assert_clean(fig, self.provider, self.stack)
         return fig

@@ -16,8 +16,8 @@ from tests.faults.load import Traffic
 from tests.faults.scenario import Scenario, connected, mirrors
 
 SOURCES = 10
-PUSHES = 70
-SECONDS = 12.0
+PUSHES = 140
+SECONDS = 18.0
 
 
 async def two_stacks_worth(broker, postgres, tmp_path, seed: int, first_id: int, scale: int):

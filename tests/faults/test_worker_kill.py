@@ -15,8 +15,8 @@ from tests.faults.load import Traffic
 from tests.faults.scenario import Scenario, connected, mirrors
 
 SOURCES = 10
-PUSHES = 70
-SECONDS = 11.0
+PUSHES = 140
+SECONDS = 18.0
 
 
 @pytest.fixture(scope="module")
