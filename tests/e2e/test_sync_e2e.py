@@ -195,7 +195,8 @@ async def test_a_disconnect_mid_sync_cancels_with_partial_counts_and_skips_unsta
     await send_control(settings, disconnected(source))
     (done,) = await completions(settings, source, alive=worker.alive)
     assert done.status == "cancelled"
-    assert 0 < done.processed + done.skipped < 3000
+    # Partial: the disconnect may be folded before or after the first BatchCompleted.
+    assert 0 <= done.processed + done.skipped < 3000
     # What the job reports is what it wrote before the cancellation, nothing more.
     await wait_until(lambda: _quiet_rows(settings, source), timeout=60, what="batches drained")
     rows = await documents(settings, source)
