@@ -1,7 +1,7 @@
 """Every change hookstream makes to Faust's own behaviour, in one place (PERF.md has the figures).
 
-`install(app)` is called by `create_worker`. It changes three things, and (4) is a
-faster way for an agent to write a table:
+`install(app)` is called by `create_worker`. It changes three things, fixes two
+ways Faust loses records (5, 6), and (4) is a faster way for an agent to write a table:
 
 1. **The consumer's per-message hand-off** (`Consumer._drain_messages`). Faust runs
    `wait_first(callback(message), suspend_flow.wait())` for every message: four
@@ -13,7 +13,8 @@ faster way for an agent to write a table:
    A callback that did not block could not have been interrupted under Faust's
    own scheme either (its task would have run to completion in one step), and
    while the flow is suspended Faust's path is taken unchanged. Acking and commit
-   order are untouched: the loop is Faust 0.15.3's, line for line, but for that call.
+   order are untouched: the loop is Faust 0.15.3's, line for line, but for that call
+   and the gap handling of point 6.
    Safe because: see tests/unit/test_faust_tuning.py (a blocked callback is still
    interrupted by stop_flow, stop and crash; errors propagate; the loop matches
    Faust's source) and the SIGKILL and rebalance tests in tests/integration.
@@ -50,8 +51,34 @@ faster way for an agent to write a table:
    0.1 s, and a record that cannot be sent crashes the worker instead of being
    logged and skipped (the at-least-once replay then resends it).
 
+5. **Resuming an active flow does not empty the stream buffers** (`KeepBuffersFlowControl`).
+   `app.flow_control.resume()` clears every agent's stream buffer, so that records
+   fetched before a rebalance are not processed after it. But Faust's recovery
+   resumes the flow twice: once to read the changelogs, and again once the
+   tables are restored, *after* it resumed the stream partitions and sought them
+   to their committed offsets. Records fetched in between (the consumer's flow is
+   already active) sit in the buffers at that second resume and were thrown away
+   while the fetch position stayed past them: lost until the next restart, and
+   for good once a later record made the consumer fill the "gap" (6). Found by
+   tests/integration/test_dedup_faults.py (a restarted worker routed 15 of its 250
+   deliveries, then nothing) and tests/faults/test_rebalance.py. A buffer is now
+   cleared only by a resume that ends a suspension (a rebalance, a stop): exactly
+   the records Faust meant to discard.
+
+6. **No offset gaps on hookstream's own topics** (`on_offset_jump`). When the next
+   record of a partition is more than one offset past the last one read, Faust
+   marks the offsets in between as done (for compacted topics and transaction
+   markers) and commits past them. hookstream's consumed topics are neither
+   compacted nor transactional (tests/unit/test_topics.py), so there the jump
+   only ever means the consumer's read position was reset by a seek (recovery
+   does that while records are in flight) or that records were dropped in the
+   process: marking them done would commit past records that are still buffered
+   or were never processed. The drain loop now logs the jump and lets the acks
+   decide the commit: at worst a partition's commit waits, and a restart
+   replays from it. Topics without acks (table changelogs) never had gaps filled.
+
 If the installed Faust's `_drain_messages` is not the one this was written
-against, (1) is not installed and a warning says so: an upgrade falls back to
+against, (1) and (6) are not installed and a warning says so: an upgrade falls back to
 Faust's own path rather than running a stale copy.
 """
 
@@ -73,6 +100,7 @@ from faust.transport import consumer as faust_consumer
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import Service, ServiceT
+from mode.utils.queues import FlowControlEvent
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +116,7 @@ def install(app: Any) -> None:
     install_node_batching()
     if app._monitor is None:
         app.conf.Monitor = LeanMonitor
+    keep_buffers_on_active_resume(app.flow_control)
 
 
 def faust_drain_source_digest() -> str:
@@ -170,7 +199,7 @@ async def deliver(consumer: Any, callback: Callable[[Any], Awaitable[None]], mes
 
 async def _drain_messages(self, fetcher: ServiceT) -> None:  # type: ignore[no-untyped-def]  # pragma: no cover
     # faust-streaming 0.15.3 `Consumer._drain_messages`, line for line, but for the
-    # line marked "hookstream" (tests/unit/test_faust_tuning.py diffs the two).
+    # two lines marked "hookstream" (tests/unit/test_faust_tuning.py diffs the two).
     # This is the background thread started by Fetcher, used to
     # constantly read messages using Consumer.getmany.
     # It takes Fetcher as argument, because we must be able to
@@ -215,7 +244,7 @@ async def _drain_messages(self, fetcher: ServiceT) -> None:  # type: ignore[no-u
                         if gap > 1 and r_offset:
                             acks_enabled = acks_enabled_for(message.topic)
                             if acks_enabled:
-                                await self._add_gap(tp, r_offset + 1, offset)
+                                on_offset_jump(tp, r_offset, offset)  # hookstream: was await self._add_gap(tp, r_offset + 1, offset)
                         if commit_every is not None:
                             if self._n_acked >= commit_every:
                                 self._n_acked = 0
@@ -248,6 +277,32 @@ async def _drain_messages(self, fetcher: ServiceT) -> None:  # type: ignore[no-u
         raise
     finally:
         unset_flag(flag_consumer_fetching)
+
+
+def on_offset_jump(tp: Any, read: int, offset: int) -> None:
+    """Point 6: the next record is `offset`, the last one read was `read`; no gap is filled."""
+    log.info(
+        "%s[%d]: next record at offset %d, last read %d (a seek reset the read position, or records "
+        "were dropped): offsets in between are committed only once processed", tp.topic, tp.partition,
+        offset, read,
+    )
+
+
+class KeepBuffersFlowControl(FlowControlEvent):
+    """Point 5: `resume()` clears the stream buffers only when it ends a suspension."""
+
+    def resume(self) -> None:
+        if self.is_active():
+            return  # nothing was suspended: the buffers hold live records
+        super().resume()
+
+
+def keep_buffers_on_active_resume(flow_control: FlowControlEvent) -> None:
+    # The app (and every queue registered with it) holds this very object: swap its class.
+    if type(flow_control) is FlowControlEvent:
+        flow_control.__class__ = KeepBuffersFlowControl
+    elif not isinstance(flow_control, KeepBuffersFlowControl):
+        raise TypeError(f"unexpected flow control {type(flow_control)!r}: see faust_tuning point 5")
 
 
 class NodeBatchingAccumulator(MessageAccumulator):
@@ -373,5 +428,6 @@ class LeanMonitor(Monitor):
         pass
 
 
-__all__ = ["LeanMonitor", "NodeBatchingProducer", "TableWriter", "deliver", "install", "install_fast_deliver",
-           "install_node_batching", "send_raw", "uninstall_fast_deliver"]
+__all__ = ["KeepBuffersFlowControl", "LeanMonitor", "NodeBatchingProducer", "TableWriter", "deliver", "install",
+           "install_fast_deliver", "install_node_batching", "keep_buffers_on_active_resume", "on_offset_jump", "send_raw",
+           "uninstall_fast_deliver"]

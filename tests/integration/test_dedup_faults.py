@@ -9,7 +9,6 @@ from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 
 import aiohttp
-import pytest
 
 from tests.integration.test_dedup_stream import delivery, sync_request_body
 from tests.support.kafka import produce, read_all
@@ -71,8 +70,6 @@ async def _routed_so_far(s, at_least: int) -> bool:
     return len(records) >= at_least
 
 
-@pytest.mark.xfail(strict=False, reason="OPEN BUG: sometimes loses records after a worker (re)joins its group "
-                   "(Faust offset gaps committed past; seen since app/stream/faust_tuning.py, same as tests/faults/test_rebalance.py)")
 async def test_a_worker_whose_rocksdb_was_deleted_rebuilds_from_the_changelog_and_still_drops_redeliveries(settings, tmp_path):
     s = settings.model_copy(update={"instances_file": instances(tmp_path)})
     first = [delivery("generic-hmac", "a", f"d-{i}", sync_request_body(i), T0 + timedelta(seconds=i)) for i in range(200)]

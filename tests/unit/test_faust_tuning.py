@@ -173,11 +173,54 @@ def test_the_drain_loop_is_fausts_but_for_the_hand_off():
         if line[:1] in "+-" and not line.startswith(("+++", "---"))
     ]
     assert [line[0] + line[1:].strip() for line in diff] == [
+        "-await self._add_gap(tp, r_offset + 1, offset)",
+        "+on_offset_jump(tp, r_offset, offset)",
         "-await self.wait_first(",
         "-callback(message), self.suspend_flow.wait()",
         "-)",
         "+await deliver(self, callback, message)",
     ]
+
+
+def test_the_topics_agents_read_are_neither_compacted_nor_transactional(tmp_path):
+    """Point 6 holds only there: an offset jump on such a topic is never a real gap."""
+    from app.settings import Settings
+    from app.stream.app import create_worker
+    from app.topology import load_specs
+
+    settings = Settings(worker_data_dir=tmp_path, topic_prefix="p.")
+    worker = create_worker(settings, instances={})
+    read = {topic for agent in worker.app.agents.values() for topic in agent.channel.topics}
+    specs = {spec.name: spec for spec in load_specs(settings.topics_dir, "p.")}
+    assert read and read <= set(specs)
+    assert {name: specs[name].config.get("cleanup.policy") for name in read} == {name: "delete" for name in read}
+    assert worker.app.conf.processing_guarantee.value == "at_least_once"
+
+
+async def test_resuming_an_active_flow_keeps_the_stream_buffers():
+    from mode.utils.queues import FlowControlEvent, FlowControlQueue
+
+    flow = FlowControlEvent(initially_suspended=True)
+    faust_tuning.keep_buffers_on_active_resume(flow)
+    buffer = FlowControlQueue(maxsize=10, flow_control=flow, clear_on_resume=True)
+    buffer.put_nowait("stale")
+    flow.resume()  # ends the initial suspension: Faust's clear, as before
+    assert buffer.qsize() == 0
+    buffer.put_nowait("live")
+    flow.resume()  # recovery's second resume, the flow never suspended in between
+    assert buffer.get_nowait() == "live"
+    buffer.put_nowait("fetched before a rebalance")
+    flow.suspend()
+    flow.resume()
+    assert buffer.qsize() == 0
+
+
+def test_the_app_flow_control_is_the_keeping_one(tmp_path):
+    from app.settings import Settings
+    from app.stream.app import create_worker
+
+    worker = create_worker(Settings(worker_data_dir=tmp_path, topic_prefix="p."), instances={})
+    assert isinstance(worker.app.flow_control, faust_tuning.KeepBuffersFlowControl)
 
 
 def test_install_replaces_the_drain_loop_and_an_unknown_faust_is_left_alone(monkeypatch):
