@@ -37,7 +37,7 @@ from app.embedded.supervisor import Child, hookstream_argv
 from app.settings import Settings
 from app.store.db import migrate
 from tests.support.services import isolated_settings, wait_until
-from tests.support.stack import WorkerProcess, write_instances
+from tests.support.stack import ChildProcess, WorkerProcess, write_instances
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def start_postgres_again(pg: EmbeddedPostgres) -> None:
 
 
 @dataclass
-class IngressProcess:
+class IngressProcess(ChildProcess):
     """`hookstream ingress` in a child process on a fixed port (a restart reuses it)."""
 
     settings: Settings
@@ -154,23 +154,6 @@ class IngressProcess:
                 return False
 
         await wait_until(answers_ready, timeout=timeout, interval=0.1, what="the ingress to be ready")
-
-    def kill(self) -> None:
-        assert self.child is not None
-        self.child.kill()
-
-    def stop(self) -> None:
-        if self.child is not None:
-            self.child.stop()
-
-    def alive(self) -> bool:
-        return self.child is not None and self.child.alive
-
-    def log_tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return "<no log>"
 
 
 # -- one scenario's system -------------------------------------------------------------------

@@ -39,8 +39,33 @@ def _toml(value) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+class ChildProcess:
+    """What a test does with a hookstream child process: kill, stop, ask if alive, read its log.
+    Subclasses hold `child` (a Child once started) and `log_path`."""
+
+    child: Child | None
+    log_path: Path
+
+    def kill(self) -> None:
+        assert self.child is not None
+        self.child.kill()
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.child.stop()
+
+    def alive(self) -> bool:
+        return self.child is not None and self.child.alive
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "<no log>"
+
+
 @dataclass
-class WorkerProcess:
+class WorkerProcess(ChildProcess):
     """`hookstream worker` in a child process with its own data dir and web port."""
 
     settings: Settings
@@ -60,23 +85,6 @@ class WorkerProcess:
         })
         self.child = Child("worker", hookstream_argv("worker"), env, self.log_path, stop_timeout=10).start()
         return self
-
-    def kill(self) -> None:
-        assert self.child is not None
-        self.child.kill()
-
-    def stop(self) -> None:
-        if self.child is not None:
-            self.child.stop()
-
-    def alive(self) -> bool:
-        return self.child is not None and self.child.alive
-
-    def log_tail(self, n: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return "<no log>"
 
     @property
     def metrics_url(self) -> str:
