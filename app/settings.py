@@ -175,8 +175,15 @@ class Settings(BaseSettings):
     worker_web_host: str = "127.0.0.1"
     worker_web_port: int = 6066
     broker_session_timeout_seconds: float = 10.0
+    # How long the worker's consumer lets the broker hold a fetch with no new records (Faust
+    # hard-codes 1500 ms). Kafka answers as soon as records arrive, so this only paces idle
+    # polling there; the embedded tansu answers when the wait ends, so every hop of a sync
+    # (control, plans, batches, control) would wait up to this long.
+    consumer_fetch_max_wait_ms: int = Field(default=100, ge=1, le=10_000)
     dedup_purge_interval_seconds: float = Field(default=60.0, gt=0)
     batch_size: int = Field(default=50, ge=1, le=10_000)
+    # File batches one worker processes at once (fetch, transform, write overlap across them).
+    batch_concurrency: int = Field(default=4, ge=1, le=64)
     # Files larger than this are stored as metadata only (counted as skipped).
     max_text_bytes: int = Field(default=1024 * 1024, ge=1)
     # GitHub source adapter (secrets live here, never in a source's config on Kafka).

@@ -105,7 +105,7 @@ class Worker:
             if self._pool is None:
                 from app.store.db import open_pool
 
-                pool = open_pool(self.settings, min_size=1, max_size=4)
+                pool = open_pool(self.settings, min_size=1, max_size=4 + self.settings.batch_concurrency)
                 await pool.open(wait=True, timeout=30)
                 self._pool = pool
         return self._pool
@@ -152,7 +152,7 @@ def create_worker(settings: Settings, instances: dict[tuple[str, str], InstanceC
         consumer_auto_offset_reset="earliest",
         autodiscover=False,
     )
-    faust_tuning.install(app)  # every change to Faust's own behaviour, each with its reason and test
+    faust_tuning.install(app, settings.consumer_fetch_max_wait_ms)  # every change to Faust's own behaviour, each with its reason and test
     worker = Worker(app, settings, instances if instances is not None else settings.instances(), WorkerMetrics())
 
     from prometheus_client import generate_latest
