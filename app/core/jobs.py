@@ -102,7 +102,7 @@ def sync_completed(source_id: str, active: ActiveJob, status: SyncStatus, error:
         skipped=counted.skipped,
         documents_written=counted.documents_written,
         bytes=counted.bytes,
-        batches=len(active.progress.reported),
+        batches=active.progress.reported,
         started_at=active.started_at,
         finished_at=now,
         # From event timestamps; clamped, since producers' clocks may disagree.
@@ -126,6 +126,6 @@ def fanin_outcome(counted: Counts) -> tuple[SyncStatus, str | None]:
 def timeout_error(active: ActiveJob) -> str:
     expected = active.progress.batch_count
     return (
-        f"deadline {active.deadline.isoformat()} passed with {len(active.progress.reported)} of "
+        f"deadline {active.deadline.isoformat()} passed with {active.progress.reported} of "
         f"{expected if expected is not None else 'an unknown number of'} batches reported"
     )

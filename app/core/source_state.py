@@ -271,7 +271,7 @@ def _planned(state: SourceState, ev: SyncPlanned, now: datetime, offset: int | N
     if active.progress.batch_count is not None:
         return state, [Ignored("duplicate_plan", ev.type, job_id=ev.job_id)]
     progress = planned(active.progress, ev.batch_count)
-    dropped = len(active.progress.reported) - len(progress.reported)
+    dropped = active.progress.reported - progress.reported
     effects: list[Effect] = [Ignored("batch_out_of_range", ev.type, job_id=ev.job_id)] * dropped
     active = active.model_copy(update={"progress": progress, "files_listed": ev.file_count, "commit": ev.commit})
     return _finish_if_complete(state, active, now, policy, effects)

@@ -72,6 +72,9 @@ class SourceOptions:
     """
 
     git_binary: str = "git"
+    # `git cat-file --batch` processes one git source reads blobs with at most (one per
+    # concurrent fetch; idle ones are kept for the next).
+    git_readers: int = 4
     github_api_url: str = "https://api.github.com"
     github_app_id: str | None = None
     github_private_key: str | None = None  # PEM

@@ -12,9 +12,10 @@ Config: `{"path": "/repo", "branch": "main"}` (branch optional: HEAD when absent
   rename-detection heuristics and config. When `before` is missing or not a
   commit of this repository (`cat-file -e <before>^{commit}` fails: a force
   push, a shallow mirror, a new branch's zero id) the listing is full.
-- Content: one `git cat-file --batch` process per `fetch` call serves the
-  whole batch; a writer task feeds ids while the reader reads, so a large
-  batch cannot deadlock on full pipes.
+- Content: one `git cat-file --batch` process serves a whole `fetch` call
+  (a batch); a writer task feeds ids while the reader reads, so a large
+  batch cannot deadlock on full pipes. The processes stay up between fetches,
+  up to `SourceOptions.git_readers` of them for concurrent fetches.
 """
 
 from __future__ import annotations
@@ -68,25 +69,34 @@ class GitSource(SourceAdapter):
         self.options = options or SourceOptions()
         self.path = self.config.path
         self._checked = False
-        # One long-lived `git cat-file --batch` per adapter (the worker keeps adapters per
-        # source), used by one fetch at a time: no process spawn per batch.
-        self._cat_file_proc: asyncio.subprocess.Process | None = None
-        self._cat_file_lock = asyncio.Lock()
+        # Long-lived `git cat-file --batch` processes (the worker keeps adapters per source),
+        # each used by one fetch at a time: no process spawn per batch, and up to
+        # `options.git_readers` fetches of one source read in parallel (git inflates the
+        # blobs on another core while this process transforms and writes).
+        self._idle_readers: list[asyncio.subprocess.Process] = []
+        self._live_readers: set[asyncio.subprocess.Process] = set()
+        self._reader_slots = asyncio.Semaphore(max(1, self.options.git_readers))
 
-    async def _cat_file(self) -> asyncio.subprocess.Process:
-        proc = self._cat_file_proc
-        if proc is None or proc.returncode is not None:
-            proc = self._cat_file_proc = await self._spawn("cat-file", "--batch", stdin=asyncio.subprocess.PIPE)
+    async def _take_reader(self) -> asyncio.subprocess.Process:
+        while self._idle_readers:
+            proc = self._idle_readers.pop()
+            if proc.returncode is None:
+                return proc
+            self._live_readers.discard(proc)
+        proc = await self._spawn("cat-file", "--batch", stdin=asyncio.subprocess.PIPE)
+        self._live_readers.add(proc)
         return proc
 
-    async def _stop_cat_file(self) -> None:
-        proc, self._cat_file_proc = self._cat_file_proc, None
-        if proc is not None and proc.returncode is None:
+    async def _drop_reader(self, proc: asyncio.subprocess.Process) -> None:
+        self._live_readers.discard(proc)
+        if proc.returncode is None:
             proc.kill()
             await proc.wait()
 
     async def aclose(self) -> None:
-        await self._stop_cat_file()
+        self._idle_readers.clear()
+        for proc in list(self._live_readers):
+            await self._drop_reader(proc)
 
     # -- plumbing -----------------------------------------------------------
 
@@ -227,8 +237,8 @@ class GitSource(SourceAdapter):
             return
 
         await self._check_repository()
-        async with self._cat_file_lock:
-            proc = await self._cat_file()
+        async with self._reader_slots:
+            proc = await self._take_reader()
             assert proc.stdin is not None and proc.stdout is not None
             clean = False
 
@@ -268,7 +278,9 @@ class GitSource(SourceAdapter):
             finally:
                 if not writer.done():
                     writer.cancel()
-                if not clean:
+                if clean:
+                    self._idle_readers.append(proc)
+                else:
                     # Stopped mid-stream (an error, or the consumer closed early): unread answers
                     # would desynchronize the next fetch, so this process is not reused.
-                    await self._stop_cat_file()
+                    await self._drop_reader(proc)

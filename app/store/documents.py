@@ -9,12 +9,14 @@ from psycopg.types.json import Jsonb
 
 from app.core.documents import Document
 
-# One statement per batch: the rows travel as arrays and are unnested server-side.
+# One statement per batch: the rows travel as arrays and are unnested server-side. The
+# arrays go in binary (`%b`): psycopg dumps a text array element by element in Python,
+# escaping every character (~4.8 ms for 50 files of 3 KB), a binary one in ~0.03 ms.
 _UPSERT = """
 INSERT INTO documents (source_id, path, content, sha256, size, language, title, is_binary, commit, job_id, updated_at)
 SELECT %(source_id)s, u.path, u.content, u.sha256, u.size, u.language, u.title, u.is_binary, %(commit)s, %(job_id)s, now()
-FROM unnest(%(paths)s::text[], %(contents)s::text[], %(sha256s)s::text[], %(sizes)s::bigint[],
-            %(languages)s::text[], %(titles)s::text[], %(binaries)s::boolean[])
+FROM unnest(%(paths)b::text[], %(contents)b::text[], %(sha256s)b::text[], %(sizes)b::bigint[],
+            %(languages)b::text[], %(titles)b::text[], %(binaries)b::boolean[])
      AS u(path, content, sha256, size, language, title, is_binary)
 ON CONFLICT (source_id, path) DO UPDATE SET
     content = EXCLUDED.content, sha256 = EXCLUDED.sha256, size = EXCLUDED.size,
@@ -42,17 +44,29 @@ async def delete(conn: psycopg.AsyncConnection, source_id: str, paths: Iterable[
     paths = list(paths)
     if not paths:
         return 0
-    await conn.execute("DELETE FROM documents WHERE source_id = %s AND path = ANY(%s)", (source_id, paths))
+    await conn.execute("DELETE FROM documents WHERE source_id = %s AND path = ANY(%b)", (source_id, paths))
     return len(paths)
 
 
 async def claim_writes(conn: psycopg.AsyncConnection, source_id: str, job_seq: int) -> bool:
     """Take the source's write fence for the job numbered `job_seq`, in the caller's transaction.
 
-    True when no newer job has written the source's documents (the fence moves up to
-    `job_seq` and its row stays locked until the transaction ends, so writes of one
-    source serialize); False for a batch of an older job, which must write nothing.
+    True when no newer job has written the source's documents; False for a batch of an
+    older job, which must write nothing. The fence row stays locked until the transaction
+    ends: shared among the batches of the job that holds the fence (they write in
+    parallel), exclusive for the first batch of a newer job, which moves the fence up
+    once every batch of the older job in flight has committed (and after which those
+    still to come write nothing).
     """
+    # The common case, one round trip: the fence is already this job's; share it. A newer
+    # job's uncommitted claim makes this wait, then re-read the row and find no match.
+    shared = await (await conn.execute(
+        "SELECT 1 FROM document_write_fences WHERE source_id = %s AND job_seq = %s FOR SHARE",
+        (source_id, job_seq),
+    )).fetchone()
+    if shared is not None:
+        return True
+    # No fence yet, or an older job's: move it (no lock held here, so no upgrade deadlock).
     row = await (await conn.execute(
         "INSERT INTO document_write_fences (source_id, job_seq) VALUES (%s, %s) "
         "ON CONFLICT (source_id) DO UPDATE SET job_seq = EXCLUDED.job_seq, updated_at = now() "

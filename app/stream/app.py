@@ -63,6 +63,7 @@ class Worker:
             s = self.settings
             key = s.github_private_key_file.read_text() if s.github_private_key_file else None
             self._source_options = SourceOptions(
+                git_readers=s.batch_concurrency,
                 github_api_url=s.github_api_url,
                 github_app_id=s.github_app_id,
                 github_private_key=key,

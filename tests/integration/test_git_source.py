@@ -6,6 +6,7 @@ built from, and `git ls-tree` / `git diff --name-status` run by the test.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
@@ -303,3 +304,35 @@ async def test_consecutive_fetches_share_one_cat_file_process_and_an_early_stop_
     assert again == first and len(second) == 50
     for path, (content, error) in again.items():
         assert error is None and content == git(repo.path, "cat-file", "blob", f"{repo.shas[1]}:{path}")
+
+
+async def test_concurrent_fetches_read_with_up_to_git_readers_processes(repo, tmp_path):
+    log = tmp_path / "git-calls.log"
+    wrapper = tmp_path / "git-wrapper"
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\nexec git "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    spawned = lambda: [c for c in log.read_text().splitlines() if "cat-file --batch" in c]  # noqa: E731
+    options = SourceOptions(git_binary=str(wrapper), git_readers=2)
+    async with get_adapter("git", {"path": str(repo.path)}, options) as adapter:
+        listing = await adapter.list_changes(plan(repo, after=repo.shas[1]))
+        files = [f for f in listing.files if f.change == "upsert"]
+        log.write_text("")
+        a, b, c = (adapter.fetch(files[i:i + 50]) for i in (0, 50, 100))
+        got = {}
+        for gen in (a, b):  # two fetches in the middle of their batches: two processes
+            change, content, _ = await anext(gen)
+            got[change.path] = content
+        assert len(spawned()) == 2
+        third = asyncio.create_task(fetch_all_of(c))  # waits for a reader, spawns none
+        for gen in (a, b):
+            async for change, content, _ in gen:
+                got[change.path] = content
+        got.update({path: content for path, (content, _) in (await third).items()})
+        assert len(spawned()) == 2
+    assert len(got) == 150
+    for path, content in got.items():
+        assert content == git(repo.path, "cat-file", "blob", f"{repo.shas[1]}:{path}")
+
+
+async def fetch_all_of(gen) -> dict:
+    return {change.path: (content, error) async for change, content, error in gen}

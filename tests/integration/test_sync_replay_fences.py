@@ -11,13 +11,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from app.core.documents import to_document
 from app.core.jobs import job_sequence, plan_again
 from app.events import FileBatch, FileChange
 from app.store import plans
 from app.store.db import connect
 from app.stream.batches import write_batch
-from tests.support.flows import documents
+from tests.support.flows import documents, expected_documents
+from tests.support.services import wait_until
 
 
 def batch(job_id: str, upserts=(), deletes=(), source_id: str = "git:fenced") -> FileBatch:
@@ -70,6 +73,48 @@ async def test_the_same_job_writes_again_and_other_sources_are_not_fenced(settin
     assert await write(settings, batch("git:fenced:20", upserts=["a.md"], deletes=["z.md"])) == 1  # re-processed: converges
     assert await write(settings, batch("git:other:5", upserts=["c.md"], source_id="git:other")) == 0
     assert set(await documents(settings, "git:other")) == {"c.md"}
+
+
+async def test_batches_of_one_job_write_at_once_and_a_newer_job_waits_for_those_in_flight(settings):
+    """The fence row is shared among the batches of the job that holds it (they write in
+    parallel: `process_file_batches` runs several at once) and exclusive for a newer job."""
+    assert await write(settings, batch("git:fenced:20", upserts=["a.md"]), b"v20\n") == 0  # job 20 holds the fence
+    conns = [await connect(settings) for _ in range(3)]
+    try:
+        first, second, newer = conns
+
+        async def open_write(conn, b: FileBatch, content: bytes):
+            docs = [to_document(f.path, content, 1024) for f in b.files if f.change == "upsert"]
+            return await write_batch(conn, b, docs, [f.path for f in b.files if f.change == "delete"])  # no commit
+
+        assert await open_write(first, batch("git:fenced:20", upserts=["b.md"]), b"v20\n") == 0
+        # A second batch of job 20 does not wait for the first to commit.
+        assert await asyncio.wait_for(open_write(second, batch("git:fenced:20", upserts=["c.md"]), b"v20\n"), 10) == 0
+        # Job 30's first batch waits for both...
+        claim = asyncio.create_task(open_write(newer, batch("git:fenced:30", upserts=["a.md"]), b"v30\n"))
+        await wait_until(lambda: lock_waits(settings, newer.info.backend_pid), timeout=10, what="job 30's batch waiting on the fence")
+        assert not claim.done()
+        await first.commit()
+        await second.commit()
+        assert await asyncio.wait_for(claim, 10) == 0
+        await newer.commit()
+    finally:
+        for conn in conns:
+            await conn.close()
+    # ...and job 20's batches after it write nothing.
+    assert await write(settings, batch("git:fenced:20", upserts=["a.md", "d.md"]), b"v20\n") is None
+    docs = await documents(settings, "git:fenced")
+    assert set(docs) == {"a.md", "b.md", "c.md"}
+    assert docs["a.md"] == expected_documents({"a.md": b"v30\n"})["a.md"] + (False,)
+
+
+async def lock_waits(settings, pid: int) -> bool:
+    row = await in_transaction(settings, lambda conn: _fetchone(conn, "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)))
+    return row is not None and row[0] == "Lock"
+
+
+async def _fetchone(conn, query: str, params: tuple):
+    return await (await conn.execute(query, params)).fetchone()
 
 
 async def test_the_first_plan_of_a_job_is_kept_and_a_later_jobs_replaces_it(settings):

@@ -286,3 +286,15 @@ async def test_flush_sends_lingering_batches_now_and_waits_for_them():
         batch.done(base_offset=0)
     await asyncio.wait_for(flushing, 1)
     assert all(f.done() for f in futures)
+
+
+async def test_the_workers_consumer_waits_for_fetches_as_long_as_the_setting_says(tmp_path):
+    """Point 7: Faust creates its consumer with fetch_max_wait_ms=1500 whatever the app says."""
+    from app.settings import Settings
+    from app.stream.app import create_worker
+
+    settings = Settings(worker_data_dir=tmp_path, topic_prefix="p.", consumer_fetch_max_wait_ms=37)
+    worker = create_worker(settings, instances={})
+    thread = worker.app.consumer._thread
+    consumer = thread._create_worker_consumer(thread.transport)  # built, not started: no I/O
+    assert consumer._fetch_max_wait_ms == 37

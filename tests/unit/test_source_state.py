@@ -23,7 +23,7 @@ from app.core.effects import (
     Ignored,
     destination,
 )
-from app.core.fanin import FanIn, is_complete, planned, record, totals
+from app.core.fanin import Counts, FanIn, is_complete, planned, record, totals
 from app.core.policy import Policy, idempotency_key
 from app.core.source_state import SourceState, fold, overdue_job
 from app.events import (
@@ -530,7 +530,7 @@ def test_state_round_trips_through_json():
     assert isinstance(raw, bytes)
     back = SourceState.from_json(raw)
     assert back == state
-    assert back.active.progress.reported.keys() == {2}
+    assert back.active.progress.has(2) and back.active.progress.reported == 1
     assert fold(back, batch("s:1", 0), at(9), 5, POLICY) == fold(state, batch("s:1", 0), at(9), 5, POLICY)
 
 
@@ -582,6 +582,38 @@ def test_fanin_counts_each_index_once_in_any_order():
     assert is_complete(progress) and totals(progress).processed == 6
     assert record(progress, batch("j", 1, processed=9)) is progress
     assert record(progress, batch("j", 3)) is progress
+
+
+def test_fanin_keeps_the_lowest_index_error_and_drops_early_reports_outside_the_plan():
+    progress = FanIn()
+    progress = record(progress, batch("j", 4, processed=7, errors=["four"]))  # before the plan
+    progress = record(progress, batch("j", 2, processed=1, errors=["two"]))
+    progress = planned(progress, 4)  # index 4 is not in the plan
+    assert progress.reported == 1 and not progress.has(4)
+    progress = record(progress, batch("j", 3, processed=5, errors=["three"]))
+    progress = record(progress, batch("j", 0, processed=2, errors=["zero"]))
+    progress = record(progress, batch("j", 1, processed=3))
+    assert is_complete(progress)
+    assert totals(progress) == Counts(processed=11, error="zero")
+
+
+def test_fanin_written_in_the_per_batch_form_still_loads():
+    old = '{"batch_count": 3, "reported": {"2": {"processed": 4, "error": "e2"}, "0": {"processed": 1}}}'
+    progress = FanIn.model_validate_json(old)
+    assert progress.reported == 2 and progress.has(0) and progress.has(2) and not progress.has(1)
+    progress = record(progress, batch("j", 1, processed=5, errors=["e1"]))
+    assert is_complete(progress) and totals(progress) == Counts(processed=10, error="e1")
+
+
+def test_fanin_state_does_not_grow_with_the_number_of_batches():
+    small, large = planned(FanIn(), 10), planned(FanIn(), 10_000)
+    for i in range(10):
+        small = record(small, batch("j", i, processed=50, bytes=1_000_000))
+    for i in range(10_000):
+        large = record(large, batch("j", i, processed=50, bytes=1_000_000))
+    assert is_complete(small) and is_complete(large) and totals(large).processed == 500_000
+    # 10,000 reports: the bitmap is 2,500 hex digits; one record per batch would be ~1 MB.
+    assert len(large.model_dump_json()) < len(small.model_dump_json()) + 2_600
 
 
 # -- batches ----------------------------------------------------------------------------
