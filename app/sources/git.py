@@ -21,6 +21,7 @@ Config: `{"path": "/repo", "branch": "main"}` (branch optional: HEAD when absent
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 from typing import AsyncIterator, Sequence
@@ -43,6 +44,16 @@ class GitConfig(BaseModel):
 
     path: str = Field(min_length=1)
     branch: str | None = None
+
+
+log = logging.getLogger(__name__)
+
+# Fresh `cat-file --batch` processes one fetch may take after its reader died.
+_READER_RESTARTS = 2
+
+
+class _ReaderDied(Exception):
+    """A `cat-file --batch` process ended before answering every id it was asked for."""
 
 
 def decode_path(raw: bytes) -> str:
@@ -108,6 +119,10 @@ class GitSource(SourceAdapter):
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env={**os.environ, **_GIT_ENV},
+                # Out of the worker's process group: a SIGTERM to the group (a supervisor's
+                # stop) must not kill git under a batch the worker is still finishing. The
+                # readers end on their own at stdin EOF when the worker is gone.
+                start_new_session=True,
             )
         except FileNotFoundError:
             raise SourceError(f"the git executable {self.options.git_binary!r} was not found; install git or set its path") from None
@@ -237,50 +252,68 @@ class GitSource(SourceAdapter):
             return
 
         await self._check_repository()
+        pending = list(by_oid)  # ids not answered yet, in the order they are asked for
+        restarts = 0
         async with self._reader_slots:
-            proc = await self._take_reader()
-            assert proc.stdin is not None and proc.stdout is not None
-            clean = False
+            while True:
+                proc = await self._take_reader()
+                assert proc.stdin is not None and proc.stdout is not None
+                clean = False
 
-            async def feed() -> None:
+                async def feed(proc=proc, ids=pending) -> None:
+                    try:
+                        proc.stdin.write(b"".join(oid + b"\n" for oid in ids))
+                        await proc.stdin.drain()
+                    except (BrokenPipeError, ConnectionResetError):
+                        return  # git died; the reader reports it
+
+                writer = asyncio.create_task(feed())
+                answered = 0
                 try:
-                    proc.stdin.write(b"".join(oid + b"\n" for oid in by_oid))
-                    await proc.stdin.drain()
-                except (BrokenPipeError, ConnectionResetError):
-                    return  # git died; the reader reports it
-
-            writer = asyncio.create_task(feed())
-            try:
-                for oid, changes in by_oid.items():
-                    header = await proc.stdout.readline()
-                    if not header:
-                        err = (await proc.stderr.read()).decode("utf-8", errors="replace").strip() if proc.stderr else ""
-                        raise SourceError(f"git cat-file --batch ended early in {self.path!r}: {err or 'no message'}")
-                    parts = header.split()
-                    if parts[0] != oid:
-                        raise SourceError(f"git cat-file --batch answered {header[:100]!r} for {oid.decode()}")
-                    if len(parts) == 2 and parts[1] in (b"missing", b"ambiguous"):
+                    for oid in pending:
+                        header = await proc.stdout.readline()
+                        if not header:
+                            err = (await proc.stderr.read()).decode("utf-8", errors="replace").strip() if proc.stderr else ""
+                            raise _ReaderDied(f"git cat-file --batch ended early in {self.path!r}: {err or 'no message'}")
+                        parts = header.split()
+                        if parts[0] != oid:
+                            raise SourceError(f"git cat-file --batch answered {header[:100]!r} for {oid.decode()}")
+                        changes = by_oid[oid]
+                        if len(parts) == 2 and parts[1] in (b"missing", b"ambiguous"):
+                            answered += 1
+                            for change in changes:
+                                yield Fetched(change, None, f"blob {oid.decode()} is {parts[1].decode()} in {self.path!r}")
+                            continue
+                        kind, size = parts[1], int(parts[2])
+                        try:
+                            content = await proc.stdout.readexactly(size + 1)
+                        except asyncio.IncompleteReadError:
+                            raise _ReaderDied(f"git cat-file --batch ended in the middle of an object in {self.path!r}") from None
+                        content = content[:-1]  # the newline after every object
+                        answered += 1
                         for change in changes:
-                            yield Fetched(change, None, f"blob {oid.decode()} is {parts[1].decode()} in {self.path!r}")
-                        continue
-                    kind, size = parts[1], int(parts[2])
-                    content = await proc.stdout.readexactly(size + 1)
-                    content = content[:-1]  # the newline after every object
-                    for change in changes:
-                        if kind != b"blob":
-                            yield Fetched(change, None, f"{oid.decode()} is a {kind.decode()}, not a blob")
-                        else:
-                            yield Fetched(change, content)
-                await writer
-                clean = True
-            except asyncio.IncompleteReadError:
-                raise SourceError(f"git cat-file --batch ended in the middle of an object in {self.path!r}") from None
-            finally:
-                if not writer.done():
-                    writer.cancel()
-                if clean:
-                    self._idle_readers.append(proc)
-                else:
-                    # Stopped mid-stream (an error, or the consumer closed early): unread answers
-                    # would desynchronize the next fetch, so this process is not reused.
-                    await self._drop_reader(proc)
+                            if kind != b"blob":
+                                yield Fetched(change, None, f"{oid.decode()} is a {kind.decode()}, not a blob")
+                            else:
+                                yield Fetched(change, content)
+                    await writer
+                    clean = True
+                    return
+                except _ReaderDied as died:
+                    # The process went away under us (a signal to the worker's process group
+                    # at shutdown, an OOM kill): not the files' fault. The ids not answered yet
+                    # go to a fresh process; a repository that kills every reader is an error.
+                    restarts += 1
+                    if restarts > _READER_RESTARTS:
+                        raise SourceError(f"{died} (after {_READER_RESTARTS} fresh processes)") from None
+                    log.warning("%s; %d blob(s) left, reading them with a fresh process", died, len(pending) - answered)
+                    pending = pending[answered:]
+                finally:
+                    if not writer.done():
+                        writer.cancel()
+                    if clean:
+                        self._idle_readers.append(proc)
+                    else:
+                        # Stopped mid-stream (an error, or the consumer closed early): unread answers
+                        # would desynchronize the next fetch, so this process is not reused.
+                        await self._drop_reader(proc)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import random
+import signal
 import stat
 from datetime import datetime, timezone
 from pathlib import Path
@@ -336,3 +337,43 @@ async def test_concurrent_fetches_read_with_up_to_git_readers_processes(repo, tm
 
 async def fetch_all_of(gen) -> dict:
     return {change.path: (content, error) async for change, content, error in gen}
+
+
+async def test_a_reader_killed_mid_fetch_is_replaced_and_the_fetch_is_still_exact(tmp_path):
+    """A supervisor's SIGTERM to the worker's process group used to kill git under a batch
+    the worker then reported as every file failed (found by the redelivery-storm fault test)."""
+    rng = random.Random(5)
+    files = {f"big/{i:02d}.txt": bytes(rng.choice(b"abcdefgh \n") for _ in range(64 * 1024)) for i in range(40)}
+    (sha,) = build_repo(tmp_path / "big", files=files)
+    log = tmp_path / "git-calls.log"
+    wrapper = tmp_path / "git-wrapper"
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\nexec git "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    async with get_adapter("git", {"path": str(tmp_path / "big")}, SourceOptions(git_binary=str(wrapper))) as adapter:
+        listing = await adapter.list_changes(plan(Repo(tmp_path / "big", [sha], []), after=sha))
+        log.write_text("")
+        got = {}
+        async with contextlib.aclosing(adapter.fetch(listing.files)) as fetched:
+            async for change, content, error in fetched:
+                if not got:  # 64 KiB read of 2.5 MiB: the reader is mid-stream
+                    for pid in cat_file_children():
+                        os.kill(int(pid), signal.SIGTERM)
+                got[change.path] = (content, error)
+    assert {path: content for path, (content, _) in got.items()} == files
+    assert len([c for c in log.read_text().splitlines() if "cat-file --batch" in c]) == 2
+
+
+async def test_a_repository_whose_readers_always_die_fails_the_fetch_with_gits_message(repo, tmp_path):
+    wrapper = tmp_path / "git-wrapper"
+    wrapper.write_text('#!/bin/sh\nfor a in "$@"; do [ "$a" = "--batch" ] && { echo "fatal: out of memory" >&2; exit 128; }; done\n'
+                       'exec git "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    async with get_adapter("git", {"path": str(repo.path)}, SourceOptions(git_binary=str(wrapper))) as adapter:
+        listing = await adapter.list_changes(plan(repo, after=repo.shas[1]))
+        with pytest.raises(SourceError, match="out of memory.*after 2 fresh processes"):
+            await fetch_all(adapter, [f for f in listing.files if f.change == "upsert"][:5])
+
+
+def cat_file_children() -> list[str]:
+    return [p for p in os.listdir("/proc") if p.isdigit() and _parent(p) == os.getpid()
+            and b"--batch" in Path(f"/proc/{p}/cmdline").read_bytes()]
