@@ -23,7 +23,7 @@ Targets (issue 3): stage >= 0.8x the Faust no-op, goal >= 1.0x Quix per core.
 The broker and the children share the machine's cores with whatever else runs:
 trust ratios taken in one run more than absolute figures (PERF.md).
 
-Single levers: `--faust-tuning off` (or some of deliver,monitor,batching) runs the
+Single levers: `--faust-tuning off` (or some of deliver,monitor,batching,fetchwait) runs the
 Faust kinds without (parts of) app/stream/faust_tuning.py, `--uvloop` on uvloop,
 `--faust-conf '{"producer_linger_ms": 5}'` with Faust settings overridden.
 `--profile stage` records a py-spy profile (GIL-holding samples) of that run.
@@ -162,7 +162,7 @@ def run_variant(variant: str, args, broker, records, work: Path, instances_file:
         "BENCH_EVENTS": str(len(records)),
         "BENCH_REPORT": str(report_path),
         "BENCH_FAUST_TUNING": "off" if variant == "noop-stock" else args.faust_tuning,
-        "BENCH_UVLOOP": "1" if args.uvloop else "0",
+        "BENCH_UVLOOP": "1" if args.uvloop == "all" or variant in args.uvloop.split(",") else "0",
         "BENCH_FAUST_CONF": args.faust_conf or "",
         "PYTHONPATH": str(REPO),
     })
@@ -238,8 +238,9 @@ def main() -> int:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--quix-python", help="interpreter with quixstreams (default: this one)")
     p.add_argument("--faust-tuning", default="on",
-                   help="on, off, or some of deliver,monitor,batching (app/stream/faust_tuning.py)")
-    p.add_argument("--uvloop", action="store_true")
+                   help="on, off, or some of deliver,monitor,batching,fetchwait (app/stream/faust_tuning.py)")
+    p.add_argument("--uvloop", nargs="?", const="all", default="",
+                   help="run on uvloop: all Faust variants, or the comma-separated ones given")
     p.add_argument("--faust-conf", help="JSON object of Faust settings to override (single-lever experiments)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds one run may take")
     p.add_argument("--profile", default="", help="variants to profile with py-spy (comma-separated)")

@@ -9,7 +9,7 @@
 
 Settings come from HOOKSTREAM_* variables; the bench's own knobs from BENCH_*:
 BENCH_EVENTS (events to wait for), BENCH_REPORT (where to write the JSON report),
-BENCH_FAUST_TUNING=off|on|deliver,monitor,batching (which parts of app.stream.faust_tuning),
+BENCH_FAUST_TUNING=off|on|deliver,monitor,batching,fetchwait (which parts of app.stream.faust_tuning),
 BENCH_UVLOOP=1 (run the Faust kinds on uvloop), BENCH_FAUST_CONF (a JSON object of
 Faust App settings merged over create_worker's: single-lever experiments),
 BENCH_CPROFILE=1 (cProfile the worker's main thread, written beside the report).
@@ -72,11 +72,13 @@ def run_faust(kind: str) -> None:
     except ModuleNotFoundError:  # a checkout from before the tuning (a "before" run)
         tuning = None
     parts = os.environ.get("BENCH_FAUST_TUNING", "on") if tuning is not None else "off"
-    install_tuning = tuning.install if tuning is not None else (lambda app: None)
-    if tuning is not None and parts != "on":  # "off", or some of deliver,monitor,batching (single-lever runs)
+    install_tuning = tuning.install if tuning is not None else (lambda app, *_: None)
+    if tuning is not None and parts != "on":  # "off", or some of deliver,monitor,batching,fetchwait (single-lever runs)
         chosen = set(parts.split(","))
 
-        def install_tuning(app):
+        def install_tuning(app, fetch_max_wait_ms=None):
+            if "fetchwait" in chosen and fetch_max_wait_ms is not None:
+                tuning.install_fetch_wait(fetch_max_wait_ms)
             if "deliver" in chosen:
                 tuning.install_fast_deliver()
             if "batching" in chosen:
@@ -108,7 +110,7 @@ def run_faust(kind: str) -> None:
     def create_worker(settings, instances=None):
         worker = original(settings, instances)
         if tuned:
-            install_tuning(worker.app)  # idempotent: create_worker installs it too
+            install_tuning(worker.app, settings.consumer_fetch_max_wait_ms)  # idempotent: create_worker installs it too
         return worker
 
     if kind == "noop":

@@ -64,7 +64,6 @@ def register(worker: Worker) -> None:
     async def deduplicate_deliveries(stream):
         # Writes go through faust_tuning (same partitions, same at-least-once, fewer layers).
         table_writer = faust_tuning.TableWriter(dedup_table)
-        store = dedup_table.data
         async for event in stream.events():
             message = event.message
             key_bytes = message.key or b""
@@ -85,7 +84,7 @@ def register(worker: Worker) -> None:
             seen = delivery.received_at.timestamp()
             if seen > stream_time.get(message.partition, 0.0):
                 stream_time[message.partition] = seen
-            stored = store.get(key_bytes)  # the current event's partition, as table.get
+            stored = table_writer.get(key_bytes, message.partition)
             entry = DedupEntry.from_bytes(stored) if stored is not None else None
             window, route = router_for(delivery)
             outcome = intake.process(
