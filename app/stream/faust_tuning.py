@@ -37,19 +37,22 @@ ways Faust loses records (5, 6), and (4) is a faster way for an agent to write a
    order (one batch in flight per partition), acks, retries, and flush's promise
    (every record sent before it returns) are aiokafka's.
 
-4. **`TableWriter`, `send_raw`**: an agent's table write and output send without
-   Faust's per-message layers (`Topic.send_soon`/`send`: FutureMessage, serializer
-   registry, the producer buffer and its background task, sensors). The record
-   goes straight to Faust's producer (`app.producer.send`, public), to the same
-   changelog partition `table[key] = value` would use (`partition_for_key`, which
-   also checks co-partitioning), the local store is written through `table.data`
-   as Faust does, and Faust's own `_on_changelog_sent` records the persisted
-   offset. At-least-once holds as before: the record is in the producer's
-   accumulator before the event is acked, and the commit flushes the producer
-   before committing offsets. Unlike `send_soon`, nothing waits in an
-   intermediate buffer that Faust's commit-time flush may give up on after
-   0.1 s, and a record that cannot be sent crashes the worker instead of being
-   logged and skipped (the at-least-once replay then resends it).
+4. **`Output`, `TableWriter`, `send_raw`**: an agent's table write and output send
+   without Faust's per-message layers (`Topic.send_soon`/`send`: FutureMessage,
+   serializer registry, the producer buffer and its background task, sensors) nor
+   aiokafka's (`AIOKafkaProducer.send`'s per-record checks for transactions and
+   serializers, and a callback per record). The record goes into the accumulator of
+   the producer Faust runs, to the partition aiokafka's partitioner picks or, for a
+   changelog record, the one `table[key] = value` would use (`partition_for_key`,
+   which also checks co-partitioning). The local store is the partition's RocksDB
+   database, written directly. Outcomes are taken per produce batch: a failed batch
+   crashes the worker (the at-least-once replay then resends its records), an
+   acknowledged changelog batch records its last offset as the table's persisted
+   offset, as Faust's `_on_changelog_sent` does per record. At-least-once holds as
+   before: the record is in the producer's accumulator before the event is acked, and
+   the commit flushes the producer before committing offsets. Unlike `send_soon`,
+   nothing waits in an intermediate buffer that Faust's commit-time flush may give up
+   on after 0.1 s.
 
 5. **Resuming an active flow does not empty the stream buffers** (`KeepBuffersFlowControl`).
    `app.flow_control.resume()` clears every agent's stream buffer, so that records
@@ -102,6 +105,7 @@ from time import monotonic
 from typing import Any, AsyncIterator, Awaitable, Callable, Optional, cast
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.structs import TopicPartition
 from aiokafka.producer.message_accumulator import MessageAccumulator
 from faust.sensors import Monitor
 from faust.transport import consumer as faust_consumer
@@ -349,6 +353,16 @@ class NodeBatchingAccumulator(MessageAccumulator):
                     node_batches[tp] = batch
         return nodes, unknown_leaders_exist
 
+    # The app's `Output` (point 4), once it sent something: told how each batch ended.
+    _output: Optional["Output"] = None
+
+    def _append_batch(self, builder, tp):  # type: ignore[no-untyped-def]
+        batch = super()._append_batch(builder, tp)
+        output = self._output
+        if output is not None and tp.topic in output.topics:
+            batch.future.add_done_callback(functools.partial(output.batch_done, batch))
+        return batch
+
     async def flush(self) -> None:
         for batches in self._batches.values():
             for batch in batches:
@@ -371,72 +385,118 @@ def install_node_batching() -> None:
     faust_aiokafka.Producer._producer_type = property(lambda self: NodeBatchingProducer)  # type: ignore[assignment]
 
 
-class TableWriter:
-    """`table[key] = value` for a raw-bytes, non-windowed table, from inside its agent (point 4).
+class Output:
+    """An agent's sends, straight into the worker's producer (point 4). One per app.
 
-    On the RocksDB store, reads and writes go to the partition's database directly (the
-    event's partition, as the store itself picks it), without the serializer layer, the
-    context-variable lookup and the key-index LRU (a lock and a reorder per write; the
-    index only narrows which databases a key-less lookup or a delete searches, and
-    those search every database without it). The persisted offset Faust writes to
-    RocksDB after each changelog record is acknowledged is written once per batch of
-    acknowledgements, with the highest offset of each partition: recovery then reads
-    the changelog from an offset at most that batch lower, and writes the same values.
+    `send` puts the record into the accumulator of the aiokafka producer Faust runs, as
+    `AIOKafkaProducer.send` does (same partitioner, same timeout), without the layers
+    around it (Faust's `Producer.send`, the sensors, the per-record checks of
+    aiokafka's `send` for transactions and serializers, which hookstream does not use).
+    Outcomes are taken per produce batch, not per record: a batch that fails crashes
+    the worker (its records are replayed from the last commit), and a listener of the
+    topic is told the batch's last offset once it is acknowledged. The commit still
+    flushes the producer first, so nothing sent for an event is lost after its offset
+    is committed.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.producer: Any = None
+        self.topics: set[str] = set()
+        self.acked: dict[str, Callable[[Any, int], None]] = {}
+        self._tps: dict[tuple[str, int], Any] = {}
+
+    @classmethod
+    def of(cls, app: Any) -> "Output":
+        found = getattr(app, "_hookstream_output", None)
+        if found is None:
+            found = app._hookstream_output = cls(app)
+        return found
+
+    def _bind(self) -> Any:
+        producer = self.app.producer._ensure_producer()
+        accumulator = producer._message_accumulator
+        if not isinstance(accumulator, NodeBatchingAccumulator):
+            raise TypeError("Output needs the NodeBatchingProducer (faust_tuning point 3)")
+        accumulator._output = self
+        self.producer = producer
+        return producer
+
+    async def send(self, topic: str, key: Optional[bytes], value: Optional[bytes], partition: Optional[int] = None) -> None:
+        producer = self.producer
+        if producer is None or producer is not self.app.producer._producer:
+            producer = self._bind()
+        if topic not in self.topics:
+            await producer.client._wait_on_metadata(topic)
+            self.watch(topic)
+        if partition is None:
+            partition = producer._partition(topic, None, key, value, key, value)
+        tp = self._tps.get((topic, partition))
+        if tp is None:
+            tp = self._tps[(topic, partition)] = TopicPartition(topic, partition)
+        await producer._message_accumulator.add_message(tp, key, value, producer._request_timeout_ms / 1000)
+
+    def watch(self, topic: str) -> None:
+        """Take the outcome of `topic`'s batches, the open ones included (a record sent now may
+        join a batch another sender opened)."""
+        if topic in self.topics:
+            return
+        self.topics.add(topic)
+        accumulator = (self.producer or self._bind())._message_accumulator
+        for tp, batches in list(accumulator._batches.items()):
+            if tp.topic == topic:
+                for batch in batches:
+                    batch.future.add_done_callback(functools.partial(self.batch_done, batch))
+
+    def batch_done(self, batch: Any, fut: asyncio.Future) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            _send_failed(self.app, fut)
+            return
+        meta = fut.result()
+        listener = self.acked.get(batch.tp.topic)
+        if meta is not None and listener is not None and batch._msg_futures:
+            listener(batch.tp, meta.offset + batch._msg_futures[-1][1].offset)
+
+
+class TableWriter:
+    """`table[key] = value` for a raw-bytes, non-windowed RocksDB table, from inside its agent (point 4).
+
+    Reads and writes go to the partition's database directly (the event's partition, as
+    the store itself picks it), without the serializer layer, the context-variable
+    lookup and the key-index LRU (a lock and a reorder per write; the index only
+    narrows which databases a key-less lookup or a delete searches, and those search
+    every database without it). The changelog record goes out through `Output`; the
+    persisted offset Faust writes to RocksDB after each acknowledged changelog record
+    is written once per acknowledged batch, its last offset: recovery reads the
+    changelog from there, as it would have.
     """
 
     def __init__(self, table: Any) -> None:
-        if table.window is not None or table.key_serializer != "raw" or table.value_serializer != "raw":
-            raise ValueError(f"TableWriter writes raw-bytes, non-windowed tables only: {table!r}")
-        self.table = table
-        self.topic = table.changelog_topic.get_topic_name()
         from faust.stores.rocksdb import Store as RocksDBStore
 
-        self._rocksdb = isinstance(table.data, RocksDBStore)
-        self._acked: dict[Any, int] = {}  # TP -> highest acknowledged changelog offset not yet persisted
-        self.on_sent = functools.partial(_changelog_sent, table) if not self._rocksdb else self._changelog_acked
+        if table.window is not None or table.key_serializer != "raw" or table.value_serializer != "raw":
+            raise ValueError(f"TableWriter writes raw-bytes, non-windowed tables only: {table!r}")
+        if not isinstance(table.data, RocksDBStore):
+            raise ValueError(f"TableWriter writes RocksDB tables only: {table!r}")
+        self.table = table
+        self.store = table.data
+        self.topic = table.changelog_topic.get_topic_name()
+        self.output = Output.of(table.app)
+        self.output.acked[self.topic] = self.store.set_persisted_offset
 
     def get(self, key: bytes, partition: int) -> Optional[bytes]:
         """The stored value of `key` for an event of `partition` (as `table.data.get(key)` in the agent)."""
-        if self._rocksdb:
-            return self.table.data._db_for_partition(partition).get(key)
-        return self.table.data.get(key)
+        return self.store._db_for_partition(partition).get(key)
 
     async def set(self, key: bytes, value: bytes) -> None:
-        table = self.table
-        partition = table.partition_for_key(key)  # the current event's partition, as Table.on_key_set
-        if self._rocksdb:
-            table.data._db_for_partition(partition).put(key, value)
-        else:
-            table.data[key] = value
-        fut = await table.app.producer.send(self.topic, key, value, partition, None, None)
-        fut.add_done_callback(self.on_sent)
-
-    def _changelog_acked(self, fut: asyncio.Future) -> None:
-        if fut.cancelled() or fut.exception() is not None:
-            _send_failed(self.table.app, fut)
-            return
-        meta = fut.result()
-        if not self._acked:  # the first of a batch of acks: persist after the others ran
-            asyncio.get_running_loop().call_soon(self._persist_acked)
-        tp = meta.topic_partition
-        if meta.offset > self._acked.get(tp, -1):
-            self._acked[tp] = meta.offset
-
-    def _persist_acked(self) -> None:
-        acked, self._acked = self._acked, {}
-        for tp, offset in acked.items():
-            self.table.data.set_persisted_offset(tp, offset)
+        partition = self.table.partition_for_key(key)  # the current event's partition, as Table.on_key_set
+        self.store._db_for_partition(partition).put(key, value)
+        await self.output.send(self.topic, key, value, partition)
 
 
 async def send_raw(app: Any, topic: str, key: Optional[bytes], value: Optional[bytes]) -> None:
-    """Produce bytes through Faust's producer; flushed before the next commit, as Topic.send is."""
-    fut = await app.producer.send(topic, key, value, None, None, None)
-    fut.add_done_callback(functools.partial(_check_sent, app))
-
-
-def _check_sent(app: Any, fut: asyncio.Future) -> None:
-    if fut.cancelled() or fut.exception() is not None:
-        _send_failed(app, fut)
+    """Produce bytes through the worker's producer (`Output`); flushed before the next commit."""
+    await Output.of(app).send(topic, key, value)
 
 
 def _send_failed(app: Any, fut: asyncio.Future) -> None:
@@ -484,6 +544,6 @@ class LeanMonitor(Monitor):
         pass
 
 
-__all__ = ["KeepBuffersFlowControl", "install_fetch_wait", "LeanMonitor", "NodeBatchingProducer", "TableWriter", "deliver", "install",
+__all__ = ["KeepBuffersFlowControl", "install_fetch_wait", "LeanMonitor", "NodeBatchingProducer", "Output", "TableWriter", "deliver", "install",
            "install_fast_deliver", "install_node_batching", "keep_buffers_on_active_resume", "on_offset_jump", "send_raw",
            "uninstall_fast_deliver"]

@@ -298,3 +298,46 @@ async def test_the_workers_consumer_waits_for_fetches_as_long_as_the_setting_say
     thread = worker.app.consumer._thread
     consumer = thread._create_worker_consumer(thread.transport)  # built, not started: no I/O
     assert consumer._fetch_max_wait_ms == 37
+
+
+class _Batch:
+    """What Output.batch_done reads of an aiokafka MessageBatch."""
+
+    def __init__(self, topic: str, partition: int, records: int) -> None:
+        from types import SimpleNamespace
+
+        self.tp = TP(topic, partition)
+        self._msg_futures = [(None, SimpleNamespace(offset=i)) for i in range(records)]
+
+
+class _App:
+    def __init__(self) -> None:
+        self.crashed: list[BaseException] = []
+
+    async def crash(self, exc: BaseException) -> None:
+        self.crashed.append(exc)
+
+
+async def test_an_acknowledged_changelog_batch_persists_its_last_offset_and_a_failed_one_crashes_the_worker():
+    from aiokafka.structs import RecordMetadata
+
+    from app.stream.faust_tuning import Output
+
+    app = _App()
+    output = Output(app)
+    persisted: list[tuple[TP, int]] = []
+    output.acked["p.changelog"] = lambda tp, offset: persisted.append((tp, offset))
+    loop = asyncio.get_running_loop()
+
+    acked = loop.create_future()
+    acked.set_result(RecordMetadata("p.changelog", 3, TP("p.changelog", 3), 100, -1, 0, 0))
+    output.batch_done(_Batch("p.changelog", 3, 5), acked)
+    assert persisted == [(TP("p.changelog", 3), 104)]  # records 100..104
+    output.batch_done(_Batch("p.control", 0, 5), acked)  # no listener: nothing persisted
+    assert len(persisted) == 1 and app.crashed == []
+
+    failed = loop.create_future()
+    failed.set_exception(RuntimeError("broker gone"))
+    output.batch_done(_Batch("p.control", 0, 2), failed)
+    await asyncio.sleep(0)  # the crash is scheduled as a task; let it run once
+    assert [str(e) for e in app.crashed] == ["broker gone"] and len(persisted) == 1
