@@ -405,6 +405,7 @@ class Output:
         self.topics: set[str] = set()
         self.acked: dict[str, Callable[[Any, int], None]] = {}
         self._tps: dict[tuple[str, int], Any] = {}
+        self._partitions: dict[tuple[str, bytes, int], int] = {}
 
     @classmethod
     def of(cls, app: Any) -> "Output":
@@ -430,11 +431,24 @@ class Output:
             await producer.client._wait_on_metadata(topic)
             self.watch(topic)
         if partition is None:
-            partition = producer._partition(topic, None, key, value, key, value)
+            partition = self._partition_of(producer, topic, key, value)
         tp = self._tps.get((topic, partition))
         if tp is None:
             tp = self._tps[(topic, partition)] = TopicPartition(topic, partition)
         await producer._message_accumulator.add_message(tp, key, value, producer._request_timeout_ms / 1000)
+
+    def _partition_of(self, producer: Any, topic: str, key: Optional[bytes], value: Optional[bytes]) -> int:
+        """aiokafka's partitioner (murmur2 in Python), remembered per key and partition count."""
+        if key is None:
+            return producer._partition(topic, None, key, value, key, value)
+        cache_key = (topic, key, len(producer._metadata._partitions.get(topic, ())))
+        partition = self._partitions.get(cache_key)
+        if partition is None:
+            partition = producer._partition(topic, None, key, value, key, value)
+            if len(self._partitions) >= 100_000:
+                self._partitions.clear()
+            self._partitions[cache_key] = partition
+        return partition
 
     def watch(self, topic: str) -> None:
         """Take the outcome of `topic`'s batches, the open ones included (a record sent now may
@@ -483,6 +497,7 @@ class TableWriter:
         self.topic = table.changelog_topic.get_topic_name()
         self.output = Output.of(table.app)
         self.output.acked[self.topic] = self.store.set_persisted_offset
+        without_wal(self.store)
 
     def get(self, key: bytes, partition: int) -> Optional[bytes]:
         """The stored value of `key` for an event of `partition` (as `table.data.get(key)` in the agent)."""
@@ -492,6 +507,40 @@ class TableWriter:
         partition = self.table.partition_for_key(key)  # the current event's partition, as Table.on_key_set
         self.store._db_for_partition(partition).put(key, value)
         await self.output.send(self.topic, key, value, partition)
+
+
+def without_wal(store: Any) -> None:
+    """Write the store's RocksDB databases without their write-ahead log.
+
+    The changelog topic is the table's log: a database is a cache of it, and the
+    persisted offset (in the same database) says where recovery resumes reading it.
+    Without the WAL a crash loses the writes since the last memtable flush, and
+    since a flush persists memtables in write order what survives is a prefix of the
+    writes: every persisted offset in it comes after the data of the changelog
+    records up to that offset (data is written before its record is sent, the offset
+    after the record is acknowledged). Recovery then reads the changelog from that
+    offset and writes the rest again (tests/integration/test_dedup_faults.py kills a
+    worker with SIGKILL and restarts it on the same directory). A clean close flushes
+    the memtables. Saves a write() to the WAL file per table write.
+    """
+    import rocksdict
+
+    options = rocksdict.WriteOptions()
+    options.disable_wal = True
+    rocksdb_options = store.rocksdb_options
+    if getattr(rocksdb_options, "_hookstream_without_wal", False):
+        return
+    open_db = rocksdb_options.open
+
+    def open_without_wal(path: Any, *, read_only: bool = False) -> Any:
+        db = open_db(path, read_only=read_only)
+        db.set_write_options(options)
+        return db
+
+    rocksdb_options.open = open_without_wal
+    rocksdb_options._hookstream_without_wal = True
+    for db in store._dbs.values():
+        db.set_write_options(options)
 
 
 async def send_raw(app: Any, topic: str, key: Optional[bytes], value: Optional[bytes]) -> None:
@@ -545,5 +594,5 @@ class LeanMonitor(Monitor):
 
 
 __all__ = ["KeepBuffersFlowControl", "install_fetch_wait", "LeanMonitor", "NodeBatchingProducer", "Output", "TableWriter", "deliver", "install",
-           "install_fast_deliver", "install_node_batching", "keep_buffers_on_active_resume", "on_offset_jump", "send_raw",
+           "install_fast_deliver", "install_node_batching", "keep_buffers_on_active_resume", "on_offset_jump", "send_raw", "without_wal",
            "uninstall_fast_deliver"]
