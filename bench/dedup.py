@@ -10,7 +10,7 @@ produced to a fresh `hookstream.deliveries` before each run; then, one after
 another, each in its own process (bench/dedup_children.py):
 
     noop-stock a Faust no-op agent as Faust ships (create_worker's config, no faust_tuning)
-    noop       the same with app/stream/faust_tuning.py, as the worker runs: the ceiling
+    noop       the same with app/stream/faust_tuning/, as the worker runs: the ceiling
     stage      hookstream's dedup stage: `hookstream worker` running app.stream.dedup
     quix       the same decision (decode, core.intake.process, route, encode) in Quix
                Streams, RocksDB state with changelog, same keys and commit cadence
@@ -24,7 +24,7 @@ The broker and the children share the machine's cores with whatever else runs:
 trust ratios taken in one run more than absolute figures (PERF.md).
 
 Single levers: `--faust-tuning off` (or some of deliver,monitor,batching,fetchwait) runs the
-Faust kinds without (parts of) app/stream/faust_tuning.py, `--uvloop` on uvloop,
+Faust kinds without (parts of) app/stream/faust_tuning/, `--uvloop` on uvloop,
 `--faust-conf '{"producer_linger_ms": 5}'` with Faust settings overridden.
 `--profile stage` records a py-spy profile (GIL-holding samples) of that run.
 Quix needs the `bench` extra: pip install -e '.[bench]' (see pyproject.toml).
@@ -238,7 +238,7 @@ def main() -> int:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--quix-python", help="interpreter with quixstreams (default: this one)")
     p.add_argument("--faust-tuning", default="on",
-                   help="on, off, or some of deliver,monitor,batching,fetchwait (app/stream/faust_tuning.py)")
+                   help="on, off, or some of deliver,monitor,batching,fetchwait (app/stream/faust_tuning/)")
     p.add_argument("--uvloop", nargs="?", const="all", default="",
                    help="run on uvloop: all Faust variants, or the comma-separated ones given")
     p.add_argument("--faust-conf", help="JSON object of Faust settings to override (single-lever experiments)")

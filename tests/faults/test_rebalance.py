@@ -1,6 +1,6 @@
 """A second worker joins mid-sync, then the first is killed: partitions move between live workers under load.
 
-This scenario found the record loss that app/stream/faust_tuning.py points 5 and 6 fix:
+This scenario found the record loss that app/stream/faust_tuning/ points 5 and 6 fix:
 records fetched while a worker finished restoring its tables were thrown out of the
 stream buffers, and a later record made Faust commit past them as an offset "gap".
 """

@@ -1,4 +1,4 @@
-"""The dedup stage across rebalances, with app/stream/faust_tuning.py active.
+"""The dedup stage across rebalances, with app/stream/faust_tuning/ active.
 
 A second worker joining mid-stream makes the first one stop its flow, revoke and
 commit; the newcomer recovers its share of the table from the changelog; then the

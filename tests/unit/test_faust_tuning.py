@@ -1,4 +1,4 @@
-"""app/stream/faust_tuning.py keeps the guarantees of the Faust code it replaces.
+"""app/stream/faust_tuning/ keeps the guarantees of the Faust code it replaces.
 
 `deliver` stands in for `wait_first(callback(message), suspend_flow.wait())` in the
 consumer's drain loop: a callback that blocks must still be interrupted by a
@@ -18,6 +18,7 @@ import pytest
 from mode import Service
 
 from app.stream import faust_tuning
+from app.stream.faust_tuning import consumer as tuned_consumer
 from aiokafka.structs import TopicPartition as TP
 
 from app.stream.faust_tuning import LeanMonitor, NodeBatchingAccumulator, deliver
@@ -163,12 +164,12 @@ def _significant_lines(fn) -> list[str]:
 
 def test_the_drain_loop_is_fausts_but_for_the_hand_off():
     assert faust_tuning.faust_drain_source_digest() == faust_tuning.DRAIN_MESSAGES_SHA256, (
-        "faust's Consumer._drain_messages changed: re-check app/stream/faust_tuning.py against it"
+        "faust's Consumer._drain_messages changed: re-check app/stream/faust_tuning/consumer.py against it"
     )
     diff = [
         line for line in difflib.unified_diff(
-            _significant_lines(faust_tuning._original_drain_messages),
-            _significant_lines(faust_tuning._drain_messages), lineterm="", n=0,
+            _significant_lines(tuned_consumer._original_drain_messages),
+            _significant_lines(tuned_consumer._drain_messages), lineterm="", n=0,
         )
         if line[:1] in "+-" and not line.startswith(("+++", "---"))
     ]
@@ -228,11 +229,11 @@ def test_install_replaces_the_drain_loop_and_an_unknown_faust_is_left_alone(monk
 
     try:
         assert faust_tuning.install_fast_deliver()
-        assert FaustConsumer._drain_messages is faust_tuning._drain_messages
+        assert FaustConsumer._drain_messages is tuned_consumer._drain_messages
         faust_tuning.uninstall_fast_deliver()
-        monkeypatch.setattr(faust_tuning, "DRAIN_MESSAGES_SHA256", "0" * 64)
+        monkeypatch.setattr(tuned_consumer, "DRAIN_MESSAGES_SHA256", "0" * 64)
         assert not faust_tuning.install_fast_deliver()
-        assert FaustConsumer._drain_messages is faust_tuning._original_drain_messages
+        assert FaustConsumer._drain_messages is tuned_consumer._original_drain_messages
     finally:
         faust_tuning.uninstall_fast_deliver()
 
