@@ -3,7 +3,7 @@
     python bench/dedup.py [--events 200000] [--keys 100000] [--repeat 1]
                           [--variants noop-stock,noop,stage,quix,quix-bare] [--quix-python PATH]
 
-One embedded tansu broker; `--events` deliveries over `--keys` distinct keys
+A fresh embedded tansu broker for each run; `--events` deliveries over `--keys` distinct keys
 (generic-hmac deliveries whose ~1 KiB body is a producer `sync.requested`, each
 key seen events/keys times, redeliveries inside the 24 h window, shuffled),
 produced to a fresh `hookstream.deliveries` before each run; then, one after
@@ -267,19 +267,23 @@ def main() -> int:
     records = deliveries(args.events, args.keys, args.body_bytes)
     print(f"built {len(records):,} deliveries over {args.keys:,} keys "
           f"({sum(len(v) for _, v in records) / len(records):,.0f} B each) in {time.monotonic() - t:.1f}s", flush=True)
-    broker = EmbeddedBroker(log_path=work / "tansu.log").start()
     runs: list[Run] = []
     try:
         n = 0
         for _ in range(args.repeat):
             for variant in variants:
                 n += 1
-                run = run_variant(variant, args, broker, records, work, instances_file, n)
+                # A fresh in-memory broker per run: tansu keeps every record of earlier runs
+                # in memory, and a variant run later would pay for the ones before it.
+                broker = EmbeddedBroker(log_path=work / f"tansu-{n}.log").start()
+                try:
+                    run = run_variant(variant, args, broker, records, work, instances_file, n)
+                finally:
+                    broker.stop()
                 runs.append(run)
                 print(f"  {variant:<10} {run.rate:>9,.0f} events/s  {run.per_cpu:>9,.0f} events/cpu-s  "
                       f"({run.events:,} events in {run.seconds:.1f}s, cpu {run.cpu_seconds:.1f}s)", flush=True)
     finally:
-        broker.stop()
         if args.keep or args.profile:
             print(f"work directory kept: {work}")
         else:
