@@ -103,6 +103,7 @@ class Output:
             raise TypeError("Output needs the NodeBatchingProducer (faust_tuning point 3)")
         accumulator._output = self
         self.producer = producer
+        self._watch_open(accumulator, self.topics)  # a producer Faust replaced: its open batches
         return producer
 
     async def send(self, topic: str, key: Optional[bytes], value: Optional[bytes], partition: Optional[int] = None) -> None:
@@ -138,9 +139,11 @@ class Output:
         if topic in self.topics:
             return
         self.topics.add(topic)
-        accumulator = (self.producer or self._bind())._message_accumulator
+        self._watch_open((self.producer or self._bind())._message_accumulator, {topic})
+
+    def _watch_open(self, accumulator: Any, topics: set[str]) -> None:
         for tp, batches in list(accumulator._batches.items()):
-            if tp.topic == topic:
+            if tp.topic in topics:
                 for batch in batches:
                     batch.future.add_done_callback(functools.partial(self.batch_done, batch))
 
