@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import statistics
 import subprocess
 import sys
@@ -127,8 +128,7 @@ async def timeline(settings, since_ms: int) -> list[str]:
                 stamps.sort()
                 lines.append(f"  {name:28} {len(stamps):6} records  first +{stamps[0] - since_ms:5} ms  "
                              f"last +{stamps[-1] - since_ms:5} ms")
-                if len(stamps) > 50:
-                    import collections
+                if len(stamps) > 50:  # many records: how many were produced in each 100 ms
                     h = collections.Counter((t - since_ms) // 100 for t in stamps)
                     lines.append("     per 100 ms: " + " ".join(str(h.get(i, 0)) for i in range(min(h), max(h) + 1)))
     finally:

@@ -62,7 +62,7 @@ def register(worker: Worker) -> None:
 
     @app.agent(deliveries, name="deduplicate_deliveries", concurrency=1)
     async def deduplicate_deliveries(stream):
-        # Writes go through faust_tuning (same partitions, same at-least-once, fewer layers).
+        # Table reads and writes go through faust_tuning (same partitions, same at-least-once, fewer layers).
         table_writer = faust_tuning.TableWriter(dedup_table)
         async for event in stream.events():
             message = event.message

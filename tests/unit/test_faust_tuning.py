@@ -19,6 +19,7 @@ from mode import Service
 
 from app.stream import faust_tuning
 from app.stream.faust_tuning import consumer as tuned_consumer
+from tests.support.services import wait_until
 from aiokafka.structs import TopicPartition as TP
 
 from app.stream.faust_tuning import LeanMonitor, NodeBatchingAccumulator, deliver
@@ -340,5 +341,29 @@ async def test_an_acknowledged_changelog_batch_persists_its_last_offset_and_a_fa
     failed = loop.create_future()
     failed.set_exception(RuntimeError("broker gone"))
     output.batch_done(_Batch("p.control", 0, 2), failed)
-    await asyncio.sleep(0)  # the crash is scheduled as a task; let it run once
+    await wait_until(lambda: app.crashed, timeout=5, what="the worker crashed")  # a task the failure scheduled
     assert [str(e) for e in app.crashed] == ["broker gone"] and len(persisted) == 1
+
+
+class _Producer:
+    """What Output._partition_of reads of the aiokafka producer: its partitioner and metadata."""
+
+    def __init__(self, partitions: int) -> None:
+        from types import SimpleNamespace
+
+        self.calls = 0
+        self._metadata = SimpleNamespace(_partitions={"p.control": dict.fromkeys(range(partitions))})
+
+    def _partition(self, topic, partition, key, value, key_bytes, value_bytes) -> int:
+        self.calls += 1
+        return sum(key_bytes) % len(self._metadata._partitions[topic])
+
+
+def test_a_keys_partition_is_remembered_until_the_topics_partition_count_changes():
+    from app.stream.faust_tuning import Output
+
+    output, producer = Output(_App()), _Producer(8)
+    assert [output._partition_of(producer, "p.control", k, b"v") for k in (b"a", b"b", b"a", b"a")] == [1, 2, 1, 1]
+    assert producer.calls == 2
+    producer._metadata._partitions["p.control"] = dict.fromkeys(range(16))  # the topic grew
+    assert output._partition_of(producer, "p.control", b"a", b"v") == 97 % 16 and producer.calls == 3

@@ -210,11 +210,11 @@ def without_wal(store: Any) -> None:
     """
     import rocksdict
 
-    options = rocksdict.WriteOptions()
-    options.disable_wal = True
     rocksdb_options = store.rocksdb_options
     if getattr(rocksdb_options, "_hookstream_without_wal", False):
         return
+    options = rocksdict.WriteOptions()
+    options.disable_wal = True
     open_db = rocksdb_options.open
 
     def open_without_wal(path: Any, *, read_only: bool = False) -> Any:
