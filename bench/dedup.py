@@ -23,7 +23,7 @@ Targets (issue 3): stage >= 0.8x the Faust no-op, goal >= 1.0x Quix per core.
 The broker and the children share the machine's cores with whatever else runs:
 trust ratios taken in one run more than absolute figures (PERF.md).
 
-Single levers: `--faust-tuning off` (or some of deliver,monitor,batching,fetchwait) runs the
+Single levers: `--faust-tuning off` (or some of deliver,monitor,batching,fetchwait,events) runs the
 Faust kinds without (parts of) app/stream/faust_tuning/, `--uvloop` on uvloop,
 `--faust-conf '{"producer_linger_ms": 5}'` with Faust settings overridden.
 `--profile stage` records a py-spy profile (GIL-holding samples) of that run.
@@ -238,7 +238,7 @@ def main() -> int:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--quix-python", help="interpreter with quixstreams (default: this one)")
     p.add_argument("--faust-tuning", default="on",
-                   help="on, off, or some of deliver,monitor,batching,fetchwait (app/stream/faust_tuning/)")
+                   help="on, off, or some of deliver,monitor,batching,fetchwait,events (app/stream/faust_tuning/)")
     p.add_argument("--uvloop", nargs="?", const="all", default="",
                    help="run on uvloop: all Faust variants, or the comma-separated ones given")
     p.add_argument("--faust-conf", help="JSON object of Faust settings to override (single-lever experiments)")

@@ -9,7 +9,8 @@
 
 Settings come from HOOKSTREAM_* variables; the bench's own knobs from BENCH_*:
 BENCH_EVENTS (events to wait for), BENCH_REPORT (where to write the JSON report),
-BENCH_FAUST_TUNING=off|on|deliver,monitor,batching,fetchwait (which parts of app.stream.faust_tuning),
+BENCH_FAUST_TUNING=off|on|deliver,monitor,batching,fetchwait,events (which parts of app.stream.faust_tuning;
+`events` only changes the no-op agent: the stage's agents always use it),
 BENCH_UVLOOP=1 (run the Faust kinds on uvloop), BENCH_FAUST_CONF (a JSON object of
 Faust App settings merged over create_worker's: single-lever experiments),
 BENCH_CPROFILE=1 (cProfile the worker's main thread, written beside the report).
@@ -73,7 +74,7 @@ def run_faust(kind: str) -> None:
         tuning = None
     parts = os.environ.get("BENCH_FAUST_TUNING", "on") if tuning is not None else "off"
     install_tuning = tuning.install if tuning is not None else (lambda app, *_: None)
-    if tuning is not None and parts != "on":  # "off", or some of deliver,monitor,batching,fetchwait (single-lever runs)
+    if tuning is not None and parts != "on":  # "off", or some of deliver,monitor,batching,fetchwait,events (single-lever runs)
         chosen = set(parts.split(","))
 
         def install_tuning(app, fetch_max_wait_ms=None):
@@ -121,9 +122,13 @@ def run_faust(kind: str) -> None:
             worker = create_worker(settings, instances)
             deliveries = worker.topic("hookstream.deliveries")
 
+            # The stage's agents iterate with faust_tuning.events (point 8) when it is on.
+            lean = tuned and hasattr(tuning, "events") and (parts == "on" or "events" in parts.split(","))
+            iterate = tuning.events if lean else (lambda stream: stream.events())
+
             @worker.app.agent(deliveries, name="noop", concurrency=1)
             async def noop(stream):
-                async for _event in stream.events():
+                async for _event in iterate(stream):
                     consumed[0] += 1
 
             start_probe(lambda: consumed[0])

@@ -64,7 +64,7 @@ def register(worker: Worker) -> None:
     async def deduplicate_deliveries(stream):
         # Table reads and writes go through faust_tuning (same partitions, same at-least-once, fewer layers).
         table_writer = faust_tuning.TableWriter(dedup_table)
-        async for event in stream.events():
+        async for event in faust_tuning.events(stream):
             message = event.message
             key_bytes = message.key or b""
             try:

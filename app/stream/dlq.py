@@ -20,6 +20,7 @@ from app import codec
 from app.core import dlq
 from app.events import DeadLettered, RedriveAccepted
 from app.store.projection import apply_with_retry
+from app.stream import faust_tuning
 from app.stream.app import Worker
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def register(worker: Worker) -> None:
 
     @app.agent(source, name=CONSUMER, concurrency=1)
     async def project_dead_letters(stream):
-        async for event in stream.events():
+        async for event in faust_tuning.events(stream):
             message = event.message
             try:
                 record = codec.decode_topic(DLQ, message.value)

@@ -22,6 +22,7 @@ from app.core.source_state import SourceState, fold, overdue_job
 from app.events import ControlRecord, DeadlineReached, utcnow
 from app.store import documents
 from app.store.db import in_transaction
+from app.stream import faust_tuning
 from app.stream.app import Worker
 from app.stream.projections import project_sources_record
 
@@ -56,7 +57,7 @@ def register(worker: Worker) -> None:
 
     @app.agent(control, name="orchestrate_syncs", concurrency=1)
     async def orchestrate_syncs(stream):
-        async for event in stream.events():
+        async for event in faust_tuning.events(stream):
             message = event.message
             try:
                 record = codec.decode(ControlRecord, message.value)

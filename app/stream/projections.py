@@ -33,6 +33,7 @@ from app import codec
 from app.core import read_model
 from app.events import Record
 from app.store.projection import apply_with_retry
+from app.stream import faust_tuning
 from app.stream.app import Worker
 
 log = logging.getLogger(__name__)
@@ -212,7 +213,7 @@ def register(worker: Worker) -> None:
 
     @app.agent(sync_channel, name=SYNC_JOBS_CONSUMER, concurrency=1)
     async def project_sync_jobs(stream):
-        async for event in stream.events():
+        async for event in faust_tuning.events(stream):
             message = event.message
             record = decoded(SYNC_JOBS_CONSUMER, sync_topics[message.topic], message)
             if record is None:

@@ -1,9 +1,10 @@
 """Every change hookstream makes to Faust's own behaviour, in one place (PERF.md has the figures).
 
 `install(app)` is called by `create_worker`. It changes four things (1, 2, 3, 7), fixes
-two ways Faust loses records (5, 6), and (4) is a faster way for an agent to write a
-table and send its output. The code is split along Faust's seams: `consumer.py`
-(1, 5, 6, 7), `producer.py` (3, 4), `monitor.py` (2).
+two ways Faust loses records (5, 6); (4) is a faster way for an agent to write a
+table and send its output, and (8) to iterate its stream. The code is split along
+Faust's seams: `consumer.py` (1, 5, 6, 7), `producer.py` (3, 4), `monitor.py` (2),
+`stream.py` (8).
 
 1. **The consumer's per-message hand-off** (`Consumer._drain_messages`). Faust runs
    `wait_first(callback(message), suspend_flow.wait())` for every message: four
@@ -90,6 +91,21 @@ table and send its output. The code is split along Faust's seams: `consumer.py`
    consumer after up to ~360 ms at 1500, ~120 ms at 500, ~20 ms at 100), and a sync
    crosses four topics before its completion.
 
+8. **An agent's loop over its stream** (`events(stream)`, used by the agents in place of
+   `stream.events()`). Faust's compiled iterator awaits `asyncio.sleep(0)` and then the
+   channel's `__anext__()` for every event, even when the buffer already holds the next
+   one (its quick path is behind an opt-in setting), under two async generators: a
+   full loop iteration, with an epoll call, per event. `events` takes the buffered
+   events one at a time as Faust does, each through the same steps (the generation
+   and flow-control check that skips records fetched before a rebalance, tracking,
+   sensors, the current event, and the ack in Faust's own `StreamIterator.after`, also
+   when the body raised or the stream is stopped), and lets the loop run other tasks
+   once per run of events: when the buffer is empty or after 100 in a row, as the
+   drain loop hands them over. A stream with processors or a join keeps Faust's
+   iterator. Measured on the dedup stage: 6.2k -> 10.0k events/s.
+   Safe because: tests/unit/test_faust_tuning_stream.py runs the same buffered events
+   through both iterators and compares what the agent saw and the consumer's acks.
+
 If the installed Faust's `_drain_messages` is not the one this was written
 against, (1) and (6) are not installed and a warning says so: an upgrade falls back to
 Faust's own path rather than running a stale copy.
@@ -111,6 +127,7 @@ from app.stream.faust_tuning.consumer import (
     uninstall_fast_deliver,
 )
 from app.stream.faust_tuning.monitor import LeanMonitor
+from app.stream.faust_tuning.stream import events
 from app.stream.faust_tuning.producer import (
     NodeBatchingAccumulator,
     NodeBatchingProducer,
@@ -134,6 +151,6 @@ def install(app: Any, fetch_max_wait_ms: int | None = None) -> None:
 
 
 __all__ = ["DRAIN_MESSAGES_SHA256", "KeepBuffersFlowControl", "LeanMonitor", "NodeBatchingAccumulator", "NodeBatchingProducer",
-           "Output", "TableWriter", "deliver", "faust_drain_source_digest", "install", "install_fast_deliver", "install_fetch_wait",
+           "Output", "TableWriter", "deliver", "events", "faust_drain_source_digest", "install", "install_fast_deliver", "install_fetch_wait",
            "install_node_batching", "keep_buffers_on_active_resume", "on_offset_jump", "send_raw", "uninstall_fast_deliver",
            "without_wal"]

@@ -1,0 +1,98 @@
+"""Faust's stream iterator, as hookstream's agents run it: point 8 of `app.stream.faust_tuning`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, AsyncIterator
+
+from faust import streams as faust_streams
+from faust.types import ChannelT, EventT
+
+log = logging.getLogger(__name__)
+
+# Events an agent takes from its buffer before it lets the loop run other tasks (Faust's
+# drain loop hands the consumer's messages over in the same steps of 100).
+MAX_RUN = 100
+
+
+def events(stream: Any, max_run: int = MAX_RUN) -> AsyncIterator[EventT]:
+    """`stream.events()` without a loop round-trip per event.
+
+    Faust's iterator (`Stream._c_aiter` around `StreamIterator.next`) awaits
+    `asyncio.sleep(0)` and then `channel.__anext__()` for every event, even when the
+    stream's buffer already holds the next one (its quick path is behind an opt-in
+    setting): a full loop iteration, with an epoll call, per event, under two
+    async generators (`__aiter__` and `events()`). Here the buffer is drained as Faust
+    drains it, one event at a time, and every event goes through the same steps
+    (generation and flow-control check, tracking, sensors, current event, and the
+    ack in Faust's own `StreamIterator.after`), but the loop runs other tasks only once
+    the buffer is empty or `max_run` events were taken in a row.
+    """
+    iterator = faust_streams._CStreamIterator
+    channel = stream.channel
+    if iterator is None or not isinstance(channel, ChannelT) or stream._processors or stream.join_strategy:
+        return stream.events()  # Faust's own path: nothing here was written for it
+    it = _events(stream, iterator(stream), max_run)
+    stream._active_agens.add(it)  # Stream.on_stop closes it, as it closes Faust's own iterator
+    return it
+
+
+async def _events(stream: Any, it: Any, max_run: int) -> AsyncIterator[EventT]:
+    # Stream._c_aiter's frame: started here, stopped here, the channel's iteration ended.
+    stream._finalized = True
+    started_by_aiter = await stream.maybe_start()
+    app = stream.app
+    channel = stream.channel
+    queue = channel.queue
+    errors = queue._errors
+    empty = queue.empty
+    quick_get = queue.get_nowait
+    slow_get = channel.__anext__
+    flow_control = app.flow_control
+    acking_topics = app.topics._acking_topics
+    add_unacked = it.add_unacked
+    on_message_in = it.on_message_in
+    on_stream_event_in = it.on_stream_event_in
+    after = it.after
+    set_current_event = stream._set_current_event
+    sleep = asyncio.sleep
+    try:
+        while not stream.should_stop:
+            await sleep(0)  # once per run of events, not once per event
+            if errors:
+                raise errors.popleft()
+            value = await slow_get() if empty() else quick_get()
+            run = 0
+            while True:
+                # StreamIterator._prepare_event, for an event (the channel holds nothing else).
+                do_ack = stream.enable_acks
+                event = value
+                message = event.message
+                sensor_state = None
+                if not flow_control.is_active() or message.generation_id != app.consumer_generation_id:
+                    pass  # fetched before a rebalance: skipped, and (as Faust's compiled iterator does) not acked
+                else:
+                    if message.topic in acking_topics and not message.tracked:
+                        message.tracked = True
+                        add_unacked(message)
+                        on_message_in(message.tp, message.offset, message)
+                    sensor_state = on_stream_event_in(message.tp, message.offset, stream, event)
+                    set_current_event(event)
+                    try:
+                        stream.events_total += 1
+                        yield event
+                    finally:
+                        stream.current_event = None
+                        after(event, do_ack, sensor_state)
+                run += 1
+                if run >= max_run or stream.should_stop or empty():
+                    break  # `empty()` is also true when an error waits in the buffer
+                value = quick_get()
+    except StopAsyncIteration:
+        return  # how a stopping stream ends its channel's iteration (`_channel_stop_iteration`)
+    finally:
+        stream._channel_stop_iteration(channel)
+        if started_by_aiter:
+            await stream.stop()
+            stream.service_reset()
