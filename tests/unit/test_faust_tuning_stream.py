@@ -263,3 +263,22 @@ def test_a_stream_with_processors_keeps_fausts_iterator(app):
     stream.add_processor(lambda value: value)
     it = faust_tuning.events(stream)
     assert it.__qualname__ == stream.events().__qualname__ == "Stream.events"
+
+
+@pytest.mark.parametrize("key, value", [(b"k", b"v"), (None, b"v"), (b"k", None), (b"", b"")])
+async def test_a_raw_bytes_topic_decodes_a_message_into_the_event_fausts_decode_makes(app, key, value):
+    topic = app.topic(TOPIC, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    assert isinstance(topic, faust_tuning.BytesTopic) and isinstance(topic.clone(is_iterator=True), faust_tuning.BytesTopic)
+    fausts = topic.schema.compile(app)
+    message = Message(TOPIC, 2, 7, 1.5, 0, [("h", b"1")], key, value, None)
+    mine, theirs = await topic.decode(message, propagate=True), await fausts(message, propagate=True)
+    assert "Schema" not in topic.decode.__qualname__
+    assert (mine.key, mine.value, mine.headers, mine.message) == (theirs.key, theirs.value, theirs.headers, theirs.message)
+    assert type(mine) is type(theirs)
+
+
+def test_other_topics_keep_fausts_decode(app):
+    for kwargs in ({"value_serializer": "json"}, {"key_type": str}, {"value_type": None}):
+        topic = app.topic(TOPIC, **{"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+                                    "value_serializer": "raw", **kwargs})
+        assert topic.decode.__qualname__.startswith("Schema.compile"), kwargs

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import Any, AsyncIterator
 
+from faust import Schema, Topic
 from faust import streams as faust_streams
 from faust.types import ChannelT, EventT
 
@@ -96,3 +97,34 @@ async def _events(stream: Any, it: Any, max_run: int) -> AsyncIterator[EventT]:
         if started_by_aiter:
             await stream.stop()
             stream.service_reset()
+
+
+class BytesTopic(Topic):
+    """Point 9: a topic of raw bytes turns a message into its event without the serializer layers.
+
+    For a topic whose keys and values are `bytes` with the `raw` serializer (every topic
+    hookstream's agents read: app/codec.py decodes), Faust's compiled decode goes through
+    the schema, the serializer registry and the `raw` codec, twice, to hand back the
+    message's own key and value. This creates the same event from them directly. Any
+    other topic (a table's changelog with other serializers, a model-typed topic) keeps
+    Faust's decode.
+    """
+
+    def _compile_decode(self) -> None:
+        if not is_raw_bytes(self.schema):
+            super()._compile_decode()
+            return
+        create_event = self.app.create_event
+
+        async def decode(message: Any, *, propagate: bool = False) -> EventT:
+            return create_event(message.key, message.value, message.headers, message)
+
+        self.decode = decode  # type: ignore[method-assign]
+
+
+def is_raw_bytes(schema: Any) -> bool:
+    return (
+        type(schema) is Schema
+        and schema.key_type is bytes and schema.value_type is bytes
+        and schema.key_serializer == "raw" and schema.value_serializer == "raw"
+    )
