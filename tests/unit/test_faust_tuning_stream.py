@@ -111,6 +111,20 @@ async def test_the_same_events_are_seen_and_acked_as_by_fausts_iterator(tmp_path
     assert acks["unacked"] == [] and acks["n_acked"] == 190
 
 
+async def test_a_value_that_is_not_an_event_is_passed_over(tmp_path_factory):
+    async def scenario(app, iterate):
+        stream = _stream(app)
+        _put(app, stream, range(0, 2))
+        stream.channel.queue.put_nowait(b"not an event")
+        _put(app, stream, range(2, 4))
+        seen = await _consume(iterate, stream, 4)
+        return seen, _acks(app), stream.events_total
+
+    fausts, tuned = await _run_both(tmp_path_factory, scenario)
+    assert tuned == fausts
+    assert [offset for offset, _, _ in tuned[0]] == [0, 1, 2, 3] and tuned[2] == 5
+
+
 async def test_events_fetched_before_a_rebalance_are_skipped_and_not_acked(tmp_path_factory):
     async def scenario(app, iterate):
         stream = _stream(app)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any, AsyncIterator
 
 from faust import Schema, Topic
 from faust import streams as faust_streams
 from faust.types import ChannelT, EventT
-
-log = logging.getLogger(__name__)
 
 # Events an agent takes from its buffer before it lets the loop run other tasks (Faust's
 # drain loop hands the consumer's messages over in the same steps of 100).
@@ -66,14 +63,16 @@ async def _events(stream: Any, it: Any, max_run: int) -> AsyncIterator[EventT]:
             value = await slow_get() if empty() else quick_get()
             run = 0
             while True:
-                # StreamIterator._prepare_event, for an event (the channel holds nothing else).
+                # StreamIterator._prepare_event, then Stream.events()'s filter.
                 do_ack = stream.enable_acks
                 event = value
-                message = event.message
-                sensor_state = None
-                if not flow_control.is_active() or message.generation_id != app.consumer_generation_id:
+                if not isinstance(event, EventT):
+                    set_current_event(None)  # not an event: Stream.events() yields nothing for it
+                    stream.events_total += 1
+                elif not flow_control.is_active() or event.message.generation_id != app.consumer_generation_id:
                     pass  # fetched before a rebalance: skipped, and (as Faust's compiled iterator does) not acked
                 else:
+                    message = event.message
                     if message.topic in acking_topics and not message.tracked:
                         message.tracked = True
                         add_unacked(message)
