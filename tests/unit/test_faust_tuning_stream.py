@@ -18,17 +18,22 @@ from faust.types import TP, Message
 from app.settings import Settings
 from app.stream import faust_tuning
 from app.stream.app import create_worker
+from tests.support.services import wait_until
 
 TOPIC = "p.events"
 
 
-@pytest.fixture()
-def app(tmp_path):
-    worker = create_worker(Settings(worker_data_dir=tmp_path, topic_prefix="p."), instances={})
-    app = worker.app
+def _app(data_dir):
+    """The worker's Faust app (its tuning installed), TOPIC acked, the flow running."""
+    app = create_worker(Settings(worker_data_dir=data_dir, topic_prefix="p."), instances={}).app
     app.topics._acking_topics.add(TOPIC)
     app.flow_control.resume()
     return app
+
+
+@pytest.fixture()
+def app(tmp_path):
+    return _app(tmp_path)
 
 
 def _stream(app):
@@ -86,11 +91,7 @@ def _tuned(stream):
 async def _run_both(tmp_path_factory, scenario):
     results = []
     for iterate in (_fausts, _tuned):
-        worker = create_worker(Settings(worker_data_dir=tmp_path_factory.mktemp("w"), topic_prefix="p."), instances={})
-        app = worker.app
-        app.topics._acking_topics.add(TOPIC)
-        app.flow_control.resume()
-        results.append(await scenario(app, iterate))
+        results.append(await scenario(_app(tmp_path_factory.mktemp("w")), iterate))
     return results
 
 
@@ -159,8 +160,9 @@ async def test_while_the_flow_is_suspended_buffered_events_are_skipped(tmp_path_
                 await body(event)
 
         task = asyncio.ensure_future(run())
-        for _ in range(50):
-            await asyncio.sleep(0)
+        # Offset 2 is taken (and skipped) in the same step that empties the buffer.
+        await wait_until(lambda: len(seen) == 2 and stream.channel.queue.empty(), timeout=10, interval=0.01,
+                         what="the buffer to be drained")
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
