@@ -78,7 +78,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--repository", metavar="OWNER/NAME", help="github: the repository")
     c.add_argument("--installation-id", type=positive_int, metavar="N",
                    help="github: the GitHub App installation that can read the repository")
-    c.add_argument("--branch", help="the branch to sync (git: HEAD by default; github: the default branch)")
+    c.add_argument("--branch", help="the branch the source tracks: its documents follow this branch's head, and "
+                   "pushes to other branches are ignored by a counted rule (default: git, HEAD's branch; "
+                   "github, the repository's default branch); connecting again with another branch is a "
+                   "config change: the next sync lists every file")
     c.add_argument("--repository-id", type=positive_int, metavar="N",
                    help="the GitHub repository id: makes the source id github:N, the id GitHub webhooks "
                    "(pushes, installations) use for that repository")

@@ -26,6 +26,7 @@ from app.events.sync import (
     SyncCoalesced,
     SyncCompleted,
     SyncDeduplicated,
+    SyncIgnored,
     SyncQueued,
     SyncRejected,
     SyncStarted,
@@ -46,6 +47,7 @@ IgnoreReason = Literal[
     "batch_out_of_range",  # a batch index the plan does not have
     "late_deadline",  # DeadlineReached for a job that is not the active one
     "deadline_not_reached",  # DeadlineReached stamped before the job's deadline
+    "untracked_branch",  # a push to a branch the source does not track (answered sync.ignored)
 ]
 
 
@@ -77,6 +79,7 @@ Effect = Union[
     SyncStarted,
     SyncCancelled,
     SyncRejected,
+    SyncIgnored,
     SyncCompleted,
     JobCancelled,
     EnsureSource,

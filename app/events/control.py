@@ -24,7 +24,15 @@ class ControlEvent(Record):
 
 
 class SyncRequested(ControlEvent):
-    """A request to sync a source. `request_id` is unique per request (the delivery id for webhooks)."""
+    """A request to look at a source again. `request_id` is unique per request (the delivery id for webhooks).
+
+    Syncs are level-triggered: the planner compares the commit the source's documents
+    were last written to completely with the head of the source's tracked branch, so
+    `before`, `after` and `paths` are what the sender saw, never the target. `branch`
+    is the branch a push was to: a push to a branch the source does not track is
+    answered `sync.ignored`. `force` bypasses a live idempotency key (a manual
+    `sync request --full --force`).
+    """
 
     type: Literal["sync.requested"] = "sync.requested"
     request_id: str = Field(min_length=1, max_length=300)
@@ -33,6 +41,8 @@ class SyncRequested(ControlEvent):
     paths: list[str] = Field(default_factory=list)
     before: str | None = None
     after: str | None = None
+    branch: str | None = Field(default=None, min_length=1, max_length=255)
+    force: bool = False
 
 
 class SourceConnected(ControlEvent):
@@ -63,12 +73,19 @@ class SourceUpdated(ControlEvent):
     config: dict[str, Any] = Field(default_factory=dict)
 
 
+# How a planner listed a job's changes: every file at the head (`full`), the difference
+# from the commit the documents are at (`diff`), or nothing, since they are at the head
+# already (`unchanged`: the request is answered "already synced").
+ListingKind = Literal["full", "diff", "unchanged"]
+
+
 class SyncPlanned(ControlEvent):
     type: Literal["sync.planned"] = "sync.planned"
     job_id: str
     batch_count: int = Field(ge=0)
     file_count: int = Field(ge=0)
     commit: str | None = None
+    listing: ListingKind | None = None
 
 
 class PlanFailed(ControlEvent):

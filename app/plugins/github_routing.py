@@ -7,8 +7,13 @@ Invariants:
 - Every event carries `DeliveryRef(key=delivery.key)` and occurs at the
   delivery's `received_at`; a SyncRequested's request id is the delivery id, so
   a redelivery asks for the same request.
-- A push syncs incrementally only when the payload lists every change;
-  otherwise it asks for `full` (always correct, only slower).
+- A push asks the source to look again (`incremental`: the planner diffs from
+  the commit the documents are at to the tracked branch's head, or lists
+  everything when it must); it names its branch, and the orchestrator answers a
+  push to a branch the source does not track with a counted rule. Only an
+  instance's explicit `tracked_branch` option filters pushes here, for every
+  repository the instance serves. A push that changes a config file asks for
+  `full`.
 """
 
 from __future__ import annotations
@@ -163,10 +168,9 @@ def _push(origin: _Origin, payload: dict[str, Any], action: object, instance: In
     if not ref.startswith(BRANCH_PREFIX):
         return Routed(ignored=Ignored("push.tag" if ref.startswith("refs/tags/") else "push.other_ref"))
     repository = _object(payload, "repository")
-    tracked = text_option(instance, "tracked_branch", None) or repository.get("default_branch")
-    if not isinstance(tracked, str) or not tracked:
-        raise RoutingError("no tracked branch: payload.repository.default_branch is missing and options.tracked_branch is unset")
-    if ref[len(BRANCH_PREFIX) :] != tracked:
+    branch = ref[len(BRANCH_PREFIX) :]
+    tracked = text_option(instance, "tracked_branch", None)
+    if tracked is not None and branch != tracked:
         return Routed(ignored=Ignored("push.untracked_branch"))
 
     source_id = _source_id(repository)
@@ -178,7 +182,9 @@ def _push(origin: _Origin, payload: dict[str, Any], action: object, instance: In
     changed = _changed_paths(commits)
     config_files = text_list_option(instance, "config_files", DEFAULT_CONFIG_FILES)
     config_changes = sorted(p for p in changed if p in config_files)
-    full = bool(config_changes) or _needs_full_listing(payload, commits, before)
+    full = bool(config_changes)
+    # Paths are hints only (the planner diffs real commits): none when the payload may not list them all.
+    hints = [] if full or _may_omit_paths(payload, commits, before) else sorted(changed)
 
     events: list[Record] = [
         # Before the sync request: the orchestrator reloads the config first.
@@ -191,9 +197,10 @@ def _push(origin: _Origin, payload: dict[str, Any], action: object, instance: In
             request_id=origin.delivery_id,
             mode="full" if full else "incremental",
             trigger="config_change" if config_changes else "push",
-            paths=[] if full else sorted(changed),
+            paths=hints,
             before=before,
             after=after,
+            branch=branch,
         )
     )
     return Routed(events=tuple(events))
@@ -219,7 +226,7 @@ def _changed_paths(commits: list[dict[str, Any]]) -> set[str]:
     return paths
 
 
-def _needs_full_listing(payload: dict[str, Any], commits: list[dict[str, Any]], before: str | None) -> bool:
+def _may_omit_paths(payload: dict[str, Any], commits: list[dict[str, Any]], before: str | None) -> bool:
     """True when the payload's commits may not name every changed path."""
     if payload.get("forced") is True or payload.get("created") is True or before is None:
         return True  # history rewritten, or no base to diff from

@@ -68,7 +68,7 @@ def test_a_github_source_needs_a_repository_and_an_installation(kw, message):
 
 
 def _request_args(**kw) -> argparse.Namespace:
-    values = dict(source_id="git:app", full=False, paths=[], before=None, after=None, trigger="manual", request_id=None)
+    values = dict(source_id="git:app", full=False, paths=[], before=None, after=None, trigger="manual", request_id=None, force=False)
     return argparse.Namespace(**{**values, **kw})
 
 

@@ -61,7 +61,8 @@ def summary(routed: Routed) -> Ignored | list[dict[str, Any]]:
     return [e.model_dump(exclude={"delivery", "occurred_at", "schema_version"}) for e in routed.events]
 
 
-def sync(mode: str, *, before: str | None, after: str | None, paths: list[str] = (), trigger: str = "push", source_id: str = HANDBOOK) -> dict[str, Any]:
+def sync(mode: str, *, before: str | None, after: str | None, paths: list[str] = (), trigger: str = "push",
+         source_id: str = HANDBOOK, branch: str = "main") -> dict[str, Any]:
     return {
         "type": "sync.requested",
         "source_id": source_id,
@@ -71,6 +72,8 @@ def sync(mode: str, *, before: str | None, after: str | None, paths: list[str] =
         "paths": list(paths),
         "before": before,
         "after": after,
+        "branch": branch,
+        "force": False,
     }
 
 
@@ -107,8 +110,10 @@ GITHUB_RULES = [
     # test id, event, payload, options, expected
     ("push with several commits syncs their paths incrementally", "push", payload("push_several_commits"), {},
      [sync("incremental", paths=SEVERAL_PATHS, **SEVERAL)]),
-    ("forced push syncs in full", "push", payload("push_forced"), {},
-     [sync("full", **shas("push_forced"))]),
+    # A push asks to look again; the planner decides between a diff and a full listing (a force
+    # push's new head does not contain the documents' commit), so its listed paths are no hints.
+    ("forced push asks to look again, without path hints", "push", payload("push_forced"), {},
+     [sync("incremental", **shas("push_forced"))]),
     ("push changing the config file announces it and syncs in full", "push", payload("push_config_change"), {},
      [{"type": "source.config_changed", "source_id": HANDBOOK, "config_path": ".hookstream.yml", "commit": CONFIG["after"]},
       sync("full", trigger="config_change", **CONFIG)]),
@@ -118,22 +123,26 @@ GITHUB_RULES = [
      [{"type": "source.config_changed", "source_id": HANDBOOK, "config_path": "README.md", "commit": SEVERAL["after"]},
       sync("full", trigger="config_change", **SEVERAL)]),
     ("branch deletion is ignored by rule", "push", payload("push_branch_deleted"), {}, Ignored("push.branch_deleted")),
-    ("push to another branch is ignored by rule", "push", payload("push_untracked_branch"), {}, Ignored("push.untracked_branch")),
-    ("a configured tracked branch replaces the default branch", "push", payload("push_untracked_branch"), {"tracked_branch": "feature/new-layout"},
-     [sync("incremental", paths=["docs/draft.md"], **UNTRACKED)]),
+    # Which branch a source tracks is the source's (the orchestrator answers other branches by rule).
+    ("push to another branch names its branch for the source to judge", "push", payload("push_untracked_branch"), {},
+     [sync("incremental", paths=["docs/draft.md"], branch="feature/new-layout", **UNTRACKED)]),
+    ("an instance's tracked branch filters pushes to other branches", "push", payload("push_untracked_branch"), {"tracked_branch": "main"},
+     Ignored("push.untracked_branch")),
+    ("a configured tracked branch routes pushes to it", "push", payload("push_untracked_branch"), {"tracked_branch": "feature/new-layout"},
+     [sync("incremental", paths=["docs/draft.md"], branch="feature/new-layout", **UNTRACKED)]),
     ("push to the default branch is untracked when another branch is configured", "push", payload("push_several_commits"), {"tracked_branch": "release"},
      Ignored("push.untracked_branch")),
     ("push to a tag is ignored by rule", "push", payload("push_several_commits", ref="refs/tags/v1.2.0"), {}, Ignored("push.tag")),
-    ("push with more commits than listed syncs in full", "push", payload("push_more_commits_than_listed"), {},
-     [sync("full", **shas("push_more_commits_than_listed"))]),
-    ("push listing GitHub's maximum of commits syncs in full", "push", payload("push_several_commits", commits=commits(2048)), {},
-     [sync("full", **SEVERAL)]),
+    ("push with more commits than listed gives no path hints", "push", payload("push_more_commits_than_listed"), {},
+     [sync("incremental", **shas("push_more_commits_than_listed"))]),
+    ("push listing GitHub's maximum of commits gives no path hints", "push", payload("push_several_commits", commits=commits(2048)), {},
+     [sync("incremental", **SEVERAL)]),
     ("push listing one commit fewer than the maximum syncs incrementally", "push", payload("push_several_commits", commits=commits(2047)), {},
      [sync("incremental", paths=sorted(f"docs/generated-{i}.md" for i in range(2047)), **SEVERAL)]),
-    ("push creating the tracked branch syncs in full without a base", "push",
-     payload("push_several_commits", created=True, before="0" * 40), {}, [sync("full", before=None, after=SEVERAL["after"])]),
-    ("push moving the branch without listing commits syncs in full", "push", payload("push_several_commits", commits=[]), {},
-     [sync("full", **SEVERAL)]),
+    ("push creating the tracked branch names no before and gives no hints", "push",
+     payload("push_several_commits", created=True, before="0" * 40), {}, [sync("incremental", before=None, after=SEVERAL["after"])]),
+    ("push moving the branch without listing commits gives no hints", "push", payload("push_several_commits", commits=[]), {},
+     [sync("incremental", **SEVERAL)]),
     ("push that moves nothing is ignored by rule", "push",
      payload("push_several_commits", commits=[], after=SEVERAL["before"]), {}, Ignored("push.no_change")),
     ("installation created connects every repository", "installation", payload("installation_created"), {},
@@ -235,11 +244,9 @@ def test_github_options_that_do_not_validate_make_routing_errors_not_crashes():
         route_github("push", payload("push_several_commits"), config_files="README.md")
 
 
-def test_push_without_default_branch_or_tracked_branch_is_a_routing_error():
+def test_push_without_a_default_branch_still_names_its_branch():
     data = _without(payload("push_several_commits"), "repository", "default_branch")
-    with pytest.raises(RoutingError, match="no tracked branch"):
-        route_github("push", data)
-    assert summary(route_github("push", data, tracked_branch="main"))[0]["mode"] == "incremental"
+    assert summary(route_github("push", data))[0]["branch"] == "main"
 
 
 # --- producer events: standard-webhooks and generic-hmac -----------------------
@@ -261,7 +268,7 @@ def test_a_producer_event_routes_as_itself_with_its_delivery_attached(plugin):
     (event,) = PLUGINS[plugin].route(d, instance(plugin)).events
     assert isinstance(event, SyncRequested)
     assert event.delivery == DeliveryRef(key=f"{plugin}/octo/msg_1")
-    assert event.model_dump(mode="json", exclude={"delivery", "schema_version", "paths", "before", "after"}) == REQUEST
+    assert event.model_dump(mode="json", exclude={"delivery", "schema_version", "paths", "before", "after", "branch", "force"}) == REQUEST
 
 
 @pytest.mark.parametrize("plugin", PRODUCER_PLUGINS)
