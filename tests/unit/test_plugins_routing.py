@@ -118,6 +118,9 @@ GITHUB_RULES = [
      [{"type": "source.config_changed", "source_id": HANDBOOK, "config_path": "README.md", "commit": SEVERAL["after"]},
       sync("full", trigger="config_change", **SEVERAL)]),
     ("branch deletion is ignored by rule", "push", payload("push_branch_deleted"), {}, Ignored("push.branch_deleted")),
+    ("tag deletion is ignored by its own rule", "push", payload("push_tag_deleted"), {}, Ignored("push.tag_deleted")),
+    ("deletion of another kind of ref is ignored by its own rule", "push", payload("push_tag_deleted", ref="refs/notes/commits"), {},
+     Ignored("push.other_ref_deleted")),
     ("push to another branch is ignored by rule", "push", payload("push_untracked_branch"), {}, Ignored("push.untracked_branch")),
     ("a configured tracked branch replaces the default branch", "push", payload("push_untracked_branch"), {"tracked_branch": "feature/new-layout"},
      [sync("incremental", paths=["docs/draft.md"], **UNTRACKED)]),
@@ -166,8 +169,14 @@ GITHUB_RULES = [
     ("ping is ignored by rule", "ping", payload("ping"), {}, Ignored("ping")),
     ("an unknown event is ignored by a rule naming event and action", "issues", payload("issues_opened"), {}, Ignored("issues.opened")),
     ("an unknown event without an action is ignored by a rule naming it", "fork", payload("ping"), {}, Ignored("fork")),
-    ("a rule name never holds more than safe characters", "weird event/../x", payload("issues_opened", action="a b" * 50), {},
-     Ignored("weird_event_x." + "a_b" * 21 + "a")),
+    ("an event GitHub does not document is ignored under one bounded rule", "weird event/../x", payload("issues_opened"), {},
+     Ignored("unknown_event")),
+    ("a rule name never holds more than safe characters", "issues", payload("issues_opened", action="a b" * 50), {},
+     Ignored("issues." + "a_b" * 21 + "a")),
+    ("a repository dispatch is ignored without its sender-chosen action", "repository_dispatch", payload("repository_dispatch"), {},
+     Ignored("repository_dispatch")),
+    ("a repository dispatch of another event type is counted under the same rule", "repository_dispatch",
+     payload("repository_dispatch", action="deploy-42"), {}, Ignored("repository_dispatch")),
 ]
 
 
