@@ -213,6 +213,12 @@ class Settings(BaseSettings):
         return env
 
     def instances(self) -> dict[tuple[str, str], InstanceConfig]:
+        """The instances file, parsed and every plugin's options validated (a bad routing rule or
+        key fails here, at start, naming the file, the instance and the rule)."""
         if self.instances_file is None:
             return {}
-        return load_instances(self.instances_file)
+        from app.plugins import validate_instances  # the plugins import this module
+
+        instances = load_instances(self.instances_file)
+        validate_instances(instances, str(self.instances_file))
+        return instances
