@@ -172,8 +172,8 @@ class LinearSource(SourceAdapter):
             return Listing(listing.files, listing.commit, "full", f"{since!r} is not a Linear sync point (ISO 8601)")
         if since_at is None:
             nodes, first_answer = await self._list(self._scope_filter(), include_archived=False)
-            files = {issue_path(n["identifier"]): _upsert(n) for n in nodes if self._in_scope(n) and _live(n)}
-            return Listing(sorted(files.values(), key=lambda f: f.path), self._sync_point(first_answer, nodes, None), "full")
+            listed = {issue_path(n["identifier"]): _upsert(n) for n in nodes if self._in_scope(n) and _live(n)}
+            return Listing(sorted(listed.values(), key=lambda f: f.path), self._sync_point(first_answer, nodes, None), "full")
         window: dict[str, Any] = {"or": [
             {"updatedAt": {"gte": format_point(since_at)}},
             {"archivedAt": {"gte": format_point(since_at)}},

@@ -139,11 +139,11 @@ def _rate_limit_wait(headers: Any, now: float, attempt: int) -> float:
     if retry_after is not None:
         return max(0.0, retry_after)
     resets = [
-        _number(headers, f"X-RateLimit-{budget}-Reset")
+        reset
         for budget in ("Requests", "Complexity")
         if _number(headers, f"X-RateLimit-{budget}-Remaining") == 0
+        and (reset := _number(headers, f"X-RateLimit-{budget}-Reset")) is not None
     ]
-    resets = [r for r in resets if r is not None]
     if resets:
         return max(0.0, max(resets) / 1000.0 - now) + 1.0
     return _UNHEADED_RATE_LIMIT_SECONDS * 2**attempt
