@@ -191,6 +191,10 @@ class Settings(BaseSettings):
     github_app_id: str | None = None
     github_private_key_file: Path | None = None
     github_token: SecretStr | None = None
+    # Linear source adapter: the GraphQL endpoint, and the API key (or OAuth token) of every
+    # linear source that names no `token_env` of its own.
+    linear_api_url: str = "https://api.linear.app/graphql"
+    linear_api_key: SecretStr | None = None
     sync_deadline_seconds: float = 3600.0
     deadline_check_interval_seconds: float = Field(default=5.0, gt=0)
     idempotency_ttl_seconds: float = 300.0
@@ -213,6 +217,12 @@ class Settings(BaseSettings):
         return env
 
     def instances(self) -> dict[tuple[str, str], InstanceConfig]:
+        """The instances file, parsed and every plugin's options validated (a bad routing rule or
+        key fails here, at start, naming the file, the instance and the rule)."""
         if self.instances_file is None:
             return {}
-        return load_instances(self.instances_file)
+        from app.plugins import validate_instances  # the plugins import this module
+
+        instances = load_instances(self.instances_file)
+        validate_instances(instances, str(self.instances_file))
+        return instances

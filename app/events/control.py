@@ -14,7 +14,7 @@ from app.events.base import Record, Timestamp
 from app.events.deliveries import DeliveryRef
 
 SyncMode = Literal["full", "incremental"]
-SourceType = Literal["git", "github"]
+SourceType = Literal["git", "github", "linear"]
 
 
 class ControlEvent(Record):
@@ -50,7 +50,8 @@ class SourceConnected(ControlEvent):
     source_type: SourceType
     name: str | None = None
     # Adapter configuration: for git {"path": ...}; for github {"repository": "owner/name",
-    # "installation_id": ..., "default_branch": ...}.
+    # "installation_id": ..., "default_branch": ...}; for linear {"organization_id": ...,
+    # "teams": [team keys], "token_env": ...}. Never a secret: configs travel on Kafka.
     config: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable, NamedTuple, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, NamedTuple, Sequence
 
 from app.core.convergence import head_lags, listing_for
 from app.events.control import ListingKind
@@ -86,6 +86,11 @@ class SourceOptions:
     github_private_key: str | None = None  # PEM
     # A static token (personal access token) for development, used when no App is configured.
     github_token: str | None = None
+    linear_api_url: str = "https://api.linear.app/graphql"
+    # A Linear API key or OAuth token for every linear source without its own `token_env`.
+    linear_api_key: str | None = None
+    # Where a linear source's `token_env` is looked up (the worker passes its environment).
+    environ: Mapping[str, str] = field(default_factory=dict)
     http_timeout_seconds: float = 30.0
     fetch_concurrency: int = 8
     max_retries: int = 4

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +69,10 @@ class Worker:
                 github_app_id=s.github_app_id,
                 github_private_key=key,
                 github_token=s.github_token.get_secret_value() if s.github_token else None,
+                linear_api_url=s.linear_api_url,
+                linear_api_key=s.linear_api_key.get_secret_value() if s.linear_api_key else None,
+                # A linear source's `token_env` names one of these (LINEAR_* only, see app.sources.linear).
+                environ={k: v for k, v in os.environ.items() if k.startswith(("LINEAR_", "HOOKSTREAM_LINEAR_"))},
             )
         return self._source_options
 
