@@ -341,7 +341,7 @@ COMMENT_DATA = {"id": "c0ffee01-1111-4222-8333-444455556666", "body": "Still bro
 
 def linear_sync(paths: list[str], after: str | None) -> dict[str, Any]:
     return {"type": "sync.requested", "source_id": f"linear:{ORG}", "request_id": "d-1", "mode": "incremental", "trigger": "webhook",
-            "paths": paths, "before": None, "after": after}
+            "paths": paths, "before": None, "after": after, "branch": None, "force": False}
 
 
 LINEAR_RULES = [
