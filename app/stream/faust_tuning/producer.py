@@ -12,7 +12,11 @@ from aiokafka.producer.message_accumulator import MessageAccumulator
 from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from app.stream.faust_tuning import guard
+
 log = logging.getLogger(__name__)
+
+guard.keep_original("faust.transport.drivers.aiokafka:Producer._producer_type")  # replaced by install_node_batching
 
 
 class NodeBatchingAccumulator(MessageAccumulator):
