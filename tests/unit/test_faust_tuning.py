@@ -15,14 +15,13 @@ import inspect
 import textwrap
 
 import pytest
+from aiokafka.structs import TopicPartition as TP
 from mode import Service
 
 from app.stream import faust_tuning
+from app.stream.faust_tuning import LeanMonitor, NodeBatchingAccumulator, deliver
 from app.stream.faust_tuning import consumer as tuned_consumer
 from tests.support.services import wait_until
-from aiokafka.structs import TopicPartition as TP
-
-from app.stream.faust_tuning import LeanMonitor, NodeBatchingAccumulator, deliver
 
 
 class Consumer(Service):
@@ -57,7 +56,7 @@ class CountingTasks:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop, self.created, self.previous = loop, 0, loop.get_task_factory()
 
-    def __enter__(self) -> "CountingTasks":
+    def __enter__(self) -> CountingTasks:
         def factory(loop, coro, **kwargs):
             self.created += 1
             return asyncio.Task(coro, loop=loop, **kwargs)

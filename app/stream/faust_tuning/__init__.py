@@ -154,7 +154,6 @@ from app.stream.faust_tuning.consumer import (
     uninstall_no_gap_fill,
 )
 from app.stream.faust_tuning.monitor import LeanMonitor
-from app.stream.faust_tuning.stream import BytesTopic, events
 from app.stream.faust_tuning.producer import (
     NodeBatchingAccumulator,
     NodeBatchingProducer,
@@ -164,6 +163,7 @@ from app.stream.faust_tuning.producer import (
     send_raw,
     without_wal,
 )
+from app.stream.faust_tuning.stream import BytesTopic, events
 
 
 def install(app: Any, fetch_max_wait_ms: int | None = None) -> None:

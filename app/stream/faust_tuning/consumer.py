@@ -7,7 +7,8 @@ import hashlib
 import inspect
 import logging
 import textwrap
-from typing import Any, AsyncIterator, Awaitable, Callable, cast
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, cast
 
 from faust.transport import consumer as faust_consumer
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -43,7 +44,7 @@ def install_fetch_wait(fetch_max_wait_ms: int) -> bool:
         consumer._fetch_max_wait_ms = fetch_max_wait_ms  # read by AIOKafkaConsumer.start() for its Fetcher
         return consumer
 
-    faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer
+    faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
     return True
 
 
@@ -80,12 +81,12 @@ def install_fast_deliver() -> bool:
         return True
     if not guard.speed_patch_applies(1):
         return False
-    consumer_cls._drain_messages = _drain_messages
+    consumer_cls._drain_messages = _drain_messages  # type: ignore[method-assign]
     return True
 
 
 def uninstall_fast_deliver() -> None:
-    faust_consumer.Consumer._drain_messages = _original_drain_messages
+    faust_consumer.Consumer._drain_messages = _original_drain_messages  # type: ignore[method-assign]
 
 
 class _Resumed:
@@ -102,7 +103,7 @@ class _Resumed:
         self.coro = coro
         self.pending = pending
 
-    def __await__(self):  # type: ignore[no-untyped-def]
+    def __await__(self):
         coro, pending = self.coro, self.pending
         self.coro = self.pending = None
         while True:
@@ -123,7 +124,7 @@ class _Resumed:
                     return stop.value
 
 
-async def deliver(consumer: Any, callback: Callable[[Any], Awaitable[None]], message: Any) -> None:
+async def deliver(consumer: Any, callback: Callable[[Any], Coroutine[Any, Any, None]], message: Any) -> None:
     """`callback(message)` with Faust's interruption semantics, without a task per message.
 
     Equivalent to `await consumer.wait_first(callback(message), consumer.suspend_flow.wait())`:
@@ -142,7 +143,7 @@ async def deliver(consumer: Any, callback: Callable[[Any], Awaitable[None]], mes
     await consumer.wait_first(_Resumed(coro, pending), suspend_flow.wait())
 
 
-async def _drain_messages(self, fetcher: ServiceT) -> None:  # type: ignore[no-untyped-def]  # pragma: no cover
+async def _drain_messages(self, fetcher: ServiceT) -> None:  # pragma: no cover
     # faust-streaming 0.15.3 `Consumer._drain_messages`, line for line, but for the
     # line marked "hookstream" (tests/unit/test_faust_tuning.py diffs the two). Point 6 is
     # not in here: it replaces `_add_gap`, which both this loop and Faust's call.
