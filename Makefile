@@ -24,8 +24,7 @@ test:  ## the whole suite, as .ci/run runs it (about 7 minutes)
 	$(PYTEST) -n 2 --dist loadfile
 
 lint:  ## ruff: lint findings, and the files the formatter would change (changes nothing)
-	$(PY) -m ruff check .
-	$(PY) -m ruff format --check .
+	@status=0; $(PY) -m ruff check . || status=1; $(PY) -m ruff format --check . || status=1; exit $$status
 
 format:  ## ruff format and the safe fixes over the whole tree (one commit of its own)
 	$(PY) -m ruff format .
