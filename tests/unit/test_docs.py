@@ -1,10 +1,12 @@
 """The repository's docs follow the code: every `hookstream` command in a shell block of the README,
-CONTRIBUTING.md or docs/*.md parses with the real CLI, and every `make` target they name exists."""
+CONTRIBUTING.md or docs/*.md parses with the real CLI, every `make` target they name exists, and
+nothing points to a file outside the repository."""
 
 from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 
 import pytest
 
@@ -66,3 +68,10 @@ def test_every_documented_make_target_exists():
     named |= {argv[0] for _, argv in _commands("make") if argv}
     assert named and named <= targets, named - targets
 
+
+
+def test_nothing_in_the_repository_points_outside_it():
+    pattern = r"\.\./shared|DESIGN\.md|BROKER\.md|PERF\.md"
+    found = subprocess.run(["git", "grep", "-n", "-E", pattern, "--", ".", ":!tests/unit/test_docs.py"],
+                           cwd=REPO_ROOT, capture_output=True, text=True).stdout
+    assert found == ""

@@ -1,4 +1,4 @@
-"""Every change hookstream makes to Faust's own behaviour, in one place (PERF.md has the figures).
+"""Every change hookstream makes to Faust's own behaviour, in one place (docs/performance.md has the figures).
 
 `install(app)` is called by `create_worker`. It changes four things (1, 2, 3, 7), fixes
 two ways Faust loses records (5, 6); (4) is a faster way for an agent to write a
