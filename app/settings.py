@@ -156,6 +156,11 @@ class Settings(BaseSettings):
     database_url: str = "postgresql://hookstream:hookstream@127.0.0.1:5432/hookstream"
     database_schema: str = Field(default="hookstream", pattern=r"^[a-z_][a-z0-9_]*$")
     topics_dir: Path = REPO_ROOT / "topics"
+    # Replicas of every topic `hookstream topics apply` creates, and how many of them must have a
+    # write before the broker acknowledges it (the ingress and the worker produce with acks=all).
+    # 1 and 1 for the embedded broker or one Kafka node; 3 and 2 for three brokers.
+    topic_replication_factor: int = Field(default=1, ge=1)
+    topic_min_insync_replicas: int = Field(default=1, ge=1)
     instances_file: Path | None = None
 
     # Ingress

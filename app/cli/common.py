@@ -38,7 +38,7 @@ def setup_logging(level: str = "info") -> None:
         format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # Faust/aiokafka build debug records per event when the root logger is at DEBUG (PERF.md).
+    # Faust/aiokafka build debug records per event when the root logger is at DEBUG (docs/performance.md).
     for name in ("aiokafka", "kafka"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 

@@ -1,4 +1,4 @@
-"""What a job will do, and how queued requests merge into one job (DESIGN.md §4, coalescing).
+"""What a job will do, and how queued requests merge into one job (docs/architecture.md, per-source orchestration).
 
 Rules: full absorbs incremental, whichever came first; incrementals take the
 union of their changed paths (hints) and the last `after`. The merged job keeps

@@ -6,7 +6,7 @@ Most effects are wire records themselves (`PlanRequested`, the lifecycle events,
 - `EnsureSource`: make the source's document namespace and `sources` row exist
   (idempotent). The agent performs it before any effect that follows it.
 - `Ignored`: an event that changed nothing by an explicit rule; the agent counts it
-  (DESIGN.md §6, invariant 7).
+  (docs/architecture.md, invariant 7).
 
 Effects are to be carried out in list order. `destination(effect)` names the
 logical topic (without the settings prefix) and the key of each wire effect.

@@ -9,7 +9,7 @@ The projections apply each consumed record once (offset fence,
 - `job_after` merges a lifecycle event or a completion into a job's row. The two
   come from two topics with no order between them, so the merge is
   order-independent and idempotent: any interleaving of a job's events, each
-  applied once or more, gives the same row (DESIGN.md §6, invariant 6). The
+  applied once or more, gives the same row (docs/architecture.md, invariant 6). The
   `SyncCompleted` is final: a `SyncStarted` replayed after it changes nothing.
 - `request_answers` records the first answer each request got; the answers come
   from one topic in one order per source.

@@ -1,6 +1,6 @@
 """One source's orchestration state, and the fold that makes every decision about it.
 
-`fold(state, event, now, offset, policy) -> (state, effects)` is DESIGN.md §4 as
+`fold(state, event, now, offset, policy) -> (state, effects)` is docs/architecture.md's per-source orchestration as
 one pure function: `now` is the event's timestamp and job ids come from the
 event's offset, so replaying the control topic rebuilds the same state and the
 same effects. Invariants it keeps:

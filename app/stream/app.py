@@ -150,7 +150,7 @@ def create_worker(settings: Settings, instances: dict[tuple[str, str], InstanceC
         web_router_enabled=False,
         web_tables_enabled=False,
         web_graph_enabled=False,
-        # Fewer, fuller produce requests (PERF.md: the largest single gain for table writes);
+        # Fewer, fuller produce requests (docs/performance.md: the largest single gain for table writes);
         # a commit still sends at once (faust_tuning flushes without waiting out the linger).
         producer_linger_ms=50,
         producer_max_batch_size=1024 * 1024,

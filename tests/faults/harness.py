@@ -97,7 +97,7 @@ class S3Server:
 
 
 def durable_broker(s3: S3Server, log_path: Path) -> EmbeddedBroker:
-    """tansu on `s3://` storage: topics, records and committed offsets survive a restart (BROKER.md)."""
+    """tansu on `s3://` storage: topics, records and committed offsets survive a restart (docs/local-broker.md)."""
     return EmbeddedBroker(storage=f"s3://{S3_BUCKET}/", log_path=log_path,
                           env={"AWS_ENDPOINT": s3.endpoint, **S3_CREDENTIALS})
 
@@ -149,7 +149,7 @@ class FaultStack:
             publish_timeout_seconds=2.0,
             retry_after_seconds=1,
             producer_linger_ms=2,
-            # A restarted or killed worker's group settles sooner (BROKER.md item 3: joins wait
+            # A restarted or killed worker's group settles sooner (docs/local-broker.md, row 3: joins wait
             # half of it); heartbeats every second still keep a busy worker in its group.
             broker_session_timeout_seconds=4.0,
         )

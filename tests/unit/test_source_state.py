@@ -1,4 +1,4 @@
-"""The per-source fold, rule by rule (DESIGN.md §4): one table of scenarios, then the details.
+"""The per-source fold, rule by rule (docs/architecture.md, per-source orchestration): one table of scenarios, then the details.
 
 Every scenario feeds events at offsets 0, 1, 2, … so a job started by the
 request at offset n is `s:n`. Effects are summarised as short strings.
