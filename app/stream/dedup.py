@@ -13,7 +13,7 @@ import hashlib
 import logging
 
 from app import codec
-from app.core import intake
+from app.core import intake, poison
 from app.core.dedup import DedupEntry, purgeable
 from app.events import DeadLettered, Delivery, utcnow
 from app.plugins import get_plugin
@@ -70,13 +70,14 @@ def register(worker: Worker) -> None:
             try:
                 delivery = codec.decode(Delivery, message.value)
             except codec.DecodeError as exc:
-                record = DeadLettered(
+                record = poison.bounded(DeadLettered(
                     dead_letter_id=hashlib.sha256(key_bytes + message.value).hexdigest()[:24],
                     key=key_bytes.decode("utf-8", "replace"), stage="decode", error=str(exc)[:2000],
                     failed_at=utcnow(), source_topic=deliveries_topic_name,
                     source_partition=message.partition, source_offset=message.offset, raw=message.value,
-                )
+                ), message.value)
                 metrics.dead_lettered.labels("unknown", "decode").inc()
+                metrics.records_dead_lettered.labels("deduplicate_deliveries", "decode").inc()
                 await faust_tuning.send_raw(app, sink_names[intake.DLQ], key_bytes, codec.encode(record))
                 continue
             count = counters.of(delivery.plugin)
@@ -168,3 +169,4 @@ class _PluginCounters:
             self.metrics.ignored.labels(self.plugin, outcome.rule).inc()
         elif outcome.counted == "dead_lettered":
             self.metrics.dead_lettered.labels(self.plugin, outcome.rule).inc()
+            self.metrics.records_dead_lettered.labels("deduplicate_deliveries", outcome.rule).inc()

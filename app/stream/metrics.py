@@ -22,5 +22,11 @@ class WorkerMetrics:
         self.control_ignored = Counter("hookstream_control_ignored", "Control events ignored by an explicit rule (late, duplicate)", ["rule"], registry=r)
         self.dedup_entries = Gauge("hookstream_dedup_entries", "Dedup entries held by this worker at the last purge scan", registry=r)
         self.purged = Counter("hookstream_dedup_entries_purged", "Dedup entries purged past their window", registry=r)
+        self.records_dead_lettered = Counter(
+            "hookstream_records_dead_lettered", "Records an agent could not apply, sent to hookstream.dlq with their stage",
+            ["agent", "stage"], registry=r)
+        self.retries = Counter("hookstream_transient_retries", "Transient failures retried before they would count",
+                               ["stage"], registry=r)
+        self.pruned = Counter("hookstream_pruned_rows", "History rows the retention timer deleted", ["table"], registry=r)
         self.projected = Counter("hookstream_projection_records", "Records consumed by the PostgreSQL projections, by outcome",
                                  ["projection", "outcome"], registry=r)

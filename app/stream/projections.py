@@ -17,10 +17,13 @@ fence, so a rebuild into an empty schema gives the same rows (docs/architecture.
   Two topics have no order between them, and two workers may hold the same
   partition number of each: rows are locked (or inserted first) before they are
   merged, and the merge itself does not depend on order.
+- A record that does not decode, or that PostgreSQL refuses (its transaction rolls
+  back, fence and all), is dead-lettered and counted (`app.stream.poison`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -31,10 +34,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from app import codec
 from app.core import read_model
+from app.core.poison import CannotApply
 from app.events import Record
 from app.store.projection import apply_with_retry
 from app.stream import faust_tuning
 from app.stream.app import Worker
+from app.stream.poison import DeadLetters, stage
 
 log = logging.getLogger(__name__)
 
@@ -196,17 +201,18 @@ def register(worker: Worker) -> None:
     app, settings = worker.app, worker.settings
     projected = worker.metrics.projected
     sync_topics = {settings.topic(name): name for name in (SYNC_EVENTS, SYNC_COMPLETED)}
+    dead_letters = DeadLetters(worker, SYNC_JOBS_CONSUMER, sync_topics)
 
-    def decoded(projection: str, logical: str, message: Any) -> Record | None:
+    async def apply(message: Any) -> None:
         try:
-            return codec.decode_topic(logical, message.value)
+            record = codec.decode_topic(sync_topics[message.topic], message.value)
         except codec.DecodeError as exc:
-            # The stage that produced it dead-letters or fails on its own records; a
-            # projection can only say where the record is and count it.
-            projected.labels(projection, UNDECODABLE).inc()
-            log.error("%s: undecodable record on %s[%d]@%d, not projected: %s",
-                      projection, message.topic, message.partition, message.offset, exc)
-            return None
+            projected.labels(SYNC_JOBS_CONSUMER, UNDECODABLE).inc()
+            raise CannotApply("decode", str(exc)) from None
+        with stage("project"):  # PostgreSQL refused it: the transaction (and its fence) rolled back
+            outcome = await project_sync_record(await worker.pool(), message.topic, message.partition,
+                                                message.offset, record)
+        projected.labels(SYNC_JOBS_CONSUMER, outcome).inc()
 
     sync_channel = app.topic(*sync_topics, key_type=bytes, value_type=bytes, key_serializer="raw",
                              value_serializer="raw")
@@ -214,11 +220,4 @@ def register(worker: Worker) -> None:
     @app.agent(sync_channel, name=SYNC_JOBS_CONSUMER, concurrency=1)
     async def project_sync_jobs(stream):
         async for event in faust_tuning.events(stream):
-            message = event.message
-            record = decoded(SYNC_JOBS_CONSUMER, sync_topics[message.topic], message)
-            if record is None:
-                continue
-            outcome = await project_sync_record(await worker.pool(), message.topic, message.partition,
-                                                message.offset, record)
-            projected.labels(SYNC_JOBS_CONSUMER, outcome).inc()
-
+            await dead_letters.guard(event.message, functools.partial(apply, event.message), "project")

@@ -17,10 +17,14 @@ T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 DELIVERY = Delivery(delivery_id="d-1", plugin="generic-hmac", instance="a", received_at=T0,
                     headers={"x-signature": "abc"}, body=b"not an event")
 DL_ID = dead_letter_id(DELIVERY.key)
+H = timedelta(hours=1)
 
 
 def failure(at: datetime = T0, stage: str = "route", error: str = "boom", original: Delivery | None = DELIVERY,
-            raw: bytes | None = None, key: str = DELIVERY.key, offset: int = 7) -> DeadLettered:
+            raw: bytes | None = None, key: str = DELIVERY.key, offset: int | None = None) -> DeadLettered:
+    """A failure consumed at an offset of its own per hour after T0 (each redrive is a new record)."""
+    if offset is None:
+        offset = 7 + int((at - T0) / H)
     return DeadLettered(dead_letter_id=DL_ID, key=key, stage=stage, error=error, failed_at=at,
                         source_topic="hookstream.deliveries", source_partition=1, source_offset=offset,
                         original=original, raw=raw)
@@ -43,9 +47,6 @@ def summary(row: dlq.DeadLetterRow | None):
     return (row.status, row.attempts, row.stage, row.error, row.first_failed_at, row.last_failed_at, row.retired_at)
 
 
-H = timedelta(hours=1)
-
-
 @pytest.mark.parametrize(
     "name, records, expected",
     [
@@ -65,6 +66,10 @@ H = timedelta(hours=1)
          [accepted(T0)], None),
         ("failure times out of order keep the earliest first and the latest last",
          [failure(T0 + H), failure(T0)], ("open", 2, "route", "boom", T0, T0 + H, None)),
+        ("the same consumed record failing again (a replay, a crash before the commit) is not another attempt",
+         [failure(offset=7), failure(T0 + H, error="again", offset=7)], ("open", 1, "route", "boom", T0, T0, None)),
+        ("nor is it after its row was retired",
+         [failure(offset=7), accepted(T0 + H), failure(T0 + 2 * H, offset=7)], ("retired", 1, "route", "boom", T0, T0, T0 + H)),
     ],
 )
 def test_fold(name, records, expected):
