@@ -25,6 +25,7 @@ STREAM_MODULES = (
     "app.stream.plan",
     "app.stream.batches",
     "app.stream.projections",
+    "app.stream.retention",
 )
 
 # Topics every worker consumes or produces; the worker refuses to start without them.

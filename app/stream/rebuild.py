@@ -13,8 +13,9 @@ Per projection (`app.stream.projection_registry`):
    agent that is behind the candidate);
 5. in one transaction: lock the live fences (`app.store.rebuild.lock_fences`: the
    live projection agents pause), read them, catch the candidate up to them
-   (now nothing can move them), compare (--verify), and swap the tables and
-   fence rows, or roll back (--dry-run).
+   (now nothing can move them), prune both alike (the retention cutoff: the
+   topics keep what the live tables have pruned), compare (--verify), and swap
+   the tables and fence rows, or roll back (--dry-run).
 
 Records produced during the rebuild are therefore never lost: a record the live
 agent applied to the old tables before the swap is below its fence, and the
@@ -30,7 +31,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 import psycopg
@@ -44,7 +45,7 @@ from app.core import rebuild as plan
 from app.core.rebuild import TableDiff, TopicPartition
 from app.embedded import tansu_quirks
 from app.settings import Settings
-from app.store import db
+from app.store import db, retention
 from app.store import rebuild as store
 from app.stream.projection_registry import Projection, projections
 
@@ -358,6 +359,7 @@ class ProjectionRebuild:
                                    "tables may miss its last writes. Nothing was swapped: run the rebuild again.")
             live = await self._live_fences()
             await self._catch_up(live)
+            await self._prune_alike()
             self.result.live_behind = plan.live_behind(await self._candidate_fences(), live)
             if self.options.verify:
                 self.result.diffs = [await store.diff_table(self.conn, self.live, self.candidate, table, self.options.show)
@@ -367,6 +369,19 @@ class ProjectionRebuild:
                                  self.projection.consumer_names, list(self.logical), self.note)
         self.result.swapped = self.options.swap
         self.result.old_schema = self.old if self.options.swap else None
+
+
+    async def _prune_alike(self) -> None:
+        """The live tables lose their history past HOOKSTREAM_RETENTION_DAYS (`app.store.retention`), the
+        topics keep it: prune the candidate alike, and the live tables with the same cutoff, in this
+        transaction, so that neither the comparison nor the swap brings pruned history back."""
+        step = retention.BY_PROJECTION.get(self.projection.name)
+        if step is None:
+            return
+        assert self.conn is not None
+        older_than = datetime.now(timezone.utc) - timedelta(days=self.settings.retention_days)
+        for schema in (self.live, self.candidate):
+            await step(self.conn, schema, older_than, self.live)
 
 
 def _partitions(behind: dict[TopicPartition, tuple[int, int]]) -> str:
