@@ -8,7 +8,9 @@ Invariants:
   delivery's `received_at`; a SyncRequested's request id is the delivery id, so
   a redelivery asks for the same request.
 - A push syncs incrementally only when the payload lists every change;
-  otherwise it asks for `full` (always correct, only slower).
+  otherwise it asks for `full` (always correct, only slower). Its changed
+  paths travel as hints only while they fit the model's bounds; past them the
+  request carries none and the adapter's diff decides, as it does anyway.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from app.events import (
     SyncRequested,
 )
 from app.events.base import Record
+from app.events.bounds import path_hints_fit
 from app.plugins.base import Ignored, Routed, RoutingError
 from app.plugins.options import text_list_option, text_option
 from app.plugins.payloads import json_object, rule_part
@@ -175,7 +178,7 @@ def _push(origin: _Origin, payload: dict[str, Any], action: object, instance: In
     if before is not None and before == after and not commits:
         return Routed(ignored=Ignored("push.no_change"))
 
-    changed = _changed_paths(commits)
+    changed = sorted(_changed_paths(commits))
     config_files = text_list_option(instance, "config_files", DEFAULT_CONFIG_FILES)
     config_changes = sorted(p for p in changed if p in config_files)
     full = bool(config_changes) or _needs_full_listing(payload, commits, before)
@@ -191,7 +194,7 @@ def _push(origin: _Origin, payload: dict[str, Any], action: object, instance: In
             request_id=origin.delivery_id,
             mode="full" if full else "incremental",
             trigger="config_change" if config_changes else "push",
-            paths=[] if full else sorted(changed),
+            paths=[] if full or not path_hints_fit(changed) else changed,
             before=before,
             after=after,
         )
