@@ -49,8 +49,13 @@ def validate(target: Any, data: Any) -> Any:
     try:
         return _adapter(target).validate_python(data)
     except ValidationError as exc:
-        errors = _errors(exc)
-        raise DecodeError(_summary(errors), errors) from None
+        raise decode_error(exc) from None
+
+
+def decode_error(exc: ValidationError) -> DecodeError:
+    """A model's ValidationError as the codec reports it (for models built from parts, not bytes)."""
+    errors = _errors(exc)
+    return DecodeError(_summary(errors), errors)
 
 
 def _errors(exc: ValidationError) -> list[dict[str, Any]]:

@@ -135,6 +135,8 @@ def load_instances(path: Path, env: dict[str, str] | None = None) -> dict[tuple[
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the instances file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); TOML files are UTF-8") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -160,7 +162,8 @@ class Settings(BaseSettings):
 
     # Ingress
     ingress_host: str = "127.0.0.1"
-    ingress_port: int = 8080
+    # 0 binds any free port (tests, `hookstream ingress --port 0`).
+    ingress_port: int = Field(default=8080, ge=0, le=65535)
     ingress_processes: int = Field(default=1, ge=1, le=64)
     body_limit_bytes: int = Field(default=1024 * 1024, ge=1024)
     publish_timeout_seconds: float = Field(default=5.0, gt=0)
@@ -168,12 +171,20 @@ class Settings(BaseSettings):
     producer_linger_ms: int = 2
     producer_max_batch_bytes: int = 256 * 1024
     events_token: SecretStr | None = None
+    # A connection that has not sent a whole request head this long after it opened (or after
+    # its first byte of a next request) is answered 408 and closed; so is a body that has not
+    # fully arrived this long after its head. Slow clients cannot hold connections open.
+    ingress_header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    ingress_body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # Directories git sources must lie in (after resolving symlinks), separated by ":" like
+    # PATH. Empty: any path (the development default; the ingress says so at start).
+    git_roots: str = ""
 
     # Worker
     worker_id: str = "hookstream"
     worker_data_dir: Path = Path(".hookstream/worker")
     worker_web_host: str = "127.0.0.1"
-    worker_web_port: int = 6066
+    worker_web_port: int = Field(default=6066, ge=1, le=65535)
     broker_session_timeout_seconds: float = 10.0
     # How long the worker's consumer lets the broker hold a fetch with no new records (Faust
     # hard-codes 1500 ms). Kafka answers as soon as records arrive, so this only paces idle
@@ -196,6 +207,18 @@ class Settings(BaseSettings):
     idempotency_ttl_seconds: float = 300.0
 
     log_level: str = "info"
+
+    @field_validator("git_roots")
+    @classmethod
+    def _absolute_roots(cls, value: str) -> str:
+        for root in value.split(os.pathsep):
+            if root and not os.path.isabs(root):
+                raise ValueError(f"{root!r} is not an absolute path (roots are absolute directories separated by {os.pathsep!r})")
+        return value
+
+    def git_root_paths(self) -> tuple[str, ...]:
+        """HOOKSTREAM_GIT_ROOTS as a tuple of directories; empty when unrestricted."""
+        return tuple(root for root in self.git_roots.split(os.pathsep) if root)
 
     def topic(self, logical: str) -> str:
         """The real name of a topic declared in topics/ as `logical`."""

@@ -41,6 +41,23 @@ class IngressMetrics:
             ["plugin"],
             registry=self.registry,
         )
+        self.responses = Counter(
+            "hookstream_ingress_responses_total",
+            "Every answer the ingress gave, by HTTP status: every path, parser rejections, timeouts and 5xx.",
+            ["status"],
+            registry=self.registry,
+        )
+        self.timeouts = Counter(
+            "hookstream_ingress_timeouts_total",
+            "Requests answered 408 because their head or their body did not arrive in time.",
+            ["phase"],
+            registry=self.registry,
+        )
+        self.disconnects = Counter(
+            "hookstream_ingress_client_disconnects_total",
+            "Requests whose client went away before the answer could be written (mid-body, or while waiting).",
+            registry=self.registry,
+        )
         self.publish_seconds = Histogram(
             "hookstream_ingress_publish_seconds",
             "Time from handing a record to the producer to the broker's acknowledgement (acks=all).",
@@ -64,6 +81,15 @@ class IngressMetrics:
 
     def count_event(self, status: int) -> None:
         self._child(self.events, str(status)).inc()
+
+    def count_response(self, status: int) -> None:
+        self._child(self.responses, str(status)).inc()
+
+    def count_timeout(self, phase: str) -> None:
+        self._child(self.timeouts, phase).inc()
+
+    def count_disconnect(self) -> None:
+        self.disconnects.inc()
 
     def count_bytes(self, plugin: str, size: int) -> None:
         self._child(self.received_bytes, plugin).inc(size)

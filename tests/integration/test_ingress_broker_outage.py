@@ -19,6 +19,7 @@ from aiohttp import web
 from app import topology
 from app.embedded.broker import EmbeddedBroker
 from app.ingress.app import create_app
+from app.ingress.protocol import IngressRunner
 from tests.integration.test_ingress import Ingress, configured_instances, records_on
 from tests.support.services import isolated_settings, wait_until
 
@@ -45,7 +46,7 @@ async def ingress(own_broker) -> AsyncIterator[Ingress]:
     _, errors = await topology.apply(settings)
     assert not errors, errors
     instances = configured_instances()
-    runner = web.AppRunner(create_app(settings, instances), access_log=None)
+    runner = IngressRunner(create_app(settings, instances))
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     async with aiohttp.ClientSession() as session:
