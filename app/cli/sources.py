@@ -41,6 +41,10 @@ examples:
   hookstream sources connect --type github --repository octo/app --installation-id 99 --repository-id 4242
       a GitHub repository through the GitHub App installation 99 (id github:4242)
 
+With HOOKSTREAM_GIT_ROOTS set (directories separated by ":"), a git repository
+must lie under one of them once symlinks are resolved; the ingress and the
+worker check the same. Unset, any path is allowed.
+
 The event goes straight to Kafka (HOOKSTREAM_KAFKA_BOOTSTRAP_SERVERS) unless
 --ingress or --url sends it through POST /events (HOOKSTREAM_EVENTS_TOKEN).
 The source shows in `hookstream sources list` once the worker has consumed it.
@@ -194,6 +198,13 @@ def connected_event(args: argparse.Namespace) -> tuple[SourceConnected, list[str
 def cmd_connect(args: argparse.Namespace) -> int:
     event, notes = connected_event(args)
     settings = load_settings()
+    if event.source_type == "git":
+        from app.sources.roots import PathOutsideRoots, check_git_path
+
+        try:
+            check_git_path(event.config["path"], settings.git_root_paths())
+        except PathOutsideRoots as exc:
+            raise CliError(str(exc), 2) from None
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     answer = send_producer_event(settings, event, args)

@@ -64,6 +64,7 @@ class Worker:
             key = s.github_private_key_file.read_text() if s.github_private_key_file else None
             self._source_options = SourceOptions(
                 git_readers=s.batch_concurrency,
+                git_roots=s.git_root_paths(),
                 github_api_url=s.github_api_url,
                 github_app_id=s.github_app_id,
                 github_private_key=key,
