@@ -190,6 +190,8 @@ def parse_time(text: str, now: datetime, option: str) -> datetime:
         return now - timedelta(seconds=parse_duration(text))
     except ValueError:
         pass
+    except OverflowError:
+        raise CliError(f"{option} {text!r}: reaches back before the year 1; give a shorter duration or an ISO 8601 time", 2) from None
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:

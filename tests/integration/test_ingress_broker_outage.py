@@ -9,6 +9,8 @@ after it, and everything acknowledged after it is checked at the end.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -111,3 +113,36 @@ async def test_broker_outage_gets_503_then_a_retry_is_accepted_and_nothing_unsto
     await _assert_in_kafka(ingress, acknowledged)
     async with ingress.session.get(ingress.url + "/readyz") as response:
         assert response.status == 200
+
+
+async def test_a_stopped_broker_gets_only_202_or_503_that_says_a_retry_is_safe(own_broker, ingress):
+    """SIGSTOP: the broker holds its connections and answers nothing (a hung machine, a long GC pause)."""
+    deliveries = [f"while-stopped-{i}" for i in range(20)]
+    os.kill(own_broker.process.pid, signal.SIGSTOP)
+    try:
+        results = await asyncio.gather(*(_deliver(ingress, d) for d in deliveries))
+    finally:
+        os.kill(own_broker.process.pid, signal.SIGCONT)
+    acknowledged = set()
+    for delivery_id, (status, answer, headers) in zip(deliveries, results):
+        assert status in (202, 503), (status, answer)
+        if status == 202:
+            acknowledged.add(delivery_id)
+            continue
+        assert answer["error"] == "broker_unavailable" and headers["Retry-After"] == str(RETRY_AFTER)
+        # A timeout cannot know whether the write happened: the answer must not claim it did not.
+        assert "may or may not have been stored" in answer["message"] and "deduplicated" in answer["message"], answer
+        assert "nothing was accepted" not in answer["message"]
+    assert len(acknowledged) < len(deliveries), "the broker was stopped: some answers must have timed out"
+
+    # Resumed: a retry of each is accepted (503 meanwhile, never anything else), and every 202 is in Kafka.
+    for delivery_id in deliveries:
+
+        async def accepted() -> bool:
+            status, answer, _ = await _deliver(ingress, delivery_id)
+            assert status in (202, 503), (status, answer)
+            return status == 202
+
+        await wait_until(accepted, timeout=30, interval=0.2, what=f"{delivery_id} accepted after SIGCONT")
+        acknowledged.add(delivery_id)
+    await _assert_in_kafka(ingress, acknowledged)
