@@ -98,3 +98,12 @@ def test_dev_does_not_print_a_user_chosen_events_token(tmp_path):
     assert "hookstream dev is up" in result.stdout
     assert TOKEN not in result.stdout + result.stderr
     assert "events token: a-*** (set from HOOKSTREAM_EVENTS_TOKEN)" in result.stdout
+
+
+def test_send_event_kafka_refuses_an_event_outside_its_bounds_before_producing(nowhere, tmp_path):
+    event = tmp_path / "event.json"
+    event.write_text('{"type": "sync.requested", "source_id": "git:de\\u001b[31mmo", "occurred_at": "2024-01-01T00:00:00Z",'
+                     ' "request_id": "r-1", "mode": "full", "trigger": "manual"}')
+    result = hookstream("send", "event", "--kafka", str(event), env=nowhere)
+    assert_one_line_failure(result, "not a producer event", "source_id", "no NUL, newline or escape", code=1)
+    assert "cannot reach" not in result.stderr  # refused before any connection
