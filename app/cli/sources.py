@@ -191,7 +191,7 @@ def connected_event(args: argparse.Namespace) -> tuple[SourceConnected, list[str
         event = SourceConnected(source_id=args.source_id or default_id, occurred_at=utcnow(),
                                 source_type=args.source_type, name=args.name or default_name, config=config)
     except ValidationError as exc:
-        raise CliError(f"not a valid source: {_first_error(exc)}", 2) from None
+        raise CliError(f"not a valid source: {first_error(exc)}", 2) from None
     return event, notes
 
 
@@ -219,7 +219,7 @@ def cmd_disconnect(args: argparse.Namespace) -> int:
     try:
         event = SourceDisconnected(source_id=args.source_id, occurred_at=utcnow(), reason=args.reason)
     except ValidationError as exc:
-        raise CliError(f"not a valid source id: {_first_error(exc)}", 2) from None
+        raise CliError(f"not a valid source id: {first_error(exc)}", 2) from None
     settings = load_settings()
     answer = send_producer_event(settings, event, args)
     if args.json:
@@ -229,8 +229,11 @@ def cmd_disconnect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
+def first_error(exc: ValidationError) -> str:
+    """The first error, with a broken pattern said in words (app.codec), never the value given."""
+    from app import codec
+
+    err = codec.decode_error(exc).errors[0]
     return f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}"
 
 

@@ -164,13 +164,7 @@ def _bounded_config(config: dict[str, Any]) -> dict[str, Any]:
 Config = Annotated[dict[str, Any], AfterValidator(_bounded_config)]
 
 
-def _bounded_headers(headers: dict[str, str]) -> dict[str, str]:
-    if len(headers) > MAX_KEPT_HEADERS:
-        raise ValueError(f"{len(headers)} headers; a delivery keeps at most {MAX_KEPT_HEADERS}")
-    return headers
-
-
 KeptHeaders = Annotated[
     dict[HeaderName, HeaderValue],  # type: ignore[valid-type]
-    AfterValidator(_bounded_headers),
+    Field(max_length=MAX_KEPT_HEADERS),
 ]

@@ -555,3 +555,4 @@ async def test_a_chunked_oversize_body_is_413_without_waiting_for_its_end(ingres
     # One chunk past the limit and no final chunk: the answer comes anyway.
     answer = assert_json_error(*await exchange(ingress, request, b"%x\r\n" % len(chunk) + chunk + b"\r\n", timeout=5), 413, "body_too_large")
     assert str(limit) in answer["message"]
+
