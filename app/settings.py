@@ -176,6 +176,10 @@ class Settings(BaseSettings):
     # fully arrived this long after its head. Slow clients cannot hold connections open.
     ingress_header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
     ingress_body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # A kept-alive connection with no request under way is closed (silently) after this long.
+    # Longer than the idle timeout of a proxy in front (60 s for most), or the proxy may reuse a
+    # connection the ingress is closing; it also bounds a partial head sent behind a complete one.
+    ingress_idle_timeout_seconds: float = Field(default=75.0, gt=0, le=3600)
     # Directories git sources must lie in (after resolving symlinks), separated by ":" like
     # PATH. Empty: any path (the development default; the ingress says so at start).
     git_roots: str = ""

@@ -48,6 +48,7 @@ Environment (HOOKSTREAM_*):
   EVENTS_TOKEN              bearer token that enables POST /events
   INGRESS_HEADER_TIMEOUT_SECONDS  time to send a whole request head (default 10)
   INGRESS_BODY_TIMEOUT_SECONDS    time for a body to arrive after its head (default 30)
+  INGRESS_IDLE_TIMEOUT_SECONDS    a kept-alive connection idle this long is closed (default 75)
   GIT_ROOTS                 directories (":"-separated) git sources connected
                             through POST /events must lie under; unset: any path
   LOG_LEVEL                 debug, info, warning, error

@@ -206,9 +206,10 @@ class DeliveryIngress:
         except IngressError as error:
             response = self._rejected(error)
             # The instance and the message may echo URL text: %r keeps a log line one line.
+            instance = request.match_info["instance"]
             log.info(
                 "rejected plugin=%s instance=%.130r status=%d error=%s message=%.300r",
-                label, request.match_info["instance"], error.status, error.code, error.message,
+                label, instance if _INSTANCE_SEGMENT.fullmatch(instance) else "?", error.status, error.code, error.message,
             )
         self.metrics.count_delivery(label, response.status)
         return response
@@ -216,16 +217,18 @@ class DeliveryIngress:
     async def _receive_delivery(self, request: web.Request, plugin_name: str) -> web.Response:
         instance_id = request.match_info["instance"]
         route = request.match_info.get("route")
-        known = ", ".join(sorted(self.plugins))
-        if not _PLUGIN_SEGMENT.fullmatch(plugin_name):
-            raise IngressError(404, "unknown_plugin", f"the plugin segment is not a plugin name (lower-case letters, digits and -); known: {known}")
+        # Configured names are valid by construction: the charsets are checked only to word a 404
+        # without echoing a segment that is not a name.
         plugin = self.plugins.get(plugin_name)
         if plugin is None:
+            known = ", ".join(sorted(self.plugins))
+            if not _PLUGIN_SEGMENT.fullmatch(plugin_name):
+                raise IngressError(404, "unknown_plugin", f"the plugin segment is not a plugin name (lower-case letters, digits and -); known: {known}")
             raise IngressError(404, "unknown_plugin", f"no plugin named {plugin_name!r}; known: {known}")
-        if not _INSTANCE_SEGMENT.fullmatch(instance_id):
-            raise IngressError(404, "unknown_instance", f"the instance segment is not an instance id (1 to {MAX_INSTANCE_LENGTH} letters, digits and . _ -)")
         instance = self.instances.get((plugin_name, instance_id))
         if instance is None:
+            if not _INSTANCE_SEGMENT.fullmatch(instance_id):
+                raise IngressError(404, "unknown_instance", f"the instance segment is not an instance id (1 to {MAX_INSTANCE_LENGTH} letters, digits and . _ -)")
             raise IngressError(404, "unknown_instance", f"no {plugin_name} instance named {instance_id!r} is configured")
         if route is not None and not _ROUTE_SEGMENT.fullmatch(route):
             raise IngressError(400, "invalid_route", f"the route segment must be 1 to {MAX_ROUTE_LENGTH} letters, digits and . _ ~ -")
@@ -285,7 +288,7 @@ class DeliveryIngress:
         if not hmac.compare_digest(token.encode(), self.events_token):
             raise IngressError(401, "invalid_token", "the bearer token is not the configured events token", {"WWW-Authenticate": "Bearer"})
         if not _is_json(request.content_type):
-            raise IngressError(415, "unsupported_media_type", f"POST /events takes application/json, not {request.content_type}")
+            raise IngressError(415, "unsupported_media_type", "POST /events takes Content-Type: application/json")
         refuse_content_encoding(request)
 
         raw = await read_limited_body(request, self.settings.body_limit_bytes, self.settings.ingress_body_timeout_seconds)

@@ -17,7 +17,9 @@ one place that reaches into aiohttp's protocol (`RequestHandler`) to change that
 - every answer is counted in /metrics by status, and a client that went away
   before its answer could be written is counted as a disconnect, not logged.
 
-The body's own deadline is the handler's (`app.ingress.app.read_limited_body`),
+A kept-alive connection idle between requests is closed after
+`ingress_idle_timeout_seconds` (aiohttp's keep-alive timer; its default is an
+hour). The body's own deadline is the handler's (`app.ingress.app.read_limited_body`),
 which knows whether a body is still arriving. `IngressRunner` is how the
 ingress is served (`app.ingress.server` and the tests): a plain
 `web.AppRunner` would serve the same app without these rules.
@@ -187,6 +189,9 @@ class IngressRunner(web.AppRunner):
 
     def __init__(self, app: web.Application, **kwargs: Any) -> None:
         kwargs.setdefault("access_log", None)
+        # aiohttp's keep-alive timer closes a connection idle between requests (and, since it is not
+        # moved by bytes, one that trickles a head behind a complete pipelined request).
+        kwargs.setdefault("keepalive_timeout", app[SETTINGS].ingress_idle_timeout_seconds)
         super().__init__(app, auto_decompress=False, **kwargs)
 
     async def _make_server(self) -> Server:

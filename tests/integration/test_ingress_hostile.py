@@ -40,6 +40,7 @@ LINEAR_SECRET = "hostile-linear-secret"
 EVENTS_TOKEN = "hostile-events-token"
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.0
+IDLE_TIMEOUT = 2.0
 
 SOURCE_CONNECTED = {
     "type": "source.connected",
@@ -90,6 +91,7 @@ def hostile_settings(settings):
             "producer_linger_ms": 1,
             "ingress_header_timeout_seconds": HEADER_TIMEOUT,
             "ingress_body_timeout_seconds": BODY_TIMEOUT,
+            "ingress_idle_timeout_seconds": IDLE_TIMEOUT,
         }
     )
 
@@ -373,6 +375,32 @@ async def test_a_kept_alive_connection_has_a_fresh_head_deadline_for_each_reques
         writer.close()
     assert_json_error(*parse_response(raw), 408, "request_timeout")
     assert time.monotonic() - started < HEADER_TIMEOUT + 2
+
+
+PIPELINED = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nPOST /hooks/github/acme HTTP/1.1\r\nHost: x\r\nX-Slow: "
+
+
+async def test_a_head_trickled_behind_a_complete_pipelined_request_gets_408_at_the_head_deadline(ingress):
+    # One packet: a whole request, then the start of a next one, which trickles and never ends.
+    raw, elapsed = await _trickle_until_answered(ingress, PIPELINED, b"X", every=0.1, limit=IDLE_TIMEOUT + 5)
+    first, _, second = raw.partition(b'{"status":"ok"}')
+    assert first.startswith(b"HTTP/1.1 200"), raw
+    assert_json_error(*parse_response(second), 408, "request_timeout")
+    assert elapsed < HEADER_TIMEOUT + 2, elapsed
+
+
+async def test_a_head_left_unfinished_behind_a_complete_pipelined_request_is_closed_at_the_idle_deadline(ingress):
+    # No byte after the packet: nothing marks a new head's start, so the idle deadline closes it.
+    started = time.monotonic()
+    reader, writer = await asyncio.open_connection(*address(ingress))
+    try:
+        writer.write(PIPELINED)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), IDLE_TIMEOUT + 5)
+    finally:
+        writer.close()
+    assert raw.startswith(b"HTTP/1.1 200") and raw.count(b"HTTP/1.1") == 1, raw
+    assert time.monotonic() - started < IDLE_TIMEOUT + 2
 
 
 async def test_many_slow_connections_do_not_hold_up_a_fast_delivery(ingress):
