@@ -82,43 +82,57 @@ def describe_parser_error(exc: BaseException | None, max_field_size: int, max_he
 class IngressProtocol(RequestHandler):
     """One HTTP connection of the ingress (see the module docstring for what differs from aiohttp's)."""
 
-    __slots__ = ("_rules", "_head_deadline")
+    __slots__ = ("_rules", "_head_since", "_head_timer")
 
     def __init__(self, manager: Server, *, rules: ConnectionRules, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._rules = rules
-        self._head_deadline: asyncio.TimerHandle | None = None
+        # When the head under way began (loop time), None between heads. One timer checks it
+        # and is moved on, not cancelled and made again per request (a timer each cost ~5 us).
+        self._head_since: float | None = None
+        self._head_timer: asyncio.TimerHandle | None = None
 
     # -- the request head's deadline --------------------------------------------------------
 
-    def _arm_head_deadline(self) -> None:
-        self._head_deadline = self._loop.call_later(self._rules.header_timeout_seconds, self._head_timed_out)
+    def _head_started(self) -> None:
+        self._head_since = now = self._loop.time()
+        if self._head_timer is None:
+            self._head_timer = self._loop.call_at(now + self._rules.header_timeout_seconds, self._check_head)
 
-    def _disarm_head_deadline(self) -> None:
-        if self._head_deadline is not None:
-            self._head_deadline.cancel()
-            self._head_deadline = None
+    def _check_head(self) -> None:
+        self._head_timer = None
+        since = self._head_since
+        if since is None:
+            return  # no head under way: the next one starts a timer again
+        due = since + self._rules.header_timeout_seconds
+        if self._loop.time() < due:  # a later head than the one this timer was set for
+            self._head_timer = self._loop.call_at(due, self._check_head)
+            return
+        self._head_timed_out()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._arm_head_deadline()
+        self._head_started()
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._disarm_head_deadline()
+        self._head_since = None
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         # Between requests (the protocol waits for the next one), a byte starts a new head.
         # While a handler runs, bytes are its body: the handler's deadline covers them.
-        if self._head_deadline is None and self._waiter is not None and data:
-            self._arm_head_deadline()
+        if self._head_since is None and self._waiter is not None and data:
+            self._head_started()
         parsed = self._request_count
         super().data_received(data)
         if self._request_count != parsed:  # a whole head (or a parser error) came in
-            self._disarm_head_deadline()
+            self._head_since = None
 
     def _head_timed_out(self) -> None:
-        self._head_deadline = None
+        self._head_since = None
         transport = self.transport
         if transport is None or self._force_close or transport.is_closing():
             return
@@ -153,19 +167,18 @@ class IngressProtocol(RequestHandler):
         response.force_close()
         return response
 
-    async def finish_response(
-        self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
-    ) -> tuple[web.StreamResponse, bool]:
-        resp, reset = await super().finish_response(request, resp, start_time)
-        if reset:  # the client went away before its answer was written
+    def log_access(self, request: BaseRequest, response: web.StreamResponse, time: float | None) -> None:
+        """aiohttp calls this once per answer, after writing it (or failing to: the client is
+        gone); counting here costs no extra coroutine per request. There is no access log."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
             self._rules.metrics.count_disconnect()
-            return resp, reset
-        self._rules.metrics.count_response(resp.status)
-        if resp.status == 408:
+            return
+        self._rules.metrics.count_response(response.status)
+        if response.status == 408:
             # aiohttp would linger, reading what a slow client still sends for up to 10 s:
             # close now (the transport sends the answer first).
             self.force_close()
-        return resp, reset
 
 
 class IngressServer(Server):
