@@ -203,6 +203,12 @@ class Settings(BaseSettings):
     sync_deadline_seconds: float = 3600.0
     deadline_check_interval_seconds: float = Field(default=5.0, gt=0)
     idempotency_ttl_seconds: float = 300.0
+    # A source's orchestration state (a RocksDB value and a changelog record) never grows past this:
+    # a request or an update that would pass it is refused (the broker refuses records over 1 MiB).
+    max_source_state_bytes: int = Field(default=512 * 1024, ge=4096, le=900 * 1024)
+    # The fold's clock is the broker's timestamp of each control record; a record dated more than this
+    # after it is refused (a sender cannot move a source's clock into the future).
+    max_clock_skew_seconds: float = Field(default=3600.0, gt=0)
 
     log_level: str = "info"
 
