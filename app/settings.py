@@ -158,6 +158,11 @@ class Settings(BaseSettings):
     database_url: str = "postgresql://hookstream:hookstream@127.0.0.1:5432/hookstream"
     database_schema: str = Field(default="hookstream", pattern=r"^[a-z_][a-z0-9_]*$")
     topics_dir: Path = REPO_ROOT / "topics"
+    # Replicas of every topic `hookstream topics apply` creates, and how many of them must have a
+    # write before the broker acknowledges it (the ingress and the worker produce with acks=all).
+    # 1 and 1 for the embedded broker or one Kafka node; 3 and 2 for three brokers.
+    topic_replication_factor: int = Field(default=1, ge=1)
+    topic_min_insync_replicas: int = Field(default=1, ge=1)
     instances_file: Path | None = None
 
     # Ingress
@@ -206,9 +211,19 @@ class Settings(BaseSettings):
     github_app_id: str | None = None
     github_private_key_file: Path | None = None
     github_token: SecretStr | None = None
+    # Linear source adapter: the GraphQL endpoint, and the API key (or OAuth token) of every
+    # linear source that names no `token_env` of its own.
+    linear_api_url: str = "https://api.linear.app/graphql"
+    linear_api_key: SecretStr | None = None
     sync_deadline_seconds: float = 3600.0
     deadline_check_interval_seconds: float = Field(default=5.0, gt=0)
     idempotency_ttl_seconds: float = 300.0
+    # A source's orchestration state (a RocksDB value and a changelog record) never grows past this:
+    # a request or an update that would pass it is refused (the broker refuses records over 1 MiB).
+    max_source_state_bytes: int = Field(default=512 * 1024, ge=4096, le=900 * 1024)
+    # The fold's clock is the broker's timestamp of each control record; a record dated more than this
+    # after it is refused (a sender cannot move a source's clock into the future).
+    max_clock_skew_seconds: float = Field(default=3600.0, gt=0)
 
     log_level: str = "info"
 
@@ -240,6 +255,12 @@ class Settings(BaseSettings):
         return env
 
     def instances(self) -> dict[tuple[str, str], InstanceConfig]:
+        """The instances file, parsed and every plugin's options validated (a bad routing rule or
+        key fails here, at start, naming the file, the instance and the rule)."""
         if self.instances_file is None:
             return {}
-        return load_instances(self.instances_file)
+        from app.plugins import validate_instances  # the plugins import this module
+
+        instances = load_instances(self.instances_file)
+        validate_instances(instances, str(self.instances_file))
+        return instances

@@ -42,7 +42,7 @@ def load_settings() -> Settings:
 
 def expected_failure(exc: BaseException) -> CliError | None:
     """The one-line message for an exception that means a broker or database is unreachable
-    (or a file is unreadable), or None when `exc` is not such a failure (then it is a bug)."""
+    or None when `exc` is not such a failure (then it is a bug and keeps its traceback)."""
     from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError
 
     if isinstance(exc, (KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError)):
@@ -63,7 +63,7 @@ def setup_logging(level: str = "info") -> None:
         format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # Faust/aiokafka build debug records per event when the root logger is at DEBUG (PERF.md).
+    # Faust/aiokafka build debug records per event when the root logger is at DEBUG (docs/performance.md).
     for name in ("aiokafka", "kafka"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 

@@ -9,7 +9,7 @@ The projections apply each consumed record once (offset fence,
 - `job_after` merges a lifecycle event or a completion into a job's row. The two
   come from two topics with no order between them, so the merge is
   order-independent and idempotent: any interleaving of a job's events, each
-  applied once or more, gives the same row (DESIGN.md §6, invariant 6). The
+  applied once or more, gives the same row (docs/architecture.md, invariant 6). The
   `SyncCompleted` is final: a `SyncStarted` replayed after it changes nothing.
 - `request_answers` records the first answer each request got; the answers come
   from one topic in one order per source.
@@ -32,6 +32,7 @@ from app.events.sync import (
     SyncCoalesced,
     SyncCompleted,
     SyncDeduplicated,
+    SyncIgnored,
     SyncQueued,
     SyncRejected,
     SyncStarted,
@@ -39,11 +40,11 @@ from app.events.sync import (
 
 SourceEvent = Union[SourceConnected, SourceDisconnected, SourceConfigChanged, SourceUpdated]
 JobEvent = Union[SyncQueued, SyncCoalesced, SyncStarted, SyncCancelled, SyncCompleted]
-AnswerEvent = Union[SyncStarted, SyncQueued, SyncCoalesced, SyncDeduplicated, SyncRejected]
+AnswerEvent = Union[SyncStarted, SyncQueued, SyncCoalesced, SyncDeduplicated, SyncRejected, SyncIgnored]
 
 SOURCE_EVENTS = (SourceConnected, SourceDisconnected, SourceConfigChanged, SourceUpdated)
 JOB_EVENTS = (SyncQueued, SyncCoalesced, SyncStarted, SyncCancelled, SyncCompleted)
-ANSWER_EVENTS = (SyncStarted, SyncQueued, SyncCoalesced, SyncDeduplicated, SyncRejected)
+ANSWER_EVENTS = (SyncStarted, SyncQueued, SyncCoalesced, SyncDeduplicated, SyncRejected, SyncIgnored)
 
 CONNECTED = "connected"
 DISCONNECTED = "disconnected"
@@ -59,7 +60,7 @@ JOB_STATUSES = (QUEUED, RUNNING, *FINAL_STATUSES)
 _STATUS_RANK = {QUEUED: 0, RUNNING: 1, CANCELLED: 2, "succeeded": 3, "failed": 3, "timed_out": 3}
 _MODE_RANK = {None: 0, "incremental": 1, "full": 2}  # full absorbs incremental
 
-Answer = Literal["started", "queued", "coalesced", "deduplicated", "rejected"]
+Answer = Literal["started", "queued", "coalesced", "deduplicated", "rejected", "ignored"]
 
 
 # --- sources -----------------------------------------------------------------------------------
@@ -125,6 +126,7 @@ class SyncJobRow:
     status: str
     error: str | None = None
     commit: str | None = None
+    listing: str | None = None
     queued_at: datetime | None = None
     started_at: datetime | None = None
     deadline: datetime | None = None
@@ -176,6 +178,7 @@ def job_after(row: SyncJobRow | None, event: JobEvent) -> SyncJobRow:
             status=event.status,
             error=event.error,
             commit=event.commit,
+            listing=event.listing,
             started_at=event.started_at,
             finished_at=event.finished_at,
             duration_ms=event.duration_ms,
@@ -270,6 +273,8 @@ def request_answers(event: AnswerEvent) -> list[RequestAnswer]:
         reason = f"idempotency key {event.idempotency_key} is held by job {job_id}{held}"
     elif isinstance(event, SyncRejected):
         answer, job_id, reason = "rejected", event.job_id, event.reason
+    elif isinstance(event, SyncIgnored):
+        answer, job_id, reason = "ignored", event.job_id, f"ignored by rule {event.rule}"
     else:
         raise TypeError(f"not an answer to a request: {type(event).__name__}")
     return [RequestAnswer(request_id=rid, answer=answer, job_id=job_id, reason=reason, **common)

@@ -15,7 +15,7 @@ from app.events.bounds import Config, ConfigPath, Identifier, Name, PathHints, R
 from app.events.deliveries import DeliveryRef
 
 SyncMode = Literal["full", "incremental"]
-SourceType = Literal["git", "github"]
+SourceType = Literal["git", "github", "linear"]
 
 
 class ControlEvent(Record):
@@ -25,7 +25,15 @@ class ControlEvent(Record):
 
 
 class SyncRequested(ControlEvent):
-    """A request to sync a source. `request_id` is unique per request (the delivery id for webhooks)."""
+    """A request to look at a source again. `request_id` is unique per request (the delivery id for webhooks).
+
+    Syncs are level-triggered: the planner compares the commit the source's documents
+    were last written to completely with the head of the source's tracked branch, so
+    `before`, `after` and `paths` are what the sender saw, never the target. `branch`
+    is the branch a push was to: a push to a branch the source does not track is
+    answered `sync.ignored`. `force` bypasses a live idempotency key (a manual
+    `sync request --full --force`).
+    """
 
     type: Literal["sync.requested"] = "sync.requested"
     request_id: Identifier
@@ -35,6 +43,8 @@ class SyncRequested(ControlEvent):
     paths: PathHints = Field(default_factory=list)
     before: Revision | None = None
     after: Revision | None = None
+    branch: Revision | None = None
+    force: bool = False
 
 
 class SourceConnected(ControlEvent):
@@ -42,7 +52,9 @@ class SourceConnected(ControlEvent):
     source_type: SourceType
     name: Name | None = None
     # Adapter configuration: for git {"path": ...}; for github {"repository": "owner/name",
-    # "installation_id": ..., "default_branch": ...}. At most 16 KiB of JSON.
+    # "installation_id": ..., "default_branch": ...}; for linear {"organization_id": ...,
+    # "teams": [team keys], "token_env": ...}. Never a secret: configs travel on Kafka.
+    # At most 16 KiB of JSON.
     config: Config = Field(default_factory=dict)
 
 
@@ -65,12 +77,19 @@ class SourceUpdated(ControlEvent):
     config: Config = Field(default_factory=dict)
 
 
+# How a planner listed a job's changes: every file at the head (`full`), the difference
+# from the commit the documents are at (`diff`), or nothing, since they are at the head
+# already (`unchanged`: the request is answered "already synced").
+ListingKind = Literal["full", "diff", "unchanged"]
+
+
 class SyncPlanned(ControlEvent):
     type: Literal["sync.planned"] = "sync.planned"
     job_id: str
     batch_count: int = Field(ge=0)
     file_count: int = Field(ge=0)
     commit: str | None = None
+    listing: ListingKind | None = None
 
 
 class PlanFailed(ControlEvent):

@@ -1,4 +1,4 @@
-"""The ingress as an aiohttp application: verify, name, publish durably, answer (DESIGN.md §3).
+"""The ingress as an aiohttp application: verify, name, publish durably, answer (docs/architecture.md, the ingress contract).
 
 No business logic lives here: a plugin verifies and names a delivery, the codec
 turns it into bytes, the publisher writes it with acks=all. A 2xx answer is

@@ -7,10 +7,18 @@ Invariants:
 - Every event carries `DeliveryRef(key=delivery.key)` and occurs at the
   delivery's `received_at`; a SyncRequested's request id is the delivery id, so
   a redelivery asks for the same request.
-- A push syncs incrementally only when the payload lists every change;
-  otherwise it asks for `full` (always correct, only slower). Its changed
-  paths travel as hints only while they fit the model's bounds; past them the
-  request carries none and the adapter's diff decides, as it does anyway.
+- A push asks the source to look again (`incremental`: the planner diffs from
+  the commit the documents are at to the tracked branch's head, or lists
+  everything when it must); it names its branch, and the orchestrator answers a
+  push to a branch the source does not track with a counted rule. Its changed
+  paths travel as hints only while they fit the model's bounds (past them, none:
+  the diff decides, as it does anyway). Only an instance's explicit
+  `tracked_branch` option filters pushes here, for every repository the
+  instance serves. A push that changes a config file asks for `full`.
+- Ignore rules become metric labels, so their names come from bounded sets:
+  GitHub's documented event names (anything else is `unknown_event`) and the
+  actions GitHub itself enumerates. `repository_dispatch`'s action is the
+  `event_type` its sender chose, so it is never part of a rule name.
 """
 
 from __future__ import annotations
@@ -45,6 +53,28 @@ DEFAULT_CONFIG_FILES = (".hookstream.yml", ".hookstream.yaml")
 MAX_LISTED_COMMITS = 2048
 NULL_SHA = "0" * 40
 BRANCH_PREFIX = "refs/heads/"
+TAG_PREFIX = "refs/tags/"
+# GitHub's webhook event names (docs "Webhook events and payloads"). An `X-GitHub-Event`
+# outside this set is not signed by GitHub's HMAC (only the body is): it must not mint a label.
+KNOWN_EVENTS = frozenset((
+    "branch_protection_configuration", "branch_protection_rule", "check_run", "check_suite",
+    "code_scanning_alert", "commit_comment", "create", "custom_property", "custom_property_values",
+    "delete", "dependabot_alert", "deploy_key", "deployment", "deployment_protection_rule",
+    "deployment_review", "deployment_status", "discussion", "discussion_comment", "fork",
+    "github_app_authorization", "gollum", "installation", "installation_repositories",
+    "installation_target", "issue_comment", "issues", "label", "marketplace_purchase", "member",
+    "membership", "merge_group", "meta", "milestone", "org_block", "organization", "package",
+    "page_build", "personal_access_token_request", "ping", "project", "project_card", "project_column",
+    "projects_v2", "projects_v2_item", "projects_v2_status_update", "public", "pull_request",
+    "pull_request_review", "pull_request_review_comment", "pull_request_review_thread", "push",
+    "registry_package", "release", "repository", "repository_advisory", "repository_dispatch",
+    "repository_import", "repository_ruleset", "repository_vulnerability_alert", "secret_scanning_alert",
+    "secret_scanning_alert_location", "secret_scanning_scan", "security_advisory",
+    "security_and_analysis", "sponsorship", "star", "status", "sub_issues", "team", "team_add", "watch",
+    "workflow_dispatch", "workflow_job", "workflow_run",
+))
+# Events whose `action` is chosen by whoever triggered them, not enumerated by GitHub.
+SENDER_CHOSEN_ACTIONS = frozenset(("repository_dispatch",))
 
 
 @dataclass(frozen=True)
@@ -93,8 +123,12 @@ def _payload(body: bytes) -> dict[str, Any]:
 
 
 def _ignored(event: str, action: object = None) -> Routed:
-    rule = rule_part(event) if action is None else f"{rule_part(event)}.{rule_part(action)}"
-    return Routed(ignored=Ignored(rule))
+    """Ignored under `event[.action]`, from bounded sets only (the rule is a metric label)."""
+    if event not in KNOWN_EVENTS:
+        return Routed(ignored=Ignored("unknown_event"))
+    if action is None or event in SENDER_CHOSEN_ACTIONS:
+        return Routed(ignored=Ignored(event))
+    return Routed(ignored=Ignored(f"{event}.{rule_part(action)}"))
 
 
 def _object(container: dict[str, Any], key: str) -> dict[str, Any]:
@@ -158,18 +192,18 @@ def _per_repository(events: list[Record], event: str, action: str) -> Routed:
 
 
 def _push(origin: _Origin, payload: dict[str, Any], action: object, instance: InstanceConfig) -> Routed:
-    if payload.get("deleted") is True:
-        return Routed(ignored=Ignored("push.branch_deleted"))
     ref = payload.get("ref")
     if not isinstance(ref, str):
         raise RoutingError("payload.ref is missing")
-    if not ref.startswith(BRANCH_PREFIX):
-        return Routed(ignored=Ignored("push.tag" if ref.startswith("refs/tags/") else "push.other_ref"))
+    kind = "branch" if ref.startswith(BRANCH_PREFIX) else "tag" if ref.startswith(TAG_PREFIX) else "other_ref"
+    if payload.get("deleted") is True:
+        return Routed(ignored=Ignored(f"push.{kind}_deleted"))
+    if kind != "branch":
+        return Routed(ignored=Ignored(f"push.{kind}"))
     repository = _object(payload, "repository")
-    tracked = text_option(instance, "tracked_branch", None) or repository.get("default_branch")
-    if not isinstance(tracked, str) or not tracked:
-        raise RoutingError("no tracked branch: payload.repository.default_branch is missing and options.tracked_branch is unset")
-    if ref[len(BRANCH_PREFIX) :] != tracked:
+    branch = ref[len(BRANCH_PREFIX) :]
+    tracked = text_option(instance, "tracked_branch", None)
+    if tracked is not None and branch != tracked:
         return Routed(ignored=Ignored("push.untracked_branch"))
 
     source_id = _source_id(repository)
@@ -181,7 +215,9 @@ def _push(origin: _Origin, payload: dict[str, Any], action: object, instance: In
     changed = sorted(_changed_paths(commits))
     config_files = text_list_option(instance, "config_files", DEFAULT_CONFIG_FILES)
     config_changes = sorted(p for p in changed if p in config_files)
-    full = bool(config_changes) or _needs_full_listing(payload, commits, before)
+    full = bool(config_changes)
+    # Paths are hints only (the planner diffs real commits): none when the payload may not list them all.
+    hints = [] if full or _may_omit_paths(payload, commits, before) or not path_hints_fit(changed) else changed
 
     events: list[Record] = [
         # Before the sync request: the orchestrator reloads the config first.
@@ -194,9 +230,10 @@ def _push(origin: _Origin, payload: dict[str, Any], action: object, instance: In
             request_id=origin.delivery_id,
             mode="full" if full else "incremental",
             trigger="config_change" if config_changes else "push",
-            paths=[] if full or not path_hints_fit(changed) else changed,
+            paths=hints,
             before=before,
             after=after,
+            branch=branch,
         )
     )
     return Routed(events=tuple(events))
@@ -222,7 +259,7 @@ def _changed_paths(commits: list[dict[str, Any]]) -> set[str]:
     return paths
 
 
-def _needs_full_listing(payload: dict[str, Any], commits: list[dict[str, Any]], before: str | None) -> bool:
+def _may_omit_paths(payload: dict[str, Any], commits: list[dict[str, Any]], before: str | None) -> bool:
     """True when the payload's commits may not name every changed path."""
     if payload.get("forced") is True or payload.get("created") is True or before is None:
         return True  # history rewritten, or no base to diff from

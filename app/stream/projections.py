@@ -3,7 +3,7 @@
 Thin shells around `app.core.read_model`: decode, then in one offset-fenced
 transaction (`app.store.projection`) read the row, merge the record into it and
 write it back. A record re-consumed after a crash or a replay is skipped by the
-fence, so a rebuild into an empty schema gives the same rows (DESIGN.md §5).
+fence, so a rebuild into an empty schema gives the same rows (docs/architecture.md, effects outside Kafka).
 
 - `project_sources` reads `hookstream.sync.control` into `sources`. Most of that
   topic is sync traffic (requests, plans, one `BatchCompleted` per batch) that no

@@ -105,6 +105,8 @@ class FakeGitHub:
         self.default_branch = "main"
         self.truncate_recursive_over: int | None = None
         self.compare_file_cap = 300
+        # The next this-many branch-head answers give the head's parent: a replica behind a push.
+        self.lagging_head_answers = 0
         self.queued_failures: list[tuple[int, dict[str, str], dict[str, Any]]] = []
         self.requests: list[str] = []
         self.tokens: dict[str, float] = {}
@@ -226,6 +228,9 @@ class FakeGitHub:
     async def get_commit(self, request: web.Request) -> web.Response:
         ref = request.match_info["ref"]
         sha = self.branches.get(ref, ref)
+        if ref in self.branches and self.lagging_head_answers and self.commits[sha].parent:
+            self.lagging_head_answers -= 1
+            sha = self.commits[sha].parent  # type: ignore[assignment]
         if sha not in self.commits:
             return _json({"message": f"No commit found for SHA: {ref}"}, 422)
         return _json({"sha": sha, "commit": {"tree": {"sha": self.commits[sha].tree.sha}}})
