@@ -8,7 +8,7 @@ names the field and the bound it breaks (`app.events.bounds`).
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -60,7 +60,7 @@ def decode_error(exc: ValidationError) -> DecodeError:
 
 def _errors(exc: ValidationError) -> list[dict[str, Any]]:
     """pydantic's errors without the input (never echo what was sent), a pattern said in words."""
-    errors = exc.errors(include_url=False, include_context=True, include_input=False)
+    errors = cast(list[dict[str, Any]], exc.errors(include_url=False, include_context=True, include_input=False))
     for error in errors:
         # The context may hold exceptions (not JSON); only a pattern's is read, to name it.
         context = error.pop("ctx", None) or {}

@@ -114,7 +114,7 @@ PathHints = Annotated[
 
 
 @lru_cache(maxsize=1)
-def _path_hints_adapter() -> TypeAdapter:
+def _path_hints_adapter() -> TypeAdapter[list[str]]:
     return TypeAdapter(PathHints)
 
 

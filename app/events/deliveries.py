@@ -7,7 +7,16 @@ from typing import Literal
 from pydantic import Field
 
 from app.events.base import RawBytes, Record, Timestamp
-from app.events.bounds import DeliveryId, DeliveryKey, Identifier, InstanceName, KeptHeaders, Offset, PluginName, RouteName
+from app.events.bounds import (
+    DeliveryId,
+    DeliveryKey,
+    Identifier,
+    InstanceName,
+    KeptHeaders,
+    Offset,
+    PluginName,
+    RouteName,
+)
 
 
 class Delivery(Record):

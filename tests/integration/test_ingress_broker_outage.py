@@ -124,7 +124,7 @@ async def test_a_stopped_broker_gets_only_202_or_503_that_says_a_retry_is_safe(o
     finally:
         os.kill(own_broker.process.pid, signal.SIGCONT)
     acknowledged = set()
-    for delivery_id, (status, answer, headers) in zip(deliveries, results):
+    for delivery_id, (status, answer, headers) in zip(deliveries, results, strict=True):
         assert status in (202, 503), (status, answer)
         if status == 202:
             acknowledged.add(delivery_id)
@@ -138,7 +138,7 @@ async def test_a_stopped_broker_gets_only_202_or_503_that_says_a_retry_is_safe(o
     # Resumed: a retry of each is accepted (503 meanwhile, never anything else), and every 202 is in Kafka.
     for delivery_id in deliveries:
 
-        async def accepted() -> bool:
+        async def accepted(delivery_id: str = delivery_id) -> bool:
             status, answer, _ = await _deliver(ingress, delivery_id)
             assert status in (202, 503), (status, answer)
             return status == 202

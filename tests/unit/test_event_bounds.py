@@ -140,13 +140,13 @@ def test_a_push_with_more_changed_paths_than_a_request_carries_syncs_incremental
 
 @pytest.mark.parametrize("plugin", ["standard-webhooks", "generic-hmac"])
 def test_a_signed_producer_event_outside_its_bounds_is_dead_lettered_by_routing_naming_the_bound(plugin):
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
     from app.events import Delivery
     from app.plugins import PLUGINS, RoutingError
     from app.settings import InstanceConfig
 
     body = orjson.dumps({**CONNECTED, "name": "n" * 900_000})
-    delivery = Delivery(delivery_id="d-1", plugin=plugin, instance="acme", received_at=datetime.now(timezone.utc), body=body)
+    delivery = Delivery(delivery_id="d-1", plugin=plugin, instance="acme", received_at=datetime.now(UTC), body=body)
     with pytest.raises(RoutingError, match="name.*at most 200"):
         PLUGINS[plugin].route(delivery, InstanceConfig(plugin=plugin, id="acme", secrets=("s",)))
