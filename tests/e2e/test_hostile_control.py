@@ -83,10 +83,10 @@ async def test_events_that_would_grow_a_source_past_its_bound_are_refused_and_th
     settings, worker, ingress = stack
     gitrepo.build_repo(tmp_path / "repo", files={"a.md": b"# a\n"})
     source = "git:bounded"
-    connect = SourceConnected(source_id=source, occurred_at=now(), source_type="git", name="n" * 3000,
+    connect = SourceConnected(source_id=source, occurred_at=now(), source_type="git", name="n" * 200,
                               config={"path": str(tmp_path / "repo")})
     assert await post_event(ingress, connect) == 202
-    for i in range(3):  # each within every field bound; together past the state's
+    for i in range(4):  # each within every field bound (a name of at most 200); together past the state's
         update = SourceUpdated(source_id=source, occurred_at=now(), config={f"k{i}": "v" * 3000})
         assert await post_event(ingress, update) == 202
 
