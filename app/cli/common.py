@@ -18,7 +18,8 @@ from typing import Awaitable, NoReturn, TypeVar
 
 from pydantic import ValidationError
 
-from app.settings import ConfigError, Settings
+from app.settings import Settings
+from app.instances import ConfigError
 
 T = TypeVar("T")
 

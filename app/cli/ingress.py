@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from app.cli.common import CliError, load_settings, setup_logging
-from app.settings import ConfigError
+from app.instances import ConfigError
 
 DESCRIPTION = """\
 Run the ingress: an HTTP service that verifies webhook deliveries and publishes

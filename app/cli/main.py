@@ -8,7 +8,7 @@ import sys
 import traceback
 
 from app.cli.common import CliError, expected_failure
-from app.settings import ConfigError
+from app.instances import ConfigError
 
 # Command modules, each with `register(subparsers)`.
 COMMAND_MODULES = (

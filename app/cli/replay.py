@@ -18,7 +18,8 @@ from app.core.replay import ShiftBy, Target, ToDatetime, ToEarliest, ToLatest, T
 from app.embedded import tansu_quirks
 from app.events import Delivery, utcnow
 from app.events.bounds import Identifier
-from app.settings import Settings, parse_duration
+from app.settings import Settings
+from app.instances import parse_duration
 
 DELIVERIES = "hookstream.deliveries"
 EXIT_REFUSED = 3

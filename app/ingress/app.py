@@ -43,7 +43,8 @@ from app.ingress.metrics import UNKNOWN_PLUGIN, IngressMetrics
 from app.ingress.publisher import Publisher, PublishUnavailable, RecordTooLarge
 from app.plugins import PLUGINS
 from app.plugins.base import Plugin, UnreadableDelivery, VerificationError
-from app.settings import InstanceConfig, Settings
+from app.settings import Settings
+from app.instances import InstanceConfig
 from app.sources.roots import PathOutsideRoots, check_git_path
 from app.topology import require_topics
 

@@ -25,7 +25,8 @@ from aiohttp import web
 
 from app.ingress.app import create_app
 from app.ingress.protocol import IngressRunner
-from app.settings import InstanceConfig, Settings
+from app.settings import Settings
+from app.instances import InstanceConfig
 
 log = logging.getLogger("hookstream.ingress")
 

@@ -44,7 +44,7 @@ from app.events.bounds import path_hints_fit
 from app.plugins.base import Ignored, Routed, RoutingError
 from app.plugins.options import text_list_option, text_option
 from app.plugins.payloads import json_object, rule_part
-from app.settings import ConfigError, InstanceConfig
+from app.instances import ConfigError, InstanceConfig
 
 DEFAULT_CONFIG_FILES = (".hookstream.yml", ".hookstream.yaml")
 # GitHub's push schema: "The array includes a maximum of 2048 commits." A push

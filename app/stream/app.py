@@ -11,7 +11,8 @@ from typing import Any
 import faust
 
 from app.embedded import tansu_quirks
-from app.settings import InstanceConfig, Settings
+from app.settings import Settings
+from app.instances import InstanceConfig
 from app.stream import faust_tuning
 from app.stream.metrics import WorkerMetrics
 

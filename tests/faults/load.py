@@ -33,7 +33,8 @@ import aiohttp
 from app import codec
 from app.events import SourceConnected, SyncRequested
 from app.plugins import get_plugin
-from app.settings import Settings, load_instances
+from app.settings import Settings
+from app.instances import load_instances
 from tests.faults.harness import GITHUB_INSTANCE, PRODUCER_INSTANCE
 from tests.support import gitrepo
 from tests.support.flows import github_push

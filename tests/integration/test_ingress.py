@@ -27,7 +27,8 @@ from app.ingress.app import PUBLISHER, create_app
 from app.ingress.protocol import IngressRunner
 from app.plugins import get_plugin
 from app.plugins.base import fallback_delivery_id
-from app.settings import InstanceConfig, Settings, parse_instances
+from app.settings import Settings
+from app.instances import InstanceConfig, parse_instances
 from app.topology import MissingTopics
 from tests.support.services import isolated_settings, wait_until
 

@@ -31,7 +31,7 @@ from app.ingress.app import create_app
 from app.ingress.protocol import IngressRunner
 from app.plugins import PLUGINS
 from app.plugins.github import GitHub
-from app.settings import parse_instances
+from app.instances import parse_instances
 from tests.integration.test_ingress import Ingress, records_on
 from tests.support.services import wait_until
 
