@@ -6,7 +6,8 @@ import argparse
 from datetime import datetime, timedelta
 
 from app.cli.common import CliError, load_settings, run
-from app.settings import Settings, parse_duration
+from app.instances import parse_duration
+from app.settings import Settings
 from app.store.db import migrate
 
 PRUNE_EPILOG = """\

@@ -10,10 +10,11 @@ Invariants:
 - A push asks the source to look again (`incremental`: the planner diffs from
   the commit the documents are at to the tracked branch's head, or lists
   everything when it must); it names its branch, and the orchestrator answers a
-  push to a branch the source does not track with a counted rule. Only an
-  instance's explicit `tracked_branch` option filters pushes here, for every
-  repository the instance serves. A push that changes a config file asks for
-  `full`.
+  push to a branch the source does not track with a counted rule. Its changed
+  paths travel as hints only while they fit the model's bounds (past them, none:
+  the diff decides, as it does anyway). Only an instance's explicit
+  `tracked_branch` option filters pushes here, for every repository the
+  instance serves. A push that changes a config file asks for `full`.
 - Ignore rules become metric labels, so their names come from bounded sets:
   GitHub's documented event names (anything else is `unknown_event`) and the
   actions GitHub itself enumerates. `repository_dispatch`'s action is the
@@ -39,10 +40,11 @@ from app.events import (
     SyncRequested,
 )
 from app.events.base import Record
+from app.events.bounds import path_hints_fit
 from app.plugins.base import Ignored, Routed, RoutingError
 from app.plugins.options import text_list_option, text_option
 from app.plugins.payloads import json_object, rule_part
-from app.settings import ConfigError, InstanceConfig
+from app.instances import ConfigError, InstanceConfig
 
 DEFAULT_CONFIG_FILES = (".hookstream.yml", ".hookstream.yaml")
 # GitHub's push schema: "The array includes a maximum of 2048 commits." A push
@@ -210,12 +212,12 @@ def _push(origin: _Origin, payload: dict[str, Any], action: object, instance: In
     if before is not None and before == after and not commits:
         return Routed(ignored=Ignored("push.no_change"))
 
-    changed = _changed_paths(commits)
+    changed = sorted(_changed_paths(commits))
     config_files = text_list_option(instance, "config_files", DEFAULT_CONFIG_FILES)
     config_changes = sorted(p for p in changed if p in config_files)
     full = bool(config_changes)
     # Paths are hints only (the planner diffs real commits): none when the payload may not list them all.
-    hints = [] if full or _may_omit_paths(payload, commits, before) else sorted(changed)
+    hints = [] if full or _may_omit_paths(payload, commits, before) or not path_hints_fit(changed) else changed
 
     events: list[Record] = [
         # Before the sync request: the orchestrator reloads the config first.

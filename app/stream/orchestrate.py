@@ -1,6 +1,8 @@
 """`orchestrate_syncs`: fold every control event of a source into its state; send the effects.
 
-All decisions are `core.source_state.fold`. Crash safety by order: the fold's
+All decisions are `core.source_state.fold`, at the record's broker timestamp
+(`core.admission.fold_record`: a sender does not choose the fold's clock, and a
+record that would grow the state past its bound is refused). Crash safety by order: the fold's
 effects are acknowledged by the broker (and `EnsureSource` committed in
 PostgreSQL) before the new state is stored; a crash in between re-folds the
 same event from the old state and re-sends the same effects (job ids are
@@ -23,10 +25,11 @@ import functools
 import logging
 
 from app import codec
-from app.core.effects import Destination, Effect, EnsureSource, Ignored, destination
+from app.core.admission import broker_datetime, fold_record
+from app.core.effects import Destination, Effect, EnsureSource, Ignored, Refused, destination
 from app.core.poison import MAX_RECORD_BYTES, CannotApply, control_key_problem, unstorable
 from app.core.policy import Policy
-from app.core.source_state import SourceState, fold, overdue_job
+from app.core.source_state import SourceState, overdue_job
 from app.events import ControlRecord, DeadlineReached, utcnow
 from app.store import documents
 from app.store.db import in_transaction
@@ -41,15 +44,16 @@ CONTROL = "hookstream.sync.control"
 
 
 def policy_from(settings) -> Policy:
-    return Policy(deadline_seconds=settings.sync_deadline_seconds, idempotency_ttl_seconds=settings.idempotency_ttl_seconds)
+    return Policy(deadline_seconds=settings.sync_deadline_seconds, idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
+                  max_state_bytes=settings.max_source_state_bytes, max_clock_skew_seconds=settings.max_clock_skew_seconds)
 
 
 def sendable(effects: list[Effect]) -> list[tuple[Destination, bytes]]:
     """The wire effects, encoded, in order; `CannotApply` when one is larger than a record may be."""
     out = []
     for effect in effects:
-        if isinstance(effect, (EnsureSource, Ignored)):
-            continue  # not records: carried out by the agent itself
+        if isinstance(effect, (EnsureSource, Ignored, Refused)):
+            continue  # not records: carried out (or counted) by the agent itself
         where = destination(effect)
         assert where is not None
         value = codec.encode(effect)
@@ -98,9 +102,13 @@ def register(worker: Worker) -> None:
         with stage("fold"):
             stored = sources.get(key)
             state = SourceState.from_json(stored) if stored is not None else None
-            new_state, effects = fold(state, record, record.occurred_at, message.offset, policy)
+            # The fold's clock is the record's broker timestamp (app.core.admission).
+            timestamp_ms = round(message.timestamp * 1000) if message.timestamp is not None else None
+            broker_time = broker_datetime(timestamp_ms)
+            new_state, effects = fold_record(state, record, broker_time, message.offset, policy,
+                                             missing_time=broker_time is None)
             outgoing = sendable(effects)
-            state_value = new_state.to_json() if new_state is not state else None
+            state_value = new_state.to_json() if new_state is not None and new_state is not state else None
         # The record's PostgreSQL writes come before its effects and its state, so a record
         # PostgreSQL refuses is dead-lettered with no trace elsewhere; a crash after them
         # re-folds the record from the old state (the projection's fence skips it then).
@@ -112,6 +120,10 @@ def register(worker: Worker) -> None:
         for effect in effects:
             if isinstance(effect, Ignored):
                 metrics.control_ignored.labels(effect.reason).inc()
+            elif isinstance(effect, Refused):
+                log.warning("control event %s at %d/%d refused: %s", effect.event_type, message.partition,
+                            message.offset, effect.reason)
+                metrics.control_refused.labels(effect.event_type).inc()
         pending = [await sink(where.topic).send(key=codec.encode_key(where.key), value=value, force=True)
                    for where, value in outgoing]
         if pending:

@@ -11,8 +11,10 @@ batch of a source that cannot be read, and records of hundreds of kilobytes (wit
 record limit) whose dead letters must stay within theirs. A record an agent does apply (a projection
 stores a NUL in a text column as U+FFFD, by design) is not generated as hostile.
 
-The year-9999 sync request is the one record a later fold may answer instead (the fold's clock taken
-from the broker's timestamp): for it the oracle accepts either outcome, dead-lettered or answered.
+The year-9999 sync request is the one record the fold answers instead: its clock is the broker's
+timestamp, and a record dated far after it is refused and answered `sync.rejected`
+(app.core.admission). The oracle accepts either outcome for it, dead-lettered (a fold that overflows)
+or answered.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class Stack:
     worker: WorkerProcess
     producer: AIOKafkaProducer
     repo: str
-    sent: dict[str, int] = field(default_factory=dict)  # agent -> hostile records sent to it
+    sent: dict[str, int] = field(default_factory=dict)  # agent -> hostile records it dead-lettered
     counter: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def run(self, coro):
@@ -366,8 +368,6 @@ def good_records(stack: Stack, n: int) -> tuple[list[tuple[str, bytes, bytes]], 
 async def run_example(stack: Stack, n: int, hostile: list[Hostile]) -> None:
     s = stack.settings
     await produce(stack, [(h.topic, h.key, h.value) for h in hostile])
-    for h in hostile:
-        stack.sent[AGENT_OF[h.topic]] = stack.sent.get(AGENT_OF[h.topic], 0) + 1
     good, marks = good_records(stack, n)
     await produce(stack, good)
     expected = {expected_dead_letter(h): h for h in hostile}
@@ -388,6 +388,7 @@ async def run_example(stack: Stack, n: int, hostile: list[Hostile]) -> None:
     rows, answered = await wait_until(settled, timeout=40, interval=0.3, what=f"example {n}'s dead letters and good records")
     for ident, h in expected.items():
         if ident in rows:
+            stack.sent[AGENT_OF[h.topic]] = stack.sent.get(AGENT_OF[h.topic], 0) + 1
             _, stage, error, status = rows[ident]
             assert stage in STAGES and error and status == "open", (h, rows[ident])
             if h.why in ("garbage",) and h.value[:1] == b"\xff":
@@ -435,7 +436,7 @@ def test_no_hostile_record_stops_an_agent_or_vanishes(stack, data):
 
 def test_the_dead_letters_are_on_the_topic_and_counted_per_agent(stack):
     """After the property: every dead letter of the table is also a record of hookstream.dlq, and the
-    worker counted at least one dead letter per hostile record it was sent, agent by agent."""
+    worker counted at least one dead letter per hostile record it dead-lettered, agent by agent."""
     s = stack.settings
     assert stack.sent, "the property ran first (module order)"
     table = {r[0] for r in stack.run(query(s, "SELECT dead_letter_id FROM dlq WHERE stage <> 's'"))}
