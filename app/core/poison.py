@@ -43,6 +43,10 @@ MAX_INT64 = 2**63 - 1
 # deliveries, whose records carry `redrive_of`): the id of its dead letter. The stage that applies
 # the record confirms it (`RedriveAccepted`), and that retires the row.
 REDRIVE_HEADER = "hookstream-redrive-of"
+# The header on the file batches of a plan request that was redriven: its job ended when the plan
+# failed (and a job that ends before its batches lists them as cancelled), but the operator asked
+# for the plan again, so its batches are written (the write fences still keep newer documents).
+REDRIVEN_PLAN_HEADER = "hookstream-redriven-plan"
 
 
 class CannotApply(Exception):

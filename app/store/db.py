@@ -91,18 +91,28 @@ async def in_transaction(pool, work, what: str = "write", max_backoff: float = 5
     `retry.attempts` retries with `StoreUnavailable`, and the stage counts the failure.
     Only connection failures are retried; any other error (PostgreSQL refused the data)
     is raised at once: trying again cannot help.
+
+    A connection lost while committing leaves it unknown whether the transaction
+    committed: then `retry` no longer bounds it, the work is tried again until PostgreSQL
+    answers (every write here is idempotent), since nothing could be counted truthfully
+    before. Giving up is only for a write that certainly did not happen.
     """
     import asyncio
 
     backoff = 0.1
     failures = 0
+    uncertain = False
     while True:
+        committing = False
         try:
             async with pool.connection(timeout=CONNECT_WAIT_SECONDS if retry is not None else None) as conn:
                 async with conn.transaction():
-                    return await work(conn)
+                    result = await work(conn)
+                    committing = True
+                return result
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            if retry is None:
+            uncertain = uncertain or committing
+            if retry is None or uncertain:
                 delay, backoff = backoff, min(max_backoff, backoff * 2)
             elif retry.allows(failures):
                 delay = retry.delay(failures, random.random())

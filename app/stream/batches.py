@@ -20,12 +20,12 @@ import functools
 import logging
 
 from app import codec
-from app.core.poison import CannotApply, reason_of
+from app.core.poison import REDRIVEN_PLAN_HEADER, CannotApply, reason_of
 from app.events import BatchCompleted, FileBatch, utcnow
 from app.stream import faust_tuning
 from app.stream.app import Worker
 from app.stream.cancellations import CancelledJobs
-from app.stream.poison import DeadLetters, is_infrastructure, retry_policy
+from app.stream.poison import DeadLetters, header, is_infrastructure, retry_policy
 from app.sync.writing import process_batch
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def register(worker: Worker) -> None:
             batch: FileBatch = codec.decode(FileBatch, message.value)
         except codec.DecodeError as exc:
             raise CannotApply("decode", f"{exc} (no job to report to: its key says {codec.decode_key(message.key)!r})") from None
-        if batch.job_id in cancelled:
+        if batch.job_id in cancelled and header(message, REDRIVEN_PLAN_HEADER) is None:
             await report(batch, cancelled=True)
             return
         try:

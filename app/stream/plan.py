@@ -12,7 +12,9 @@ gone) is retried with backoff up to HOOKSTREAM_RETRY_ATTEMPTS. What still fails,
 and every permanent failure (a missing path, a 404, a bad config), ends the job
 `failed` (`PlanFailed`: its next sync lists everything) and dead-letters the plan
 request (stage `plan`), so that `hookstream dlq redrive` can plan it again after
-a fix; the row retires once a redrive was planned.
+a fix; the row retires once a redrive was planned. The batches of a redriven plan
+carry the `hookstream-redriven-plan` header: their job has ended, and they are
+written all the same (the write fences keep a later job's documents).
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ import logging
 
 from app import codec
 from app.core.batches import batch_key
-from app.core.poison import CannotApply, reason_of
+from app.core.poison import REDRIVEN_PLAN_HEADER, CannotApply, reason_of
 from app.events import PlanFailed, PlanRequested, SyncPlanned, utcnow
 from app.sources.retries import retry_transient
 from app.stream import faust_tuning
 from app.stream.app import Worker
-from app.stream.poison import DeadLetters, is_infrastructure, retry_policy
+from app.stream.poison import DeadLetters, is_infrastructure, redrive_of, retry_policy
 from app.sync.planning import plan_job
 
 log = logging.getLogger(__name__)
@@ -45,8 +47,8 @@ def register(worker: Worker) -> None:
     policy = retry_policy(settings)
     retries = worker.metrics.retries.labels("plan")
 
-    async def send_and_wait(topic, key: str, record) -> None:
-        fut = await topic.send(key=codec.encode_key(key), value=codec.encode(record), force=True)
+    async def send_and_wait(topic, key: str, record, headers=None) -> None:
+        fut = await topic.send(key=codec.encode_key(key), value=codec.encode(record), headers=headers, force=True)
         await fut
 
     async def plan(request: PlanRequested):
@@ -77,7 +79,10 @@ def register(worker: Worker) -> None:
         if planned is None:
             log.info("job %s: not planned, a later job of %s was planned since", request.job_id, request.source_id)
             return
-        await asyncio.gather(*(send_and_wait(batches_topic, batch_key(b.job_id, b.batch_index), b) for b in planned.batches))
+        # A redriven plan's job has ended (its plan had failed): its batches say so, to be written all the same.
+        headers = [(REDRIVEN_PLAN_HEADER, b"1")] if redrive_of(message) is not None else None
+        await asyncio.gather(*(send_and_wait(batches_topic, batch_key(b.job_id, b.batch_index), b, headers)
+                               for b in planned.batches))
         await send_and_wait(control, request.source_id, SyncPlanned(
             source_id=request.source_id, occurred_at=utcnow(), job_id=request.job_id,
             batch_count=len(planned.batches), file_count=len(planned.files), commit=planned.commit, listing=planned.listing,

@@ -70,14 +70,19 @@ def stage(name: str) -> Iterator[None]:
         raise poison.CannotApply(name, poison.reason_of(exc)) from exc
 
 
-def redrive_of(message: Any) -> str | None:
-    """The dead letter a consumed record redrives (its `hookstream-redrive-of` header), or None."""
+def header(message: Any, name: str) -> str | None:
+    """The value of a consumed record's header `name`, or None (Faust hands headers over as a list or a mapping)."""
     headers = getattr(message, "headers", None) or ()
     items = headers.items() if isinstance(headers, Mapping) else headers
-    for name, value in items:
-        if name == REDRIVE_HEADER and value:
+    for key, value in items:
+        if key == name and value:
             return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
     return None
+
+
+def redrive_of(message: Any) -> str | None:
+    """The dead letter a consumed record redrives (its `hookstream-redrive-of` header), or None."""
+    return header(message, REDRIVE_HEADER)
 
 
 class DeadLetters:
