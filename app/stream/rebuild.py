@@ -13,9 +13,10 @@ Per projection (`app.stream.projection_registry`):
    agent that is behind the candidate);
 5. in one transaction: lock the live fences (`app.store.rebuild.lock_fences`: the
    live projection agents pause), read them, catch the candidate up to them
-   (now nothing can move them), prune both alike (the retention cutoff: the
-   topics keep what the live tables have pruned), compare (--verify), and swap
-   the tables and fence rows, or roll back (--dry-run).
+   (now nothing can move them), prune from the candidate what retention removed
+   from the live tables (the topics keep it; only when the live agents are not
+   behind, else a row they have yet to apply would look pruned), compare
+   (--verify), and swap the tables and fence rows, or roll back (--dry-run).
 
 Records produced during the rebuild are therefore never lost: a record the live
 agent applied to the old tables before the swap is below its fence, and the
@@ -359,8 +360,10 @@ class ProjectionRebuild:
                                    "tables may miss its last writes. Nothing was swapped: run the rebuild again.")
             live = await self._live_fences()
             await self._catch_up(live)
-            await self._prune_alike()
             self.result.live_behind = plan.live_behind(await self._candidate_fences(), live)
+            if not self.result.live_behind:
+                # Only then is a row the live tables lack one they pruned (and not one they have yet to apply).
+                await self._prune_alike()
             if self.options.verify:
                 self.result.diffs = [await store.diff_table(self.conn, self.live, self.candidate, table, self.options.show)
                                      for table in self.projection.tables]
@@ -373,15 +376,14 @@ class ProjectionRebuild:
 
     async def _prune_alike(self) -> None:
         """The live tables lose their history past HOOKSTREAM_RETENTION_DAYS (`app.store.retention`), the
-        topics keep it: prune the candidate alike, and the live tables with the same cutoff, in this
-        transaction, so that neither the comparison nor the swap brings pruned history back."""
+        topics keep it: the candidate loses the rows past it that the live tables no longer have, so that
+        neither the comparison nor the swap brings pruned history back (the live tables are not touched)."""
         step = retention.BY_PROJECTION.get(self.projection.name)
         if step is None:
             return
         assert self.conn is not None
         older_than = datetime.now(timezone.utc) - timedelta(days=self.settings.retention_days)
-        for schema in (self.live, self.candidate):
-            await step(self.conn, schema, older_than, self.live)
+        await step(self.conn, self.candidate, older_than, self.live, self.live)
 
 
 def _partitions(behind: dict[TopicPartition, tuple[int, int]]) -> str:
