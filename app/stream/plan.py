@@ -56,6 +56,7 @@ def register(worker: Worker) -> None:
             await send_and_wait(control, request.source_id, SyncPlanned(
                 source_id=request.source_id, occurred_at=utcnow(), job_id=request.job_id,
                 batch_count=len(plan.batches), file_count=len(plan.files), commit=plan.commit, listing=plan.listing,
+                config=plan.config,
             ))
             log.info("job %s: planned %d files in %d batches (%s, commit %s)",
                      request.job_id, len(plan.files), len(plan.batches), plan.how, (plan.commit or "?")[:12])
