@@ -14,7 +14,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from app.core.topology import MIN_INSYNC_REPLICAS, Plan, TopicSpec, TopicState, diff, with_replication
-from app.settings import ConfigError, Settings
+from app.settings import Settings
+from app.instances import ConfigError
 
 _REQUIRED_KEYS = {"name", "key", "value", "partitions"}
 _ALLOWED_KEYS = _REQUIRED_KEYS | {"config"}

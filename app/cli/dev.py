@@ -11,7 +11,7 @@ from pathlib import Path
 from psycopg import sql
 
 from app import topology
-from app.cli.common import CliError, run, setup_logging
+from app.cli.common import CliError, masked, run, setup_logging
 from app.embedded.broker import EmbeddedBroker
 from app.embedded.postgres import EmbeddedPostgres
 from app.embedded.supervisor import Child, hookstream_argv, wait_any_exit
@@ -92,12 +92,15 @@ def cmd_dev(args: argparse.Namespace) -> int:
             children.append(Child("worker", hookstream_argv("worker"), env, data / "worker.log").start())
         children.append(Child("ingress", hookstream_argv("ingress"), env, data / "ingress.log").start())
         _wait_ready(f"http://127.0.0.1:{args.port}/readyz", children)
+        # The built-in token is documented; one the user chose is a secret and never printed.
+        token = env["HOOKSTREAM_EVENTS_TOKEN"]
+        shown = token if token == DEV_TOKEN else f"{masked(token)} (set from HOOKSTREAM_EVENTS_TOKEN)"
 
         print(
             f"\nhookstream dev is up\n"
             f"  broker      {broker.bootstrap} (tansu, in memory; log {data / 'broker.log'})\n"
             f"  postgres    {pg.url} (schema {settings.database_schema})\n"
-            f"  ingress     http://127.0.0.1:{args.port}/hooks/{{plugin}}/{{instance}}  (events token: {env['HOOKSTREAM_EVENTS_TOKEN']}; log {data / 'ingress.log'})\n"
+            f"  ingress     http://127.0.0.1:{args.port}/hooks/{{plugin}}/{{instance}}  (events token: {shown}; log {data / 'ingress.log'})\n"
             f"  instances   {instances}\n"
             + (f"  worker      log {data / 'worker.log'}\n" if len(children) > 1 else "")
             + "Ctrl-C stops everything.\n",

@@ -51,6 +51,10 @@ examples:
       Issue and Comment webhooks sync); the worker reads them with HOOKSTREAM_LINEAR_API_KEY,
       or with the key in the worker's environment variable named by --token-env
 
+With HOOKSTREAM_GIT_ROOTS set (directories separated by ":"), a git repository
+must lie under one of them once symlinks are resolved; the ingress and the
+worker check the same. Unset, any path is allowed.
+
 The event goes straight to Kafka (HOOKSTREAM_KAFKA_BOOTSTRAP_SERVERS) unless
 --ingress or --url sends it through POST /events (HOOKSTREAM_EVENTS_TOKEN).
 The source shows in `hookstream sources list` once the worker has consumed it.
@@ -231,7 +235,7 @@ def connected_event(args: argparse.Namespace) -> tuple[SourceConnected, list[str
         event = SourceConnected(source_id=args.source_id or default_id, occurred_at=utcnow(),
                                 source_type=args.source_type, name=args.name or default_name, config=config)
     except ValidationError as exc:
-        raise CliError(f"not a valid source: {_first_error(exc)}", 2) from None
+        raise CliError(f"not a valid source: {first_error(exc)}", 2) from None
     return event, notes
 
 
@@ -265,6 +269,13 @@ def linear_config(args: argparse.Namespace) -> tuple[dict[str, Any], str, str]:
 def cmd_connect(args: argparse.Namespace) -> int:
     event, notes = connected_event(args)
     settings = load_settings()
+    if event.source_type == "git":
+        from app.sources.roots import PathOutsideRoots, check_git_path
+
+        try:
+            check_git_path(event.config["path"], settings.git_root_paths())
+        except PathOutsideRoots as exc:
+            raise CliError(str(exc), 2) from None
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     answer = send_producer_event(settings, event, args)
@@ -279,7 +290,7 @@ def cmd_disconnect(args: argparse.Namespace) -> int:
     try:
         event = SourceDisconnected(source_id=args.source_id, occurred_at=utcnow(), reason=args.reason)
     except ValidationError as exc:
-        raise CliError(f"not a valid source id: {_first_error(exc)}", 2) from None
+        raise CliError(f"not a valid source id: {first_error(exc)}", 2) from None
     settings = load_settings()
     answer = send_producer_event(settings, event, args)
     if args.json:
@@ -289,8 +300,11 @@ def cmd_disconnect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
+def first_error(exc: ValidationError) -> str:
+    """The first error, with a broken pattern said in words (app.codec), never the value given."""
+    from app import codec
+
+    err = codec.decode_error(exc).errors[0]
     return f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}"
 
 

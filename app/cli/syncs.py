@@ -19,7 +19,15 @@ import orjson
 from pydantic import ValidationError
 
 from app.cli.common import CliError, load_settings, one_line, positive_int, run
-from app.cli.sources import add_transport_arguments, describe_sent, format_table, format_time, query, send_producer_event
+from app.cli.sources import (
+    add_transport_arguments,
+    describe_sent,
+    first_error,
+    format_table,
+    format_time,
+    query,
+    send_producer_event,
+)
 from app.core import read_model
 from app.events import SyncRequested, utcnow
 
@@ -305,8 +313,7 @@ def requested_event(args: argparse.Namespace) -> SyncRequested:
             before=args.before, after=args.after, force=args.force,
         )
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise CliError(f"not a valid request: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}", 2) from None
+        raise CliError(f"not a valid request: {first_error(exc)}", 2) from None
 
 
 def cmd_request(args: argparse.Namespace) -> int:

@@ -21,6 +21,9 @@ from app.events.control import SyncMode, SyncRequested
 # Path hints beyond this many are dropped (the diff decides): keeps a source's state bounded
 # however many pushes coalesce. Adapters list changes from a diff or a full listing, not from hints.
 MAX_PATH_HINTS = 1000
+# Request ids a job lists at most (its completion names them); later ones coalesced into it are
+# counted in `unlisted_requests`, each answered by its own `sync.coalesced` naming the job.
+MAX_LISTED_REQUESTS = 500
 
 
 class JobRequest(BaseModel):
@@ -32,6 +35,7 @@ class JobRequest(BaseModel):
     mode: SyncMode
     trigger: str
     request_ids: tuple[str, ...]
+    unlisted_requests: int = 0
     # Changed-path hints of an incremental job; empty means "whatever the diff says".
     paths: tuple[str, ...] = ()
     # The newest request's `after`: a lower bound on the commit to reach, never a target.
@@ -62,17 +66,23 @@ def merge(job: JobRequest, request: SyncRequested) -> JobRequest:
     of more than `MAX_PATH_HINTS` paths. `after` is the last one given: a request
     that names no commit does not move the target back.
     """
-    ids = job.request_ids if request.request_id in job.request_ids else (*job.request_ids, request.request_id)
+    ids, unlisted = job.request_ids, job.unlisted_requests
+    if request.request_id not in ids:
+        if len(ids) < MAX_LISTED_REQUESTS:
+            ids = (*ids, request.request_id)
+        else:
+            unlisted += 1
     after = request.after if request.after is not None else job.after
     if job.mode == "full" or request.mode == "full":
         # The trigger of a merged full job is that of the request that made it full.
         trigger = job.trigger if job.mode == "full" else request.trigger
         return job.model_copy(
-            update={"mode": "full", "trigger": trigger, "request_ids": ids, "paths": (), "after": after}
+            update={"mode": "full", "trigger": trigger, "request_ids": ids, "unlisted_requests": unlisted, "paths": (),
+                    "after": after}
         )
     paths: tuple[str, ...] = ()
     if job.paths and request.paths:
         paths = tuple(dict.fromkeys((*job.paths, *request.paths)))
         if len(paths) > MAX_PATH_HINTS:
             paths = ()
-    return job.model_copy(update={"request_ids": ids, "paths": paths, "after": after})
+    return job.model_copy(update={"request_ids": ids, "unlisted_requests": unlisted, "paths": paths, "after": after})

@@ -63,6 +63,15 @@ class EnsureSource:
 
 
 @dataclass(frozen=True)
+class Refused:
+    """A record the fold would not apply (its clock, or the state bound): counted and dead-lettered
+    with `reason`; a refused request is also answered `sync.rejected`."""
+
+    event_type: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Ignored:
     """An event ignored by the rule `reason`: counted, never silent."""
 
@@ -85,6 +94,7 @@ Effect = Union[
     JobCancelled,
     EnsureSource,
     Ignored,
+    Refused,
 ]
 
 
@@ -94,7 +104,7 @@ class Destination(NamedTuple):
 
 
 def destination(effect: Effect) -> Destination | None:
-    """Where a wire effect is sent; None for `EnsureSource` and `Ignored`, which are not records."""
+    """Where a wire effect is sent; None for `EnsureSource`, `Ignored` and `Refused`, which are not records."""
     if isinstance(effect, PlanRequested):
         return Destination(SYNC_PLANS, effect.job_id)
     if isinstance(effect, Lifecycle):
@@ -103,6 +113,6 @@ def destination(effect: Effect) -> Destination | None:
         return Destination(SYNC_COMPLETED, effect.source_id)
     if isinstance(effect, JobCancelled):
         return Destination(SYNC_CANCELLATIONS, effect.job_id)
-    if isinstance(effect, (EnsureSource, Ignored)):
+    if isinstance(effect, (EnsureSource, Ignored, Refused)):
         return None
     raise TypeError(f"not an orchestration effect: {type(effect).__name__}")

@@ -96,6 +96,7 @@ def sync_completed(source_id: str, active: ActiveJob, status: SyncStatus, error:
         job_id=job.job_id,
         source_id=source_id,
         request_ids=list(job.request_ids),
+        unlisted_requests=job.unlisted_requests,
         mode=job.mode,
         trigger=job.trigger,
         status=status,

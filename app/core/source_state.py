@@ -214,7 +214,11 @@ def _remember(state: SourceState, request_id: str, now: datetime, policy: Policy
 
 def _claim(state: SourceState, key: str, job_id: str, status: KeyStatus, now: datetime, policy: Policy) -> SourceState:
     held = HeldKey(job_id=job_id, expires_at=now + policy.idempotency_ttl(state.source_type), status=status)
-    return state.model_copy(update={"keys": {**state.keys, key: held}})
+    keys = {**state.keys, key: held}
+    if len(keys) > policy.max_held_keys:
+        # Forget the keys due soonest (ties by key): deterministic, and bounded.
+        keys = dict(sorted(keys.items(), key=lambda kv: (kv[1].expires_at, kv[0]))[-policy.max_held_keys :])
+    return state.model_copy(update={"keys": keys})
 
 
 def _forget_expired(state: SourceState, now: datetime) -> SourceState:

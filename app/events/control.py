@@ -6,11 +6,12 @@ syncs per source.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
 from app.events.base import Record, Timestamp
+from app.events.bounds import Config, ConfigPath, Identifier, Name, PathHints, Revision, Text, Trigger
 from app.events.config import ConfigFound
 from app.events.deliveries import DeliveryRef
 
@@ -19,7 +20,7 @@ SourceType = Literal["git", "github", "linear"]
 
 
 class ControlEvent(Record):
-    source_id: str = Field(min_length=1, max_length=300)
+    source_id: Identifier
     occurred_at: Timestamp
     delivery: DeliveryRef | None = None
 
@@ -36,29 +37,31 @@ class SyncRequested(ControlEvent):
     """
 
     type: Literal["sync.requested"] = "sync.requested"
-    request_id: str = Field(min_length=1, max_length=300)
+    request_id: Identifier
     mode: SyncMode
-    trigger: str = Field(min_length=1, max_length=64)
-    paths: list[str] = Field(default_factory=list)
-    before: str | None = None
-    after: str | None = None
-    branch: str | None = Field(default=None, min_length=1, max_length=255)
+    trigger: Trigger
+    # Hints: paths the request knows changed (at most 2048, 128 KiB in total).
+    paths: PathHints = Field(default_factory=list)
+    before: Revision | None = None
+    after: Revision | None = None
+    branch: Revision | None = None
     force: bool = False
 
 
 class SourceConnected(ControlEvent):
     type: Literal["source.connected"] = "source.connected"
     source_type: SourceType
-    name: str | None = None
+    name: Name | None = None
     # Adapter configuration: for git {"path": ...}; for github {"repository": "owner/name",
     # "installation_id": ..., "default_branch": ...}; for linear {"organization_id": ...,
     # "teams": [team keys], "token_env": ...}. Never a secret: configs travel on Kafka.
-    config: dict[str, Any] = Field(default_factory=dict)
+    # At most 16 KiB of JSON.
+    config: Config = Field(default_factory=dict)
 
 
 class SourceDisconnected(ControlEvent):
     type: Literal["source.disconnected"] = "source.disconnected"
-    reason: str = "disconnected"
+    reason: Text = "disconnected"
 
 
 class SourceConfigChanged(ControlEvent):
@@ -67,16 +70,16 @@ class SourceConfigChanged(ControlEvent):
     orchestrator ignores them by a counted rule and the `sources` projection skips them."""
 
     type: Literal["source.config_changed"] = "source.config_changed"
-    config_path: str
-    commit: str | None = None
+    config_path: ConfigPath
+    commit: Revision | None = None
 
 
 class SourceUpdated(ControlEvent):
     """A source's metadata changed (a repository renamed or transferred): ids survive, names do not."""
 
     type: Literal["source.updated"] = "source.updated"
-    name: str | None = None
-    config: dict[str, Any] = Field(default_factory=dict)
+    name: Name | None = None
+    config: Config = Field(default_factory=dict)
 
 
 # How a planner listed a job's changes: every file at the head (`full`), the difference

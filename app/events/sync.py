@@ -128,6 +128,9 @@ class SyncCompleted(Record):
     job_id: str
     source_id: str
     request_ids: list[str]
+    # Requests served beyond the listed ids (a burst coalesced into one job); each was answered
+    # by a `sync.coalesced` naming this job.
+    unlisted_requests: int = Field(default=0, ge=0)
     mode: SyncMode
     trigger: str
     status: SyncStatus

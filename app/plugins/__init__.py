@@ -18,7 +18,7 @@ from app.plugins.generic_hmac import plugin as generic_hmac
 from app.plugins.github import plugin as github
 from app.plugins.linear import plugin as linear
 from app.plugins.standard_webhooks import plugin as standard_webhooks
-from app.settings import ConfigError, InstanceConfig
+from app.instances import ConfigError, InstanceConfig
 
 PLUGINS: dict[str, Plugin] = {p.name: p for p in (github, standard_webhooks, linear, generic_hmac)}
 

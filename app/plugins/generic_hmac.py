@@ -46,7 +46,7 @@ from app.plugins.signatures import (
     secret_keys,
     stripe_elements,
 )
-from app.settings import ConfigError, InstanceConfig
+from app.instances import ConfigError, InstanceConfig
 
 ENCODINGS = ("hex", "base64", "base64url")
 SCHEMES = ("hmac", "stripe", "slack")

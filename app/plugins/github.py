@@ -22,7 +22,7 @@ from app.plugins.delivery_ids import resolve_delivery_id
 from app.plugins.github_routing import config_file_names, route_github
 from app.plugins.options import text_option
 from app.plugins.signatures import decode_hex, hmac_digest, matches_any, secret_keys
-from app.settings import InstanceConfig
+from app.instances import InstanceConfig
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 SIGNATURE_PREFIX = "sha256="

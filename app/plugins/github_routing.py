@@ -11,12 +11,14 @@ Invariants:
 - A push asks the source to look again (`incremental`: the planner diffs from
   the commit the documents are at to the tracked branch's head, or lists
   everything when it must); it names its branch, and the orchestrator answers a
-  push to a branch the source does not track with a counted rule. Only an
-  instance's explicit `tracked_branch` option filters pushes here, for every
-  repository the instance serves. A push whose commits add, modify or remove a
-  config file asks for `full` (trigger `config_change`); what the file says,
-  and whether it is there at all, the planner reads at the commit it syncs:
-  routing never claims a config status.
+  push to a branch the source does not track with a counted rule. Its changed
+  paths travel as hints only while they fit the model's bounds (past them, none:
+  the diff decides, as it does anyway). Only an instance's explicit
+  `tracked_branch` option filters pushes here, for every repository the
+  instance serves. A push whose commits add, modify or remove a config file
+  asks for `full` (trigger `config_change`); what the file says, and whether it
+  is there at all, the planner reads at the commit it syncs: routing never
+  claims a config status.
 - Connecting a repository (an installation created or unsuspended, repositories
   added, a repository unarchived) asks it to be looked at (trigger `connect`):
   its first sync lists everything and reads its config file. An instance's
@@ -47,10 +49,11 @@ from app.events import (
     SyncRequested,
 )
 from app.events.base import Record
+from app.events.bounds import path_hints_fit
 from app.plugins.base import Ignored, Routed, RoutingError
 from app.plugins.options import text_list_option, text_option
 from app.plugins.payloads import json_object, rule_part
-from app.settings import ConfigError, InstanceConfig
+from app.instances import ConfigError, InstanceConfig
 
 # GitHub's push schema: "The array includes a maximum of 2048 commits." A push
 # listing that many may have been cut off. (Timeline-shaped payloads list at
@@ -242,11 +245,11 @@ def _push(origin: _Origin, payload: dict[str, Any], action: object, instance: In
     if before is not None and before == after and not commits:
         return Routed(ignored=Ignored("push.no_change"))
 
-    changed = _changed_paths(commits)
+    changed = sorted(_changed_paths(commits))
     names = config_file_names(instance)
     full = any(p in names for p in changed)
     # Paths are hints only (the planner diffs real commits): none when the payload may not list them all.
-    hints = [] if full or _may_omit_paths(payload, commits, before) else sorted(changed)
+    hints = [] if full or _may_omit_paths(payload, commits, before) or not path_hints_fit(changed) else changed
     request = SyncRequested(
         **origin.fields(source_id),
         request_id=origin.delivery_id,

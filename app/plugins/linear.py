@@ -39,7 +39,7 @@ from app.plugins.delivery_ids import resolve_delivery_id
 from app.plugins.options import duration_option
 from app.plugins.payloads import json_object
 from app.plugins.signatures import decode_hex, hmac_digest, matches_any, secret_keys
-from app.settings import InstanceConfig
+from app.instances import InstanceConfig
 
 SIGNATURE_HEADER = "Linear-Signature"
 DELIVERY_HEADER = "Linear-Delivery"

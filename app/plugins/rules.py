@@ -44,7 +44,7 @@ from app.events import Delivery, DeliveryRef, SyncRequested
 from app.plugins.base import Ignored, Routed, RoutingError
 from app.plugins.payloads import json_object
 from app.plugins.producer_events import route_producer_event
-from app.settings import ConfigError, InstanceConfig
+from app.instances import ConfigError, InstanceConfig
 
 Action = Literal["sync", "ignore", "producer-event"]
 ACTIONS = ("sync", "ignore", "producer-event")

@@ -22,7 +22,7 @@ import re
 from typing import Any, Callable, Iterable
 
 from app.plugins.base import VerificationError
-from app.settings import InstanceConfig
+from app.instances import InstanceConfig
 
 ALGORITHMS: dict[str, Callable[..., Any]] = {
     "sha1": hashlib.sha1,

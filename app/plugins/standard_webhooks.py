@@ -48,7 +48,7 @@ from app.plugins.signatures import (
     hmac_digest,
     matches_any,
 )
-from app.settings import ConfigError, InstanceConfig
+from app.instances import ConfigError, InstanceConfig
 
 ID_HEADER = "webhook-id"
 TIMESTAMP_HEADER = "webhook-timestamp"

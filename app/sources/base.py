@@ -89,6 +89,8 @@ class SourceOptions:
     # `git cat-file --batch` processes one git source reads blobs with at most (one per
     # concurrent fetch; idle ones are kept for the next).
     git_readers: int = 4
+    # HOOKSTREAM_GIT_ROOTS: the directories git sources must lie under; empty allows any path.
+    git_roots: tuple[str, ...] = ()
     github_api_url: str = "https://api.github.com"
     github_app_id: str | None = None
     github_private_key: str | None = None  # PEM

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.events.sync import FileChange
 from app.sources.base import Fetched, FileAt, SourceAdapter, SourceError, SourceOptions
+from app.sources.roots import check_git_path
 
 _OID = re.compile(rb"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _GITLINK = b"160000"
@@ -84,7 +85,7 @@ class GitSource(SourceAdapter):
             err = exc.errors()[0]
             raise SourceError(f"git source config {'.'.join(map(str, err['loc']))}: {err['msg']} (expected {{\"path\": \"/repo\", \"branch\": optional}})") from None
         self.options = options or SourceOptions()
-        self.path = self.config.path
+        self.path = check_git_path(self.config.path, self.options.git_roots)  # HOOKSTREAM_GIT_ROOTS
         # Long-lived `git cat-file --batch` processes (the worker keeps adapters per source),
         # each used by one fetch at a time: no process spawn per batch, and up to
         # `options.git_readers` fetches of one source read in parallel (git inflates the

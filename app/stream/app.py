@@ -11,7 +11,8 @@ from typing import Any
 import faust
 
 from app.embedded import tansu_quirks
-from app.settings import InstanceConfig, Settings
+from app.settings import Settings
+from app.instances import InstanceConfig
 from app.stream import faust_tuning
 from app.stream.metrics import WorkerMetrics
 
@@ -65,6 +66,7 @@ class Worker:
             key = s.github_private_key_file.read_text() if s.github_private_key_file else None
             self._source_options = SourceOptions(
                 git_readers=s.batch_concurrency,
+                git_roots=s.git_root_paths(),
                 github_api_url=s.github_api_url,
                 github_app_id=s.github_app_id,
                 github_private_key=key,

@@ -20,6 +20,7 @@ class WorkerMetrics:
         self.ignored = Counter("hookstream_deliveries_ignored", "Deliveries ignored by an explicit rule", ["plugin", "rule"], registry=r)
         self.dead_lettered = Counter("hookstream_deliveries_dead_lettered", "Deliveries sent to the DLQ", ["plugin", "stage"], registry=r)
         self.control_ignored = Counter("hookstream_control_ignored", "Control events ignored by an explicit rule (late, duplicate)", ["rule"], registry=r)
+        self.control_refused = Counter("hookstream_control_refused", "Control events the fold refused (a clock beyond the skew, the state bound)", ["type"], registry=r)
         self.dedup_entries = Gauge("hookstream_dedup_entries", "Dedup entries held by this worker at the last purge scan", registry=r)
         self.purged = Counter("hookstream_dedup_entries_purged", "Dedup entries purged past their window", registry=r)
         self.projected = Counter("hookstream_projection_records", "Records consumed by the PostgreSQL projections, by outcome",

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from app.embedded.ports import free_port
 from app.plugins import get_plugin
-from app.settings import load_instances
+from app.instances import load_instances
 from tests.support import gitrepo
 from tests.support.flows import connected, document_digests, github_push, lifecycle, send_control, settled
 from tests.support.services import isolated_settings

@@ -12,7 +12,7 @@ import aiohttp
 
 from app.embedded.ports import free_port
 from app.plugins import get_plugin
-from app.settings import load_instances
+from app.instances import load_instances
 from tests.support.services import wait_until
 
 

@@ -405,7 +405,9 @@ def _check_source(fig: Figures, repo: MirrorRepo, jobs: list[list[tuple[SyncComp
         fig.details.append(f"  {repo.source_id}'s last jobs (offset, mode, base, commit as commit index; head "
                            f"{idx.get(git.head())}): {trail}")
         fig.details.append(f"docs: {repo.source_id}: {len(differing)} paths differ, e.g. "
-                           + "; ".join(f"{p}: row {rows.get(p)} oracle {sim.get(p)}" for p in sample))
+                           + "; ".join(f"{p}: row {(rows.get(p) or ('-',))[0][:10]}, jobs' oracle "
+                                       f"{(sim.get(p) or ('-',))[0][:10]}, head {blobs[tree[p]][0][:10] if p in tree else '-'}"
+                                       for p in sample))
 
 
 async def _diagnose_running(settings: Settings, topics: dict, completions: dict, sources) -> list[str]:

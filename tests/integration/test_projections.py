@@ -233,8 +233,9 @@ async def test_two_consumers_racing_on_a_new_job_merge_into_one_row(settings):
 
 
 async def test_text_with_nul_characters_is_stored_not_crashed_on(settings):
-    event = SourceConnected(source_id="git:nul", occurred_at=at(0), source_type="git", name="a\x00b",
-                            config={"path": "/r\x00"})
+    # The model refuses a NUL in a name now; a record written before that rule still reaches the projection.
+    event = SourceConnected.model_construct(source_id="git:nul", occurred_at=at(0), source_type="git", name="a\x00b",
+                                            config={"path": "/r\x00"}, delivery=None)
     assert await project(settings, [(CONTROL, 0, 0, event)]) == [APPLIED]
     [row] = await rows(settings, "sources")
     assert (row["name"], row["config"]) == ("a\ufffdb", {"path": "/r\ufffd"})

@@ -20,7 +20,10 @@ def now() -> datetime:
 
 
 async def send_control(settings: Settings, *events) -> None:
-    await produce(settings, "hookstream.sync.control", [(e.source_id, codec.encode(e)) for e in events])
+    """Each event with its `occurred_at` as the record's timestamp: the fold's clock, as a producer whose
+    clock says so would set it (tests move a source's clock with it: a TTL passed, a deadline missed)."""
+    await produce(settings, "hookstream.sync.control",
+                  [(e.source_id, codec.encode(e), int(e.occurred_at.timestamp() * 1000)) for e in events])
 
 
 def connected(source_id: str, repo, **config) -> SourceConnected:

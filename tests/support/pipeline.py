@@ -27,7 +27,7 @@ from app.events import (
     SyncCompleted, SyncPlanned, SyncRequested,
 )
 from app.plugins import get_plugin
-from app.settings import InstanceConfig
+from app.instances import InstanceConfig
 from app.sources import SourceAdapter, SourceError, SourceOptions, get_adapter
 from app.store import documents
 from app.store.db import in_transaction

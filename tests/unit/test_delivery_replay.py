@@ -11,7 +11,7 @@ from app.core import delivery_replay as dr
 from app.core.dedup import Action, decide
 from app.events import Delivery, SyncRequested
 from app.plugins.base import fallback_delivery_id
-from app.settings import InstanceConfig
+from app.instances import InstanceConfig
 
 T0 = datetime(2026, 11, 1, 2, 0, tzinfo=timezone.utc)
 NOW = T0 + timedelta(hours=5)

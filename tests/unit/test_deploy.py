@@ -19,7 +19,8 @@ from compose_spec.models import ComposeSpecification
 
 from app import topology
 from app.cli.main import build_parser
-from app.settings import REPO_ROOT, Settings, load_instances
+from app.settings import REPO_ROOT, Settings
+from app.instances import load_instances
 
 COMPOSE_TEXT = (REPO_ROOT / "docker-compose.yml").read_text()
 COMPOSE = yaml.safe_load(COMPOSE_TEXT)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import ConfigError, Settings
+from app.settings import Settings
+from app.instances import ConfigError
 from app.stream import faust_tuning
 from app.stream.app import create_worker
 from app.stream.faust_tuning import guard

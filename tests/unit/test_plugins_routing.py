@@ -16,7 +16,7 @@ import pytest
 from app.events import Delivery, DeliveryRef, SyncRequested
 from app.plugins import PLUGINS
 from app.plugins.base import Ignored, Routed, RoutingError
-from app.settings import InstanceConfig
+from app.instances import InstanceConfig
 
 PAYLOADS = Path(__file__).parent / "payloads" / "github"
 RECEIVED_AT = datetime(2024, 5, 2, 10, 21, 7, tzinfo=timezone.utc)

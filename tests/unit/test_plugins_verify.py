@@ -13,8 +13,8 @@ import standardwebhooks
 
 from app.plugins import PLUGINS, UnknownPlugin, get_plugin
 from app.plugins.base import UnreadableDelivery, VerificationError, fallback_delivery_id
-from app.settings import PLUGINS as CONFIGURED_PLUGIN_NAMES
-from app.settings import ConfigError, InstanceConfig
+from app.instances import PLUGINS as CONFIGURED_PLUGIN_NAMES
+from app.instances import ConfigError, InstanceConfig
 
 NOW = 1_714_650_000.0
 BODY = b'{"type":"sync.requested","source_id":"git:handbook"}'

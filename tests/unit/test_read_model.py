@@ -282,7 +282,8 @@ def test_each_lifecycle_event_answers_the_requests_it_names(event, answer, job_i
 
 
 def test_nul_characters_become_replacement_characters_in_columns():
-    row = source_after(None, SourceConnected(source_id="s", occurred_at=at(0), source_type="git", name="a\x00b",
-                                             config={"pa\x00th": ["x\x00"]}))
+    # The model refuses a NUL in a name now (records written before that rule still decode).
+    row = source_after(None, SourceConnected.model_construct(source_id="s", occurred_at=at(0), source_type="git", name="a\x00b",
+                                                             config={"pa\x00th": ["x\x00"]}, delivery=None))
     values = read_model.source_to_columns(row)
     assert (values["name"], values["config"]) == ("a\ufffdb", {"pa\ufffdth": ["x\ufffd"]})

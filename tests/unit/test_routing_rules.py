@@ -12,7 +12,8 @@ from app.events import Delivery, DeliveryRef, SyncRequested
 from app.plugins import PLUGINS
 from app.plugins.base import Ignored, Routed, RoutingError
 from app.plugins.rules import resolve_pointer, rule_set, same_json
-from app.settings import ConfigError, InstanceConfig, Settings
+from app.settings import Settings
+from app.instances import ConfigError, InstanceConfig
 
 RECEIVED_AT = datetime(2024, 5, 2, 10, 21, 7, tzinfo=timezone.utc)
 RULE_PLUGINS = ("standard-webhooks", "generic-hmac")

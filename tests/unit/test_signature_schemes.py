@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from app.plugins import PLUGINS
 from app.plugins.base import VerificationError
-from app.settings import ConfigError, InstanceConfig
+from app.instances import ConfigError, InstanceConfig
 
 NOW = 1_714_650_000
 BODY = b'{"id":"evt_1PqR","object":"event","type":"invoice.paid"}'

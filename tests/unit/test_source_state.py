@@ -395,7 +395,7 @@ def test_completion_carries_every_count_commit_and_duration_from_event_time():
     ])
     done = only(effects, SyncCompleted)
     assert done.model_dump(exclude={"started_at", "finished_at"}) == {
-        "schema_version": 1, "type": "sync.completed", "job_id": "s:1", "source_id": SRC, "request_ids": ["r1"],
+        "schema_version": 1, "type": "sync.completed", "job_id": "s:1", "source_id": SRC, "request_ids": ["r1"], "unlisted_requests": 0,
         "mode": "full", "trigger": "manual", "status": "succeeded", "error": None, "commit": "abc", "listing": None,
         "files_listed": 7, "processed": 5, "failed": 0, "deleted": 1, "skipped": 1, "documents_written": 5,
         "bytes": 500, "batches": 2, "duration_ms": 2500,

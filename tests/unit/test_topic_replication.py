@@ -6,7 +6,8 @@ import pytest
 
 from app import topology
 from app.core.topology import TopicSpec, with_replication
-from app.settings import ConfigError, Settings
+from app.settings import Settings
+from app.instances import ConfigError
 
 
 def test_every_topic_gets_the_replication_factor_and_min_insync_replicas_and_keeps_its_other_configs():

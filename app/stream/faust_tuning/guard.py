@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Literal
 
-from app.settings import ConfigError
+from app.instances import ConfigError
 
 log = logging.getLogger(__name__)
 
