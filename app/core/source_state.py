@@ -37,7 +37,8 @@ from app.core.fanin import is_complete, planned, record, totals
 from app.core.jobs import ActiveJob, fanin_outcome, plan_requested, sync_completed, sync_started, timeout_error
 from app.core.policy import Policy, idempotency_key
 from app.events import ControlRecord
-from app.events.config import ConfigStatus as FoundStatus, PathRules
+from app.events.config import ConfigStatus as FoundStatus
+from app.events.config import PathRules
 from app.events.control import (
     BatchCompleted,
     DeadlineReached,

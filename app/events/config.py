@@ -22,8 +22,10 @@ CONFIGURED: ConfigStatus = "configured"
 UNCONFIGURED: ConfigStatus = "unconfigured"
 INVALID: ConfigStatus = "invalid"
 
-MAX_PATTERNS = 200
-MAX_PATTERN_LENGTH = 500
+# The rules travel in every plan request and plan, and live in the source's state: at most
+# 2 x 100 x 256 characters (about 52 KB), so a plan stays small beside the state's bound.
+MAX_PATTERNS = 100
+MAX_PATTERN_LENGTH = 256
 Pattern = Annotated[str, Field(min_length=1, max_length=MAX_PATTERN_LENGTH)]
 
 

@@ -20,7 +20,8 @@ import itertools
 import os
 
 import pytest
-from hypothesis import HealthCheck, given, note, settings, strategies as st
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
 
 from app.store.db import migrate, open_pool
 from tests.support import gitrepo

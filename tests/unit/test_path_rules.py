@@ -4,7 +4,8 @@ test against an independent segment-by-segment oracle (tests/support/globs.py)."
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.core.path_rules import check_pattern, compile_rules, digest, same_selection, select
 from app.events.config import EVERYTHING, NOTHING, PathRules

@@ -128,3 +128,16 @@ def test_the_read_model_names_and_keeps_the_config_status_as_the_fold_does(order
     assert (row.config_status or "unknown", row.config_path, row.config_error, row.config_commit) == (
         state.config_status, state.config_path, state.config_error, state.config_commit)
     assert row.config_rules == (state.config_rules.model_dump(mode="json") if state.config_rules else None)
+
+
+def test_the_largest_config_a_file_may_have_keeps_a_plan_and_the_state_far_below_their_bounds():
+    from app.events.config import MAX_PATTERN_LENGTH, MAX_PATTERNS
+
+    widest = PathRules(include=tuple(f"{i:03d}" + "x" * (MAX_PATTERN_LENGTH - 3) for i in range(MAX_PATTERNS)),
+                       exclude=tuple(f"{i:03d}" + "y" * (MAX_PATTERN_LENGTH - 3) for i in range(MAX_PATTERNS)))
+    found = ConfigFound(status="invalid", path="p" * 1000, error="e" * 2000, rules=widest)
+    plan = planned(f"{SRC}:1", found, "c" * 40, 2)
+    state, effects = run([connected(), request("r1", 1), plan, request("r2", 3)])
+    assert state.config_rules == widest and plan_requests(effects)[-1].rules == widest
+    assert len(plan.model_dump_json()) < 64 * 1024
+    assert len(state.to_json()) < Policy().max_state_bytes // 4
