@@ -26,7 +26,9 @@ from pydantic import ValidationError
 
 from app.cli.common import CliError, load_settings, positive_int, run
 from app.core import read_model
+from app.core.config_file import config_files
 from app.events import SourceConnected, SourceDisconnected, utcnow
+from app.events.config import INVALID, UNCONFIGURED
 from app.settings import Settings
 
 _REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -95,6 +97,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "pushes to other branches are ignored by a counted rule (default: git, HEAD's branch; "
                    "github, the repository's default branch); connecting again with another branch is a "
                    "config change: the next sync lists every file")
+    c.add_argument("--config-file", dest="config_files", action="append", metavar="PATH",
+                   help="git, github: the source's config file, relative to the repository root; repeat for "
+                   "several, the first found at a commit is read (default: .hookstream.yml, then .hookstream.yaml). "
+                   "Its include/exclude globs decide which paths are written (see the README)")
     c.add_argument("--repository-id", type=positive_int, metavar="N",
                    help="the GitHub repository id: makes the source id github:N, the id GitHub webhooks "
                    "(pushes, installations) use for that repository")
@@ -129,7 +135,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls = ssub.add_parser(
         "list",
         help="list sources from the read model",
-        description="List sources as projected into PostgreSQL (the `sources` table), by id.",
+        description="List sources as projected into PostgreSQL (the `sources` table), by id.\n\n"
+        "CONFIG FILE is what the worker read in the source's config file (.hookstream.yml) at the\n"
+        "commit it last synced: `configured: PATH at COMMIT (N include, M exclude)`, `unconfigured at\n"
+        "COMMIT` (none: every path is written), `invalid: PATH at COMMIT: ERROR` (the include/exclude\n"
+        "in effect before are kept, or nothing is written if there were none), or `-` (not read yet;\n"
+        "linear sources have no config file). --json has the rules in effect (config_rules).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ls.add_argument("--status", choices=STATUSES, default="all", help="connected, disconnected or all (default)")
     ls.add_argument("--type", dest="source_type", choices=SOURCE_TYPES, help="only sources of this type")
@@ -212,6 +224,11 @@ def connected_event(args: argparse.Namespace) -> tuple[SourceConnected, list[str
                          "give --repository-id so that its pushes reach this source")
     if args.branch:
         config["branch"] = args.branch
+    if args.config_files:
+        try:
+            config["config_files"] = list(config_files({"config_files": args.config_files}))
+        except ValueError as exc:
+            raise CliError(f"--config-file: {exc}", 2) from None
     if args.repository_id is not None:
         default_id = f"github:{args.repository_id}"
     try:
@@ -228,7 +245,8 @@ def linear_config(args: argparse.Namespace) -> tuple[dict[str, Any], str, str]:
 
     others = [flag for flag, value in (("--path", args.path), ("--repository", args.repository),
                                        ("--installation-id", args.installation_id), ("--branch", args.branch),
-                                       ("--repository-id", args.repository_id)) if value is not None]
+                                       ("--repository-id", args.repository_id), ("--config-file", args.config_files))
+              if value is not None]
     if others:
         raise CliError(f"{others[0]} is not for --type linear", 2)
     if not args.organization_id or not _ORGANIZATION.match(args.organization_id):
@@ -307,13 +325,24 @@ def _linear_location(config: dict[str, Any]) -> str | None:
     return f"linear {config['organization_id']}" + (f" ({', '.join(teams)})" if teams else "")
 
 
-def _config_file(row: read_model.SourceRow) -> str:
+def config_file_summary(row: read_model.SourceRow) -> str:
+    """The CONFIG FILE column: what the worker last read at the commit it synced.
+
+    `-` (not read yet, or a source without config files), `configured: PATH at COMMIT (N include,
+    M exclude)`, `unconfigured at COMMIT` (no config file: every path is written), or
+    `invalid: PATH at COMMIT: ERROR` (the rules in effect before are kept; `--json` has them).
+    """
     if row.config_status is None:
         return "-"
-    if row.config_status == read_model.CONFIG_REMOVED:
-        return "removed" + (f" at {row.config_commit[:12]}" if row.config_commit else "")
-    commit = f" at {row.config_commit[:12]}" if row.config_commit else ""
-    return f"{row.config_status}: {row.config_path}{commit}"
+    at = f" at {row.config_commit[:12]}" if row.config_commit else ""
+    if row.config_status == UNCONFIGURED:
+        return f"unconfigured{at}"
+    if row.config_status == INVALID:
+        error = (row.config_error or "no error recorded").removeprefix(f"{row.config_path}: ")
+        return f"invalid: {row.config_path}{at}: {error if len(error) <= 100 else error[:99] + '…'}"
+    rules = row.config_rules or {}
+    counts = f" ({len(rules.get('include') or [])} include, {len(rules.get('exclude') or [])} exclude)"
+    return f"{row.config_status}: {row.config_path}{at}{counts}"
 
 
 def source_summary(row: read_model.SourceRow) -> dict[str, Any]:
@@ -344,7 +373,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     lines = [
         (s.source_id, s.source_type,
          s.status + (f" ({s.status_reason})" if s.status_reason and s.status != read_model.CONNECTED else ""),
-         s.name or "-", _location(s.config), _config_file(s), format_time(s.updated_at))
+         s.name or "-", _location(s.config), config_file_summary(s), format_time(s.updated_at))
         for s in sources
     ]
     print(format_table(header, lines))

@@ -48,6 +48,7 @@ IgnoreReason = Literal[
     "late_deadline",  # DeadlineReached for a job that is not the active one
     "deadline_not_reached",  # DeadlineReached stamped before the job's deadline
     "untracked_branch",  # a push to a branch the source does not track (answered sync.ignored)
+    "config_claim_superseded",  # a SourceConfigChanged of an earlier version: the planner reads the file
 ]
 
 

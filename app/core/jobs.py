@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from app.core.coalesce import JobRequest
 from app.core.fanin import Counts, FanIn, totals
+from app.events.config import PathRules
 from app.events.control import ListingKind, SourceType
 from app.events.sync import PlanRequested, SyncCompleted, SyncStarted, SyncStatus
 
@@ -70,8 +71,9 @@ def sync_started(source_id: str, active: ActiveJob) -> SyncStarted:
 
 
 def plan_requested(source_id: str, source_type: SourceType, config: dict[str, Any], active: ActiveJob,
-                   base: str | None) -> PlanRequested:
-    """The plan request of `active`; `base` is the commit the documents were last written to completely."""
+                   base: str | None, rules: PathRules | None = None) -> PlanRequested:
+    """The plan request of `active`; `base` is the commit the documents were last written to completely,
+    `rules` the path rules of the source's config file they were written with."""
     job = active.job
     return PlanRequested(
         job_id=job.job_id,
@@ -82,6 +84,7 @@ def plan_requested(source_id: str, source_type: SourceType, config: dict[str, An
         paths=list(job.paths),
         base=base,
         after=job.after,
+        rules=rules,
         requested_at=active.started_at,
     )
 

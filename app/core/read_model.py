@@ -5,7 +5,9 @@ The projections apply each consumed record once (offset fence,
 
 - `source_after` follows the control topic, where one partition holds every
   event of a source in one order: it mirrors the orchestrator's fold of the
-  connection, config and config status, and takes `updated_at` from the event.
+  connection, config and config file status (from each `SyncPlanned` that read
+  the file, by the fold's own rule, `config_file.is_newer_config`), with the
+  fold's status names, and takes `updated_at` from the event.
 - `job_after` merges a lifecycle event or a completion into a job's row. The two
   come from two topics with no order between them, so the merge is
   order-independent and idempotent: any interleaving of a job's events, each
@@ -21,11 +23,13 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any, Literal, Mapping, Union
 
+from app.core.config_file import is_newer_config
+from app.events.config import CONFIGURED, INVALID, UNCONFIGURED
 from app.events.control import (
-    SourceConfigChanged,
     SourceConnected,
     SourceDisconnected,
     SourceUpdated,
+    SyncPlanned,
 )
 from app.events.sync import (
     SyncCancelled,
@@ -38,18 +42,18 @@ from app.events.sync import (
     SyncStarted,
 )
 
-SourceEvent = Union[SourceConnected, SourceDisconnected, SourceConfigChanged, SourceUpdated]
+SourceEvent = Union[SourceConnected, SourceDisconnected, SourceUpdated, SyncPlanned]
 JobEvent = Union[SyncQueued, SyncCoalesced, SyncStarted, SyncCancelled, SyncCompleted]
 AnswerEvent = Union[SyncStarted, SyncQueued, SyncCoalesced, SyncDeduplicated, SyncRejected, SyncIgnored]
 
-SOURCE_EVENTS = (SourceConnected, SourceDisconnected, SourceConfigChanged, SourceUpdated)
+SOURCE_EVENTS = (SourceConnected, SourceDisconnected, SourceUpdated, SyncPlanned)
 JOB_EVENTS = (SyncQueued, SyncCoalesced, SyncStarted, SyncCancelled, SyncCompleted)
 ANSWER_EVENTS = (SyncStarted, SyncQueued, SyncCoalesced, SyncDeduplicated, SyncRejected, SyncIgnored)
 
 CONNECTED = "connected"
 DISCONNECTED = "disconnected"
-CONFIG_CHANGED = "changed"
-CONFIG_REMOVED = "removed"  # a SourceConfigChanged with an empty path: the configuration file is gone
+# The config file's status, named as the orchestrator names it (NULL: no plan has read it yet).
+CONFIG_STATUSES = (CONFIGURED, UNCONFIGURED, INVALID)
 
 QUEUED = "queued"
 RUNNING = "running"
@@ -72,14 +76,24 @@ class SourceRow:
     name: str | None
     status: str  # CONNECTED | DISCONNECTED
     config: dict[str, Any]
-    config_status: str | None  # CONFIG_CHANGED | CONFIG_REMOVED | None (no change seen)
-    config_path: str | None
-    config_commit: str | None
+    config_status: str | None  # one of CONFIG_STATUSES; None until a plan read the config file
+    config_path: str | None  # the file read (configured, invalid)
+    config_commit: str | None  # the commit it was read at
     status_reason: str | None  # why it was disconnected
     updated_at: datetime
+    config_error: str | None = None  # why the file is invalid
+    config_rules: dict[str, Any] | None = None  # the path rules in effect: {"include": [...], "exclude": [...]}
+    config_job_id: str | None = None  # the job whose plan read it
 
 
 SOURCE_COLUMNS = tuple(f.name for f in fields(SourceRow))
+
+
+def is_source_event(record: object) -> bool:
+    """Whether `record` can change a `sources` row: a plan only when it read the config file."""
+    if isinstance(record, SyncPlanned):
+        return record.config is not None
+    return isinstance(record, SOURCE_EVENTS)
 
 
 def source_after(row: SourceRow | None, event: SourceEvent) -> SourceRow | None:
@@ -104,10 +118,13 @@ def source_after(row: SourceRow | None, event: SourceEvent) -> SourceRow | None:
         return None
     if isinstance(event, SourceDisconnected):
         return replace(row, status=DISCONNECTED, status_reason=event.reason, updated_at=at)
-    if isinstance(event, SourceConfigChanged):
-        present = bool(event.config_path)
-        return replace(row, config_status=CONFIG_CHANGED if present else CONFIG_REMOVED,
-                       config_path=event.config_path if present else None, config_commit=event.commit, updated_at=at)
+    if isinstance(event, SyncPlanned):
+        found = event.config
+        if found is None or not is_newer_config(row.config_job_id, event.job_id):
+            return row
+        return replace(row, config_status=found.status, config_path=found.path, config_commit=event.commit,
+                       config_error=found.error, config_rules=found.rules.model_dump(mode="json"),
+                       config_job_id=event.job_id, updated_at=at)
     if isinstance(event, SourceUpdated):
         return replace(row, name=event.name if event.name is not None else row.name,
                        config={**row.config, **event.config}, updated_at=at)

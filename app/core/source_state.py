@@ -16,7 +16,10 @@ same effects. Invariants it keeps:
   to completely (the last job succeeded with no failed file), or None after a
   failed, cancelled or timed-out job, a partial one, or a change of the source's
   config: the planner then lists everything. A request's own `before` is never a
-  base: pushes arrive out of order, and the documents need not be at it.
+  base: pushes arrive out of order, and the documents need not be at it;
+- the config file status is what a planner found (`SyncPlanned.config`), never
+  what a delivery claims: the newest job's finding wins (`is_newer_config`), and
+  every plan request carries the path rules in effect (`config_rules`).
 """
 
 from __future__ import annotations
@@ -27,12 +30,15 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel, ConfigDict
 
 from app.core.coalesce import JobRequest, job_for, merge
+from app.core.config_file import is_newer_config
 from app.core.convergence import tracked_branch, untracked_push
 from app.core.effects import Effect, EnsureSource, Ignored
 from app.core.fanin import is_complete, planned, record, totals
 from app.core.jobs import ActiveJob, fanin_outcome, plan_requested, sync_completed, sync_started, timeout_error
 from app.core.policy import Policy, idempotency_key
 from app.events import ControlRecord
+from app.events.config import ConfigStatus as FoundStatus
+from app.events.config import PathRules
 from app.events.control import (
     BatchCompleted,
     DeadlineReached,
@@ -57,7 +63,8 @@ from app.events.sync import (
 )
 
 Connection = Literal["unknown", "connected", "disconnected"]
-ConfigStatus = Literal["unknown", "configured", "unconfigured"]
+# The config file's status: "unknown" until a plan reads it, then what the planner found.
+ConfigStatus = Literal["unknown"] | FoundStatus
 # What a deduplicated request is told about the job holding its key.
 KeyStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "timed_out"]
 
@@ -91,6 +98,11 @@ class SourceState(_Model):
     config_status: ConfigStatus = "unknown"
     config_path: str | None = None
     config_commit: str | None = None
+    config_error: str | None = None
+    # The path rules the documents are written with (None: no plan has read a config yet),
+    # and the job whose plan found them.
+    config_rules: PathRules | None = None
+    config_job: str | None = None
     # Whether EnsureSource was emitted since the source was last connected.
     store_ensured: bool = False
     active: ActiveJob | None = None
@@ -234,7 +246,8 @@ def _start(state: SourceState, job: JobRequest, now: datetime, policy: Policy) -
     effects: list[Effect] = [sync_started(state.source_id, active)]
     if not state.store_ensured:
         effects.append(EnsureSource(state.source_id, state.source_type, dict(state.config), state.name))
-    effects.append(plan_requested(state.source_id, state.source_type, state.config, active, state.synced_commit))
+    effects.append(plan_requested(state.source_id, state.source_type, state.config, active, state.synced_commit,
+                                  state.config_rules))
     state = _with_status(state, job.job_id, "running")
     return state.model_copy(update={"active": active, "store_ensured": True}), effects
 
@@ -276,6 +289,7 @@ def _active_job(state: SourceState, job_id: str) -> ActiveJob | None:
 
 
 def _planned(state: SourceState, ev: SyncPlanned, now: datetime, offset: int | None, policy: Policy) -> Step:
+    state = _config_found(state, ev)
     active = _active_job(state, ev.job_id)
     if active is None:
         return state, [Ignored("late_plan", ev.type, job_id=ev.job_id)]
@@ -382,15 +396,21 @@ def _disconnected(state: SourceState, ev: SourceDisconnected, now: datetime, off
     return state.model_copy(update={"keys": {}}), effects
 
 
+def _config_found(state: SourceState, ev: SyncPlanned) -> SourceState:
+    """Record the config file a plan found at its commit, unless a newer job's plan was recorded.
+    Late and duplicate plans count too: what a planner read at a commit is true of that commit."""
+    found = ev.config
+    if found is None or not is_newer_config(state.config_job, ev.job_id):
+        return state
+    return state.model_copy(update={
+        "config_status": found.status, "config_path": found.path, "config_commit": ev.commit,
+        "config_error": found.error, "config_rules": found.rules, "config_job": ev.job_id,
+    })
+
+
 def _config_changed(state: SourceState, ev: SourceConfigChanged, now: datetime, offset: int | None, policy: Policy) -> Step:
-    # An empty path says the configuration file is gone.
-    configured = bool(ev.config_path)
-    update = {
-        "config_status": "configured" if configured else "unconfigured",
-        "config_path": ev.config_path if configured else None,
-        "config_commit": ev.commit,
-    }
-    return state.model_copy(update=update), []
+    """Superseded (a delivery claimed a config file without reading it): counted, changes nothing."""
+    return state, [Ignored("config_claim_superseded", ev.type)]
 
 
 def _updated(state: SourceState, ev: SourceUpdated, now: datetime, offset: int | None, policy: Policy) -> Step:

@@ -13,6 +13,7 @@ from typing import Annotated, Union
 from pydantic import Field
 
 from app.events.base import RawBytes, Record, utcnow
+from app.events.config import ConfigFound, ConfigStatus, PathRules
 from app.events.control import (
     CONTROL_EVENTS,
     BatchCompleted,
@@ -73,11 +74,11 @@ TOPIC_RECORDS: dict[str, object] = {
 
 # Events a producer may send through POST /events (or `hookstream send event --kafka`):
 # the control events that describe intent from outside, never a stage's internal fact.
+# (Not `SourceConfigChanged`: a config file's status is what the worker reads in it.)
 PRODUCER_EVENTS: tuple[type[ControlEvent], ...] = (
     SyncRequested,
     SourceConnected,
     SourceDisconnected,
-    SourceConfigChanged,
     SourceUpdated,
 )
 ProducerEvent = _union(*PRODUCER_EVENTS)
@@ -97,6 +98,8 @@ ALL_MODELS: tuple[type[Record], ...] = (
 __all__ = [
     "ALL_MODELS",
     "BatchCompleted",
+    "ConfigFound",
+    "ConfigStatus",
     "ControlEvent",
     "ControlRecord",
     "DeadLettered",
@@ -111,6 +114,7 @@ __all__ = [
     "Lifecycle",
     "LifecycleRecord",
     "PRODUCER_EVENTS",
+    "PathRules",
     "PlanFailed",
     "PlanRequested",
     "ProducerEvent",

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from app.events.base import Record, Timestamp
 from app.events.bounds import Config, ConfigPath, Identifier, Name, PathHints, Revision, Text, Trigger
+from app.events.config import ConfigFound
 from app.events.deliveries import DeliveryRef
 
 SyncMode = Literal["full", "incremental"]
@@ -64,6 +65,10 @@ class SourceDisconnected(ControlEvent):
 
 
 class SourceConfigChanged(ControlEvent):
+    """Superseded: a source's config file status is what the planner finds at the synced commit
+    (`SyncPlanned.config`). Records of this type from earlier versions still decode; the
+    orchestrator ignores them by a counted rule and the `sources` projection skips them."""
+
     type: Literal["source.config_changed"] = "source.config_changed"
     config_path: ConfigPath
     commit: Revision | None = None
@@ -84,12 +89,17 @@ ListingKind = Literal["full", "diff", "unchanged"]
 
 
 class SyncPlanned(ControlEvent):
+    """A job's plan. `config` is the source's config file as the planner found it at `commit`, and
+    the path rules it applied; None when it was not read (a diff that touches no config file,
+    the documents already at the head, or a source without config files)."""
+
     type: Literal["sync.planned"] = "sync.planned"
     job_id: str
     batch_count: int = Field(ge=0)
     file_count: int = Field(ge=0)
     commit: str | None = None
     listing: ListingKind | None = None
+    config: ConfigFound | None = None
 
 
 class PlanFailed(ControlEvent):

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from app.events.base import Record, Timestamp
+from app.events.config import PathRules
 from app.events.control import ListingKind, SourceType, SyncMode
 
 SyncStatus = Literal["succeeded", "failed", "cancelled", "timed_out"]
@@ -19,7 +20,9 @@ class PlanRequested(Record):
     last job that succeeded with no failed file), None when unknown: the planner then
     lists everything. The target is always the head of the tracked branch as the
     adapter finds it; `after` (the newest push's) is a lower bound only, and `paths`
-    are hints an adapter may use to fetch less.
+    are hints an adapter may use to fetch less. `rules` are the path rules of the source's
+    config file the documents were written with (None when unknown): when the config at
+    the head selects other paths, the planner lists everything.
     """
 
     type: Literal["sync.plan_requested"] = "sync.plan_requested"
@@ -31,6 +34,7 @@ class PlanRequested(Record):
     paths: list[str] = Field(default_factory=list)
     base: str | None = None
     after: str | None = None
+    rules: PathRules | None = None
     requested_at: Timestamp
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from app.sources.base import (
     Fetched,
+    FileAt,
     Listing,
     MissingExtraError,
     SourceAdapter,
@@ -21,8 +22,8 @@ from app.sources.base import (
     TransientSourceError,
 )
 
-__all__ = ["Fetched", "Listing", "MissingExtraError", "SourceAdapter", "SourceError", "SourceOptions", "TransientSourceError",
-           "get_adapter"]
+__all__ = ["FileAt", "Fetched", "Listing", "MissingExtraError", "SourceAdapter", "SourceError", "SourceOptions",
+           "TransientSourceError", "get_adapter"]
 
 SOURCE_TYPES = ("git", "github", "linear")
 

@@ -78,6 +78,14 @@ class Listing:
         return [f for f in self.files if f.change == "delete"]
 
 
+class FileAt(NamedTuple):
+    """One path at one commit (`SourceAdapter.read_file`): its exact bytes; or None, with `problem`
+    saying why when the path exists but is not read (a directory, too large), else absent."""
+
+    content: bytes | None
+    problem: str | None = None
+
+
 class Fetched(NamedTuple):
     """One file's content: `content` is the exact bytes, or None with `error` saying why it could not be read."""
 
@@ -139,6 +147,9 @@ class SourceAdapter:
     `list_changes` itself, for sources that have no commits)."""
 
     source_type: str = ""
+    # Whether the source is a repository whose config file (`.hookstream.yml`) the planner reads
+    # at the commit it converges to (`read_file`), to decide which paths are written.
+    reads_config_files: bool = False
     # Whether `head()` may answer an older commit than a push just announced (a remote API).
     head_may_lag: bool = False
     options: SourceOptions
@@ -187,6 +198,11 @@ class SourceAdapter:
             await self.options.sleep(2.0**attempt)
             head = await self.head()
         return head
+
+    async def read_file(self, commit: str, path: str, max_bytes: int) -> FileAt:
+        """The file at `path` in `commit`, if it is a file of at most `max_bytes` (sources with
+        `reads_config_files`). SourceError when the source cannot be read at all."""
+        raise NotImplementedError
 
     def fetch(self, files: Sequence[FileChange]) -> AsyncIterator[Fetched]:
         """Content for every upsert in `files` (deletes are skipped), in no particular order.

@@ -36,7 +36,7 @@ from typing import AsyncIterator, Sequence
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.events.sync import FileChange
-from app.sources.base import Fetched, SourceAdapter, SourceError, SourceOptions, TransientSourceError
+from app.sources.base import Fetched, FileAt, SourceAdapter, SourceError, SourceOptions, TransientSourceError
 from app.sources.roots import check_git_path
 
 _OID = re.compile(rb"^[0-9a-f]{40}([0-9a-f]{24})?$")
@@ -80,6 +80,7 @@ class GitCommandError(SourceError):
 
 class GitSource(SourceAdapter):
     source_type = "git"
+    reads_config_files = True
 
     def __init__(self, config: dict, options: SourceOptions | None = None) -> None:
         try:
@@ -259,6 +260,26 @@ class GitSource(SourceAdapter):
             if len(parts) == 3:
                 sizes[parts[0].decode("ascii")] = int(parts[2])
         return sizes
+
+    async def read_file(self, commit: str, path: str, max_bytes: int) -> FileAt:
+        """`git cat-file --batch-check` on `<commit>:<path>` (type and size, nothing read yet),
+        then the blob itself when it is a file no larger than `max_bytes`."""
+        if commit.startswith("-") or "\n" in path or "\n" in commit:
+            return FileAt(None, f"{path!r} at {commit!r} is not a name git can look up")
+        proc = await self._spawn("cat-file", "--batch-check", stdin=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate(f"{commit}:{path}\n".encode("utf-8"))
+        if proc.returncode != 0:
+            raise await self._diagnosed(GitCommandError(("cat-file", "--batch-check"), proc.returncode, err))
+        parts = out.decode("utf-8", errors="replace").split()
+        if len(parts) != 3:
+            # `<name> missing`: no such path at that commit (or the commit's object is absent).
+            return FileAt(None)
+        oid, kind, size = parts
+        if kind != "blob":
+            return FileAt(None, f"is a {'directory' if kind == 'tree' else kind}, not a file")
+        if int(size) > max_bytes:
+            return FileAt(None, f"{size} bytes, more than the {max_bytes} a config file may have")
+        return FileAt(await self._git("cat-file", "blob", oid))
 
     # -- content ------------------------------------------------------------
 

@@ -21,6 +21,7 @@ on Kafka topics.
   not `base`; a force push), or when the compare lists 300 files (GitHub's cap:
   the list may be incomplete).
 - Content: `GET /repos/{o}/{r}/git/blobs/{sha}` (base64), a few at a time.
+- Config file: `GET /repos/{o}/{r}/contents/{path}?ref={commit}` (404: none).
 - Rate limits: 403/429 with `retry-after`, or with `x-ratelimit-remaining: 0`
   and `x-ratelimit-reset`, wait (with the injected sleep) and retry, a bounded
   number of times and never longer than `max_rate_limit_wait_seconds`; then
@@ -42,7 +43,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.events.sync import FileChange
-from app.sources.base import Fetched, SourceAdapter, SourceError, SourceOptions
+from app.sources.base import Fetched, FileAt, SourceAdapter, SourceError, SourceOptions
 from app.sources.github_auth import CachedToken, app_jwt, parse_expiry, token_lock
 from app.sources.retries import Attempts
 
@@ -72,6 +73,7 @@ class _Response:
 class GitHubSource(SourceAdapter):
     source_type = "github"
     head_may_lag = True
+    reads_config_files = True
 
     def __init__(self, config: dict, options: SourceOptions | None = None, session: aiohttp.ClientSession | None = None) -> None:
         try:
@@ -258,6 +260,29 @@ class GitHubSource(SourceAdapter):
             elif kind != "unchanged":
                 raise SourceError(f"GitHub's compare lists {name!r} with an unknown status {kind!r}")
         return sorted(changes.values(), key=lambda c: c.path), None
+
+    async def read_file(self, commit: str, path: str, max_bytes: int) -> FileAt:
+        """`GET /repos/{o}/{r}/contents/{path}?ref={commit}`: 404 is no such path; a list is a directory."""
+        resp = await self._get(f"{self.repo_path}/contents/{quote(path, safe='/')}", {"ref": commit}, allow=(404,))
+        if resp.status == 404:
+            return FileAt(None)
+        body = resp.body
+        if isinstance(body, list):
+            return FileAt(None, "is a directory, not a file")
+        if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+            raise SourceError(f"GitHub's contents of {path!r} at {commit[:12]} are not in the documented shape: {str(body)[:200]}")
+        if body["type"] != "file":
+            return FileAt(None, f"is a {body['type']}, not a file")
+        size = body.get("size")
+        if isinstance(size, int) and size > max_bytes:
+            return FileAt(None, f"{size} bytes, more than the {max_bytes} a config file may have")
+        fetched = _blob(FileChange(path=path, change="upsert", blob=body.get("sha")), body)
+        if fetched.content is None:
+            # Files over 1 MB come with `encoding: none` and no content; anything else unreadable.
+            return FileAt(None, fetched.error)
+        if len(fetched.content) > max_bytes:
+            return FileAt(None, f"{len(fetched.content)} bytes, more than the {max_bytes} a config file may have")
+        return FileAt(fetched.content)
 
     # -- content ------------------------------------------------------------
 

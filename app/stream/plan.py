@@ -86,6 +86,7 @@ def register(worker: Worker) -> None:
         await send_and_wait(control, request.source_id, SyncPlanned(
             source_id=request.source_id, occurred_at=utcnow(), job_id=request.job_id,
             batch_count=len(planned.batches), file_count=len(planned.files), commit=planned.commit, listing=planned.listing,
+            config=planned.config,
         ))
         log.info("job %s: planned %d files in %d batches (%s, commit %s)",
                  request.job_id, len(planned.files), len(planned.batches), planned.how, (planned.commit or "?")[:12])

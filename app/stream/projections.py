@@ -6,8 +6,9 @@ write it back. A record re-consumed after a crash or a replay is skipped by the
 fence, so a rebuild into an empty schema gives the same rows (docs/architecture.md, effects outside Kafka).
 
 - `project_sources` reads `hookstream.sync.control` into `sources`. Most of that
-  topic is sync traffic (requests, plans, one `BatchCompleted` per batch) that no
-  row depends on: those records are skipped before any transaction and counted
+  topic is sync traffic (requests, plans that did not read the config file, one
+  `BatchCompleted` per batch) that no row depends on: those records are skipped
+  before any transaction and counted
   `not_projected`. Skipping them needs no fence: the fence keeps the highest
   applied offset per partition, and the next source event stores a higher one.
   It runs inside `orchestrate_syncs`, the control topic's one agent (see
@@ -95,7 +96,7 @@ _INSERT_ANSWER = sql.SQL("INSERT INTO sync_requests ({}) VALUES ({}) ON CONFLICT
 # --- sources -----------------------------------------------------------------------------------
 
 def is_source_event(record: Record) -> bool:
-    return isinstance(record, read_model.SOURCE_EVENTS)
+    return read_model.is_source_event(record)
 
 
 async def merge_source_event(conn: AsyncConnection, event: read_model.SourceEvent) -> str:
@@ -108,6 +109,7 @@ async def merge_source_event(conn: AsyncConnection, event: read_model.SourceEven
     if after != row:
         values = read_model.source_to_columns(after)
         values["config"] = Jsonb(values["config"])
+        values["config_rules"] = Jsonb(values["config_rules"]) if values["config_rules"] is not None else None
         await conn.execute(_UPSERT_SOURCE, values)
     return APPLIED
 

@@ -1,7 +1,9 @@
-"""Property: when the pipeline is quiet, a source's documents equal `git ls-tree` of its tracked branch head.
+"""Property: when the pipeline is quiet, a source's documents equal `git ls-tree` of its tracked branch
+head, filtered by the config file at that head.
 
 Hypothesis generates a real git history (adds, modifications, deletions,
-renames, a force push, a second branch the source switches to) and a schedule
+renames, a `.hookstream.yml` with include/exclude globs added, changed, broken
+or removed, a force push, a second branch the source switches to) and a schedule
 over it: the branch moves, its pushes are delivered late, out of order, twice
 or never; manual requests arrive; the orchestrator crashes between sending its
 effects and storing its state; plan and batch records are taken in any order
@@ -9,7 +11,12 @@ and some of them again; some jobs' planning or reading fails. The stages are
 the real ones (`tests/support/pipeline.py`): the fold, the planner with the git
 adapter, the batch writer and PostgreSQL. At the end the newest push (and, after
 an injected failure, one manual request) is delivered, everything settles, and
-the documents are compared with git itself, path by path and digest by digest.
+the documents are compared with git itself, path by path and digest by digest,
+keeping the paths the config at the head selects: the generator knows what each
+config file it wrote means, and the globs are matched by tests/support/globs.py,
+not by the app's code. When the head's config file is invalid, the documents must
+be the head's tree filtered by the rules of a valid config the history had (the
+rules in effect are kept), or by nothing when none was ever in effect.
 
 `HOOKSTREAM_PROPERTY_EXAMPLES` sets how many schedules run (CI: the default).
 """
@@ -26,13 +33,14 @@ from hypothesis import HealthCheck, given, note, settings, strategies as st
 
 from app.store.db import migrate, open_pool
 from tests.support import gitrepo
+from tests.support.config_oracle import CONFIG_FILE, EVERYTHING, NOTHING, config_file, meaning_at, selected
 from tests.support.pipeline import Pipeline
 from tests.support.services import isolated_settings
 
 EXAMPLES = int(os.environ.get("HOOKSTREAM_PROPERTY_EXAMPLES", "60"))
 PATHS = ("a.md", "b.md", "docs/c.md", "docs/d.txt", "src/e.py", "src/deep/f.py", "x/y/z.json")
 CONTENTS = (b"one\n", b"two\n", b"three\n", b"# heading\n\nbody\n", b"\x00binary\x01", b"")
-RUN = {"examples": 0, "steps": 0, "jobs": 0}
+RUN = {"examples": 0, "steps": 0, "jobs": 0, "configured": 0, "invalid": 0}
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +61,8 @@ def _figures(request):
     """The run's figures, carried in the report to the session's summary (tests/conftest.py)."""
     yield
     line = (f"convergence property: {RUN['examples']} examples, {RUN['steps']} schedule steps, "
-            f"{RUN['jobs']} jobs; every one converged on its tracked branch head")
+            f"{RUN['jobs']} jobs, {RUN['configured']} with a config file at the head ({RUN['invalid']} broken); "
+            "every one converged on its tracked branch head, filtered by its config")
     request.node.user_properties.append(("summary_line", line))
 
 
@@ -61,11 +70,14 @@ def _figures(request):
 
 
 def commit_changes(tree: dict[str, bytes]):
-    """One commit's changes on top of `tree`: writes, deletions and renames of a few paths."""
+    """One commit's changes on top of `tree`: writes, deletions and renames of a few paths, and
+    now and then the config file written (valid or broken) or removed."""
     write = st.tuples(st.just("write"), st.sampled_from(PATHS), st.sampled_from(CONTENTS))
     delete = st.tuples(st.just("delete"), st.sampled_from(PATHS), st.none())
     rename = st.tuples(st.just("rename"), st.sampled_from(PATHS), st.sampled_from(PATHS))
-    return st.lists(st.one_of(write, delete, rename), min_size=1, max_size=3)
+    config = st.tuples(st.just("write"), st.just(CONFIG_FILE), config_file())
+    unconfig = st.tuples(st.just("delete"), st.just(CONFIG_FILE), st.none())
+    return st.lists(st.one_of(write, write, delete, rename, config, unconfig), min_size=1, max_size=3)
 
 
 def apply(tree: dict[str, bytes], ops) -> tuple[dict[str, bytes], dict[str, bytes | None]]:
@@ -104,9 +116,14 @@ class History:
     forced_at: int | None = None
     position: dict[str, int] = field(default_factory=dict)
 
+    def commits(self) -> list[str]:
+        return list(dict.fromkeys(sha for shas in self.moves.values() for sha in shas))
+
 
 def build(draw, path) -> History:
     first = {p: draw(st.sampled_from(CONTENTS[:4])) for p in draw(st.lists(st.sampled_from(PATHS), min_size=1, max_size=4, unique=True))}
+    if draw(st.booleans()):
+        first[CONFIG_FILE] = draw(config_file())
     main = gitrepo.build_repo(path, commits=[first, *draw(line(first, 1, 6))], branch="line")
     moves = {"main": list(main)}
     forced_at = None
@@ -227,9 +244,20 @@ async def run_schedule(pipe: Pipeline, history: History, path, data) -> None:
 
         assert pipe.quiet()
         head = gitrepo.git(path, "rev-parse", f"refs/heads/{tracked}").decode().strip()
-        want = gitrepo.digests_at(path, head)
+        tree = gitrepo.digests_at(path, head)
         have = await document_digests(pipe)
-        assert have == want, (f"documents differ from {tracked} at {head[:7]}: missing {sorted(set(want) - set(have))}, "
+        meaning = meaning_at(path, head)
+        RUN["configured"] += meaning != EVERYTHING
+        RUN["invalid"] += meaning is None
+        # A broken config keeps the rules in effect: those of some valid (or absent) config of the
+        # history, or nothing when none was ever applied.
+        candidates = [meaning] if meaning is not None else [
+            *dict.fromkeys(m for m in (meaning_at(path, c) for c in history.commits()) if m is not None), NOTHING]
+        wanted = [selected(tree, rules) for rules in candidates]
+        want = wanted[0] if len(wanted) == 1 else next((w for w in wanted if w == have), wanted[0])
+        note(f"config at the head: {meaning}")
+        assert have == want, (f"documents differ from {tracked} at {head[:7]} filtered by {candidates}: "
+                              f"missing {sorted(set(want) - set(have))}, "
                               f"extra {sorted(set(have) - set(want))}, "
                               f"other {sorted(p for p in set(want) & set(have) if want[p] != have[p])}; "
                               f"jobs {[(c.job_id, c.status, c.listing, (c.commit or '-')[:7]) for c in pipe.completions.values()]}")

@@ -11,6 +11,8 @@ from psycopg.rows import dict_row
 
 from app.events import (
     BatchCompleted,
+    ConfigFound,
+    PathRules,
     SourceConfigChanged,
     SourceConnected,
     SourceDisconnected,
@@ -19,6 +21,7 @@ from app.events import (
     SyncCoalesced,
     SyncCompleted,
     SyncDeduplicated,
+    SyncPlanned,
     SyncQueued,
     SyncRejected,
     SyncRequested,
@@ -89,6 +92,7 @@ async def fresh_schema(settings):
 
 SRC = "git:demo"
 JOB1, JOB2 = f"{SRC}:1", f"{SRC}:3"
+CONFIG_FOUND = ConfigFound(status="configured", path=".hookstream.yml", rules=PathRules(include=("docs/**",)))
 
 
 def control_history():
@@ -97,9 +101,12 @@ def control_history():
                                         config={"path": "/repo"})),
         (CONTROL, 4, 1, SyncRequested(source_id=SRC, occurred_at=at(1), request_id="r1", mode="full", trigger="manual")),
         (CONTROL, 4, 2, BatchCompleted(source_id=SRC, occurred_at=at(2), job_id=JOB1, batch_index=0, processed=5)),
-        (CONTROL, 4, 3, SourceConfigChanged(source_id=SRC, occurred_at=at(3), config_path=".hookstream.yml", commit="c9")),
-        (CONTROL, 4, 4, SourceUpdated(source_id=SRC, occurred_at=at(4), name="demo-renamed", config={"branch": "dev"})),
-        (CONTROL, 4, 5, SourceDisconnected(source_id=SRC, occurred_at=at(5), reason="retired")),
+        # The planner read the config file at c9; a superseded claim from an earlier version is not projected.
+        (CONTROL, 4, 3, SyncPlanned(source_id=SRC, occurred_at=at(3), job_id=JOB1, batch_count=1, file_count=7,
+                                    commit="c9", listing="full", config=CONFIG_FOUND)),
+        (CONTROL, 4, 4, SourceConfigChanged(source_id=SRC, occurred_at=at(3.5), config_path="", commit="c10")),
+        (CONTROL, 4, 5, SourceUpdated(source_id=SRC, occurred_at=at(4), name="demo-renamed", config={"branch": "dev"})),
+        (CONTROL, 4, 6, SourceDisconnected(source_id=SRC, occurred_at=at(5), reason="retired")),
         (CONTROL, 1, 0, SourceDisconnected(source_id="git:never", occurred_at=at(5))),
         (CONTROL, 1, 1, SourceConnected(source_id="github:42", occurred_at=at(6), source_type="github", name="octo/repo",
                                         config={"repository": "octo/repo", "installation_id": 7})),
@@ -144,17 +151,19 @@ def completion_history():
 
 async def test_source_events_project_into_sources_and_other_control_events_are_skipped(settings):
     outcomes = await project(settings, control_history())
-    assert outcomes == [APPLIED, NOT_PROJECTED, NOT_PROJECTED, APPLIED, APPLIED, APPLIED, NO_ROW, APPLIED]
+    assert outcomes == [APPLIED, NOT_PROJECTED, NOT_PROJECTED, APPLIED, NOT_PROJECTED, APPLIED, APPLIED, NO_ROW, APPLIED]
     demo, github = await rows(settings, "sources")
     assert (demo["source_id"], demo["source_type"], demo["name"], demo["status"], demo["status_reason"]) == (
         SRC, "git", "demo-renamed", "disconnected", "retired")
     assert demo["config"] == {"path": "/repo", "branch": "dev"}
-    assert (demo["config_status"], demo["config_path"], demo["config_commit"]) == ("changed", ".hookstream.yml", "c9")
+    assert (demo["config_status"], demo["config_path"], demo["config_commit"], demo["config_error"]) == (
+        "configured", ".hookstream.yml", "c9", None)
+    assert (demo["config_rules"], demo["config_job_id"]) == ({"include": ["docs/**"], "exclude": []}, JOB1)
     assert demo["updated_at"] == at(5)
     assert (github["source_id"], github["status"], github["config"]["installation_id"]) == ("github:42", "connected", 7)
     # Skipped records take no transaction; the fence holds each partition's last source event.
     fences = {(r["topic"], r["partition"]): r["offset"] for r in await rows(settings, "applied_offsets")}
-    assert fences == {(settings.topic(CONTROL), 4): 5, (settings.topic(CONTROL), 1): 1}
+    assert fences == {(settings.topic(CONTROL), 4): 6, (settings.topic(CONTROL), 1): 1}
 
 
 async def test_lifecycle_events_and_completions_project_into_sync_jobs_and_requests(settings):

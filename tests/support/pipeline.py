@@ -142,7 +142,7 @@ class Pipeline:
         self.batches.extend(plan.batches)
         self.control.append(SyncPlanned(source_id=self.source_id, occurred_at=self.now(), job_id=request.job_id,
                                         batch_count=len(plan.batches), file_count=len(plan.files), commit=plan.commit,
-                                        listing=plan.listing))
+                                        listing=plan.listing, config=plan.config))
 
     async def batch(self, index: int, again: bool = False) -> None:
         batch = self.batches[index] if again else self.batches.pop(index)

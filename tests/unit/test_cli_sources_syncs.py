@@ -41,7 +41,8 @@ def test_a_table_aligns_columns_and_leaves_the_last_one_ragged():
 
 def _connect_args(**kw) -> argparse.Namespace:
     values = dict(source_type="github", path=None, repository="octo/app", installation_id=9, branch=None,
-                  repository_id=None, source_id=None, name=None, organization_id=None, teams=None, token_env=None)
+                  repository_id=None, source_id=None, name=None, organization_id=None, teams=None, token_env=None,
+                  config_files=None)
     return argparse.Namespace(**{**values, **kw})
 
 
@@ -96,6 +97,40 @@ def test_a_linear_source_needs_an_organization_and_refuses_other_types_options(k
     with pytest.raises(CliError) as raised:
         connected_event(_linear_args(**kw))
     assert message in str(raised.value) and raised.value.code == 2
+
+
+def test_config_file_names_travel_in_the_source_config_checked():
+    event, _ = connected_event(_connect_args(config_files=["docs/hookstream.yml", ".hookstream.yml"]))
+    assert event.config["config_files"] == ["docs/hookstream.yml", ".hookstream.yml"]
+    with pytest.raises(CliError, match="--config-file: .*'../up.yml' is not a path relative to the repository root"):
+        connected_event(_connect_args(config_files=["../up.yml"]))
+    with pytest.raises(CliError, match="--config-file is not for --type linear"):
+        connected_event(_linear_args(config_files=["x.yml"]))
+
+
+def config_row(status, path=".hookstream.yml", error=None, rules=None):
+    from datetime import datetime, timezone
+
+    from app.core.read_model import SourceRow
+
+    return SourceRow(source_id="git:a", source_type="git", name="a", status="connected", config={"path": "/a"},
+                     config_status=status, config_path=path, config_commit="0123456789abcdef" if status else None,
+                     status_reason=None, updated_at=datetime(2026, 1, 1, tzinfo=timezone.utc), config_error=error,
+                     config_rules=rules)
+
+
+@pytest.mark.parametrize("row, shown", [
+    (config_row(None, path=None), "-"),
+    (config_row("configured", rules={"include": ["docs/**"], "exclude": ["a", "b"]}),
+     "configured: .hookstream.yml at 0123456789ab (1 include, 2 exclude)"),
+    (config_row("unconfigured", path=None, rules={"include": [], "exclude": []}), "unconfigured at 0123456789ab"),
+    (config_row("invalid", error=".hookstream.yml: line 2, column 1: expected ','", rules={"include": [], "exclude": ["**"]}),
+     "invalid: .hookstream.yml at 0123456789ab: line 2, column 1: expected ','"),
+])
+def test_the_config_file_column_says_what_the_worker_read(row, shown):
+    from app.cli.sources import config_file_summary
+
+    assert config_file_summary(row) == shown
 
 
 def test_linear_options_are_refused_for_other_types():

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from app import codec
-from app.events import ProducerEvent
+from app.events import PRODUCER_EVENTS, ProducerEvent
 from app.events.bounds import (
     MAX_CONFIG_BYTES,
     MAX_HEADER_VALUE_LENGTH,
@@ -36,11 +36,14 @@ DELIVERY = {
     "body": base64.b64encode(b"{}").decode(),
 }
 
+PRODUCER_TYPES = {model.model_fields["type"].default for model in PRODUCER_EVENTS}
+
 
 def refusal(logical_topic: str, record: dict) -> str:
     with pytest.raises(codec.DecodeError) as bytes_error:
         codec.decode_topic(logical_topic, orjson.dumps(record))
-    if logical_topic == "hookstream.sync.control":
+    # A superseded record type (source.config_changed) still decodes on the topic, but producers cannot send it.
+    if logical_topic == "hookstream.sync.control" and record["type"] in PRODUCER_TYPES:
         with pytest.raises(codec.DecodeError) as parsed_error:
             codec.validate(ProducerEvent, record)
         assert str(parsed_error.value) == str(bytes_error.value)

@@ -62,7 +62,7 @@ def summary(routed: Routed) -> Ignored | list[dict[str, Any]]:
 
 
 def sync(mode: str, *, before: str | None, after: str | None, paths: list[str] = (), trigger: str = "push",
-         source_id: str = HANDBOOK, branch: str = "main") -> dict[str, Any]:
+         source_id: str = HANDBOOK, branch: str | None = "main") -> dict[str, Any]:
     return {
         "type": "sync.requested",
         "source_id": source_id,
@@ -84,6 +84,12 @@ def connected(source_id: str, full_name: str, default_branch: str | None = None,
     if default_branch is not None:
         config["default_branch"] = default_branch
     return {"type": "source.connected", "source_id": source_id, "source_type": "github", "name": full_name, "config": config}
+
+
+def look(source_id: str) -> dict[str, Any]:
+    """The request a connection makes: look at the repository (its first sync lists everything)."""
+    return {**sync("incremental", before=None, after=None, trigger="connect", source_id=source_id, branch=None),
+            "request_id": f"d-1/{source_id}"}
 
 
 def disconnected(source_id: str, reason: str) -> dict[str, Any]:
@@ -114,14 +120,17 @@ GITHUB_RULES = [
     # push's new head does not contain the documents' commit), so its listed paths are no hints.
     ("forced push asks to look again, without path hints", "push", payload("push_forced"), {},
      [sync("incremental", **shas("push_forced"))]),
-    ("push changing the config file announces it and syncs in full", "push", payload("push_config_change"), {},
-     [{"type": "source.config_changed", "source_id": HANDBOOK, "config_path": ".hookstream.yml", "commit": CONFIG["after"]},
-      sync("full", trigger="config_change", **CONFIG)]),
-    ("configured config files replace the defaults", "push", payload("push_config_change"), {"config_files": ["hookstream.toml"]},
+    # Routing never claims a config status: the planner reads the file at the commit it syncs.
+    ("push changing the config file syncs in full and claims no config status", "push", payload("push_config_change"), {},
+     [sync("full", trigger="config_change", **CONFIG)]),
+    ("push removing the config file syncs in full and claims no config status", "push",
+     payload("push_config_change", commits=[dict(payload("push_config_change")["commits"][0], added=[], modified=[],
+                                                 removed=[".hookstream.yml"])]), {},
+     [sync("full", trigger="config_change", **CONFIG)]),
+    ("configured config files replace the defaults", "push", payload("push_config_change"), {"config_files": ["hookstream.yml"]},
      [sync("incremental", paths=[".hookstream.yml", "runbooks/db-failover.md"], **CONFIG)]),
     ("a configured config file changed by a push counts", "push", payload("push_several_commits"), {"config_files": ["README.md"]},
-     [{"type": "source.config_changed", "source_id": HANDBOOK, "config_path": "README.md", "commit": SEVERAL["after"]},
-      sync("full", trigger="config_change", **SEVERAL)]),
+     [sync("full", trigger="config_change", **SEVERAL)]),
     ("branch deletion is ignored by rule", "push", payload("push_branch_deleted"), {}, Ignored("push.branch_deleted")),
     ("tag deletion is ignored by its own rule", "push", payload("push_tag_deleted"), {}, Ignored("push.tag_deleted")),
     ("deletion of another kind of ref is ignored by its own rule", "push", payload("push_tag_deleted", ref="refs/notes/commits"), {},
@@ -148,10 +157,17 @@ GITHUB_RULES = [
      [sync("incremental", **SEVERAL)]),
     ("push that moves nothing is ignored by rule", "push",
      payload("push_several_commits", commits=[], after=SEVERAL["before"]), {}, Ignored("push.no_change")),
-    ("installation created connects every repository", "installation", payload("installation_created"), {},
-     [connected(HANDBOOK, "octo-org/handbook"), connected(RUNBOOKS, "octo-org/runbooks")]),
+    ("installation created connects every repository and looks at each", "installation", payload("installation_created"), {},
+     [connected(HANDBOOK, "octo-org/handbook"), connected(RUNBOOKS, "octo-org/runbooks"), look(HANDBOOK), look(RUNBOOKS)]),
+    ("an instance's config files travel in the sources it connects", "installation", payload("installation_created"),
+     {"config_files": ["docs/hookstream.yml"]},
+     [{**connected(HANDBOOK, "octo-org/handbook"),
+       "config": {**connected(HANDBOOK, "octo-org/handbook")["config"], "config_files": ["docs/hookstream.yml"]}},
+      {**connected(RUNBOOKS, "octo-org/runbooks"),
+       "config": {**connected(RUNBOOKS, "octo-org/runbooks")["config"], "config_files": ["docs/hookstream.yml"]}},
+      look(HANDBOOK), look(RUNBOOKS)]),
     ("installation unsuspended connects every repository again", "installation", payload("installation_suspend", action="unsuspend"), {},
-     [connected(HANDBOOK, "octo-org/handbook"), connected(RUNBOOKS, "octo-org/runbooks")]),
+     [connected(HANDBOOK, "octo-org/handbook"), connected(RUNBOOKS, "octo-org/runbooks"), look(HANDBOOK), look(RUNBOOKS)]),
     ("installation deleted disconnects every repository", "installation", payload("installation_deleted"), {},
      [disconnected(HANDBOOK, "installation.deleted"), disconnected(RUNBOOKS, "installation.deleted")]),
     ("installation suspended disconnects every repository", "installation", payload("installation_suspend"), {},
@@ -161,7 +177,7 @@ GITHUB_RULES = [
     ("other installation actions are ignored by rule", "installation", payload("installation_new_permissions_accepted"), {},
      Ignored("installation.new_permissions_accepted")),
     ("repositories added to an installation are connected", "installation_repositories", payload("installation_repositories_added"), {},
-     [connected("github:190222333", "octo-org/adr")]),
+     [connected("github:190222333", "octo-org/adr"), look("github:190222333")]),
     ("repositories removed from an installation are disconnected", "installation_repositories", payload("installation_repositories_removed"), {},
      [disconnected(RUNBOOKS, "installation_repositories.removed")]),
     ("renamed repository keeps its source id and updates its name", "repository", payload("repository_renamed"), {},
@@ -173,7 +189,7 @@ GITHUB_RULES = [
     ("archived repository is disconnected", "repository", payload("repository_archived"), {}, [disconnected(HANDBOOK, "repository.archived")]),
     ("deleted repository is disconnected", "repository", payload("repository_deleted"), {}, [disconnected(HANDBOOK, "repository.deleted")]),
     ("unarchived repository is connected again", "repository", payload("repository_archived", action="unarchived"), {},
-     [connected(HANDBOOK, "octo-org/handbook", default_branch="main")]),
+     [connected(HANDBOOK, "octo-org/handbook", default_branch="main"), look(HANDBOOK)]),
     ("other repository actions are ignored by rule", "repository", payload("repository_deleted", action="edited"), {}, Ignored("repository.edited")),
     ("ping is ignored by rule", "ping", payload("ping"), {}, Ignored("ping")),
     ("an unknown event is ignored by a rule naming event and action", "issues", payload("issues_opened"), {}, Ignored("issues.opened")),
@@ -206,7 +222,8 @@ def test_every_routed_github_event_names_its_delivery_and_occurs_when_received(e
         assert e.delivery == DeliveryRef(key="github/octo/72d3162e-cc78-11e3-81ab-4c9367dc0958")
         assert e.occurred_at == RECEIVED_AT
         if isinstance(e, SyncRequested):
-            assert e.request_id == d.delivery_id
+            # A redelivery asks the same request: the delivery id, per repository when it connects several.
+            assert e.request_id in (d.delivery_id, f"{d.delivery_id}/{e.source_id}")
     # A redelivery routes to the very same events: routing is a pure function of the delivery.
     assert PLUGINS["github"].route(d, instance()) == routed
 

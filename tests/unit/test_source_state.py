@@ -516,11 +516,10 @@ def test_source_metadata_events_update_the_state():
         SourceUpdated(source_id=SRC, occurred_at=at(1), name="new/name", config={"repository": "o/r2"}),
         SourceConfigChanged(source_id=SRC, occurred_at=at(2), config_path=".hookstream.yml", commit="c1"),
     ])
-    assert effects == []
+    # A delivery's claim about a config file changes nothing: the planner reads the file.
+    assert effects == [Ignored("config_claim_superseded", "source.config_changed")]
     assert (state.name, state.config) == ("new/name", {"repository": "o/r2", "installation_id": 1})
-    assert (state.config_status, state.config_path, state.config_commit) == ("configured", ".hookstream.yml", "c1")
-    state, _ = fold(state, SourceConfigChanged(source_id=SRC, occurred_at=at(3), config_path=""), at(3), 3, POLICY)
-    assert (state.config_status, state.config_path) == ("unconfigured", None)
+    assert (state.config_status, state.config_path, state.config_commit) == ("unknown", None, None)
     state, _ = fold(state, connected(t=4, config={"path": "/new"}), at(4), 4, POLICY)
     assert (state.connection, state.config, state.name) == ("connected", {"path": "/new"}, "new/name")
 
