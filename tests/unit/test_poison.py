@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -17,7 +17,7 @@ from app.sources import SourceError, SourceOptions, TransientSourceError
 from app.sources.git import GitCommandError
 from app.sources.retries import retry_transient
 
-T0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 5, 1, tzinfo=UTC)
 
 
 def letter(value: bytes, original: Delivery | None = None, limit: int = poison.MAX_DEAD_LETTER_BYTES):
