@@ -181,6 +181,9 @@ class Settings(BaseSettings):
     # (control, plans, batches, control) would wait up to this long.
     consumer_fetch_max_wait_ms: int = Field(default=100, ge=1, le=10_000)
     dedup_purge_interval_seconds: float = Field(default=60.0, gt=0)
+    # Faust's livelock detector reports a partition whose stream has records it has not
+    # processed for this long (Faust's `stream_processing_timeout`, 5 minutes by default).
+    stream_processing_timeout_seconds: float = Field(default=300.0, gt=0)
     batch_size: int = Field(default=50, ge=1, le=10_000)
     # File batches one worker processes at once (fetch, transform, write overlap across them).
     batch_concurrency: int = Field(default=4, ge=1, le=64)

@@ -120,6 +120,22 @@ class Worker:
             )
         return self.topics[logical]
 
+    def changelog_topic(self, logical: str):
+        """The changelog topic of a table, declared as Faust declares its own: without acks.
+
+        Faust's livelock detector checks every assigned partition of an acking topic whose
+        stream has unprocessed records. Once a table is recovered no stream reads its
+        changelog, so an acking changelog was reported as stalled ("Stream has not started
+        processing", every 2.5 s per partition) as soon as it held a record. `maxsize` and
+        `allow_empty` are Faust's changelog values too (recovery reads without committing).
+        """
+        if logical not in self.topics:
+            self.topics[logical] = self.app.topic(
+                self.settings.topic(logical), key_type=bytes, value_type=bytes,
+                key_serializer="raw", value_serializer="raw", acks=False, maxsize=131_072, allow_empty=True,
+            )
+        return self.topics[logical]
+
 
 def create_worker(settings: Settings, instances: dict[tuple[str, str], InstanceConfig] | None = None) -> Worker:
     tansu_quirks.install(settings)
@@ -133,6 +149,7 @@ def create_worker(settings: Settings, instances: dict[tuple[str, str], InstanceC
         broker_heartbeat_interval=max(1.0, settings.broker_session_timeout_seconds / 5),
         broker_commit_every=1000,
         broker_commit_interval=1.0,
+        stream_processing_timeout=settings.stream_processing_timeout_seconds,
         topic_partitions=8,
         topic_disable_leader=True,
         topic_allow_declare=False,

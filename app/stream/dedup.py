@@ -28,7 +28,7 @@ PURGE_CHUNK = 2000
 def register(worker: Worker) -> None:
     app, settings, metrics = worker.app, worker.settings, worker.metrics
     deliveries = worker.topic("hookstream.deliveries")
-    changelog = worker.topic("hookstream.dedup.changelog")
+    changelog = worker.changelog_topic("hookstream.dedup.changelog")
     dedup_table = app.Table(
         "dedup",
         default=None,

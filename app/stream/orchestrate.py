@@ -39,7 +39,7 @@ def register(worker: Worker) -> None:
     policy = policy_from(settings)
     sources = app.Table(
         "sources", default=None, partitions=8, key_type=bytes, value_type=bytes,
-        changelog_topic=worker.topic("hookstream.sources.changelog"),
+        changelog_topic=worker.changelog_topic("hookstream.sources.changelog"),
     )
     sinks: dict[str, object] = {}
 
