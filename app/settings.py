@@ -197,6 +197,9 @@ class Settings(BaseSettings):
     sync_deadline_seconds: float = 3600.0
     deadline_check_interval_seconds: float = Field(default=5.0, gt=0)
     idempotency_ttl_seconds: float = 300.0
+    # The delivery ledger keeps a delivery's rows this long after its last copy (app/store/ledger.py).
+    ledger_retention_days: float = Field(default=30.0, gt=0)
+    ledger_prune_interval_seconds: float = Field(default=3600.0, gt=0)
 
     log_level: str = "info"
 

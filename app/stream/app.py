@@ -24,6 +24,7 @@ STREAM_MODULES = (
     "app.stream.plan",
     "app.stream.batches",
     "app.stream.projections",
+    "app.stream.ledger",
 )
 
 # Topics every worker consumes or produces; the worker refuses to start without them.
@@ -36,6 +37,7 @@ WORKER_TOPICS = [
     "hookstream.sync.cancellations",
     "hookstream.files.batches",
     "hookstream.dlq",
+    "hookstream.deliveries.outcomes",
     "hookstream.dedup.changelog",
     "hookstream.sources.changelog",
 ]

@@ -1,0 +1,52 @@
+"""SQL of a job's batches and records (`sync_batches`, `sync_records`): written by the sync_jobs
+projection inside its offset-fenced transactions, read by `syncs show`, the console and `trace`."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import dict_row
+
+from app.core import read_model
+
+
+def _insert(table: str, columns: tuple[str, ...], key: str, returning: bool) -> sql.Composed:
+    query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO NOTHING").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(", ").join(sql.Placeholder(c) for c in columns), sql.Identifier(key))
+    return query + sql.SQL(" RETURNING {}").format(sql.Identifier(key)) if returning else query
+
+
+_INSERT_BATCH = _insert("sync_batches", read_model.BATCH_COLUMNS, "batch_id", returning=True)
+_INSERT_RECORD = _insert("sync_records", read_model.RECORD_COLUMNS, "record_id", returning=False)
+_SELECT_BATCHES = sql.SQL("SELECT {} FROM sync_batches").format(sql.SQL(", ").join(map(sql.Identifier, read_model.BATCH_COLUMNS)))
+_SELECT_RECORDS = sql.SQL("SELECT {} FROM sync_records").format(sql.SQL(", ").join(map(sql.Identifier, read_model.RECORD_COLUMNS)))
+
+
+async def add_batch(conn: AsyncConnection, row: read_model.BatchRow) -> bool:
+    """Record a batch index's completion; False when the index had reported already (first one wins)."""
+    found = await (await conn.execute(_INSERT_BATCH, read_model.batch_to_columns(row))).fetchone()
+    return found is not None
+
+
+async def add_record(conn: AsyncConnection, row: read_model.RecordRow) -> None:
+    await conn.execute(_INSERT_RECORD, read_model.record_to_columns(row))
+
+
+async def batches(conn: AsyncConnection, job_ids: Sequence[str]) -> list[read_model.BatchRow]:
+    cursor = conn.cursor(row_factory=dict_row)
+    rows = await (await cursor.execute(_SELECT_BATCHES + sql.SQL(" WHERE job_id = ANY(%s) ORDER BY job_id, batch_index"),
+                                       (list(job_ids),))).fetchall()
+    return [read_model.batch_from_columns(r) for r in rows]
+
+
+async def records(conn: AsyncConnection, job_ids: Sequence[str], request_ids: Sequence[str],
+                  delivery_keys: Sequence[str]) -> list[read_model.RecordRow]:
+    """The records of these jobs, naming these requests, or routed from these deliveries."""
+    cursor = conn.cursor(row_factory=dict_row)
+    rows = await (await cursor.execute(
+        _SELECT_RECORDS + sql.SQL(" WHERE job_id = ANY(%(jobs)s) OR request_ids && %(requests)s::text[] "
+                                  "OR delivery_key = ANY(%(keys)s) ORDER BY occurred_at, topic, partition, \"offset\""),
+        {"jobs": list(job_ids), "requests": list(request_ids), "keys": list(delivery_keys)})).fetchall()
+    return [read_model.record_from_columns(r) for r in rows]
