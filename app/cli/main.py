@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "app.cli.replay",
     "app.cli.lag",
     "app.cli.projections",
+    "app.cli.trace",
 )
 
 DESCRIPTION = """\

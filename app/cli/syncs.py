@@ -149,23 +149,30 @@ def job_summary(job: read_model.SyncJobRow) -> dict[str, Any]:
 
 
 def jobs_table(jobs: list[read_model.SyncJobRow]) -> str:
-    header = ("JOB", "SOURCE", "STATUS", "MODE", "TRIGGER", "STARTED", "DURATION", "LISTED", "WRITTEN", "FAILED",
-              "REQUESTS", "ERROR")
+    header = ("JOB", "SOURCE", "STATUS", "MODE", "TRIGGER", "STARTED", "DURATION", "BATCHES", "LISTED", "PROCESSED",
+              "WRITTEN", "FAILED", "REQUESTS", "ERROR")
     lines = [
         (j.job_id, j.source_id, j.status, j.mode or "-", j.trigger or "-",
          format_time(j.started_at) if j.started_at else (f"queued {format_time(j.queued_at)}" if j.queued_at else "-"),
-         format_duration(j.duration_ms), str(j.files_listed), str(j.documents_written), str(j.failed),
-         str(len(j.request_ids)), one_line(j.error or j.cancel_reason, ERROR_WIDTH))
+         format_duration(j.duration_ms), batches_text(j), str(j.files_listed), str(j.processed),
+         str(j.documents_written), str(j.failed), str(len(j.request_ids)), one_line(j.error or j.cancel_reason, ERROR_WIDTH))
         for j in jobs
     ]
     return format_table(header, lines)
 
 
+def batches_text(job: read_model.SyncJobRow) -> str:
+    """`done/planned` (`done/?` before the plan is known)."""
+    return f"{job.batches}/{job.batches_planned if job.batches_planned is not None else '?'}"
+
+
 def job_details(job: read_model.SyncJobRow, answers: list[read_model.RequestAnswer]) -> str:
     if job.is_final:
         state = f"{job.status} (final)"
+    elif job.status == "running":
+        state = f"running: {batches_text(job)} batches done, the counts below so far"
     else:
-        state = job.status + " (so far: counts arrive with the completion)"
+        state = job.status
     lines = [
         f"job            {job.job_id}",
         f"source         {job.source_id}",
@@ -191,7 +198,7 @@ def job_details(job: read_model.SyncJobRow, answers: list[read_model.RequestAnsw
         f"  skipped            {job.skipped}",
         f"  documents written  {job.documents_written}",
         f"  bytes              {job.bytes} ({format_bytes(job.bytes)})",
-        f"  batches            {job.batches}",
+        f"  batches            {job.batches}" + (f" of {job.batches_planned} planned" if job.batches_planned is not None else ""),
         "error" + ("          -" if not job.error else ""),
         *("  " + line for line in (job.error or "").splitlines()),
     ]

@@ -89,6 +89,14 @@ async def find(conn: AsyncConnection, ident: str) -> list[ledger.DeliveryRow]:
     return [ledger.delivery_from_columns(r) for r in rows]
 
 
+async def producing(conn: AsyncConnection, request_ids: Sequence[str]) -> list[ledger.DeliveryRow]:
+    """Deliveries that produced any of these requests."""
+    cursor = conn.cursor(row_factory=dict_row)
+    rows = await (await cursor.execute(_DELIVERY_SELECT + sql.SQL(" WHERE request_ids && %s::text[] ORDER BY first_received_at, key"),
+                                       (list(request_ids),))).fetchall()
+    return [ledger.delivery_from_columns(r) for r in rows]
+
+
 async def copies(conn: AsyncConnection, keys: Sequence[str]) -> list[ledger.CopyRow]:
     """Every copy of these keys, in the order received."""
     cursor = conn.cursor(row_factory=dict_row)

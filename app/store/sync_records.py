@@ -50,3 +50,22 @@ async def records(conn: AsyncConnection, job_ids: Sequence[str], request_ids: Se
                                   "OR delivery_key = ANY(%(keys)s) ORDER BY occurred_at, topic, partition, \"offset\""),
         {"jobs": list(job_ids), "requests": list(request_ids), "keys": list(delivery_keys)})).fetchall()
     return [read_model.record_from_columns(r) for r in rows]
+
+
+_SELECT_JOBS = sql.SQL("SELECT {} FROM sync_jobs").format(sql.SQL(", ").join(map(sql.Identifier, read_model.JOB_COLUMNS)))
+_SELECT_ANSWERS = sql.SQL("SELECT {} FROM sync_requests").format(
+    sql.SQL(", ").join(map(sql.Identifier, read_model.REQUEST_COLUMNS)))
+
+
+async def jobs(conn: AsyncConnection, job_ids: Sequence[str]) -> list[read_model.SyncJobRow]:
+    cursor = conn.cursor(row_factory=dict_row)
+    rows = await (await cursor.execute(_SELECT_JOBS + sql.SQL(" WHERE job_id = ANY(%s) ORDER BY job_id"),
+                                       (list(job_ids),))).fetchall()
+    return [read_model.job_from_columns(r) for r in rows]
+
+
+async def answers(conn: AsyncConnection, request_ids: Sequence[str]) -> list[read_model.RequestAnswer]:
+    cursor = conn.cursor(row_factory=dict_row)
+    rows = await (await cursor.execute(_SELECT_ANSWERS + sql.SQL(" WHERE request_id = ANY(%s) ORDER BY answered_at, request_id"),
+                                       (list(request_ids),))).fetchall()
+    return [read_model.answer_from_columns(r) for r in rows]

@@ -25,6 +25,7 @@ STREAM_MODULES = (
     "app.stream.batches",
     "app.stream.projections",
     "app.stream.ledger",
+    "app.stream.health",
 )
 
 # Topics every worker consumes or produces; the worker refuses to start without them.
@@ -139,6 +140,14 @@ class Worker:
         return self.topics[logical]
 
 
+def is_ready(app: faust.App) -> bool:
+    recovery = getattr(app.tables, "recovery", None)
+    return bool(
+        app.rebalancing_count > 0 and not app.rebalancing and recovery is not None
+        and recovery.completed.is_set() and app.flow_control.is_active()
+    )
+
+
 def create_worker(settings: Settings, instances: dict[tuple[str, str], InstanceConfig] | None = None) -> Worker:
     tansu_quirks.install(settings)
     app = faust.App(
@@ -180,6 +189,15 @@ def create_worker(settings: Settings, instances: dict[tuple[str, str], InstanceC
     @app.page("/metrics")
     async def metrics_page(web, request):
         return web.bytes(generate_latest(worker.metrics.registry), content_type="text/plain; version=0.0.4")
+
+    @app.page("/readyz")
+    async def readiness_page(web, request):
+        """200 once the worker has joined its group, recovered its tables and resumed its streams
+        (what `hookstream dev` waits for before it says "up"), 503 until then and during a rebalance."""
+        ready = is_ready(app)
+        body = {"ready": ready, "partitions": len(app.consumer.assignment()) if ready else 0,
+                "rebalancing": bool(app.rebalancing)}
+        return web.json(body, status=200 if ready else 503)
 
     for name in STREAM_MODULES:
         importlib.import_module(name).register(worker)

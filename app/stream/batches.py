@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 
 from app import codec
 from app.core.batch_outcome import count
@@ -73,6 +74,7 @@ def register(worker: Worker) -> None:
             if batch.job_id in cancelled:
                 await report(batch, cancelled=True)
                 continue
+            started = time.monotonic()
             upserts = [f for f in batch.files if f.change == "upsert"]
             deletes = [f.path for f in batch.files if f.change == "delete"]
             docs, failures = [], []
@@ -97,5 +99,6 @@ def register(worker: Worker) -> None:
                 await report(batch, cancelled=True)
                 continue
             c = count(docs, failures, deleted)
+            worker.metrics.batch_seconds.observe(time.monotonic() - started)
             await report(batch, processed=c.processed, failed=c.failed, deleted=c.deleted, skipped=c.skipped,
                          documents_written=c.documents_written, bytes=c.bytes, errors=c.errors)
