@@ -201,7 +201,16 @@ class Settings(BaseSettings):
     ledger_retention_days: float = Field(default=30.0, gt=0)
     ledger_prune_interval_seconds: float = Field(default=3600.0, gt=0)
 
+    # Console (`hookstream console`): loopback by default; any other address needs the token.
+    console_host: str = "127.0.0.1"
+    console_port: int = Field(default=8090, ge=0, le=65535)
+    console_token: SecretStr | None = None
+    # Enables redriving dead letters from the console (every redrive must present it).
+    console_write_token: SecretStr | None = None
+
     log_level: str = "info"
+    # One line per record: `text` for terminals, `json` for log shippers (app/logs.py).
+    log_format: Literal["text", "json"] = "text"
 
     def topic(self, logical: str) -> str:
         """The real name of a topic declared in topics/ as `logical`."""

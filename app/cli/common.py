@@ -32,12 +32,12 @@ def load_settings() -> Settings:
         raise CliError(f"{name}: {err['msg']}", 2) from None
 
 
-def setup_logging(level: str = "info") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def setup_logging(level: str = "info", settings: Settings | None = None, instances=None) -> None:
+    """Log to stderr in HOOKSTREAM_LOG_FORMAT, with the settings' secrets masked (app/logs.py)."""
+    from app import logs
+
+    logs.configure(level, settings.log_format if settings is not None else "text",
+                   logs.secrets_of(settings, instances) if settings is not None else ())
     # Faust/aiokafka build debug records per event when the root logger is at DEBUG (PERF.md).
     for name in ("aiokafka", "kafka"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))

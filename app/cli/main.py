@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "app.cli.lag",
     "app.cli.projections",
     "app.cli.trace",
+    "app.cli.console",
 )
 
 DESCRIPTION = """\

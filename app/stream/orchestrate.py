@@ -24,6 +24,7 @@ from app.store import documents
 from app.store.db import in_transaction
 from app.stream import faust_tuning
 from app.stream.app import Worker
+from app.stream.job_log import JobLog
 from app.stream.projections import project_sources_record
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ def register(worker: Worker) -> None:
         changelog_topic=worker.changelog_topic("hookstream.sources.changelog"),
     )
     sinks: dict[str, object] = {}
+    job_log = JobLog()
 
     def sink(logical: str):
         if logical not in sinks:
@@ -90,6 +92,7 @@ def register(worker: Worker) -> None:
                 await fut
             if new_state is not state:
                 sources[key] = new_state.to_json()
+            job_log.folded(record, effects)
             await project_sources_record(worker, message, record)
 
     @app.timer(interval=settings.deadline_check_interval_seconds)

@@ -7,7 +7,11 @@ Truth is the world: the ledger's copies are compared with the records in hookstr
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import signal
+import time
 from collections import defaultdict
 from datetime import timedelta
 
@@ -19,10 +23,18 @@ from psycopg.rows import dict_row
 
 from tests.integration.test_cli_sources_syncs import hookstream
 from tests.support import gitrepo
-from tests.support.flows import completions, connected, github_delivery, github_push, now, requested, send_control
+from tests.support.flows import (
+    completions, connected, documents, github_delivery, github_push, now, requested, send_control,
+)
 from tests.support.kafka import produce, read_all
+from app.embedded.ports import free_port
+from app.embedded.supervisor import Child, hookstream_argv
 from tests.support.services import isolated_settings, wait_until
 from tests.support.stack import WorkerProcess, write_instances
+
+SECRET = "s3cret-webhook-key"
+EVENTS_TOKEN = "events-token-9f3b"
+WRITE_TOKEN = "console-write-token-77"
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +43,45 @@ async def stack(broker, postgres, tmp_path_factory):
     from app.store.db import migrate
 
     tmp = tmp_path_factory.mktemp("observability")
-    instances = write_instances(tmp / "instances.toml", [{"plugin": "github", "id": "gh", "secret": "s3cret"}])
-    s = isolated_settings(broker.bootstrap, postgres.url, instances_file=instances, batch_size=10)
+    instances = write_instances(tmp / "instances.toml", [{"plugin": "github", "id": "gh", "secret": SECRET}])
+    s = isolated_settings(broker.bootstrap, postgres.url, instances_file=instances, batch_size=10,
+                          events_token=EVENTS_TOKEN, console_write_token=WRITE_TOKEN, log_format="json")
     await topology.apply(s)
     await migrate(s)
     worker = WorkerProcess(s, tmp / "rocks", tmp / "worker.log").start()
     await wait_until(worker.ready, timeout=90, what="the worker ready")
     yield s, worker
     worker.stop()
+
+
+@pytest.fixture(scope="module")
+async def web(stack, tmp_path_factory):
+    """The ingress and the console beside the module's worker: (ingress URL, console URL, logs)."""
+    settings, _ = stack
+    tmp = tmp_path_factory.mktemp("web")
+    ingress_port, console_port = free_port(), free_port()
+    env = {**settings.to_env(), "HOOKSTREAM_INGRESS_PORT": str(ingress_port), "HOOKSTREAM_CONSOLE_PORT": str(console_port)}
+    # The ingress handles the secrets: at debug, whatever it or its libraries log is there to be checked.
+    children = [Child("ingress", hookstream_argv("ingress"), {**env, "HOOKSTREAM_LOG_LEVEL": "debug"}, tmp / "ingress.log",
+                      stop_timeout=10).start(),
+                Child("console", hookstream_argv("console"), env, tmp / "console.log", stop_timeout=10).start()]
+    ingress, console = f"http://127.0.0.1:{ingress_port}", f"http://127.0.0.1:{console_port}"
+
+    async def answers(url: str) -> bool:
+        assert all(c.alive for c in children), [(c.name, (tmp / f"{c.name}.log").read_text()) for c in children]
+        try:
+            async with aiohttp.ClientSession() as http, http.get(url) as r:
+                return r.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    try:
+        await wait_until(lambda: answers(f"{ingress}/readyz"), timeout=60, what="the ingress ready")
+        await wait_until(lambda: answers(f"{console}/api/overview"), timeout=60, what="the console answering")
+        yield ingress, console, {c.name: tmp / f"{c.name}.log" for c in children}
+    finally:
+        for child in children:
+            child.stop()
 
 
 async def query(settings, text: str, params=()) -> list[dict]:
@@ -261,3 +304,115 @@ async def test_a_running_jobs_counts_move_and_the_metrics_count_a_sync_and_a_fai
 async def _idle_gauges(worker):
     m = await metrics(worker)
     return m if m.get("hookstream_syncs_running") == 0 and m.get("hookstream_syncs_queued") == 0 else None
+
+
+# --- the console, in a real browser --------------------------------------------------------------
+
+async def signed_push(settings, ingress: str, delivery_id: str, body: bytes, event: str = "push") -> dict[str, str]:
+    from app.plugins import get_plugin
+
+    instance = settings.instances()[("github", "gh")]
+    headers = get_plugin("github").sign(body, instance, time.time(), delivery_id=delivery_id, event=event)
+    async with aiohttp.ClientSession() as http, http.post(f"{ingress}/hooks/github/gh", data=body, headers=headers) as r:
+        assert r.status == 202, await r.text()
+    return headers
+
+
+async def test_the_console_shows_a_pushed_job_running_then_completed_and_the_deliverys_trace(stack, web, tmp_path):
+    from playwright.async_api import async_playwright, expect
+
+    settings, worker = stack
+    ingress, console, _ = web
+    chromium = shutil.which("chromium")
+    assert chromium, "the browser test needs Debian's chromium: apt-get install -y --no-install-recommends chromium"
+    repo = tmp_path / "repo"
+    base, head = gitrepo.build_repo(repo, commits=[gitrepo.synthetic_files(800, seed=21), {"README.md": b"# pushed\n"}])
+    source = "github:4343"  # a git mirror carrying the GitHub repository's id
+    await send_control(settings, connected(source, repo))
+    # A forced push: the job lists every file (800 of them, 80 batches).
+    await signed_push(settings, ingress, "browser-push-1", github_push(4343, base, head, modified=["README.md"], forced=True))
+
+    async def running_job():
+        rows = await query(settings, "SELECT job_id, status FROM sync_jobs WHERE source_id = %s", (source,))
+        return rows[0]["job_id"] if rows and rows[0]["status"] == "running" else None
+
+    job_id = await wait_until(running_job, timeout=60, interval=0.05, what="the pushed job running")
+    # Hold the worker still while the browser looks: the job is running, whatever the machine's speed.
+    os.kill(worker.child.process.pid, signal.SIGSTOP)
+    try:
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=chromium, args=[
+                "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run"])
+            try:
+                page = await browser.new_page()
+                await page.goto(f"{console}/sources")
+                row = page.locator("tr", has_text=source)
+                await expect(row.locator(".status.running")).to_have_text("running")
+                await row.get_by_role("link", name=job_id).click()
+                await expect(page.locator("h1")).to_have_text(f"Job {job_id}")
+                await expect(page.locator("td .status").first).to_have_text("running")
+                os.kill(worker.child.process.pid, signal.SIGCONT)
+                # The page refreshes itself until the job is final.
+                await expect(page.locator("td .status").first).to_have_text("succeeded", timeout=90_000)
+                (done,) = await completions(settings, source, alive=worker.alive)
+                assert done.processed + done.skipped == len(gitrepo.tree_of(repo, head)) == len(await documents(settings, source))
+                await expect(page.locator(".counts .processed")).to_have_text(str(done.processed))
+                await expect(page.locator("progress")).to_have_attribute("value", str(done.batches))
+                # The delivery's trace, from the job's request.
+                await page.get_by_role("link", name="browser-push-1").click()
+                await expect(page.locator("h1")).to_have_text("Trace browser-push-1")
+                chain = page.locator("table").last
+                for kind in ("delivery", "delivery.outcome", "sync.requested", "sync.started", "sync.planned",
+                             "batch.completed", "sync.completed"):
+                    await expect(chain.locator("td", has_text=kind).first).to_be_visible()
+                await expect(page.get_by_text("routed (first sighting): sync.requested for github:4343")).to_be_visible()
+            finally:
+                await browser.close()
+    finally:
+        os.kill(worker.child.process.pid, signal.SIGCONT)
+
+
+# --- logs ----------------------------------------------------------------------------------------
+
+async def test_logs_are_json_lines_a_line_per_job_change_with_its_ids_and_never_a_secret_or_signature(stack, web):
+    """Runs after the module's syncs: their job lines are in the worker's log."""
+    settings, worker = stack
+    ingress, console, logs = web
+    body = b'{"zen": "Speak like a human.", "hook_id": 7}'
+    good = await signed_push(settings, ingress, "log-ping-1", body, event="ping")
+    signature = good["X-Hub-Signature-256"]
+    async with aiohttp.ClientSession() as http:
+        forged = {**good, "X-Hub-Signature-256": "sha256=" + "ab" * 32}
+        async with http.post(f"{ingress}/hooks/github/gh", data=body, headers=forged) as r:
+            assert r.status == 401
+        event = {"type": "sync.requested", "source_id": "git:nowhere", "occurred_at": now().isoformat(),
+                 "request_id": "log-event-1", "mode": "full", "trigger": "manual"}
+        for token, status in (("not-the-token", 401), (EVENTS_TOKEN, 202)):
+            async with http.post(f"{ingress}/events", json=event, headers={"Authorization": f"Bearer {token}"}) as r:
+                assert r.status == status, await r.text()
+        for token, status in (("wrong", 403), (WRITE_TOKEN, 404)):
+            async with http.post(f"{console}/api/dlq/no-such-letter/redrive", headers={"Authorization": f"Bearer {token}"}) as r:
+                assert r.status == status, await r.text()
+    await wait_until(lambda: query(settings, "SELECT 1 FROM sync_requests WHERE request_id = 'log-event-1'"), timeout=60,
+                     what="the event's request answered")
+    await wait_until(lambda: query(settings, "SELECT 1 FROM deliveries WHERE delivery_id = 'log-ping-1'"), timeout=60,
+                     what="the ping in the ledger")
+
+    texts = {"worker": worker.log_path.read_text(), **{name: path.read_text() for name, path in logs.items()}}
+    for name, text in texts.items():
+        for secret in (SECRET, EVENTS_TOKEN, WRITE_TOKEN, signature, signature.removeprefix("sha256=")):
+            assert secret not in text, (name, secret)
+        lines = [json.loads(line) for line in text.splitlines() if line.strip()]  # every line is one JSON object
+        assert lines and all({"ts", "level", "logger", "message"} <= set(line) for line in lines), name
+    jobs = [json.loads(line) for line in texts["worker"].splitlines() if '"hookstream.jobs"' in line]
+    started = [j for j in jobs if j["event"] == "sync.started" and j["source_id"] == "github:4343"]
+    assert started and started[0]["delivery_keys"] == ["github/gh/browser-push-1"]
+    assert started[0]["request_ids"] == ["browser-push-1"] and started[0]["job_id"]
+    coalesced = [j for j in jobs if j["event"] == "sync.coalesced" and j["source_id"] == "git:traced"]
+    assert len(coalesced) == 2 and all(j["job_id"] and len(j["request_ids"]) == 1 for j in coalesced)
+    completed = [j for j in jobs if j["event"] == "sync.completed" and j["source_id"] == "git:gone"]
+    assert [j["status"] for j in completed] == ["failed"]
+    # Nothing per delivery or per rejected request: 1,200 deliveries (400 pushes for sources nobody
+    # connected) went through this worker, and it logged a few dozen lines.
+    assert len(texts["worker"].splitlines()) < 100, texts["worker"][-3000:]
