@@ -24,8 +24,12 @@ class CliError(Exception):
 
 
 def load_settings() -> Settings:
+    """The settings from the environment, over those of a `hookstream dev` running here (its dev.env)."""
+    from app.embedded.devstate import running_env_file
+
+    env_file = running_env_file()
     try:
-        return Settings()
+        return Settings(_env_file=env_file) if env_file is not None else Settings()
     except ValidationError as exc:
         err = exc.errors()[0]
         name = "HOOKSTREAM_" + "_".join(str(p) for p in err["loc"]).upper()
