@@ -50,3 +50,67 @@ def test_the_dev_defaults_are_valid():
     from app.cli.dev import DEFAULT_INSTANCES
 
     assert len(load_instances(Path(DEFAULT_INSTANCES))) == 4
+
+
+# --- metrics: Prometheus and Grafana ------------------------------------------------------------
+
+PROMETHEUS = yaml.safe_load((REPO_ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+DASHBOARD = REPO_ROOT / "deploy" / "grafana" / "dashboards" / "hookstream.json"
+
+
+def _mounted(service: str) -> dict[str, str]:
+    """Host path (relative to the repository) -> container path, for the service's bind mounts."""
+    mounts = {}
+    for volume in COMPOSE["services"][service].get("volumes", []):
+        host, container, *_ = volume.split(":")
+        if host.startswith("./"):
+            mounts[host[2:]] = container
+    return mounts
+
+
+def test_prometheus_scrapes_the_ingress_and_every_worker_where_they_serve_metrics():
+    assert {"prometheus", "grafana"} <= set(COMPOSE["services"])
+    assert _mounted("prometheus")["deploy/prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    jobs = {job["job_name"]: job["dns_sd_configs"][0] for job in PROMETHEUS["scrape_configs"]}
+    ingress, worker = jobs["hookstream-ingress"], jobs["hookstream-worker"]
+    # Compose's DNS answers a service name with every replica's address.
+    assert ingress["names"] == ["ingress"] and ingress["type"] == "A"
+    assert "--port" in COMPOSE["services"]["ingress"]["command"]
+    assert str(ingress["port"]) == COMPOSE["services"]["ingress"]["command"][-1]
+    assert worker["names"] == ["worker"] and worker["type"] == "A"
+    env = COMPOSE["services"]["worker"]["environment"]
+    assert worker["port"] == int(env.get("HOOKSTREAM_WORKER_WEB_PORT", Settings.model_fields["worker_web_port"].default))
+    assert env["HOOKSTREAM_WORKER_WEB_HOST"] == "0.0.0.0"  # reachable from the Prometheus container
+
+
+def test_grafana_is_provisioned_with_the_datasource_and_the_committed_dashboard():
+    mounts = _mounted("grafana")
+    assert mounts["deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    [provider] = yaml.safe_load((REPO_ROOT / "deploy/grafana/provisioning/dashboards/hookstream.yml").read_text())["providers"]
+    assert mounts["deploy/grafana/dashboards"] == provider["options"]["path"]
+    [source] = yaml.safe_load((REPO_ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())["datasources"]
+    assert source["url"] == "http://prometheus:9090"
+    import json
+
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert panels and all(p["datasource"]["uid"] == source["uid"] for p in panels)
+
+
+def test_every_metric_the_dashboard_queries_is_one_hookstream_exports():
+    import json
+    import re
+
+    from app.ingress.metrics import IngressMetrics
+    from app.stream.metrics import WorkerMetrics
+
+    exported = set()
+    for registry in (WorkerMetrics().registry, IngressMetrics().registry):
+        for family in registry.collect():
+            exported |= {family.name, f"{family.name}_total", f"{family.name}_bucket", f"{family.name}_count",
+                         f"{family.name}_sum"}
+    queried = set()
+    for panel in json.loads(DASHBOARD.read_text())["panels"]:
+        for target in panel.get("targets", []):
+            queried |= set(re.findall(r"\b(hookstream_[a-z_]+)", target["expr"]))
+    assert queried and queried <= exported, sorted(queried - exported)
