@@ -84,7 +84,7 @@ async def gather(conn: AsyncConnection, settings: Settings, ident: str) -> Trace
     copies = await ledger_store.copies(conn, sorted(keys))
     hops = core.chain([
         *core.copy_hops(copies, settings.topic("hookstream.deliveries"), settings.topic(OUTCOMES_TOPIC)),
-        *core.record_hops(records, answers),
+        *core.record_hops(records, answers, jobs),
         *core.batch_hops(batches),
     ])
     ordered = sorted(jobs.values(), key=lambda j: (j.started_at or j.queued_at or datetime.min.replace(tzinfo=timezone.utc), j.job_id))

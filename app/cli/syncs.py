@@ -270,8 +270,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     ident = args.ident.strip()
     job, answer, served = run(_find(settings, ident))
     if job is None and answer is None:
-        raise CliError(f"no sync job or request {ident!r} in schema {settings.database_schema} "
-                       "(see `hookstream syncs list`; a request shows once the worker has answered it)")
+        raise CliError(f"no sync job or request {ident!r} in schema {settings.database_schema}"
+                       + run(_what_the_ledger_says(settings, ident)))
     if args.json:
         out: dict[str, Any] = {"job": job_summary(job) if job else None}
         if answer is not None:
@@ -288,6 +288,20 @@ def cmd_show(args: argparse.Namespace) -> int:
         print()
     print(job_details(job, served))
     return 0
+
+
+async def _what_the_ledger_says(settings, ident: str) -> str:
+    """Why a delivery id has no job: what the dedup stage made of the delivery, if the ledger has it."""
+    from app.core.trace import outcome_text
+
+    rows = await query(settings, "SELECT * FROM deliveries WHERE delivery_id = %s OR key = %s ORDER BY key LIMIT 3",
+                       (ident, ident))
+    if not rows:
+        return (" nor a delivery in the ledger (see `hookstream syncs list`; a request shows once the worker has "
+                "answered it; `hookstream trace ID` searches everything)")
+    said = "; ".join(f"delivery {r['key']}: " + outcome_text(r["outcome"], r["rule"], r["reason"], (), r["source_ids"],
+                                                            r["request_ids"]) for r in rows)
+    return f": {said} (`hookstream trace {ident}` shows the whole chain)"
 
 
 # --- request -----------------------------------------------------------------------------------

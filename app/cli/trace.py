@@ -99,7 +99,7 @@ def format_trace(found) -> str:
     for hop, gap in zip(found.hops, gaps_ms(found.hops)):
         where = f"{hop.topic}[{hop.partition}]@{hop.offset}"
         missing = "  (not in Kafka: deleted by retention?)" if hop.found is False else ""
-        lines.append(f"  {'' if gap is None else f'+{gap}ms':>10}  {format_time(hop.at)}  {hop.stage:<9} {where}  "
+        lines.append(f"  {'' if gap is None else f'{gap:+d}ms':>10}  {format_time(hop.at)}  {hop.stage:<9} {where}  "
                      f"{hop.detail}{missing}")
     if found.job is not None:
         j = found.job

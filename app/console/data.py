@@ -81,7 +81,7 @@ class LagCache:
         logical = {self.settings.topic(t): t for t in CONSUMED_TOPICS}
         stages: dict[str, int] = {}
         for p in positions:
-            stage = STAGES[logical[p.topic]].consumer
+            stage = STAGES[logical[p.topic]].consumer.split(",")[0]  # the agent (its projections run inside it)
             stages[stage] = stages.get(stage, 0) + lag(p)
         return {"group": group, "state": state.state, "members": len(state.members), "stages": stages}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from html import escape
 from typing import Any, Iterable, Mapping
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 NAV = (("/", "Overview"), ("/sources", "Sources"), ("/jobs", "Jobs"), ("/deliveries", "Deliveries"),
        ("/dlq", "Dead letters"))
@@ -37,6 +37,19 @@ def table(headers: Iterable[str], rows: Iterable[Iterable[str]], empty: str = "n
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body or f'<tr><td colspan=99 class=empty>{esc(empty)}</td></tr>'}</tbody></table>"
+
+
+def facts(rows: Iterable[tuple[str, str]]) -> str:
+    """A two-column table of named values (the name escaped here, the value already HTML)."""
+    body = "".join(f"<tr><th>{esc(name)}</th><td>{value}</td></tr>" for name, value in rows)
+    return f"<table class=facts><tbody>{body}</tbody></table>"
+
+
+def clock(value: str | None) -> str:
+    """An ISO time as its time of day (to the millisecond), the whole value on hover."""
+    if not value:
+        return "-"
+    return f'<time datetime="{escape(value)}" title="{escape(value)}">{esc(value[11:23])}</time>'
 
 
 def layout(title: str, body: str, active: str, refresh: bool = False) -> str:
@@ -119,7 +132,7 @@ def jobs_page(jobs: list[Mapping[str, Any]], filters: Mapping[str, str]) -> str:
 
 def job_page(data: Mapping[str, Any]) -> str:
     j = data["job"]
-    facts = table(("", ""), [
+    summary = facts([
         ("status", status(j["status"]) + ("" if j["final"] else " (live: the counts so far)")),
         ("source", esc(j["source_id"])), ("mode / trigger", f"{esc(j['mode'])} / {esc(j['trigger'])}"),
         ("commit", esc(j["commit"])), ("progress", progress(j)), ("counts", counts(j)),
@@ -132,9 +145,9 @@ def job_page(data: Mapping[str, Any]) -> str:
         for r in data["requests"]], "no request answered yet")
     batches = table(("batch", "processed", "failed", "deleted", "skipped", "written", "completed", "position"), [
         (esc(b["batch_index"]) + (" (skipped)" if b["cancelled"] else ""), esc(b["processed"]), esc(b["failed"]),
-         esc(b["deleted"]), esc(b["skipped"]), esc(b["documents_written"]), esc(b["completed_at"]),
+         esc(b["deleted"]), esc(b["skipped"]), esc(b["documents_written"]), clock(b["completed_at"]),
          esc(f"{b['topic']}[{b['partition']}]@{b['offset']}")) for b in data["batches"]], "no batch reported yet")
-    body = f"{facts}<h2>Requests</h2>{requests}<h2>Batches</h2>{batches}"
+    body = f"{summary}<h2>Requests</h2>{requests}<h2>Batches</h2>{batches}"
     return layout(f"Job {j['job_id']}", body, "/jobs", refresh=not j["final"])
 
 
@@ -162,8 +175,8 @@ def trace_page(data: Mapping[str, Any]) -> str:
          (f": {esc(d['reason'])}" if d["outcome"] == "dead_lettered" else ""), esc(d["copies"]),
          esc(d["first_received_at"]), esc(d["last_received_at"]), esc(", ".join(d["request_ids"])))
         for d in data["deliveries"]], "no delivery: a request or job from a producer")
-    hops = table(("", "time", "stage", "where", "type", "what"), [
-        (esc("" if h["since_previous_ms"] is None else f"+{h['since_previous_ms']} ms"), esc(h["timestamp"]),
+    hops = table(("after", "time (UTC)", "stage", "where", "type", "what"), [
+        (esc("" if h["since_previous_ms"] is None else f"{h['since_previous_ms']:+d} ms"), clock(h["timestamp"]),
          esc(h["stage"]), esc(f"{h['topic']}[{h['partition']}]@{h['offset']}") + ("" if h["found"] is not False else " (not in Kafka)"),
          esc(h["type"]), esc(h["detail"]))
         for h in data["hops"]], "no records")
@@ -194,6 +207,3 @@ def dead_letters_page(rows: list[Mapping[str, Any]], can_redrive: bool, message:
 def not_found(what: str, ident: str) -> str:
     return layout("Not found", f"<p>no {esc(what)} {esc(ident)} in the read model.</p>", "")
 
-
-def query_string(values: Mapping[str, str]) -> str:
-    return urlencode({k: v for k, v in values.items() if v})

@@ -101,15 +101,17 @@ def outcome_text(outcome: str, rule: str | None, reason: str | None, event_types
     return text
 
 
-def record_hops(records: Iterable[RecordRow], answers: Mapping[str, RequestAnswer]) -> list[Hop]:
+def record_hops(records: Iterable[RecordRow], answers: Mapping[str, RequestAnswer],
+                jobs: Mapping[str, SyncJobRow] | None = None) -> list[Hop]:
     hops = []
     for r in records:
         hops.append(Hop(STAGES.get(r.type, r.type), r.topic, r.partition, r.offset, r.type, r.occurred_at,
-                        _record_text(r, answers), key=r.delivery_key, job_id=r.job_id, request_ids=r.request_ids))
+                        _record_text(r, answers, jobs or {}), key=r.delivery_key, job_id=r.job_id,
+                        request_ids=r.request_ids))
     return hops
 
 
-def _record_text(r: RecordRow, answers: Mapping[str, RequestAnswer]) -> str:
+def _record_text(r: RecordRow, answers: Mapping[str, RequestAnswer], jobs: Mapping[str, SyncJobRow]) -> str:
     ids = ", ".join(r.request_ids)
     if r.type == "sync.requested":
         return f"request {ids} for {r.source_id}" + (f" from delivery {r.delivery_key}" if r.delivery_key else "")
@@ -122,6 +124,12 @@ def _record_text(r: RecordRow, answers: Mapping[str, RequestAnswer]) -> str:
     if r.type == "sync.rejected":
         reason = next((answers[i].reason for i in r.request_ids if i in answers and answers[i].reason), None)
         return f"request {ids} rejected" + (f": {reason}" if reason else "")
+    job = jobs.get(r.job_id or "")
+    if r.type == "sync.planned" and job is not None and job.batches_planned is not None:
+        return f"job {r.job_id} planned: {job.files_listed} files in {job.batches_planned} batches"
+    if r.type == "sync.completed" and job is not None and job.is_final:
+        return (f"job {r.job_id} {job.status}: {job.processed} processed, {job.failed} failed, {job.deleted} deleted, "
+                f"{job.skipped} skipped, {job.documents_written} written")
     return f"job {r.job_id}" + (f" (requests {ids})" if ids else "")
 
 
@@ -145,8 +153,8 @@ _STAGE_ORDER = {s: i for i, s in enumerate(("delivery", "dedup", "control", "ans
 
 
 def with_seen(hops: list[Hop], seen: Mapping[TopicPartitionOffset, Seen | None]) -> list[Hop]:
-    """The hops with what Kafka holds at their offsets; positions not looked up are left as they are.
-    The order stays the read model's: record timestamps come from producers' clocks."""
+    """The hops with what Kafka holds at their offsets (positions not looked up are left as they are),
+    in the order the records were written to their topics (Kafka's timestamps, the producers' clocks)."""
     out = []
     for h in hops:
         if h.position not in seen:
@@ -155,7 +163,7 @@ def with_seen(hops: list[Hop], seen: Mapping[TopicPartitionOffset, Seen | None])
         found = seen[h.position]
         out.append(replace(h, found=found is not None and (found.type is None or found.type == h.type),
                            timestamp=found.timestamp if found is not None else None))
-    return out
+    return sorted(out, key=lambda h: (h.at, _STAGE_ORDER.get(h.stage, 99), h.topic, h.partition, h.offset))
 
 
 def gaps_ms(hops: list[Hop]) -> list[int | None]:
