@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import sys
 from typing import Awaitable, NoReturn, TypeVar
 
 from pydantic import ValidationError

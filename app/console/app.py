@@ -60,7 +60,8 @@ async def require_token(request: web.Request, handler: Callable[[web.Request], A
         return await handler(request)
     if _same(request.query.get("token"), token):
         # Once from the link, then from the cookie; the token leaves the address bar.
-        response = web.HTTPSeeOther(request.rel_url.without_query("token"))
+        rest = [(k, v) for k, v in request.query.items() if k != "token"]
+        response = web.HTTPSeeOther(request.rel_url.with_query(rest))
         response.set_cookie(COOKIE, token, httponly=True, samesite="Strict")
         raise response
     if _same(_bearer(request), token) or _same(request.cookies.get(COOKIE), token):

@@ -7,7 +7,6 @@ the projections' (app/core/read_model.py, app/core/dlq.py, app/core/ledger.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection, sql

@@ -121,7 +121,8 @@ def delivery(i: int):
     return github_delivery("gh", f"led-{i:04d}", body, event=event)
 
 
-async def test_every_copy_of_a_thousand_deliveries_a_fifth_redelivered_is_in_the_ledger_with_its_outcome(stack):
+async def test_every_copy_of_a_thousand_deliveries_a_fifth_redelivered_is_in_the_ledger_with_its_outcome(
+        stack, monkeypatch, capsys):
     settings, worker = stack
     before = await metrics(worker)
     originals = [delivery(i) for i in range(1000)]
@@ -169,6 +170,13 @@ async def test_every_copy_of_a_thousand_deliveries_a_fifth_redelivered_is_in_the
     dispatch = {k: v for k, v in after.items() if k.startswith("hookstream_deliveries_ignored_total") and "dispatch" in k}
     assert list(dispatch) == ['hookstream_deliveries_ignored_total{plugin="github",rule="repository_dispatch"}']
     assert dispatch[list(dispatch)[0]] - before.get(list(dispatch)[0], 0) == 200
+
+    # The ledger is rebuildable like every projection: a replay of its topic gives the live rows.
+    code, out, err = await hookstream(settings, monkeypatch, capsys, "projections", "rebuild", "--projection", "ledger",
+                                      "--dry-run", "--verify")
+    assert code == 0, out + err
+    assert "delivery_copies: live 1200 rows, rebuilt 1200 rows: identical" in out
+    assert "deliveries: live 1000 rows, rebuilt 1000 rows: identical" in out
 
 
 async def test_the_trace_of_an_ignored_delivery_names_its_rule(stack, monkeypatch, capsys):

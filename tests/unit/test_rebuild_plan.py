@@ -90,12 +90,14 @@ def test_the_registry_and_the_help_name_the_same_projections_topics_and_tables()
     registry = projections()
     assert tuple(registry) == NAMES == PROJECTION_NAMES
     lines: dict[str, str] = {}
+    entry = ""
     for line in PROJECTIONS_TABLE.splitlines():  # an entry may continue on an indented line
-        name = line.split()[0]
-        if name == "->":
-            lines[last] += line
+        first = line.split()[0]
+        if first == "->":
+            lines[entry] += line
         else:
-            last, lines[name] = name, line
+            entry = first
+            lines[entry] = line
     for name, projection in registry.items():
         for text in (*projection.topics, *(t.name for t in projection.tables)):
             assert text in lines[name], (name, text)
