@@ -22,12 +22,13 @@ from app.cli.common import CliError, load_settings, one_line, positive_int, run
 from app.cli.sources import add_transport_arguments, describe_sent, format_table, format_time, query, send_producer_event
 from app.core import read_model
 from app.events import SyncRequested, utcnow
+from app.store.sync_records import LIVE_JOBS
 
 ACTIVE = "active"  # queued or running
 STATUS_CHOICES = (*read_model.JOB_STATUSES, ACTIVE)
 ERROR_WIDTH = 50
 
-_JOBS_SELECT = "SELECT " + ", ".join(read_model.JOB_COLUMNS) + " FROM sync_jobs"
+_JOBS_SELECT = "SELECT " + ", ".join(read_model.JOB_COLUMNS) + " FROM " + LIVE_JOBS  # counts so far while a job runs
 _ANSWERS_SELECT = "SELECT " + ", ".join(read_model.REQUEST_COLUMNS) + " FROM sync_requests"
 # Latest first: a job's most telling time is when it started, else when it was queued.
 _ORDER = " ORDER BY coalesce(started_at, queued_at, cancelled_at, finished_at) DESC NULLS LAST, job_id DESC"

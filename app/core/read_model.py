@@ -13,11 +13,13 @@ The projections apply each consumed record once (offset fence,
   `SyncCompleted` is final: a `SyncStarted` replayed after it changes nothing.
 - `request_answers` records the first answer each request got; the answers come
   from one topic in one order per source.
-- Live progress comes from the control topic (`job_planned`, `job_progressed`):
-  the plan sets what it alone knows (the batches planned), and each batch index's
-  first completion (`batch_row`) adds its counts while the job is not final. The
-  completion's counts replace them, and once the row is final nothing is added:
-  whichever topic is applied first, the final row is the same.
+- Live progress comes from the control topic: the plan sets what it alone knows
+  (`job_planned`: the batches planned, and the files listed until the completion
+  says), and each batch index's first completion is a `batch_row`. A job's row
+  keeps the completion's counts only; while a job is queued or running its
+  counts are the sums of its batch rows, computed when read
+  (app/store/sync_records.py: LIVE_JOBS). So no row depends on the order of the
+  two topics, and the orchestrator writes one row per batch, not two.
 - `record_row` is where a record of a job or request is (topic, partition,
   offset): what `hookstream trace` reads back, and nothing else.
 """
@@ -270,19 +272,6 @@ def job_planned(row: SyncJobRow | None, event: SyncPlanned) -> SyncJobRow:
         return row
     return replace(row, status=_higher_status(row.status, RUNNING), files_listed=event.file_count,
                    commit=event.commit if event.commit is not None else row.commit)
-
-
-def job_progressed(row: SyncJobRow | None, batch: "BatchRow") -> SyncJobRow:
-    """One more batch index reported (called once per index): its counts, while the job is not final."""
-    row = _job_row(row, batch.job_id, batch.source_id)
-    if row.is_final:
-        return row
-    return replace(
-        row, status=_higher_status(row.status, RUNNING), processed=row.processed + batch.processed,
-        failed=row.failed + batch.failed, deleted=row.deleted + batch.deleted, skipped=row.skipped + batch.skipped,
-        documents_written=row.documents_written + batch.documents_written, bytes=row.bytes + batch.bytes,
-        batches=row.batches + 1,
-    )
 
 
 # --- batches and records -----------------------------------------------------------------------

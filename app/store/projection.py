@@ -24,18 +24,19 @@ ApplyRun = Callable[[psycopg.AsyncConnection, int], Awaitable[None]]
 
 
 async def _locked_fence(conn: psycopg.AsyncConnection, consumer: str, topic: str, partition: int) -> int:
-    # Make the fence row exist first, so FOR UPDATE below always locks something: two
-    # consumers overlapping in a rebalance serialize even on a partition's first record.
-    await conn.execute(
-        'INSERT INTO applied_offsets (consumer, topic, partition, "offset") VALUES (%s, %s, %s, -1) '
-        "ON CONFLICT (consumer, topic, partition) DO NOTHING",
-        (consumer, topic, partition),
-    )
+    """The partition's fence, its row locked until the transaction ends; made (at -1) if missing.
+
+    One statement, one round trip: the insert makes the row exist, so a lock is always taken
+    (two consumers overlapping in a rebalance serialize even on a partition's first record),
+    and on conflict the no-op update locks the existing row and returns its offset.
+    """
     row = await (await conn.execute(
-        'SELECT "offset" FROM applied_offsets WHERE consumer = %s AND topic = %s AND partition = %s FOR UPDATE',
+        'INSERT INTO applied_offsets (consumer, topic, partition, "offset") VALUES (%s, %s, %s, -1) '
+        'ON CONFLICT (consumer, topic, partition) DO UPDATE SET "offset" = applied_offsets."offset" '
+        'RETURNING "offset"',
         (consumer, topic, partition),
     )).fetchone()
-    return row[0] if row is not None else -1
+    return row[0]
 
 
 async def _store_fence(conn: psycopg.AsyncConnection, consumer: str, topic: str, partition: int, offset: int) -> None:

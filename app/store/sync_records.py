@@ -18,6 +18,28 @@ def _insert(table: str, columns: tuple[str, ...], key: str, returning: bool) -> 
     return query + sql.SQL(" RETURNING {}").format(sql.Identifier(key)) if returning else query
 
 
+# The counts a job's row holds are its completion's; while it is queued or running they are the
+# sums of its batch rows (each index's first completion). `LIVE_JOBS` is a relation named
+# sync_jobs with exactly the table's columns, those counts summed for unfinished jobs: read
+# jobs from it (`SELECT ... FROM {LIVE_JOBS} WHERE ...`), write them to the table.
+_LIVE_COUNTS = ("processed", "failed", "deleted", "skipped", "documents_written", "bytes")
+
+
+def _live_column(name: str) -> str:
+    if name in _LIVE_COUNTS:
+        return f"CASE WHEN p.batches IS NULL THEN j.{name} ELSE p.{name} END AS {name}"
+    if name == "batches":
+        return "coalesce(p.batches, j.batches) AS batches"
+    return f"j.{name}"
+
+
+LIVE_JOBS = (
+    "(SELECT " + ", ".join(_live_column(c) for c in read_model.JOB_COLUMNS) + " FROM sync_jobs j "
+    "LEFT JOIN LATERAL (SELECT count(*) AS batches, " + ", ".join(f"sum(b.{c})::bigint AS {c}" for c in _LIVE_COUNTS)
+    + " FROM sync_batches b WHERE b.job_id = j.job_id AND j.status IN ('queued', 'running') HAVING count(*) > 0) p "
+    "ON true) AS sync_jobs"
+)
+
 _INSERT_BATCH = _insert("sync_batches", read_model.BATCH_COLUMNS, "batch_id", returning=True)
 _INSERT_RECORD = _insert("sync_records", read_model.RECORD_COLUMNS, "record_id", returning=False)
 _SELECT_BATCHES = sql.SQL("SELECT {} FROM sync_batches").format(sql.SQL(", ").join(map(sql.Identifier, read_model.BATCH_COLUMNS)))
@@ -52,7 +74,8 @@ async def records(conn: AsyncConnection, job_ids: Sequence[str], request_ids: Se
     return [read_model.record_from_columns(r) for r in rows]
 
 
-_SELECT_JOBS = sql.SQL("SELECT {} FROM sync_jobs").format(sql.SQL(", ").join(map(sql.Identifier, read_model.JOB_COLUMNS)))
+_SELECT_JOBS = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(map(sql.Identifier, read_model.JOB_COLUMNS)),
+                                                   sql.SQL(LIVE_JOBS))
 _SELECT_ANSWERS = sql.SQL("SELECT {} FROM sync_requests").format(
     sql.SQL(", ").join(map(sql.Identifier, read_model.REQUEST_COLUMNS)))
 

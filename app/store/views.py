@@ -13,8 +13,9 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
 from app.core import dlq, read_model
+from app.store.sync_records import LIVE_JOBS
 
-_JOBS = sql.SQL("SELECT {} FROM sync_jobs").format(sql.SQL(", ").join(map(sql.Identifier, read_model.JOB_COLUMNS)))
+_JOBS = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(map(sql.Identifier, read_model.JOB_COLUMNS)), sql.SQL(LIVE_JOBS))
 _DLQ = sql.SQL("SELECT {} FROM dlq").format(sql.SQL(", ").join(map(sql.Identifier, dlq.COLUMNS)))
 _JOB_ORDER = sql.SQL(" ORDER BY coalesce(started_at, queued_at, cancelled_at, finished_at) DESC NULLS LAST, job_id DESC")
 

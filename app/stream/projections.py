@@ -19,9 +19,10 @@ fence, so a rebuild into an empty schema gives the same rows (DESIGN.md §5).
   merged, and the merge itself does not depend on order.
 - `project_sync_progress` reads the job records of `hookstream.sync.control`
   (requests, plans, batch completions, plan failures, deadlines) into the same
-  projection: `sync_batches` (each batch index's first completion) and the live
-  counts of `sync_jobs`. Like `project_sources` it runs inside `orchestrate_syncs`,
-  and skips the other control records.
+  projection: `sync_batches` (each batch index's first completion, from which a
+  running job's counts are summed when read) and the plan's batch count in
+  `sync_jobs`. Like `project_sources` it runs inside `orchestrate_syncs` (a batch
+  completion costs it one fenced insert), and skips the other control records.
 - Both put the position of each record they apply in `sync_records` (the batch
   completions' are in `sync_batches`): `hookstream trace` reads Kafka there only.
 """
@@ -194,11 +195,9 @@ def is_progress_record(record: Record) -> bool:
 
 async def merge_progress_record(conn: AsyncConnection, record: Record, topic: str, partition: int, offset: int) -> str:
     if isinstance(record, BatchCompleted):
-        batch = read_model.batch_row(record, topic, partition, offset)
-        if not await sync_records.add_batch(conn, batch):
-            return DUPLICATE_BATCH
-        await merge_job(conn, record.job_id, lambda row: read_model.job_progressed(row, batch))
-        return APPLIED
+        # One row, no job row to lock: a running job's counts are its batch rows' sums when read.
+        added = await sync_records.add_batch(conn, read_model.batch_row(record, topic, partition, offset))
+        return APPLIED if added else DUPLICATE_BATCH
     await sync_records.add_record(conn, read_model.record_row(record, topic, partition, offset))
     if isinstance(record, SyncPlanned):
         await merge_job(conn, record.job_id, lambda row: read_model.job_planned(row, record))

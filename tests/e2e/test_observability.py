@@ -28,6 +28,7 @@ from tests.support.flows import (
 )
 from tests.support.kafka import produce, read_all
 from app.embedded.ports import free_port
+from app.store.sync_records import LIVE_JOBS
 from app.embedded.supervisor import Child, hookstream_argv
 from tests.support.services import isolated_settings, wait_until
 from tests.support.stack import WorkerProcess, write_instances
@@ -258,7 +259,7 @@ async def test_a_running_jobs_counts_move_and_the_metrics_count_a_sync_and_a_fai
     shown: list[str] = []
 
     async def finished():
-        rows = await query(settings, "SELECT job_id, status, processed, batches FROM sync_jobs WHERE source_id = %s",
+        rows = await query(settings, f"SELECT job_id, status, processed, batches FROM {LIVE_JOBS} WHERE source_id = %s",
                            (source,))
         if not rows:
             return False
