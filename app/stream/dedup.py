@@ -82,7 +82,8 @@ def register(worker: Worker) -> None:
                 metrics.dead_lettered.labels("unknown", "decode").inc()
                 await faust_tuning.send_raw(app, sink_names[intake.DLQ], key_bytes, codec.encode(record))
                 await output.send(outcomes_topic, key_bytes, codec.encode_fields(ledger.undecodable_fields(
-                    record.key, message.partition, message.offset, record.error, record.failed_at)), message.partition)
+                    record.key, message.partition, message.offset, record.error, record.failed_at)), message.partition,
+                    record_future=False)
                 continue
             count = counters.of(delivery.plugin)
             count.received.inc()
@@ -104,9 +105,11 @@ def register(worker: Worker) -> None:
                 if send.topic == intake.CONTROL:
                     counters.event(delivery.plugin, send.record.type).inc()
             # The ledger's record of this copy, after its effects. The outcomes topic is keyed and
-            # partitioned like the deliveries: the copy's own partition, with no partitioner run.
+            # partitioned like the deliveries: the copy's own partition, with no partitioner run, and
+            # no per-record future (its batch's outcome is watched; nothing awaits the record).
             await output.send(outcomes_topic, key_bytes, codec.encode_fields(
-                ledger.outcome_fields(delivery, message.partition, message.offset, outcome)), message.partition)
+                ledger.outcome_fields(delivery, message.partition, message.offset, outcome)), message.partition,
+                record_future=False)
             count.count(outcome)
 
     @app.timer(interval=settings.dedup_purge_interval_seconds, on_leader=False)
