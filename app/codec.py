@@ -1,19 +1,21 @@
 """The one place bytes become models and models become bytes (pydantic-core's JSON).
 
 Everything else in hookstream handles frozen models; a record that does not
-decode raises `DecodeError` with a message a human can act on.
+decode raises `DecodeError` with a message a human can act on: each error
+names the field and the bound it breaks (`app.events.bounds`).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Mapping, TypeVar
+from typing import Any, Mapping, TypeVar, cast
 
 import orjson
 
 from pydantic import TypeAdapter, ValidationError
 
 from app.events import TOPIC_RECORDS, ProducerEvent, Record
+from app.events.bounds import PATTERN_MEANINGS
 
 M = TypeVar("M", bound=Record)
 
@@ -56,8 +58,24 @@ def validate(target: Any, data: Any) -> Any:
     try:
         return _adapter(target).validate_python(data)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_context=False, include_input=False)
-        raise DecodeError(_summary(errors), errors) from None
+        raise decode_error(exc) from None
+
+
+def decode_error(exc: ValidationError) -> DecodeError:
+    """A model's ValidationError as the codec reports it (for models built from parts, not bytes)."""
+    errors = _errors(exc)
+    return DecodeError(_summary(errors), errors)
+
+
+def _errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """pydantic's errors without the input (never echo what was sent), a pattern said in words."""
+    errors = cast(list[dict[str, Any]], exc.errors(include_url=False, include_context=True, include_input=False))
+    for error in errors:
+        # The context may hold exceptions (not JSON); only a pattern's is read, to name it.
+        context = error.pop("ctx", None) or {}
+        if error["type"] == "string_pattern_mismatch" and context.get("pattern") in PATTERN_MEANINGS:
+            error["msg"] = f"must be {PATTERN_MEANINGS[context['pattern']]}"
+    return errors
 
 
 def _summary(errors: list[dict[str, Any]]) -> str:
@@ -72,7 +90,7 @@ def decode(target: type[M] | Any, raw: bytes | str) -> M:
     try:
         return _adapter(target).validate_json(raw)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        errors = _errors(exc)
         if errors and errors[0]["type"] == "json_invalid":
             raise DecodeError(f"not JSON: {errors[0]['msg'].removeprefix('Invalid JSON: ')}") from None
         raise DecodeError(_summary(errors), errors) from None

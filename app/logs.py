@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -68,7 +69,7 @@ class Redact(logging.Filter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -91,8 +92,14 @@ def dict_config(level: str, fmt: str, secrets: Iterable[str] = ()) -> dict[str, 
         "disable_existing_loggers": False,
         "formatters": {"hookstream": formatter},
         "filters": {"redact": {"()": Redact, "secrets": list(secrets)}},
-        "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "hookstream", "filters": ["redact"],
-                                 "stream": sys.stderr}},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "hookstream",
+                "filters": ["redact"],
+                "stream": sys.stderr,
+            }
+        },
         "root": {"level": level_number(level), "handlers": ["default"]},
     }
 
@@ -112,7 +119,7 @@ def secrets_of(settings: Any, instances: Any = None) -> list[str]:
     from urllib.parse import urlsplit
 
     found: list[str] = []
-    for name in ("events_token", "github_token", "console_token", "console_write_token"):
+    for name in ("events_token", "github_token", "linear_api_key", "console_token", "console_write_token"):
         value = getattr(settings, name, None)
         if value is not None:
             found.append(value.get_secret_value())

@@ -218,7 +218,7 @@ class Cluster:
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
             client_id="hookstream-replay-reader",
             enable_auto_commit=False,
-            fetch_max_wait_ms=100,  # not 0: tansu never answers a 0 ms fetch (BROKER.md item 7)
+            fetch_max_wait_ms=100,  # not 0: tansu never answers a 0 ms fetch (docs/local-broker.md, row 7)
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         await reader.start()

@@ -1,145 +1,21 @@
-"""Settings from `HOOKSTREAM_*` environment variables, and the plugin instances file.
+"""Settings from `HOOKSTREAM_*` environment variables.
 
-Nothing is read at import: `Settings()` reads the environment when called, and
-`load_instances(path)` reads the TOML file. A bad instances file raises
-`ConfigError` naming the file, the key and what is wrong.
+Nothing is read at import: `Settings()` reads the environment when called. The plugin
+instances file it names is read by `Settings.instances()` (`app.instances`).
 """
 
 from __future__ import annotations
 
 import os
-import re
-import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PLUGINS = ("github", "standard-webhooks", "linear", "generic-hmac")
+from app.instances import InstanceConfig, load_instances
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-class ConfigError(ValueError):
-    """A configuration problem, with where it is and what to do."""
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def parse_duration(value: Any) -> float:
-    """`"24h"`, `"90s"`, `"7d"`, `300` (seconds) -> seconds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-    else:
-        raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 5m, 24h, 7d)")
-    if seconds <= 0:
-        raise ValueError(f"duration must be positive, got {value!r}")
-    return seconds
-
-
-class SecretRef(BaseModel):
-    """`{ env = "NAME" }` in the instances file: the secret is read from that variable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    env: str
-
-
-class InstanceConfig(BaseModel):
-    """One configured plugin instance: who may post to `/hooks/{plugin}/{id}`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    plugin: Literal["github", "standard-webhooks", "linear", "generic-hmac"]
-    id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
-    # Several secrets allow rotation: a signature matching any of them is accepted.
-    secrets: tuple[SecretStr, ...] = Field(min_length=1)
-    dedup_window_seconds: float = 24 * 3600
-    options: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("dedup_window_seconds", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> float:
-        seconds = parse_duration(value)
-        if not 1 <= seconds <= 90 * 86400:
-            raise ValueError("dedup window must be between 1 second and 90 days")
-        return seconds
-
-
-class InstancesFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    instance: list[dict[str, Any]] = Field(default_factory=list)
-
-
-def _resolve_secret(raw: Any, where: str, env: dict[str, str]) -> str:
-    if isinstance(raw, dict):
-        try:
-            ref = SecretRef.model_validate(raw)
-        except ValidationError:
-            raise ConfigError(f"{where}: a secret reference is written {{ env = \"NAME\" }}") from None
-        value = env.get(ref.env)
-        if not value:
-            raise ConfigError(f"{where}: environment variable {ref.env} is not set or empty")
-        return value
-    if isinstance(raw, str) and raw:
-        return raw
-    raise ConfigError(f"{where}: a secret is a non-empty string or {{ env = \"NAME\" }}")
-
-
-def parse_instances(data: dict[str, Any], source: str, env: dict[str, str] | None = None) -> dict[tuple[str, str], InstanceConfig]:
-    """Validate the parsed instances document. Keys are (plugin, instance id)."""
-    env = dict(os.environ) if env is None else env
-    unknown = set(data) - {"instance"}
-    if unknown:
-        raise ConfigError(f"{source}: unknown top-level key(s) {sorted(unknown)}; instances are [[instance]] tables")
-    entries = data.get("instance", [])
-    if not isinstance(entries, list):
-        raise ConfigError(f"{source}: `instance` must be an array of tables ([[instance]])")
-    result: dict[tuple[str, str], InstanceConfig] = {}
-    for i, entry in enumerate(entries):
-        where = f"{source}: instance[{i}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where}: must be a table")
-        entry = dict(entry)
-        if "id" in entry:
-            where = f"{where} ({entry.get('plugin')}/{entry['id']})"
-        if "secret" in entry and "secrets" in entry:
-            raise ConfigError(f"{where}: give either `secret` or `secrets`, not both")
-        raw_secrets = entry.pop("secrets", None)
-        if raw_secrets is None and "secret" in entry:
-            raw_secrets = [entry.pop("secret")]
-        if raw_secrets is None:
-            raise ConfigError(f"{where}.secrets: missing; each instance needs `secret` or `secrets`")
-        if not isinstance(raw_secrets, list) or not raw_secrets:
-            raise ConfigError(f"{where}.secrets: must be a non-empty list")
-        entry["secrets"] = [_resolve_secret(s, f"{where}.secrets[{j}]", env) for j, s in enumerate(raw_secrets)]
-        if "dedup_window" in entry:
-            entry["dedup_window_seconds"] = entry.pop("dedup_window")
-        try:
-            inst = InstanceConfig.model_validate(entry)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            key = ".".join(str(p) for p in err["loc"]) or "<table>"
-            raise ConfigError(f"{where}.{key}: {err['msg']}") from None
-        if (inst.plugin, inst.id) in result:
-            raise ConfigError(f"{where}: duplicate instance {inst.plugin}/{inst.id}")
-        result[(inst.plugin, inst.id)] = inst
-    return result
-
-
-def load_instances(path: Path, env: dict[str, str] | None = None) -> dict[tuple[str, str], InstanceConfig]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the instances file: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_instances(data, str(path), env)
 
 
 class Settings(BaseSettings):
@@ -156,11 +32,17 @@ class Settings(BaseSettings):
     database_url: str = "postgresql://hookstream:hookstream@127.0.0.1:5432/hookstream"
     database_schema: str = Field(default="hookstream", pattern=r"^[a-z_][a-z0-9_]*$")
     topics_dir: Path = REPO_ROOT / "topics"
+    # Replicas of every topic `hookstream topics apply` creates, and how many of them must have a
+    # write before the broker acknowledges it (the ingress and the worker produce with acks=all).
+    # 1 and 1 for the embedded broker or one Kafka node; 3 and 2 for three brokers.
+    topic_replication_factor: int = Field(default=1, ge=1)
+    topic_min_insync_replicas: int = Field(default=1, ge=1)
     instances_file: Path | None = None
 
     # Ingress
     ingress_host: str = "127.0.0.1"
-    ingress_port: int = 8080
+    # 0 binds any free port (tests, `hookstream ingress --port 0`).
+    ingress_port: int = Field(default=8080, ge=0, le=65535)
     ingress_processes: int = Field(default=1, ge=1, le=64)
     body_limit_bytes: int = Field(default=1024 * 1024, ge=1024)
     publish_timeout_seconds: float = Field(default=5.0, gt=0)
@@ -168,12 +50,24 @@ class Settings(BaseSettings):
     producer_linger_ms: int = 2
     producer_max_batch_bytes: int = 256 * 1024
     events_token: SecretStr | None = None
+    # A connection that has not sent a whole request head this long after it opened (or after
+    # its first byte of a next request) is answered 408 and closed; so is a body that has not
+    # fully arrived this long after its head. Slow clients cannot hold connections open.
+    ingress_header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    ingress_body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # A kept-alive connection with no request under way is closed (silently) after this long.
+    # Longer than the idle timeout of a proxy in front (60 s for most), or the proxy may reuse a
+    # connection the ingress is closing; it also bounds a partial head sent behind a complete one.
+    ingress_idle_timeout_seconds: float = Field(default=75.0, gt=0, le=3600)
+    # Directories git sources must lie in (after resolving symlinks), separated by ":" like
+    # PATH. Empty: any path (the development default; the ingress says so at start).
+    git_roots: str = ""
 
     # Worker
     worker_id: str = "hookstream"
     worker_data_dir: Path = Path(".hookstream/worker")
     worker_web_host: str = "127.0.0.1"
-    worker_web_port: int = 6066
+    worker_web_port: int = Field(default=6066, ge=1, le=65535)
     broker_session_timeout_seconds: float = 10.0
     # How long the worker's consumer lets the broker hold a fetch with no new records (Faust
     # hard-codes 1500 ms). Kafka answers as soon as records arrive, so this only paces idle
@@ -194,9 +88,20 @@ class Settings(BaseSettings):
     github_app_id: str | None = None
     github_private_key_file: Path | None = None
     github_token: SecretStr | None = None
+    # Linear source adapter: the GraphQL endpoint, and the API key (or OAuth token) of every
+    # linear source that names no `token_env` of its own.
+    linear_api_url: str = "https://api.linear.app/graphql"
+    linear_api_key: SecretStr | None = None
     sync_deadline_seconds: float = 3600.0
     deadline_check_interval_seconds: float = Field(default=5.0, gt=0)
     idempotency_ttl_seconds: float = 300.0
+    # A source's orchestration state (a RocksDB value and a changelog record) never grows past this:
+    # a request or an update that would pass it is refused (the broker refuses records over 1 MiB).
+    max_source_state_bytes: int = Field(default=512 * 1024, ge=4096, le=900 * 1024)
+    # The fold's clock is the broker's timestamp of each control record; a record dated more than this
+    # after it is refused (a sender cannot move a source's clock into the future).
+    max_clock_skew_seconds: float = Field(default=3600.0, gt=0)
+
     # The delivery ledger keeps a delivery's rows this long after its last copy (app/store/ledger.py).
     ledger_retention_days: float = Field(default=30.0, gt=0)
     ledger_prune_interval_seconds: float = Field(default=3600.0, gt=0)
@@ -211,6 +116,18 @@ class Settings(BaseSettings):
     log_level: str = "info"
     # One line per record: `text` for terminals, `json` for log shippers (app/logs.py).
     log_format: Literal["text", "json"] = "text"
+
+    @field_validator("git_roots")
+    @classmethod
+    def _absolute_roots(cls, value: str) -> str:
+        for root in value.split(os.pathsep):
+            if root and not os.path.isabs(root):
+                raise ValueError(f"{root!r} is not an absolute path (roots are absolute directories separated by {os.pathsep!r})")
+        return value
+
+    def git_root_paths(self) -> tuple[str, ...]:
+        """HOOKSTREAM_GIT_ROOTS as a tuple of directories; empty when unrestricted."""
+        return tuple(root for root in self.git_roots.split(os.pathsep) if root)
 
     def topic(self, logical: str) -> str:
         """The real name of a topic declared in topics/ as `logical`."""
@@ -228,6 +145,12 @@ class Settings(BaseSettings):
         return env
 
     def instances(self) -> dict[tuple[str, str], InstanceConfig]:
+        """The instances file, parsed and every plugin's options validated (a bad routing rule or
+        key fails here, at start, naming the file, the instance and the rule)."""
         if self.instances_file is None:
             return {}
-        return load_instances(self.instances_file)
+        from app.plugins import validate_instances  # the plugins import this module
+
+        instances = load_instances(self.instances_file)
+        validate_instances(instances, str(self.instances_file))
+        return instances

@@ -13,11 +13,16 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from app.core.topology import Plan, TopicSpec, TopicState, diff
-from app.settings import ConfigError, Settings
+from app.core.topology import MIN_INSYNC_REPLICAS, Plan, TopicSpec, TopicState, diff, with_replication
+from app.settings import Settings
+from app.instances import ConfigError
 
-_REQUIRED_KEYS = {"name", "key", "value", "partitions", "replication_factor"}
+_REQUIRED_KEYS = {"name", "key", "value", "partitions"}
 _ALLOWED_KEYS = _REQUIRED_KEYS | {"config"}
+_CLUSTER_KEYS = {
+    "replication_factor": "HOOKSTREAM_TOPIC_REPLICATION_FACTOR",
+    MIN_INSYNC_REPLICAS: "HOOKSTREAM_TOPIC_MIN_INSYNC_REPLICAS",
+}
 
 
 class MissingTopics(RuntimeError):
@@ -30,7 +35,10 @@ class MissingTopics(RuntimeError):
 
 
 def load_specs(topics_dir: Path, prefix: str = "") -> list[TopicSpec]:
-    """Read every `*.toml` in `topics_dir`; names get `prefix` prepended."""
+    """Read every `*.toml` in `topics_dir`; names get `prefix` prepended.
+
+    Replication is left at 1 here: `declared(settings)` gives the specs with the cluster's.
+    """
     files = sorted(Path(topics_dir).glob("*.toml"))
     if not files:
         raise ConfigError(f"{topics_dir}: no topic declarations (*.toml) found")
@@ -43,26 +51,39 @@ def load_specs(topics_dir: Path, prefix: str = "") -> list[TopicSpec]:
         missing = _REQUIRED_KEYS - set(data)
         if missing:
             raise ConfigError(f"{path}: missing key(s) {sorted(missing)}")
-        unknown = set(data) - _ALLOWED_KEYS
-        if unknown:
-            raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}")
-        for key in ("partitions", "replication_factor"):
-            if not isinstance(data[key], int) or data[key] < 1:
-                raise ConfigError(f"{path}: {key} must be a positive integer")
         config = data.get("config", {})
         if not isinstance(config, dict):
             raise ConfigError(f"{path}: [config] must be a table")
+        cluster_keys = sorted(_CLUSTER_KEYS.keys() & (set(data) | set(config)))
+        if cluster_keys:
+            key = cluster_keys[0]
+            raise ConfigError(f"{path}: {key} is set for the whole cluster, not per topic: use {_CLUSTER_KEYS[key]}")
+        unknown = set(data) - _ALLOWED_KEYS
+        if unknown:
+            raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}")
+        if not isinstance(data["partitions"], int) or data["partitions"] < 1:
+            raise ConfigError(f"{path}: partitions must be a positive integer")
         specs.append(
             TopicSpec(
                 name=prefix + data["name"],
                 partitions=data["partitions"],
-                replication_factor=data["replication_factor"],
+                replication_factor=1,
                 config={str(k): str(v) for k, v in config.items()},
                 key=data["key"],
                 value=data["value"],
             )
         )
     return specs
+
+
+def declared(settings: Settings) -> list[TopicSpec]:
+    """The topics of topics/ as this cluster should hold them: prefixed, with the replication
+    factor and min.insync.replicas of HOOKSTREAM_TOPIC_REPLICATION_FACTOR / _MIN_INSYNC_REPLICAS."""
+    specs = load_specs(settings.topics_dir, settings.topic_prefix)
+    try:
+        return with_replication(specs, settings.topic_replication_factor, settings.topic_min_insync_replicas)
+    except ValueError as exc:
+        raise ConfigError(f"HOOKSTREAM_TOPIC_MIN_INSYNC_REPLICAS: {exc}") from None
 
 
 def admin_client(settings: Settings) -> AIOKafkaAdminClient:
@@ -95,7 +116,7 @@ async def cluster_state(admin: AIOKafkaAdminClient, names: list[str]) -> dict[st
 
 
 async def plan(settings: Settings, admin: AIOKafkaAdminClient) -> tuple[list[TopicSpec], Plan]:
-    specs = load_specs(settings.topics_dir, settings.topic_prefix)
+    specs = declared(settings)
     state = await cluster_state(admin, [s.name for s in specs])
     return specs, diff(specs, state)
 

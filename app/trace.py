@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -32,8 +32,10 @@ from app.store import sync_records
 
 log = logging.getLogger(__name__)
 
-SEARCHED = ("the delivery ledger (delivery keys, delivery ids, the requests deliveries produced), sync_jobs (job ids), "
-            "sync_requests and sync_records (request ids)")
+SEARCHED = (
+    "the delivery ledger (delivery keys, delivery ids, the requests deliveries produced), sync_jobs (job ids), "
+    "sync_requests and sync_records (request ids)"
+)
 
 
 class TraceError(Exception):
@@ -82,19 +84,31 @@ async def gather(conn: AsyncConnection, settings: Settings, ident: str) -> Trace
     records = await sync_records.records(conn, sorted(job_ids), sorted(requests), sorted(keys))
     batches = await sync_records.batches(conn, sorted(job_ids))
     copies = await ledger_store.copies(conn, sorted(keys))
-    hops = core.chain([
-        *core.copy_hops(copies, settings.topic("hookstream.deliveries"), settings.topic(OUTCOMES_TOPIC)),
-        *core.record_hops(records, answers, jobs),
-        *core.batch_hops(batches),
-    ])
-    ordered = sorted(jobs.values(), key=lambda j: (j.started_at or j.queued_at or datetime.min.replace(tzinfo=timezone.utc), j.job_id))
+    hops = core.chain(
+        [
+            *core.copy_hops(copies, settings.topic("hookstream.deliveries"), settings.topic(OUTCOMES_TOPIC)),
+            *core.record_hops(records, answers, jobs),
+            *core.batch_hops(batches),
+        ]
+    )
+    ordered = sorted(
+        jobs.values(), key=lambda j: (j.started_at or j.queued_at or datetime.min.replace(tzinfo=UTC), j.job_id)
+    )
     primary = jobs.get(ident) or (ordered[-1] if ordered else None)
-    return Trace(ident, deliveries=sorted(deliveries.values(), key=lambda d: (d.first_received_at, d.key)), copies=copies,
-                 jobs=ordered, job=primary, answers=answers, hops=hops)
+    return Trace(
+        ident,
+        deliveries=sorted(deliveries.values(), key=lambda d: (d.first_received_at, d.key)),
+        copies=copies,
+        jobs=ordered,
+        job=primary,
+        answers=answers,
+        hops=hops,
+    )
 
 
-async def read_records(settings: Settings, positions: list[core.TopicPartitionOffset],
-                       timeout: float = 10.0) -> dict[core.TopicPartitionOffset, core.Seen | None]:
+async def read_records(
+    settings: Settings, positions: list[core.TopicPartitionOffset], timeout: float = 10.0
+) -> dict[core.TopicPartitionOffset, core.Seen | None]:
     """The record at each position (its timestamp and type), None where there is none (deleted by
     retention, or a position past the end). Reads only from the wanted offsets on."""
     import time
@@ -108,14 +122,21 @@ async def read_records(settings: Settings, positions: list[core.TopicPartitionOf
     found: dict[core.TopicPartitionOffset, core.Seen | None] = {}
     if not wanted:
         return found
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, client_id="hookstream-trace",
-                                enable_auto_commit=False, fetch_max_wait_ms=50, request_timeout_ms=15000)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id="hookstream-trace",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+        request_timeout_ms=15000,
+    )
     try:
         await consumer.start()
     except (KafkaError, OSError) as exc:
         await consumer.stop()
-        raise TraceError(f"cannot reach the Kafka broker at {settings.kafka_bootstrap_servers}: {exc} "
-                         "(--no-kafka traces from the read model alone)") from None
+        raise TraceError(
+            f"cannot reach the Kafka broker at {settings.kafka_bootstrap_servers}: {exc} "
+            "(--no-kafka traces from the read model alone)"
+        ) from None
     try:
         tps = list(wanted)
         consumer.assign(tps)
@@ -139,7 +160,8 @@ async def read_records(settings: Settings, positions: list[core.TopicPartitionOf
                 for record in records:
                     if need and record.offset == need[0]:
                         found[(tp.topic, tp.partition, record.offset)] = core.Seen(
-                            datetime.fromtimestamp(record.timestamp / 1000, timezone.utc), _type_of(record.value))
+                            datetime.fromtimestamp(record.timestamp / 1000, UTC), _type_of(record.value)
+                        )
                         need.pop(0)
                     while need and need[0] < record.offset:  # a compacted or missing offset
                         found[(tp.topic, tp.partition, need.pop(0))] = None

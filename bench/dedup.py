@@ -24,7 +24,7 @@ divides by the process's CPU time over the same span (all its threads), i.e. per
 Targets (issue 3): stage >= 0.8x the Faust no-op, goal >= 1.0x Quix per core.
 
 The broker and the children share the machine's cores with whatever else runs:
-trust ratios taken in one run more than absolute figures (PERF.md).
+trust ratios taken in one run more than absolute figures (docs/performance.md).
 
 Single levers: `--faust-tuning off` (or some of deliver,monitor,batching,fetchwait,events) runs the
 Faust kinds without (parts of) app/stream/faust_tuning/, `--uvloop` on uvloop,

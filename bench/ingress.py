@@ -11,7 +11,7 @@ p99 for each and the ratio to the bare handler. Target (issue 2): the ingress
 at >= 0.6x the bare handler's rate with p99 <= 25 ms.
 
 wrk, the broker and the ingress share the machine's cores: trust the ratio taken
-in one run more than the absolute figures (PERF.md).
+in one run more than the absolute figures (docs/performance.md).
 """
 
 from __future__ import annotations

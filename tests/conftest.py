@@ -55,11 +55,19 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     import json
 
     seen: dict[str, Figures] = {}
+    lines: dict[str, None] = {}
     for reports in terminalreporter.stats.values():
         for report in reports:
             for name, value in getattr(report, "user_properties", ()):
                 if name == "fault_figures":
                     seen[json.dumps(value, sort_keys=True, default=str)] = Figures(**value)
+                elif name == "summary_line":
+                    lines[value] = None
+    if lines:
+        # Figures other tests print (the convergence property, the history replay).
+        terminalreporter.section("figures")
+        for line in lines:
+            terminalreporter.write_line(line)
     figures = list(seen.values())
     if not figures:
         return

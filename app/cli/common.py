@@ -1,15 +1,24 @@
-"""What every command shares: settings loading, logging setup, and failing with a clear message."""
+"""What every command shares: settings loading, logging setup, and failing with a clear message.
+
+Failures a user can act on become one line and a non-zero exit, never a
+traceback: `CliError` raised by a command, and the few exception classes that
+only ever mean "a service this command needs is unreachable" (`expected_failure`
+maps them, for every command at once). Anything else is a bug and keeps its
+traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 from typing import Awaitable, NoReturn, TypeVar
 
 from pydantic import ValidationError
 
-from app.settings import ConfigError, Settings
+from app.settings import Settings
+from app.instances import ConfigError
 
 T = TypeVar("T")
 
@@ -28,11 +37,28 @@ def load_settings() -> Settings:
 
     env_file = running_env_file()
     try:
-        return Settings(_env_file=env_file) if env_file is not None else Settings()
+        return Settings(_env_file=env_file) if env_file is not None else Settings()  # type: ignore[call-arg]  # pydantic-settings' own init keyword
     except ValidationError as exc:
         err = exc.errors()[0]
         name = "HOOKSTREAM_" + "_".join(str(p) for p in err["loc"]).upper()
         raise CliError(f"{name}: {err['msg']}", 2) from None
+
+
+def expected_failure(exc: BaseException) -> CliError | None:
+    """The one-line message for an exception that means a broker or database is unreachable
+    or None when `exc` is not such a failure (then it is a bug and keeps its traceback)."""
+    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError
+
+    if isinstance(exc, (KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError)):
+        where = os.environ.get("HOOKSTREAM_KAFKA_BOOTSTRAP_SERVERS") or Settings.model_fields["kafka_bootstrap_servers"].default
+        return CliError(f"cannot reach the Kafka broker at {where} (HOOKSTREAM_KAFKA_BOOTSTRAP_SERVERS): {type(exc).__name__}; is it running?")
+    import psycopg
+
+    if isinstance(exc, psycopg.OperationalError):
+        # The first line names host and port, never the password of the URL.
+        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        return CliError(f"cannot reach PostgreSQL (HOOKSTREAM_DATABASE_URL): {reason}")
+    return None
 
 
 def setup_logging(level: str = "info", settings: Settings | None = None, instances=None) -> None:
@@ -41,7 +67,7 @@ def setup_logging(level: str = "info", settings: Settings | None = None, instanc
 
     logs.configure(level, settings.log_format if settings is not None else "text",
                    logs.secrets_of(settings, instances) if settings is not None else ())
-    # Faust/aiokafka build debug records per event when the root logger is at DEBUG (PERF.md).
+    # Faust/aiokafka build debug records per event when the root logger is at DEBUG (docs/performance.md).
     for name in ("aiokafka", "kafka"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
@@ -67,6 +93,11 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def masked(secret: str) -> str:
+    """A secret as it may be printed: its first two characters at most, then ***."""
+    return (secret[:2] if len(secret) >= 12 else "") + "***"
 
 
 def one_line(text: str | None, width: int) -> str:

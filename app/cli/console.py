@@ -34,8 +34,12 @@ it; the API takes it as the bearer token); without it redrive is disabled.
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("console", help="serve the web console and its JSON API (read model, lag, traces)",
-                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "console",
+        help="serve the web console and its JSON API (read model, lag, traces)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--host", help="address to bind (overrides HOOKSTREAM_CONSOLE_HOST; default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (overrides HOOKSTREAM_CONSOLE_PORT; default 8090)")
     p.set_defaults(func=cmd_console)
@@ -66,13 +70,24 @@ def cmd_console(args: argparse.Namespace) -> int:
     updates = {k: v for k, v in (("console_host", args.host), ("console_port", args.port)) if v is not None}
     settings = settings.model_copy(update=updates)
     if not is_loopback(settings.console_host) and settings.console_token is None:
-        raise CliError(f"the console would serve {settings.console_host} without a token: set HOOKSTREAM_CONSOLE_TOKEN "
-                       "(every request must then carry it), or bind 127.0.0.1", 2)
+        raise CliError(
+            f"the console would serve {settings.console_host} without a token: set HOOKSTREAM_CONSOLE_TOKEN "
+            "(every request must then carry it), or bind 127.0.0.1",
+            2,
+        )
     setup_logging(settings.log_level, settings)
     tansu_quirks.install(settings)
     try:
-        web.run_app(build_app(settings), host=settings.console_host, port=settings.console_port, print=None,
-                    access_log=None, handle_signals=True)
+        web.run_app(
+            build_app(settings),
+            host=settings.console_host,
+            port=settings.console_port,
+            print=None,
+            access_log=None,
+            handle_signals=True,
+        )
     except OSError as exc:
-        raise CliError(f"cannot listen on {settings.console_host}:{settings.console_port}: {exc.strerror or exc}") from None
+        raise CliError(
+            f"cannot listen on {settings.console_host}:{settings.console_port}: {exc.strerror or exc}"
+        ) from None
     return 0

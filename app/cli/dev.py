@@ -16,7 +16,7 @@ from pathlib import Path
 from psycopg import sql
 
 from app import topology
-from app.cli.common import CliError, run, setup_logging
+from app.cli.common import CliError, masked, run, setup_logging
 from app.embedded.broker import EmbeddedBroker
 from app.embedded.devstate import DEFAULT_DATA_DIR, DataDirInUse, DevLock
 from app.embedded.ports import port_in_use
@@ -167,12 +167,14 @@ def _run(args: argparse.Namespace, data: Path, lock: DevLock) -> int:
 def _banner(args, data: Path, broker, pg, settings: Settings, instances: str, token: str, env_file: Path) -> str:
     here = Path.cwd() / DEFAULT_DATA_DIR == data
     elsewhere = f"set -a; . {shlex.quote(str(env_file))}; set +a"
+    # The built-in token is documented; one the user chose is a secret and never printed.
+    shown = token if token == DEV_TOKEN else f"{masked(token)} (set from HOOKSTREAM_EVENTS_TOKEN)"
     lines = [
         "",
         "hookstream dev is up",
         f"  broker      {broker.bootstrap} (tansu, in memory; log {data / 'broker.log'})",
         f"  postgres    {pg.url} (schema {settings.database_schema}; log {data / 'postgres.log'})",
-        f"  ingress     http://127.0.0.1:{args.port}/hooks/{{plugin}}/{{instance}}  (events token: {token}; "
+        f"  ingress     http://127.0.0.1:{args.port}/hooks/{{plugin}}/{{instance}}  (events token: {shown}; "
         f"log {data / 'ingress.log'})",
     ]
     if not args.no_worker:

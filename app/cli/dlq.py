@@ -20,7 +20,8 @@ import orjson
 from app.cli.common import CliError, load_settings, one_line, positive_int, run
 from app.core import dlq
 from app.events import Delivery, utcnow
-from app.settings import Settings, parse_duration
+from app.settings import Settings
+from app.instances import parse_duration
 
 DELIVERIES_TOPIC = "hookstream.deliveries"
 PREVIEW_BYTES = 1024

@@ -6,7 +6,7 @@ import argparse
 import logging
 
 from app.cli.common import CliError, load_settings, setup_logging
-from app.settings import ConfigError
+from app.instances import ConfigError
 
 DESCRIPTION = """\
 Run the ingress: an HTTP service that verifies webhook deliveries and publishes
@@ -16,12 +16,19 @@ them to Kafka before answering.
        verify the signature with the instance's secret(s), then publish the raw
        body byte-exact to hookstream.deliveries keyed plugin/instance/deliveryId.
        202 {"deliveryId": ...} only after the broker acknowledged (acks=all);
-       503 with Retry-After when it did not in time; 401 bad or missing
-       signature, 404 unknown plugin or instance, 413 over the body limit,
-       400 unreadable. Every error body is JSON {"error", "message"}.
+       503 with Retry-After when it did not in time (the record may or may
+       not be stored: a retry is safe, it is deduplicated); 401 bad or
+       missing signature, 404 unknown plugin or instance, 413 over the body
+       limit, 415 a Content-Encoding other than identity (bodies are verified
+       and stored as sent), 408 a head or body that does not arrive in time,
+       431 a header line over 8190 bytes or more than 128 headers, 400
+       unreadable (malformed HTTP, a header value that is not UTF-8, a bad
+       route segment). Every answer is JSON {"error", "message"}.
   POST /events   a producer domain event (Authorization: Bearer <token>),
                  published to hookstream.sync.control keyed by its sourceId.
                  Disabled (404) while HOOKSTREAM_EVENTS_TOKEN is unset.
+                 422 for an event outside the models' bounds (README,
+                 "Bounds for producers"), naming the field and the bound.
   GET  /healthz  200 while the process runs
   GET  /readyz   200 once the broker answers and the topics exist, else 503
   GET  /metrics  Prometheus metrics (per process)
@@ -39,6 +46,11 @@ Environment (HOOKSTREAM_*):
   RETRY_AFTER_SECONDS       the Retry-After sent with a 503
   PRODUCER_LINGER_MS, PRODUCER_MAX_BATCH_BYTES   producer batching
   EVENTS_TOKEN              bearer token that enables POST /events
+  INGRESS_HEADER_TIMEOUT_SECONDS  time to send a whole request head (default 10)
+  INGRESS_BODY_TIMEOUT_SECONDS    time for a body to arrive after its head (default 30)
+  INGRESS_IDLE_TIMEOUT_SECONDS    a kept-alive connection idle this long is closed (default 75)
+  GIT_ROOTS                 directories (":"-separated) git sources connected
+                            through POST /events must lie under; unset: any path
   LOG_LEVEL                 debug, info, warning, error
 """
 

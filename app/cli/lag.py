@@ -24,7 +24,7 @@ A partition the group has no committed offset for shows COMMITTED "-" and counts
 from the earliest offset (hookstream's workers start there). For the workers'
 group every topic they consume is listed, committed or not; for another group,
 the topics it has committed offsets for. The end offset is the true one, also on
-the embedded broker (whose ListOffsets answer is too low: BROKER.md item 1).
+the embedded broker (whose ListOffsets answer is too low: docs/local-broker.md, row 1).
 
 examples:
   hookstream lag

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 
-from app.cli.common import CliError
-from app.settings import ConfigError
+from app.cli.common import CliError, expected_failure
+from app.instances import ConfigError
 
 # Command modules, each with `register(subparsers)`.
 COMMAND_MODULES = (
@@ -41,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hookstream", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="on an expected failure (a broker or database unreachable), print the traceback too")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -63,6 +66,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        failure = expected_failure(exc)
+        if failure is None:
+            raise  # a bug: its traceback is what a report needs
+        if args.debug:
+            traceback.print_exc()
+        print(f"hookstream: error: {failure}", file=sys.stderr)
+        return failure.code
     return int(result or 0)
 
 

@@ -11,12 +11,15 @@ import sys
 import uuid
 from datetime import datetime, timedelta, timezone
 
+from app import codec
 from app.cli.common import CliError, load_settings, run
 from app.core import delivery_replay as dr
 from app.core.replay import ShiftBy, Target, ToDatetime, ToEarliest, ToLatest, ToOffset, downstream, format_moves, plan, wrap
 from app.embedded import tansu_quirks
 from app.events import Delivery, utcnow
-from app.settings import Settings, parse_duration
+from app.events.bounds import Identifier
+from app.settings import Settings
+from app.instances import parse_duration
 
 DELIVERIES = "hookstream.deliveries"
 EXIT_REFUSED = 3
@@ -190,6 +193,8 @@ def parse_time(text: str, now: datetime, option: str) -> datetime:
         return now - timedelta(seconds=parse_duration(text))
     except ValueError:
         pass
+    except OverflowError:
+        raise CliError(f"{option} {text!r}: reaches back before the year 1; give a shorter duration or an ISO 8601 time", 2) from None
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
@@ -355,6 +360,10 @@ def cmd_replay_deliveries(args: argparse.Namespace) -> int:
         raise CliError("no plugin instances are configured (HOOKSTREAM_INSTANCES_FILE): each delivery is checked "
                        "against the instances the workers use; point HOOKSTREAM_INSTANCES_FILE at their file", 2)
     epoch = args.epoch or dr.new_epoch(now, uuid.uuid4().hex[:8])
+    try:
+        codec.validate(Identifier, epoch)  # it becomes each re-submitted delivery's replay_epoch
+    except codec.DecodeError as exc:
+        raise CliError(f"--epoch {epoch!r}: {exc.errors[0]['msg'] if exc.errors else exc}", 2) from None
     selection = dr.Selection(start, end, args.plugin, args.instance)
     return run(_replay_deliveries(settings, selection, instances, epoch, now, args))
 

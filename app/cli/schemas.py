@@ -1,4 +1,5 @@
-"""`hookstream schemas export [--check]`: JSON Schema files for producers in other languages."""
+"""`hookstream schemas export [--check]`: JSON Schema files for producers in other languages,
+and `hookstream.config.json`, the schema of a repository's `.hookstream.yml`."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import json
 from pathlib import Path
 
 from app.cli.common import fail
+from app.core.config_file import RepositoryConfig
 from app.events import ALL_MODELS
 from app.settings import REPO_ROOT
 
 SCHEMAS_DIR = REPO_ROOT / "schemas"
 EXPORT_COMMAND = "hookstream schemas export"
+CONFIG_SCHEMA = "hookstream.config.json"
 
 
 def rendered() -> dict[str, str]:
@@ -23,6 +26,11 @@ def rendered() -> dict[str, str]:
         schema["$id"] = f"https://hookstream.dev/schemas/{record_type}.json"
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         files[f"{record_type}.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    # Not a record: the config file a repository source carries (.hookstream.yml), for editors and CI.
+    schema = RepositoryConfig.model_json_schema(mode="validation")
+    schema["$id"] = f"https://hookstream.dev/schemas/{CONFIG_SCHEMA}"
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    files[CONFIG_SCHEMA] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
     return files
 
 

@@ -18,7 +18,8 @@ from typing import Any
 import orjson
 
 from app.cli.common import CliError, load_settings, run
-from app.settings import PLUGINS, Settings
+from app.settings import Settings
+from app.instances import PLUGINS
 
 CONTROL_TOPIC = "hookstream.sync.control"
 HTTP_TIMEOUT_SECONDS = 30.0

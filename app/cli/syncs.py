@@ -19,7 +19,15 @@ import orjson
 from pydantic import ValidationError
 
 from app.cli.common import CliError, load_settings, one_line, positive_int, run
-from app.cli.sources import add_transport_arguments, describe_sent, format_table, format_time, query, send_producer_event
+from app.cli.sources import (
+    add_transport_arguments,
+    describe_sent,
+    first_error,
+    format_table,
+    format_time,
+    query,
+    send_producer_event,
+)
 from app.core import read_model
 from app.events import SyncRequested, utcnow
 from app.store.sync_records import LIVE_JOBS
@@ -50,7 +58,9 @@ The request id is printed on stdout (details on stderr), so a script can keep it
 A request is answered by the worker: started, queued behind the running job,
 coalesced into the queued job, deduplicated (the same source, mode and trigger
 inside the idempotency TTL: answered by the job holding the key), or rejected
-(an unknown or disconnected source).
+(an unknown or disconnected source), or ignored (a push to a branch the source
+does not track). A job whose documents were at the head already completes as
+"already synced" (listing: unchanged) and writes nothing.
 """
 
 
@@ -95,17 +105,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     rq = rsub.add_parser(
         "request",
         help="request a sync of a source (prints the request id)",
-        description="Send a SyncRequested for SOURCE with a fresh request id. Incremental by default:\n"
-        "the changes between --before and --after (a git source lists every file when\n"
-        "--before is not given or not known to it).",
+        description="Send a SyncRequested for SOURCE with a fresh request id. A request asks the\n"
+        "worker to look again: it writes what brings the source's documents to the head\n"
+        "of the source's tracked branch (the difference from the commit they were last\n"
+        "written to completely, or every file when that is unknown, after a failed job or a\n"
+        "force push). --full lists and writes every file whatever the documents hold.\n"
+        "A repeat of the same request (same source, mode and trigger) within the\n"
+        "idempotency TTL (HOOKSTREAM_IDEMPOTENCY_TTL_SECONDS, 5 minutes) is answered by the\n"
+        "job that holds its key and starts nothing; --force bypasses that key.",
         epilog=REQUEST_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     rq.add_argument("source_id", metavar="SOURCE", help="the source id (see `hookstream sources list`)")
     rq.add_argument("--full", action="store_true", help="list and sync every file, not only the changes")
+    rq.add_argument("--force", action="store_true",
+                    help="start a job even when a live idempotency key holds this request (a repeated manual sync)")
     rq.add_argument("--paths", nargs="+", default=[], metavar="P", help="incremental: the paths that changed (hints)")
-    rq.add_argument("--before", metavar="COMMIT", help="incremental: the commit the changes start from")
-    rq.add_argument("--after", metavar="COMMIT", help="the commit to sync to (default: the source's branch head)")
+    rq.add_argument("--before", metavar="COMMIT", help="incremental: the commit the sender saw before (informational)")
+    rq.add_argument("--after", metavar="COMMIT",
+                    help="a commit the sync must reach at least (a lower bound; the target is always the branch head)")
     rq.add_argument("--trigger", default="manual",
                     help="what asked for it (default: manual); part of the idempotency key")
     rq.add_argument("--request-id", help="the request id (default: a fresh one); sending it again is a duplicate")
@@ -314,11 +332,10 @@ def requested_event(args: argparse.Namespace) -> SyncRequested:
         return SyncRequested(
             source_id=args.source_id, occurred_at=utcnow(), request_id=args.request_id or f"cli-{uuid.uuid4().hex}",
             mode="full" if args.full else "incremental", trigger=args.trigger, paths=list(args.paths),
-            before=args.before, after=args.after,
+            before=args.before, after=args.after, force=args.force,
         )
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise CliError(f"not a valid request: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}", 2) from None
+        raise CliError(f"not a valid request: {first_error(exc)}", 2) from None
 
 
 def cmd_request(args: argparse.Namespace) -> int:

@@ -15,14 +15,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     a = tsub.add_parser(
         "apply",
         help="create missing topics, report differences",
-        description="Create every declared topic that is missing. Differences in partitions, replication "
-        "or configs of existing topics are reported, never changed: exit 1 when any remain.",
+        description="Create every declared topic that is missing, with HOOKSTREAM_TOPIC_REPLICATION_FACTOR "
+        "replicas and min.insync.replicas HOOKSTREAM_TOPIC_MIN_INSYNC_REPLICAS (1 and 1 by default; 3 and 2 "
+        "for three brokers). Differences in partitions, replication or configs of existing topics are "
+        "reported, never changed: exit 1 when any remain.",
     )
     a.set_defaults(func=cmd_apply)
     d = tsub.add_parser(
         "diff",
         help="report missing topics and differences (changes nothing)",
-        description="Compare topics/*.toml with the cluster. Exit 0 when in sync, 1 otherwise.",
+        description="Compare topics/*.toml, with the replication of HOOKSTREAM_TOPIC_REPLICATION_FACTOR and "
+        "HOOKSTREAM_TOPIC_MIN_INSYNC_REPLICAS, with the cluster. Exit 0 when in sync, 1 otherwise.",
     )
     d.set_defaults(func=cmd_diff)
 

@@ -41,12 +41,20 @@ examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("trace", help="the chain of a delivery, request or job across every topic",
-                       description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "trace",
+        help="the chain of a delivery, request or job across every topic",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("ident", metavar="ID", help="a delivery id or key, a request id or a job id")
-    p.add_argument("--json", action="store_true",
-                   help='print one object: {"id", "hops": [{"stage", "topic", "partition", "offset", "timestamp", '
-                        '"type", ...}], "job": {...} | null, ...}')
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print one object: {"id", "hops": [{"stage", "topic", "partition", "offset", "timestamp", '
+        '"type", ...}], "job": {...} | null, ...}',
+    )
     p.add_argument("--no-kafka", action="store_true", help="the read model only: no record is read back from Kafka")
     p.set_defaults(func=cmd_trace)
 
@@ -72,15 +80,19 @@ def cmd_trace(args: argparse.Namespace) -> int:
             try:
                 return await trace(conn, settings, ident, kafka=not args.no_kafka)
             except psycopg.errors.UndefinedTable:
-                raise CliError(f"schema {settings.database_schema} has no read model tables: "
-                               "run `hookstream db migrate` (and check HOOKSTREAM_DATABASE_SCHEMA)") from None
+                raise CliError(
+                    f"schema {settings.database_schema} has no read model tables: "
+                    "run `hookstream db migrate` (and check HOOKSTREAM_DATABASE_SCHEMA)"
+                ) from None
             except TraceError as exc:
                 raise CliError(str(exc)) from None
 
     found = run(go())
     if found is None:
-        print(f"hookstream: nothing matches {ident!r} in schema {settings.database_schema}: searched {SEARCHED}",
-              file=sys.stderr)
+        print(
+            f"hookstream: nothing matches {ident!r} in schema {settings.database_schema}: searched {SEARCHED}",
+            file=sys.stderr,
+        )
         return 1
     if args.json:
         print(orjson.dumps(found.as_json(), option=orjson.OPT_INDENT_2).decode())
@@ -92,22 +104,30 @@ def cmd_trace(args: argparse.Namespace) -> int:
 def format_trace(found) -> str:
     lines = [f"trace {found.ident}"]
     for d in found.deliveries:
-        lines.append(f"  delivery {d.key}: {d.outcome}" + (f" ({d.rule})" if d.rule else "")
-                     + f", {d.copies} cop{'y' if d.copies == 1 else 'ies'}, first {format_time(d.first_received_at)}, "
-                     f"last {format_time(d.last_received_at)}" + (f", event {d.event}" if d.event else ""))
+        lines.append(
+            f"  delivery {d.key}: {d.outcome}"
+            + (f" ({d.rule})" if d.rule else "")
+            + f", {d.copies} cop{'y' if d.copies == 1 else 'ies'}, first {format_time(d.first_received_at)}, "
+            f"last {format_time(d.last_received_at)}" + (f", event {d.event}" if d.event else "")
+        )
     lines.append("")
-    for hop, gap in zip(found.hops, gaps_ms(found.hops)):
+    for hop, gap in zip(found.hops, gaps_ms(found.hops), strict=False):
         where = f"{hop.topic}[{hop.partition}]@{hop.offset}"
         missing = "  (not in Kafka: deleted by retention?)" if hop.found is False else ""
-        lines.append(f"  {'' if gap is None else f'{gap:+d}ms':>10}  {format_time(hop.at)}  {hop.stage:<9} {where}  "
-                     f"{hop.detail}{missing}")
+        lines.append(
+            f"  {'' if gap is None else f'{gap:+d}ms':>10}  {format_time(hop.at)}  {hop.stage:<9} {where}  "
+            f"{hop.detail}{missing}"
+        )
     if found.job is not None:
         j = found.job
         planned = f"{j.batches}/{j.batches_planned}" if j.batches_planned is not None else f"{j.batches}/?"
-        lines += ["", f"job {j.job_id} ({j.source_id}): {j.status}, {j.mode or '-'} by {j.trigger or '-'}, "
-                  f"requests {', '.join(j.request_ids) or '-'}",
-                  f"  files listed {j.files_listed}, processed {j.processed}, failed {j.failed}, deleted {j.deleted}, "
-                  f"skipped {j.skipped}, written {j.documents_written}; batches {planned}"]
+        lines += [
+            "",
+            f"job {j.job_id} ({j.source_id}): {j.status}, {j.mode or '-'} by {j.trigger or '-'}, "
+            f"requests {', '.join(j.request_ids) or '-'}",
+            f"  files listed {j.files_listed}, processed {j.processed}, failed {j.failed}, deleted {j.deleted}, "
+            f"skipped {j.skipped}, written {j.documents_written}; batches {planned}",
+        ]
         if j.error:
             lines.append(f"  error: {j.error}")
     others = [j.job_id for j in found.jobs if found.job is None or j.job_id != found.job.job_id]

@@ -19,6 +19,8 @@ rebuilt from its changelog topic when that directory is lost.
 Reads: HOOKSTREAM_KAFKA_BOOTSTRAP_SERVERS, HOOKSTREAM_TOPIC_PREFIX,
 HOOKSTREAM_INSTANCES_FILE, HOOKSTREAM_DATABASE_URL, HOOKSTREAM_WORKER_*.
 Refuses to start when a topic it needs is missing (run `hookstream topics apply`).
+With HOOKSTREAM_GIT_ROOTS set (directories separated by ":"), a git source whose
+path does not resolve to a place under one of them fails its syncs, saying so.
 Serves Prometheus counters at http://HOOKSTREAM_WORKER_WEB_HOST:PORT/metrics.
 """
 

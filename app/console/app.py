@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hmac
 import logging
-from datetime import datetime, timedelta, timezone
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import orjson
 import psycopg
@@ -67,9 +68,15 @@ async def require_token(request: web.Request, handler: Callable[[web.Request], A
     if _same(_bearer(request), token) or _same(request.cookies.get(COOKIE), token):
         return await handler(request)
     if request.path.startswith("/api/"):
-        return json_response({"error": "unauthorized", "message": "send Authorization: Bearer HOOKSTREAM_CONSOLE_TOKEN"}, 401)
-    return html_response(pages.layout("Token needed", "<p>Open this console with <code>?token=…</code> "
-                                      "(HOOKSTREAM_CONSOLE_TOKEN).</p>", ""), 401)
+        return json_response(
+            {"error": "unauthorized", "message": "send Authorization: Bearer HOOKSTREAM_CONSOLE_TOKEN"}, 401
+        )
+    return html_response(
+        pages.layout(
+            "Token needed", "<p>Open this console with <code>?token=…</code> (HOOKSTREAM_CONSOLE_TOKEN).</p>", ""
+        ),
+        401,
+    )
 
 
 @web.middleware
@@ -79,8 +86,11 @@ async def read_model_errors(request: web.Request, handler):
         return await handler(request)
     except (psycopg.OperationalError, psycopg.errors.UndefinedTable, TimeoutError) as exc:
         log.warning("console: %s %s: %s", request.method, request.path, exc)
-        message = ("the read model is not there: run `hookstream db migrate`" if isinstance(exc, psycopg.errors.UndefinedTable)
-                   else "PostgreSQL is unreachable (HOOKSTREAM_DATABASE_URL)")
+        message = (
+            "the read model is not there: run `hookstream db migrate`"
+            if isinstance(exc, psycopg.errors.UndefinedTable)
+            else "PostgreSQL is unreachable (HOOKSTREAM_DATABASE_URL)"
+        )
         if request.path.startswith("/api/"):
             return json_response({"error": "unavailable", "message": message}, 503)
         return html_response(pages.layout("Unavailable", f"<p class=warn>{pages.esc(message)}</p>", ""), 503)
@@ -98,14 +108,20 @@ def _filters(request: web.Request) -> ledger_store.Filters:
     since = None
     if q.get("minutes"):
         try:
-            since = datetime.now(timezone.utc) - timedelta(minutes=float(q["minutes"]))
+            since = datetime.now(UTC) - timedelta(minutes=float(q["minutes"]))
         except ValueError:
             raise web.HTTPBadRequest(text="minutes must be a number") from None
     outcome = q.get("outcome") or None
     if outcome is not None and outcome not in pages.OUTCOMES:
         raise web.HTTPBadRequest(text=f"outcome is one of {', '.join(o for o in pages.OUTCOMES if o)}")
-    return ledger_store.Filters(plugin=q.get("plugin") or None, instance=q.get("instance") or None, outcome=outcome,
-                                since=since, search=(q.get("q") or "").strip() or None, limit=_limit(request))
+    return ledger_store.Filters(
+        plugin=q.get("plugin") or None,
+        instance=q.get("instance") or None,
+        outcome=outcome,
+        since=since,
+        search=(q.get("q") or "").strip() or None,
+        limit=_limit(request),
+    )
 
 
 def _job_status(request: web.Request) -> str | None:
@@ -173,7 +189,10 @@ async def redrive(request: web.Request) -> web.Response:
     given = _bearer(request) if api else (await request.post()).get("write_token")
     ident = request.match_info["dead_letter_id"]
     if write is None:
-        status, body = 403, {"error": "redrive_disabled", "message": "redrive needs HOOKSTREAM_CONSOLE_WRITE_TOKEN set on the console"}
+        status, body = (
+            403,
+            {"error": "redrive_disabled", "message": "redrive needs HOOKSTREAM_CONSOLE_WRITE_TOKEN set on the console"},
+        )
     elif not _same(given if isinstance(given, str) else None, write):
         status, body = 403, {"error": "forbidden", "message": "the write token is missing or wrong"}
     else:
@@ -181,8 +200,14 @@ async def redrive(request: web.Request) -> web.Response:
             async with request.app[POOL].connection() as conn:
                 row = await views.dead_letter(conn, ident)
             where = await redrive_dead_letter(settings, row, ident)
-            status, body = 202, {"redriven": ident, "published": where,
-                                 "message": "the row is retired once the worker routed the redrive"}
+            status, body = (
+                202,
+                {
+                    "redriven": ident,
+                    "published": where,
+                    "message": "the row is retired once the worker routed the redrive",
+                },
+            )
         except RedriveRefused as exc:
             status, body = exc.status, {"error": exc.code, "message": str(exc)}
     if api:
@@ -207,7 +232,9 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_get("/jobs", _view(h.jobs, lambda d, r: pages.jobs_page(d, filters_of(r))))
     app.router.add_get("/jobs/{job_id}", _view(h.job, lambda d, r: pages.job_page(d), "job", "job_id"))
     app.router.add_get("/deliveries", _view(h.deliveries, lambda d, r: pages.deliveries_page(d, filters_of(r))))
-    app.router.add_get("/deliveries/{ident:.+}", _view(h.trace, lambda d, r: pages.trace_page(d), "delivery, request or job", "ident"))
+    app.router.add_get(
+        "/deliveries/{ident:.+}", _view(h.trace, lambda d, r: pages.trace_page(d), "delivery, request or job", "ident")
+    )
     app.router.add_get("/dlq", _view(h.dead_letters, lambda d, r: pages.dead_letters_page(d, can_redrive)))
     app.router.add_post("/dlq/{dead_letter_id}/redrive", redrive)
     app.router.add_get("/api/overview", _view(h.overview))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -44,10 +44,18 @@ def delivery_json(row: ledger_core.DeliveryRow) -> dict[str, Any]:
 
 def dead_letter_json(row: DeadLetterRow) -> dict[str, Any]:
     return {
-        "dead_letter_id": row.dead_letter_id, "key": row.key, "plugin": row.plugin, "instance": row.instance,
-        "stage": row.stage, "error": row.error, "attempts": row.attempts, "status": row.status,
-        "first_failed_at": iso(row.first_failed_at), "last_failed_at": iso(row.last_failed_at),
-        "retired_at": iso(row.retired_at), "redrivable": row.redrivable and row.status == "open",
+        "dead_letter_id": row.dead_letter_id,
+        "key": row.key,
+        "plugin": row.plugin,
+        "instance": row.instance,
+        "stage": row.stage,
+        "error": row.error,
+        "attempts": row.attempts,
+        "status": row.status,
+        "first_failed_at": iso(row.first_failed_at),
+        "last_failed_at": iso(row.last_failed_at),
+        "retired_at": iso(row.retired_at),
+        "redrivable": row.redrivable and row.status == "open",
     }
 
 
@@ -87,7 +95,7 @@ class LagCache:
 
 
 async def overview(conn: AsyncConnection, lags: LagCache, now: datetime | None = None) -> dict[str, Any]:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     since = now - timedelta(minutes=OVERVIEW_MINUTES)
     return {
         "since": iso(since),
@@ -102,13 +110,19 @@ async def sources(conn: AsyncConnection) -> list[dict[str, Any]]:
     out = []
     for v in await views.sources(conn):
         s = v.source
-        out.append({
-            "source_id": s.source_id, "type": s.source_type, "name": s.name, "status": s.status,
-            "config_status": s.config_status, "state": v.state,
-            "running": job_json(v.running) if v.running else None,
-            "queued": job_json(v.queued) if v.queued else None,
-            "last": job_json(v.last) if v.last else None,
-        })
+        out.append(
+            {
+                "source_id": s.source_id,
+                "type": s.source_type,
+                "name": s.name,
+                "status": s.status,
+                "config_status": s.config_status,
+                "state": v.state,
+                "running": job_json(v.running) if v.running else None,
+                "queued": job_json(v.queued) if v.queued else None,
+                "last": job_json(v.last) if v.last else None,
+            }
+        )
     return out
 
 

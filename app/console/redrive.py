@@ -34,8 +34,9 @@ async def redrive_dead_letter(settings: Settings, row: DeadLetterRow | None, ide
     publisher = Publisher(settings, client_id="hookstream-console-redrive")
     try:
         await publisher.start()
-        metadata = await publisher.publish(settings.topic(DELIVERIES_TOPIC), codec.encode_key(delivery.key),
-                                           codec.encode(delivery))
+        metadata = await publisher.publish(
+            settings.topic(DELIVERIES_TOPIC), codec.encode_key(delivery.key), codec.encode(delivery)
+        )
     except (PublishUnavailable, KafkaError, OSError) as exc:
         raise RedriveRefused(f"not republished: the broker did not take it ({exc})", 503, "unavailable") from None
     finally:

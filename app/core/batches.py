@@ -1,4 +1,4 @@
-"""Cutting a job's file changes into batches (DESIGN.md §1, fan-out).
+"""Cutting a job's file changes into batches (docs/architecture.md, the flow).
 
 Deterministic: the same listing gives the same batches in the same order, so a
 re-planned job (after a crash) publishes the same `jobId/batchIndex` records.

@@ -31,7 +31,7 @@ from app.events import Delivery
 from app.plugins import UnknownPlugin, get_plugin
 from app.plugins.base import Plugin, fallback_delivery_id
 from app.plugins.generic_hmac import scheme_options
-from app.settings import ConfigError, InstanceConfig
+from app.instances import ConfigError, InstanceConfig
 
 # The header each plugin takes the provider's delivery id from (generic-hmac: per instance).
 ID_HEADERS = {"github": "x-github-delivery", "linear": "linear-delivery", "standard-webhooks": "webhook-id"}

@@ -6,7 +6,7 @@ Most effects are wire records themselves (`PlanRequested`, the lifecycle events,
 - `EnsureSource`: make the source's document namespace and `sources` row exist
   (idempotent). The agent performs it before any effect that follows it.
 - `Ignored`: an event that changed nothing by an explicit rule; the agent counts it
-  (DESIGN.md §6, invariant 7).
+  (docs/architecture.md, invariant 7).
 
 Effects are to be carried out in list order. `destination(effect)` names the
 logical topic (without the settings prefix) and the key of each wire effect.
@@ -26,6 +26,7 @@ from app.events.sync import (
     SyncCoalesced,
     SyncCompleted,
     SyncDeduplicated,
+    SyncIgnored,
     SyncQueued,
     SyncRejected,
     SyncStarted,
@@ -46,6 +47,8 @@ IgnoreReason = Literal[
     "batch_out_of_range",  # a batch index the plan does not have
     "late_deadline",  # DeadlineReached for a job that is not the active one
     "deadline_not_reached",  # DeadlineReached stamped before the job's deadline
+    "untracked_branch",  # a push to a branch the source does not track (answered sync.ignored)
+    "config_claim_superseded",  # a SourceConfigChanged of an earlier version: the planner reads the file
 ]
 
 
@@ -57,6 +60,15 @@ class EnsureSource:
     source_type: SourceType
     config: dict[str, Any] = field(default_factory=dict)
     name: str | None = None
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A record the fold would not apply (its clock, or the state bound): counted and dead-lettered
+    with `reason`; a refused request is also answered `sync.rejected`."""
+
+    event_type: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -77,10 +89,12 @@ Effect = Union[
     SyncStarted,
     SyncCancelled,
     SyncRejected,
+    SyncIgnored,
     SyncCompleted,
     JobCancelled,
     EnsureSource,
     Ignored,
+    Refused,
 ]
 
 
@@ -90,7 +104,7 @@ class Destination(NamedTuple):
 
 
 def destination(effect: Effect) -> Destination | None:
-    """Where a wire effect is sent; None for `EnsureSource` and `Ignored`, which are not records."""
+    """Where a wire effect is sent; None for `EnsureSource`, `Ignored` and `Refused`, which are not records."""
     if isinstance(effect, PlanRequested):
         return Destination(SYNC_PLANS, effect.job_id)
     if isinstance(effect, Lifecycle):
@@ -99,6 +113,6 @@ def destination(effect: Effect) -> Destination | None:
         return Destination(SYNC_COMPLETED, effect.source_id)
     if isinstance(effect, JobCancelled):
         return Destination(SYNC_CANCELLATIONS, effect.job_id)
-    if isinstance(effect, (EnsureSource, Ignored)):
+    if isinstance(effect, (EnsureSource, Ignored, Refused)):
         return None
     raise TypeError(f"not an orchestration effect: {type(effect).__name__}")

@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict
 
 from app.core.coalesce import JobRequest
 from app.core.fanin import Counts, FanIn, totals
-from app.events.control import SourceType
+from app.events.config import PathRules
+from app.events.control import ListingKind, SourceType
 from app.events.sync import PlanRequested, SyncCompleted, SyncStarted, SyncStatus
 
 _MILLISECOND = timedelta(milliseconds=1)
@@ -26,6 +27,7 @@ class ActiveJob(BaseModel):
     progress: FanIn = FanIn()
     files_listed: int = 0
     commit: str | None = None
+    listing: ListingKind | None = None
 
     @property
     def job_id(self) -> str:
@@ -68,7 +70,10 @@ def sync_started(source_id: str, active: ActiveJob) -> SyncStarted:
     )
 
 
-def plan_requested(source_id: str, source_type: SourceType, config: dict[str, Any], active: ActiveJob) -> PlanRequested:
+def plan_requested(source_id: str, source_type: SourceType, config: dict[str, Any], active: ActiveJob,
+                   base: str | None, rules: PathRules | None = None) -> PlanRequested:
+    """The plan request of `active`; `base` is the commit the documents were last written to completely,
+    `rules` the path rules of the source's config file they were written with."""
     job = active.job
     return PlanRequested(
         job_id=job.job_id,
@@ -77,8 +82,9 @@ def plan_requested(source_id: str, source_type: SourceType, config: dict[str, An
         source_config=dict(config),
         mode=job.mode,
         paths=list(job.paths),
-        before=job.before,
+        base=base,
         after=job.after,
+        rules=rules,
         requested_at=active.started_at,
     )
 
@@ -90,11 +96,15 @@ def sync_completed(source_id: str, active: ActiveJob, status: SyncStatus, error:
         job_id=job.job_id,
         source_id=source_id,
         request_ids=list(job.request_ids),
+        unlisted_requests=job.unlisted_requests,
         mode=job.mode,
         trigger=job.trigger,
         status=status,
         error=error,
-        commit=active.commit if active.commit is not None else job.after,
+        # The commit the planner listed (the head it converged to). Unknown when the job
+        # ended before its plan: never the request's `after`, which is a lower bound only.
+        commit=active.commit,
+        listing=active.listing,
         files_listed=active.files_listed,
         processed=counted.processed,
         failed=counted.failed,

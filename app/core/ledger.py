@@ -19,13 +19,14 @@ rebuild.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from app.core import intake
 from app.core.read_model import without_nul
-from app.events import DeadLettered, Delivery, DeliveryOutcome, SyncRequested
+from app.events import ControlEvent, DeadLettered, Delivery, DeliveryOutcome, SyncRequested
 
 OUTCOMES_TOPIC = "hookstream.deliveries.outcomes"
 
@@ -58,9 +59,15 @@ def outcome_fields(delivery: Delivery, partition: int, offset: int, outcome: int
     fields decode to the model. Fields at their defaults are left out.
     """
     fields: dict[str, Any] = {
-        "type": "delivery.outcome", "key": delivery.key, "plugin": delivery.plugin, "instance": delivery.instance,
-        "delivery_id": delivery.delivery_id, "received_at": delivery.received_at, "partition": partition,
-        "offset": offset, "outcome": outcome.counted,
+        "type": "delivery.outcome",
+        "key": delivery.key,
+        "plugin": delivery.plugin,
+        "instance": delivery.instance,
+        "delivery_id": delivery.delivery_id,
+        "received_at": delivery.received_at,
+        "partition": partition,
+        "offset": offset,
+        "outcome": outcome.counted,
     }
     event = event_name(delivery.headers)
     if event is not None:
@@ -74,10 +81,10 @@ def outcome_fields(delivery: Delivery, partition: int, offset: int, outcome: int
         event_types: list[str] = []
         for send in outcome.sends:
             record = send.record
-            if send.topic == intake.CONTROL:
-                event_types.append(record.type)
-                if record.source_id not in source_ids:  # type: ignore[attr-defined]
-                    source_ids.append(record.source_id)  # type: ignore[attr-defined]
+            if send.topic == intake.CONTROL and isinstance(record, ControlEvent):
+                event_types.append(record.type)  # type: ignore[attr-defined]  # every concrete event has one
+                if record.source_id not in source_ids:
+                    source_ids.append(record.source_id)
                 if isinstance(record, SyncRequested):
                     request_ids.append(record.request_id)
             elif isinstance(record, DeadLettered):
@@ -99,15 +106,26 @@ def outcome_fields(delivery: Delivery, partition: int, offset: int, outcome: int
 def undecodable_fields(key: str, partition: int, offset: int, error: str, now: datetime) -> dict[str, Any]:
     """The record of a copy that did not decode (dead-lettered at stage `decode`): the key says what it was."""
     parts = key.split("/", 2)
-    plugin, instance, delivery_id = parts if len(parts) == 3 and all(parts) else ("unknown", "unknown", key or "unknown")
+    plugin, instance, delivery_id = (
+        parts if len(parts) == 3 and all(parts) else ("unknown", "unknown", key or "unknown")
+    )
     return {
-        "type": "delivery.outcome", "key": key, "plugin": plugin, "instance": instance, "delivery_id": delivery_id,
-        "received_at": now, "partition": partition, "offset": offset, "outcome": DEAD_LETTERED, "rule": "decode",
+        "type": "delivery.outcome",
+        "key": key,
+        "plugin": plugin,
+        "instance": instance,
+        "delivery_id": delivery_id,
+        "received_at": now,
+        "partition": partition,
+        "offset": offset,
+        "outcome": DEAD_LETTERED,
+        "rule": "decode",
         "reason": error[:MAX_REASON],
     }
 
 
 # --- rows --------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class CopyRow:
@@ -157,11 +175,21 @@ def copy_id(deliveries_topic: str, partition: int, offset: int) -> str:
 
 def copy_row(record: DeliveryOutcome, deliveries_topic: str, outcome_partition: int, outcome_offset: int) -> CopyRow:
     return CopyRow(
-        copy_id=copy_id(deliveries_topic, record.partition, record.offset), key=record.key, partition=record.partition,
-        offset=record.offset, received_at=record.received_at, outcome=record.outcome, rule=record.rule,
-        reason=record.reason, request_ids=tuple(record.request_ids), source_ids=tuple(record.source_ids),
-        event_types=tuple(record.event_types), replay_epoch=record.replay_epoch, redrive_of=record.redrive_of,
-        outcome_partition=outcome_partition, outcome_offset=outcome_offset,
+        copy_id=copy_id(deliveries_topic, record.partition, record.offset),
+        key=record.key,
+        partition=record.partition,
+        offset=record.offset,
+        received_at=record.received_at,
+        outcome=record.outcome,
+        rule=record.rule,
+        reason=record.reason,
+        request_ids=tuple(record.request_ids),
+        source_ids=tuple(record.source_ids),
+        event_types=tuple(record.event_types),
+        replay_epoch=record.replay_epoch,
+        redrive_of=record.redrive_of,
+        outcome_partition=outcome_partition,
+        outcome_offset=outcome_offset,
     )
 
 
@@ -170,10 +198,20 @@ def delivery_after(row: DeliveryRow | None, record: DeliveryOutcome) -> Delivery
     decides = record.outcome != DUPLICATE
     if row is None:
         return DeliveryRow(
-            key=record.key, plugin=record.plugin, instance=record.instance, delivery_id=record.delivery_id,
-            event=record.event, first_received_at=record.received_at, last_received_at=record.received_at, copies=1,
-            outcome=record.outcome, rule=record.rule, reason=record.reason, request_ids=tuple(record.request_ids),
-            source_ids=tuple(record.source_ids), replay_epochs=(record.replay_epoch,) if record.replay_epoch and decides else (),
+            key=record.key,
+            plugin=record.plugin,
+            instance=record.instance,
+            delivery_id=record.delivery_id,
+            event=record.event,
+            first_received_at=record.received_at,
+            last_received_at=record.received_at,
+            copies=1,
+            outcome=record.outcome,
+            rule=record.rule,
+            reason=record.reason,
+            request_ids=tuple(record.request_ids),
+            source_ids=tuple(record.source_ids),
+            replay_epochs=(record.replay_epoch,) if record.replay_epoch and decides else (),
         )
     after = replace(
         row,
@@ -184,10 +222,16 @@ def delivery_after(row: DeliveryRow | None, record: DeliveryOutcome) -> Delivery
     )
     if not decides:
         return after
-    epochs = row.replay_epochs + ((record.replay_epoch,) if record.replay_epoch and record.replay_epoch not in row.replay_epochs else ())
+    epochs = row.replay_epochs + (
+        (record.replay_epoch,) if record.replay_epoch and record.replay_epoch not in row.replay_epochs else ()
+    )
     return replace(
-        after, outcome=record.outcome, rule=record.rule, reason=record.reason,
-        request_ids=_union(row.request_ids, record.request_ids), source_ids=_union(row.source_ids, record.source_ids),
+        after,
+        outcome=record.outcome,
+        rule=record.rule,
+        reason=record.reason,
+        request_ids=_union(row.request_ids, record.request_ids),
+        source_ids=_union(row.source_ids, record.source_ids),
         replay_epochs=epochs,
     )
 
@@ -211,15 +255,14 @@ def delivery_to_columns(row: DeliveryRow) -> dict[str, Any]:
 
 
 def delivery_from_columns(values: Mapping[str, Any]) -> DeliveryRow:
-    data = {name: values.get(name) for name in DELIVERY_COLUMNS}
+    data: dict[str, Any] = {name: values.get(name) for name in DELIVERY_COLUMNS}
     for name in ("request_ids", "source_ids", "replay_epochs"):
         data[name] = tuple(data[name] or ())
     return DeliveryRow(**data)
 
 
 def copy_from_columns(values: Mapping[str, Any]) -> CopyRow:
-    data = {name: values.get(name) for name in COPY_COLUMNS}
+    data: dict[str, Any] = {name: values.get(name) for name in COPY_COLUMNS}
     for name in ("request_ids", "source_ids", "event_types"):
         data[name] = tuple(data[name] or ())
     return CopyRow(**data)
-

@@ -29,6 +29,14 @@ class Policy(BaseModel):
     # offset starts nothing, and how many are remembered at most (bounded state).
     request_memory_seconds: float = Field(default=24 * 3600.0, gt=0)
     max_remembered_requests: int = Field(default=1000, ge=1)
+    # Live idempotency keys kept per source at most: a burst of distinct requests inside the TTL
+    # forgets the keys due to expire soonest first (the state stays bounded).
+    max_held_keys: int = Field(default=1000, ge=1)
+    # A record dated further than this after its broker time is refused (app.core.admission).
+    max_clock_skew_seconds: float = Field(default=3600.0, gt=0)
+    # The encoded size a source's state may reach; a record that would pass it is refused. Below
+    # the broker's default record size (1 MiB), since the state is a changelog record.
+    max_state_bytes: int = Field(default=512 * 1024, ge=4096)
 
     @field_validator("idempotency_key_fields")
     @classmethod
@@ -59,6 +67,10 @@ class Policy(BaseModel):
     @property
     def request_memory(self) -> timedelta:
         return timedelta(seconds=self.request_memory_seconds)
+
+    @property
+    def max_clock_skew(self) -> timedelta:
+        return timedelta(seconds=self.max_clock_skew_seconds)
 
 
 def idempotency_key(request: SyncRequested, fields: tuple[str, ...]) -> str:

@@ -5,11 +5,13 @@ The projections apply each consumed record once (offset fence,
 
 - `source_after` follows the control topic, where one partition holds every
   event of a source in one order: it mirrors the orchestrator's fold of the
-  connection, config and config status, and takes `updated_at` from the event.
+  connection, config and config file status (from each `SyncPlanned` that read
+  the file, by the fold's own rule, `config_file.is_newer_config`), with the
+  fold's status names, and takes `updated_at` from the event.
 - `job_after` merges a lifecycle event or a completion into a job's row. The two
   come from two topics with no order between them, so the merge is
   order-independent and idempotent: any interleaving of a job's events, each
-  applied once or more, gives the same row (DESIGN.md §6, invariant 6). The
+  applied once or more, gives the same row (docs/architecture.md, invariant 6). The
   `SyncCompleted` is final: a `SyncStarted` replayed after it changes nothing.
 - `request_answers` records the first answer each request got; the answers come
   from one topic in one order per source.
@@ -30,11 +32,12 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any, Literal, Mapping, Union
 
+from app.core.config_file import is_newer_config
+from app.events.config import CONFIGURED, INVALID, UNCONFIGURED
 from app.events.control import (
     BatchCompleted,
     DeadlineReached,
     PlanFailed,
-    SourceConfigChanged,
     SourceConnected,
     SourceDisconnected,
     SourceUpdated,
@@ -46,23 +49,24 @@ from app.events.sync import (
     SyncCoalesced,
     SyncCompleted,
     SyncDeduplicated,
+    SyncIgnored,
     SyncQueued,
     SyncRejected,
     SyncStarted,
 )
 
-SourceEvent = Union[SourceConnected, SourceDisconnected, SourceConfigChanged, SourceUpdated]
+SourceEvent = Union[SourceConnected, SourceDisconnected, SourceUpdated, SyncPlanned]
 JobEvent = Union[SyncQueued, SyncCoalesced, SyncStarted, SyncCancelled, SyncCompleted]
-AnswerEvent = Union[SyncStarted, SyncQueued, SyncCoalesced, SyncDeduplicated, SyncRejected]
+AnswerEvent = Union[SyncStarted, SyncQueued, SyncCoalesced, SyncDeduplicated, SyncRejected, SyncIgnored]
 
-SOURCE_EVENTS = (SourceConnected, SourceDisconnected, SourceConfigChanged, SourceUpdated)
+SOURCE_EVENTS = (SourceConnected, SourceDisconnected, SourceUpdated, SyncPlanned)
 JOB_EVENTS = (SyncQueued, SyncCoalesced, SyncStarted, SyncCancelled, SyncCompleted)
-ANSWER_EVENTS = (SyncStarted, SyncQueued, SyncCoalesced, SyncDeduplicated, SyncRejected)
+ANSWER_EVENTS = (SyncStarted, SyncQueued, SyncCoalesced, SyncDeduplicated, SyncRejected, SyncIgnored)
 
 CONNECTED = "connected"
 DISCONNECTED = "disconnected"
-CONFIG_CHANGED = "changed"
-CONFIG_REMOVED = "removed"  # a SourceConfigChanged with an empty path: the configuration file is gone
+# The config file's status, named as the orchestrator names it (NULL: no plan has read it yet).
+CONFIG_STATUSES = (CONFIGURED, UNCONFIGURED, INVALID)
 
 QUEUED = "queued"
 RUNNING = "running"
@@ -73,7 +77,7 @@ JOB_STATUSES = (QUEUED, RUNNING, *FINAL_STATUSES)
 _STATUS_RANK = {QUEUED: 0, RUNNING: 1, CANCELLED: 2, "succeeded": 3, "failed": 3, "timed_out": 3}
 _MODE_RANK = {None: 0, "incremental": 1, "full": 2}  # full absorbs incremental
 
-Answer = Literal["started", "queued", "coalesced", "deduplicated", "rejected"]
+Answer = Literal["started", "queued", "coalesced", "deduplicated", "rejected", "ignored"]
 
 
 # --- sources -----------------------------------------------------------------------------------
@@ -85,14 +89,24 @@ class SourceRow:
     name: str | None
     status: str  # CONNECTED | DISCONNECTED
     config: dict[str, Any]
-    config_status: str | None  # CONFIG_CHANGED | CONFIG_REMOVED | None (no change seen)
-    config_path: str | None
-    config_commit: str | None
+    config_status: str | None  # one of CONFIG_STATUSES; None until a plan read the config file
+    config_path: str | None  # the file read (configured, invalid)
+    config_commit: str | None  # the commit it was read at
     status_reason: str | None  # why it was disconnected
     updated_at: datetime
+    config_error: str | None = None  # why the file is invalid
+    config_rules: dict[str, Any] | None = None  # the path rules in effect: {"include": [...], "exclude": [...]}
+    config_job_id: str | None = None  # the job whose plan read it
 
 
 SOURCE_COLUMNS = tuple(f.name for f in fields(SourceRow))
+
+
+def is_source_event(record: object) -> bool:
+    """Whether `record` can change a `sources` row: a plan only when it read the config file."""
+    if isinstance(record, SyncPlanned):
+        return record.config is not None
+    return isinstance(record, SOURCE_EVENTS)
 
 
 def source_after(row: SourceRow | None, event: SourceEvent) -> SourceRow | None:
@@ -117,10 +131,13 @@ def source_after(row: SourceRow | None, event: SourceEvent) -> SourceRow | None:
         return None
     if isinstance(event, SourceDisconnected):
         return replace(row, status=DISCONNECTED, status_reason=event.reason, updated_at=at)
-    if isinstance(event, SourceConfigChanged):
-        present = bool(event.config_path)
-        return replace(row, config_status=CONFIG_CHANGED if present else CONFIG_REMOVED,
-                       config_path=event.config_path if present else None, config_commit=event.commit, updated_at=at)
+    if isinstance(event, SyncPlanned):
+        found = event.config
+        if found is None or not is_newer_config(row.config_job_id, event.job_id):
+            return row
+        return replace(row, config_status=found.status, config_path=found.path, config_commit=event.commit,
+                       config_error=found.error, config_rules=found.rules.model_dump(mode="json"),
+                       config_job_id=event.job_id, updated_at=at)
     if isinstance(event, SourceUpdated):
         return replace(row, name=event.name if event.name is not None else row.name,
                        config={**row.config, **event.config}, updated_at=at)
@@ -139,6 +156,7 @@ class SyncJobRow:
     status: str
     error: str | None = None
     commit: str | None = None
+    listing: str | None = None
     queued_at: datetime | None = None
     started_at: datetime | None = None
     deadline: datetime | None = None
@@ -193,6 +211,7 @@ def job_after(row: SyncJobRow | None, event: JobEvent) -> SyncJobRow:
             status=event.status,
             error=event.error,
             commit=event.commit,
+            listing=event.listing,
             started_at=event.started_at,
             finished_at=event.finished_at,
             duration_ms=event.duration_ms,
@@ -330,6 +349,8 @@ CONTROL_JOB_RECORDS = (SyncRequested, SyncPlanned, PlanFailed, DeadlineReached)
 
 def record_row(record: Any, topic: str, partition: int, offset: int) -> RecordRow:
     """Where a request's, a job's or a lifecycle record is, and the ids it names."""
+    job_id: str | None
+    request_ids: tuple[str, ...]
     if isinstance(record, SyncRequested):
         job_id, request_ids, at = None, (record.request_id,), record.occurred_at
     elif isinstance(record, SyncCompleted):
@@ -353,7 +374,8 @@ def batch_to_columns(row: BatchRow) -> dict[str, Any]:
 
 
 def batch_from_columns(values: Mapping[str, Any]) -> BatchRow:
-    return BatchRow(**{name: values.get(name) for name in BATCH_COLUMNS})
+    data: dict[str, Any] = {name: values.get(name) for name in BATCH_COLUMNS}
+    return BatchRow(**data)
 
 
 def record_to_columns(row: RecordRow) -> dict[str, Any]:
@@ -363,7 +385,7 @@ def record_to_columns(row: RecordRow) -> dict[str, Any]:
 
 
 def record_from_columns(values: Mapping[str, Any]) -> RecordRow:
-    data = {name: values.get(name) for name in RECORD_COLUMNS}
+    data: dict[str, Any] = {name: values.get(name) for name in RECORD_COLUMNS}
     data["request_ids"] = tuple(data["request_ids"] or ())
     return RecordRow(**data)
 
@@ -399,6 +421,8 @@ def request_answers(event: AnswerEvent) -> list[RequestAnswer]:
         reason = f"idempotency key {event.idempotency_key} is held by job {job_id}{held}"
     elif isinstance(event, SyncRejected):
         answer, job_id, reason = "rejected", event.job_id, event.reason
+    elif isinstance(event, SyncIgnored):
+        answer, job_id, reason = "ignored", event.job_id, f"ignored by rule {event.rule}"
     else:
         raise TypeError(f"not an answer to a request: {type(event).__name__}")
     return [RequestAnswer(request_id=rid, answer=answer, job_id=job_id, reason=reason, **common)

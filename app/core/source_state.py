@@ -1,6 +1,6 @@
 """One source's orchestration state, and the fold that makes every decision about it.
 
-`fold(state, event, now, offset, policy) -> (state, effects)` is DESIGN.md §4 as
+`fold(state, event, now, offset, policy) -> (state, effects)` is docs/architecture.md's per-source orchestration as
 one pure function: `now` is the event's timestamp and job ids come from the
 event's offset, so replaying the control topic rebuilds the same state and the
 same effects. Invariants it keeps:
@@ -9,12 +9,17 @@ same effects. Invariants it keeps:
 - an event at an offset <= `last_offset` changes nothing and emits nothing;
 - every started job ends with exactly one `SyncCompleted`, whose counts are the
   sum over the distinct batch indexes reported while it was active;
-- every request id is answered once: started, queued, coalesced, deduplicated
-  or rejected; a redelivery of it (another offset) is `Ignored`;
-- an incremental job diffs from the commit the source's documents are at (the
-  last succeeded job's commit) when that is known, not from the `before` its
-  requests named: pushes may arrive out of order, and a diff from a `before`
-  the documents are not at would leave them matching no commit.
+- every request id is answered once: started, queued, coalesced, deduplicated,
+  rejected or ignored (a push to a branch the source does not track); a
+  redelivery of it (another offset) is `Ignored`;
+- every plan request carries `base`, the commit the documents were last written
+  to completely (the last job succeeded with no failed file), or None after a
+  failed, cancelled or timed-out job, a partial one, or a change of the source's
+  config: the planner then lists everything. A request's own `before` is never a
+  base: pushes arrive out of order, and the documents need not be at it;
+- the config file status is what a planner found (`SyncPlanned.config`), never
+  what a delivery claims: the newest job's finding wins (`is_newer_config`), and
+  every plan request carries the path rules in effect (`config_rules`).
 """
 
 from __future__ import annotations
@@ -25,11 +30,15 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel, ConfigDict
 
 from app.core.coalesce import JobRequest, job_for, merge
+from app.core.config_file import is_newer_config
+from app.core.convergence import tracked_branch, untracked_push
 from app.core.effects import Effect, EnsureSource, Ignored
 from app.core.fanin import is_complete, planned, record, totals
 from app.core.jobs import ActiveJob, fanin_outcome, plan_requested, sync_completed, sync_started, timeout_error
 from app.core.policy import Policy, idempotency_key
 from app.events import ControlRecord
+from app.events.config import ConfigStatus as FoundStatus
+from app.events.config import PathRules
 from app.events.control import (
     BatchCompleted,
     DeadlineReached,
@@ -47,13 +56,15 @@ from app.events.sync import (
     SyncCancelled,
     SyncCoalesced,
     SyncDeduplicated,
+    SyncIgnored,
     SyncQueued,
     SyncRejected,
     SyncStatus,
 )
 
 Connection = Literal["unknown", "connected", "disconnected"]
-ConfigStatus = Literal["unknown", "configured", "unconfigured"]
+# The config file's status: "unknown" until a plan reads it, then what the planner found.
+ConfigStatus = Literal["unknown"] | FoundStatus
 # What a deduplicated request is told about the job holding its key.
 KeyStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "timed_out"]
 
@@ -87,6 +98,11 @@ class SourceState(_Model):
     config_status: ConfigStatus = "unknown"
     config_path: str | None = None
     config_commit: str | None = None
+    config_error: str | None = None
+    # The path rules the documents are written with (None: no plan has read a config yet),
+    # and the job whose plan found them.
+    config_rules: PathRules | None = None
+    config_job: str | None = None
     # Whether EnsureSource was emitted since the source was last connected.
     store_ensured: bool = False
     active: ActiveJob | None = None
@@ -147,9 +163,14 @@ def _requested(state: SourceState, ev: SyncRequested, now: datetime, offset: int
     if state.connection != "connected":
         reason = "source disconnected" if state.connection == "disconnected" else "unknown source"
         return state, [SyncRejected(source_id=state.source_id, occurred_at=now, request_ids=[rid], reason=reason)]
+    if untracked_push(ev.branch, state.config):
+        return state, [
+            Ignored("untracked_branch", ev.type, request_id=rid),
+            SyncIgnored(source_id=state.source_id, occurred_at=now, request_ids=[rid], rule="push.untracked_branch"),
+        ]
     key = idempotency_key(ev, policy.idempotency_key_fields)
     held = state.keys.get(key)
-    if held is not None:
+    if held is not None and not ev.force:
         answer = SyncDeduplicated(
             source_id=state.source_id,
             occurred_at=now,
@@ -194,7 +215,11 @@ def _remember(state: SourceState, request_id: str, now: datetime, policy: Policy
 
 def _claim(state: SourceState, key: str, job_id: str, status: KeyStatus, now: datetime, policy: Policy) -> SourceState:
     held = HeldKey(job_id=job_id, expires_at=now + policy.idempotency_ttl(state.source_type), status=status)
-    return state.model_copy(update={"keys": {**state.keys, key: held}})
+    keys = {**state.keys, key: held}
+    if len(keys) > policy.max_held_keys:
+        # Forget the keys due soonest (ties by key): deterministic, and bounded.
+        keys = dict(sorted(keys.items(), key=lambda kv: (kv[1].expires_at, kv[0]))[-policy.max_held_keys :])
+    return state.model_copy(update={"keys": keys})
 
 
 def _forget_expired(state: SourceState, now: datetime) -> SourceState:
@@ -217,13 +242,12 @@ def _with_status(state: SourceState, job_id: str, status: KeyStatus) -> SourceSt
 def _start(state: SourceState, job: JobRequest, now: datetime, policy: Policy) -> Step:
     """Make `job` the active job: announce it, ensure the store once per connection, request its plan."""
     assert state.source_type is not None, "a connected source has a type"
-    if job.mode == "incremental" and state.synced_commit is not None:
-        job = job.model_copy(update={"before": state.synced_commit})
     active = ActiveJob(job=job, started_at=now, deadline=now + policy.deadline)
     effects: list[Effect] = [sync_started(state.source_id, active)]
     if not state.store_ensured:
         effects.append(EnsureSource(state.source_id, state.source_type, dict(state.config), state.name))
-    effects.append(plan_requested(state.source_id, state.source_type, state.config, active))
+    effects.append(plan_requested(state.source_id, state.source_type, state.config, active, state.synced_commit,
+                                  state.config_rules))
     state = _with_status(state, job.job_id, "running")
     return state.model_copy(update={"active": active, "store_ensured": True}), effects
 
@@ -265,6 +289,7 @@ def _active_job(state: SourceState, job_id: str) -> ActiveJob | None:
 
 
 def _planned(state: SourceState, ev: SyncPlanned, now: datetime, offset: int | None, policy: Policy) -> Step:
+    state = _config_found(state, ev)
     active = _active_job(state, ev.job_id)
     if active is None:
         return state, [Ignored("late_plan", ev.type, job_id=ev.job_id)]
@@ -273,7 +298,9 @@ def _planned(state: SourceState, ev: SyncPlanned, now: datetime, offset: int | N
     progress = planned(active.progress, ev.batch_count)
     dropped = active.progress.reported - progress.reported
     effects: list[Effect] = [Ignored("batch_out_of_range", ev.type, job_id=ev.job_id)] * dropped
-    active = active.model_copy(update={"progress": progress, "files_listed": ev.file_count, "commit": ev.commit})
+    active = active.model_copy(
+        update={"progress": progress, "files_listed": ev.file_count, "commit": ev.commit, "listing": ev.listing}
+    )
     return _finish_if_complete(state, active, now, policy, effects)
 
 
@@ -308,6 +335,10 @@ def _deadline(state: SourceState, ev: DeadlineReached, now: datetime, offset: in
 
 
 def _connected(state: SourceState, ev: SourceConnected, now: datetime, offset: int | None, policy: Policy) -> Step:
+    """Connect (or reconnect) the source. A source connected before with another type or config
+    (another path, repository or branch) is at no known commit of the new one: its next sync
+    lists everything, and a full sync is requested at once (trigger `config_change`)."""
+    changed = state.source_type is not None and (state.source_type != ev.source_type or state.config != dict(ev.config))
     update: dict[str, Any] = {
         "connection": "connected",
         "source_type": ev.source_type,
@@ -315,9 +346,21 @@ def _connected(state: SourceState, ev: SourceConnected, now: datetime, offset: i
         # Type or config may differ from the last connection: ensure the store again.
         "store_ensured": False,
     }
+    if changed:
+        update["synced_commit"] = None
     if ev.name is not None:
         update["name"] = ev.name
-    return state.model_copy(update=update), []
+    state = state.model_copy(update=update)
+    if not changed:
+        return state, []
+    return _requested(state, _config_change_request(ev, offset, state.jobs_created), now, offset, policy)
+
+
+def _config_change_request(ev: SourceConnected | SourceUpdated, offset: int | None, jobs_created: int) -> SyncRequested:
+    """The full sync a change of a source's config asks for; its id is derived from the event's offset."""
+    where = str(offset) if offset is not None else f"local-{jobs_created}"
+    return SyncRequested(source_id=ev.source_id, occurred_at=ev.occurred_at, request_id=f"config-change:{where}",
+                         mode="full", trigger="config_change", force=True)
 
 
 def _disconnected(state: SourceState, ev: SourceDisconnected, now: datetime, offset: int | None, policy: Policy) -> Step:
@@ -353,22 +396,37 @@ def _disconnected(state: SourceState, ev: SourceDisconnected, now: datetime, off
     return state.model_copy(update={"keys": {}}), effects
 
 
+def _config_found(state: SourceState, ev: SyncPlanned) -> SourceState:
+    """Record the config file a plan found at its commit, unless a newer job's plan was recorded.
+    Late and duplicate plans count too: what a planner read at a commit is true of that commit."""
+    found = ev.config
+    if found is None or not is_newer_config(state.config_job, ev.job_id):
+        return state
+    return state.model_copy(update={
+        "config_status": found.status, "config_path": found.path, "config_commit": ev.commit,
+        "config_error": found.error, "config_rules": found.rules, "config_job": ev.job_id,
+    })
+
+
 def _config_changed(state: SourceState, ev: SourceConfigChanged, now: datetime, offset: int | None, policy: Policy) -> Step:
-    # An empty path says the configuration file is gone.
-    configured = bool(ev.config_path)
-    update = {
-        "config_status": "configured" if configured else "unconfigured",
-        "config_path": ev.config_path if configured else None,
-        "config_commit": ev.commit,
-    }
-    return state.model_copy(update=update), []
+    """Superseded (a delivery claimed a config file without reading it): counted, changes nothing."""
+    return state, [Ignored("config_claim_superseded", ev.type)]
 
 
 def _updated(state: SourceState, ev: SourceUpdated, now: datetime, offset: int | None, policy: Policy) -> Step:
-    update: dict[str, Any] = {"config": {**state.config, **ev.config}}
+    """New metadata (a renamed or transferred repository). A change of the branch it tracks is a
+    config change: documents are at no known commit of the new branch, a full sync is requested."""
+    config = {**state.config, **ev.config}
+    update: dict[str, Any] = {"config": config}
     if ev.name is not None:
         update["name"] = ev.name
-    return state.model_copy(update=update), []
+    moved = tracked_branch(config) != tracked_branch(state.config)
+    if moved:
+        update["synced_commit"] = None
+    state = state.model_copy(update=update)
+    if not moved or state.connection != "connected":
+        return state, []
+    return _requested(state, _config_change_request(ev, offset, state.jobs_created), now, offset, policy)
 
 
 _HANDLERS: dict[type, Callable[[SourceState, Any, datetime, int | None, Policy], Step]] = {

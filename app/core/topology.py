@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -13,6 +13,29 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
     key: str = ""
     value: str = ""
+
+
+# The topic config that carries the cluster's durability promise (acks=all waits for this many).
+MIN_INSYNC_REPLICAS = "min.insync.replicas"
+
+
+def with_replication(specs: list[TopicSpec], replication_factor: int, min_insync_replicas: int) -> list[TopicSpec]:
+    """The declared topics as this cluster holds them: `replication_factor` replicas each and
+    `min.insync.replicas` set, whatever else the declaration says.
+
+    Replication is a property of the cluster (one embedded or single-node broker: 1 and 1;
+    three brokers: 3 and 2), not of a topic, so topics/*.toml does not declare it.
+    """
+    if not 1 <= min_insync_replicas <= replication_factor:
+        raise ValueError(
+            f"min.insync.replicas must be between 1 and the replication factor ({replication_factor}), "
+            f"not {min_insync_replicas}"
+        )
+    return [
+        replace(spec, replication_factor=replication_factor,
+                config={**spec.config, MIN_INSYNC_REPLICAS: str(min_insync_replicas)})
+        for spec in specs
+    ]
 
 
 @dataclass(frozen=True)

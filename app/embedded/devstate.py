@@ -18,9 +18,10 @@ from __future__ import annotations
 import fcntl
 import os
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Mapping
+from typing import IO
 
 LOCK_NAME = "dev.lock"
 ENV_NAME = "dev.env"
@@ -44,7 +45,7 @@ class DevLock:
     def env_path(self) -> Path:
         return self.data_dir / ENV_NAME
 
-    def acquire(self) -> "DevLock":
+    def acquire(self) -> DevLock:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+", encoding="utf-8")
         try:
@@ -56,7 +57,8 @@ class DevLock:
             raise DataDirInUse(
                 f"{self.data_dir} is in use by another `hookstream dev` (pid {holder}): it owns the broker, PostgreSQL "
                 f"and worker state there. Stop it (Ctrl-C in its shell), or start this one elsewhere with "
-                f"--data-dir (and other ports)") from None
+                f"--data-dir (and other ports)"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
@@ -84,7 +86,7 @@ class DevLock:
 def is_held(lock_path: Path) -> bool:
     """True while some process holds the dev lock at `lock_path`."""
     try:
-        handle = open(lock_path, "r", encoding="utf-8")
+        handle = open(lock_path, encoding="utf-8")
     except OSError:
         return False
     with handle:
@@ -105,4 +107,3 @@ def running_env_file(environ: Mapping[str, str] | None = None, cwd: Path | None 
     if not path.is_file() or not is_held(path.with_name(LOCK_NAME)):
         return None
     return path
-

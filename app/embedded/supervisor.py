@@ -1,6 +1,6 @@
 """Run child processes (`hookstream ingress`, `hookstream worker`) and stop them reliably.
 
-Faust's shutdown can hang in `wait_empty` (BROKER.md, faust #133/#173): stopping
+Faust's shutdown can hang in `wait_empty` (docs/local-broker.md; faust #133/#173): stopping
 sends SIGTERM, waits `stop_timeout`, then SIGKILLs. That is safe because every
 stage is at-least-once with idempotent effects.
 """

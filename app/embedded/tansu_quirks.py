@@ -1,4 +1,4 @@
-"""Workarounds for the tansu broker's quirks (BROKER.md). Active only against tansu.
+"""Workarounds for the tansu broker's quirks (docs/local-broker.md). Active only against tansu.
 
 `install(settings)` is called by every process entry point (worker, replay,
 lag); it does nothing unless `settings.embedded_broker == "tansu"`, so

@@ -13,11 +13,13 @@ from typing import Annotated, Union
 from pydantic import Field
 
 from app.events.base import RawBytes, Record, utcnow
+from app.events.config import ConfigFound, ConfigStatus, PathRules
 from app.events.control import (
     CONTROL_EVENTS,
     BatchCompleted,
     ControlEvent,
     DeadlineReached,
+    ListingKind,
     PlanFailed,
     SourceConfigChanged,
     SourceConnected,
@@ -41,6 +43,7 @@ from app.events.sync import (
     SyncCoalesced,
     SyncCompleted,
     SyncDeduplicated,
+    SyncIgnored,
     SyncQueued,
     SyncRejected,
     SyncStarted,
@@ -73,11 +76,11 @@ TOPIC_RECORDS: dict[str, object] = {
 
 # Events a producer may send through POST /events (or `hookstream send event --kafka`):
 # the control events that describe intent from outside, never a stage's internal fact.
+# (Not `SourceConfigChanged`: a config file's status is what the worker reads in it.)
 PRODUCER_EVENTS: tuple[type[ControlEvent], ...] = (
     SyncRequested,
     SourceConnected,
     SourceDisconnected,
-    SourceConfigChanged,
     SourceUpdated,
 )
 ProducerEvent = _union(*PRODUCER_EVENTS)
@@ -98,6 +101,8 @@ ALL_MODELS: tuple[type[Record], ...] = (
 __all__ = [
     "ALL_MODELS",
     "BatchCompleted",
+    "ConfigFound",
+    "ConfigStatus",
     "ControlEvent",
     "ControlRecord",
     "DeadLettered",
@@ -109,9 +114,11 @@ __all__ = [
     "FileBatch",
     "FileChange",
     "JobCancelled",
+    "ListingKind",
     "Lifecycle",
     "LifecycleRecord",
     "PRODUCER_EVENTS",
+    "PathRules",
     "PlanFailed",
     "PlanRequested",
     "ProducerEvent",
@@ -126,6 +133,7 @@ __all__ = [
     "SyncCoalesced",
     "SyncCompleted",
     "SyncDeduplicated",
+    "SyncIgnored",
     "SyncMode",
     "SyncPlanned",
     "SyncQueued",

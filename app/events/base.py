@@ -1,10 +1,14 @@
-"""The base every wire model shares: frozen, strict about unknown fields, versioned."""
+"""The base every wire model shares: frozen, strict about unknown fields, versioned.
+
+`schema_version` names the layout a record was written in; only known versions
+decode (1 today), so a record from a newer writer is refused, never misread.
+"""
 
 from __future__ import annotations
 
 import base64
 from datetime import datetime, timezone
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, PlainSerializer, WithJsonSchema
 
@@ -12,9 +16,10 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Plai
 class Record(BaseModel):
     """A record on a hookstream topic. Subclasses set `type` as a Literal."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    # allow_inf_nan=False: a float field refuses NaN and ±Infinity (JSON has neither).
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
-    schema_version: int = 1
+    schema_version: Literal[1] = 1
 
 
 def _b64_to_bytes(value: object) -> object:

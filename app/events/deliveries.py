@@ -7,6 +7,16 @@ from typing import Literal
 from pydantic import Field
 
 from app.events.base import RawBytes, Record, Timestamp
+from app.events.bounds import (
+    DeliveryId,
+    DeliveryKey,
+    Identifier,
+    InstanceName,
+    KeptHeaders,
+    Offset,
+    PluginName,
+    RouteName,
+)
 
 
 class Delivery(Record):
@@ -19,17 +29,18 @@ class Delivery(Record):
     """
 
     type: Literal["delivery"] = "delivery"
-    delivery_id: str = Field(min_length=1, max_length=200)
-    plugin: str = Field(min_length=1, max_length=64)
-    instance: str = Field(min_length=1, max_length=128)
-    route: str | None = None
+    delivery_id: DeliveryId
+    plugin: PluginName
+    instance: InstanceName
+    route: RouteName | None = None
     received_at: Timestamp
-    headers: dict[str, str] = Field(default_factory=dict)
+    # At most 32, lower-case names, values without control characters.
+    headers: KeptHeaders = Field(default_factory=dict)
     body: RawBytes
     # Set when the delivery is a redrive of a dead letter (id of the dead letter).
-    redrive_of: str | None = None
+    redrive_of: Identifier | None = None
     # Set when an operator re-submits a time range on purpose (hookstream replay deliveries).
-    replay_epoch: str | None = None
+    replay_epoch: Identifier | None = None
 
     @property
     def key(self) -> str:
@@ -45,6 +56,6 @@ class DeliveryRef(Record):
     """Where a routed event came from: enough to find the delivery again."""
 
     type: Literal["delivery.ref"] = "delivery.ref"
-    key: str
-    partition: int | None = None
-    offset: int | None = None
+    key: DeliveryKey
+    partition: Offset | None = None
+    offset: Offset | None = None

@@ -7,13 +7,23 @@ from typing import Any, Literal
 from pydantic import Field
 
 from app.events.base import Record, Timestamp
-from app.events.control import SourceType, SyncMode
+from app.events.config import PathRules
+from app.events.control import ListingKind, SourceType, SyncMode
 
 SyncStatus = Literal["succeeded", "failed", "cancelled", "timed_out"]
 
 
 class PlanRequested(Record):
-    """`hookstream.sync.plans`, key jobId: list the changes of a job's source."""
+    """`hookstream.sync.plans`, key jobId: list the changes of a job's source.
+
+    `base` is the commit the source's documents were last written to completely (the
+    last job that succeeded with no failed file), None when unknown: the planner then
+    lists everything. The target is always the head of the tracked branch as the
+    adapter finds it; `after` (the newest push's) is a lower bound only, and `paths`
+    are hints an adapter may use to fetch less. `rules` are the path rules of the source's
+    config file the documents were written with (None when unknown): when the config at
+    the head selects other paths, the planner lists everything.
+    """
 
     type: Literal["sync.plan_requested"] = "sync.plan_requested"
     job_id: str
@@ -22,8 +32,9 @@ class PlanRequested(Record):
     source_config: dict[str, Any] = Field(default_factory=dict)
     mode: SyncMode
     paths: list[str] = Field(default_factory=list)
-    before: str | None = None
+    base: str | None = None
     after: str | None = None
+    rules: PathRules | None = None
     requested_at: Timestamp
 
 
@@ -103,6 +114,13 @@ class SyncRejected(Lifecycle):
     reason: str
 
 
+class SyncIgnored(Lifecycle):
+    """A request answered by a counted rule, starting nothing (a push to a branch the source does not track)."""
+
+    type: Literal["sync.ignored"] = "sync.ignored"
+    rule: str
+
+
 class SyncCompleted(Record):
     """`hookstream.sync.completed`, key sourceId: a job's result, with the real counts."""
 
@@ -110,11 +128,16 @@ class SyncCompleted(Record):
     job_id: str
     source_id: str
     request_ids: list[str]
+    # Requests served beyond the listed ids (a burst coalesced into one job); each was answered
+    # by a `sync.coalesced` naming this job.
+    unlisted_requests: int = Field(default=0, ge=0)
     mode: SyncMode
     trigger: str
     status: SyncStatus
     error: str | None = None
     commit: str | None = None
+    # How the job listed its changes; `unchanged`: the documents were at the head already.
+    listing: ListingKind | None = None
     files_listed: int = 0
     processed: int = 0
     failed: int = 0
@@ -128,4 +151,4 @@ class SyncCompleted(Record):
     duration_ms: int = Field(ge=0)
 
 
-LIFECYCLE_EVENTS = (SyncQueued, SyncCoalesced, SyncDeduplicated, SyncStarted, SyncCancelled, SyncRejected)
+LIFECYCLE_EVENTS = (SyncQueued, SyncCoalesced, SyncDeduplicated, SyncStarted, SyncCancelled, SyncRejected, SyncIgnored)

@@ -1,4 +1,4 @@
-"""The ingress as an aiohttp application: verify, name, publish durably, answer (DESIGN.md §3).
+"""The ingress as an aiohttp application: verify, name, publish durably, answer (docs/architecture.md, the ingress contract).
 
 No business logic lives here: a plugin verifies and names a delivery, the codec
 turns it into bytes, the publisher writes it with acks=all. A 2xx answer is
@@ -7,28 +7,45 @@ given only after the broker acknowledged the record; every error answer is JSON
 
 Secrets and signatures never reach a log line: we log the plugin, the instance,
 the delivery id, the status and the byte count (rejections at info, accepted
-deliveries at debug).
+deliveries at debug). An unexpected exception is answered 500 (JSON, counted)
+and logged once with its traceback but not its message, which may quote the
+request.
+
+What the ingress refuses before it verifies anything: URL segments outside
+their charset (404, or 400 for a route), a Content-Encoding other than identity
+(415: the signature covers the bytes as sent, and they are stored as sent),
+a header value that is not UTF-8 (400), a body that does not arrive within
+`ingress_body_timeout_seconds` (408) or exceeds the limit (413). Connection-
+level rules (parser rejections, the request head's deadline) are in
+`app.ingress.protocol`, which serves this app.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
+import re
 import time
+import traceback
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
 from aiokafka.errors import KafkaError
+from pydantic import ValidationError
 
 from app import codec
-from app.events import Delivery, utcnow
+from app.events import Delivery, Record, SourceConnected, SourceUpdated, utcnow
+from app.events.bounds import MAX_INSTANCE_LENGTH, MAX_PLUGIN_LENGTH, MAX_ROUTE_LENGTH
 from app.ingress.metrics import UNKNOWN_PLUGIN, IngressMetrics
 from app.ingress.publisher import Publisher, PublishUnavailable, RecordTooLarge
 from app.plugins import PLUGINS
 from app.plugins.base import Plugin, UnreadableDelivery, VerificationError
-from app.settings import InstanceConfig, Settings
+from app.settings import Settings
+from app.instances import InstanceConfig
+from app.sources.roots import PathOutsideRoots, check_git_path
 from app.topology import require_topics
 
 log = logging.getLogger("hookstream.ingress")
@@ -36,6 +53,11 @@ log = logging.getLogger("hookstream.ingress")
 DELIVERIES_TOPIC = "hookstream.deliveries"
 CONTROL_TOPIC = "hookstream.sync.control"
 REQUIRED_TOPICS = (DELIVERIES_TOPIC, CONTROL_TOPIC)
+
+# The URL segments of /hooks/{plugin}/{instance}[/{route}] (app.events.bounds says the same).
+_PLUGIN_SEGMENT = re.compile(rf"[a-z0-9-]{{1,{MAX_PLUGIN_LENGTH}}}")
+_INSTANCE_SEGMENT = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_INSTANCE_LENGTH}}}")
+_ROUTE_SEGMENT = re.compile(rf"[A-Za-z0-9._~-]{{1,{MAX_ROUTE_LENGTH}}}")
 
 SETTINGS = web.AppKey("settings", Settings)
 PUBLISHER = web.AppKey("publisher", Publisher)
@@ -65,22 +87,42 @@ def json_response(status: int, body: Any, headers: Mapping[str, str] | None = No
 def error_response(error: IngressError) -> web.Response:
     body = {"error": error.code, "message": error.message, **error.extra}
     response = json_response(error.status, body, error.headers)
-    if error.status == 413:
-        # Do not keep reading an oversized upload on this connection: aiohttp drains what is
-        # in flight for a short lingering time, then closes.
+    if error.status in (408, 413):
+        # Do not keep reading an oversized or stalled upload on this connection: close it.
         response.force_close()
     return response
 
 
-async def read_limited_body(request: web.Request, limit: int) -> bytes:
-    """The request body, or IngressError 413 once it is known to exceed `limit` (read no further)."""
+class ClientDisconnected(Exception):
+    """The client closed the connection before its body arrived: there is no one to answer."""
+
+
+async def read_limited_body(request: web.Request, limit: int, timeout: float) -> bytes:
+    """The request body, or IngressError 413 once it is known to exceed `limit` (read no further),
+    408 when it has not fully arrived within `timeout` seconds; ClientDisconnected if the client left."""
     declared = request.content_length
     if declared is not None and declared > limit:
         raise IngressError(413, "body_too_large", f"the body is {declared} bytes; the limit is {limit} bytes")
+    if request.content.is_eof():
+        # The whole body came with the head (the common case): no deadline to arm.
+        return await _read_body(request, limit)
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read_body(request, limit)
+    except TimeoutError:
+        raise IngressError(408, "request_timeout", f"the body did not arrive within {timeout:g} s; the connection is closed") from None
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
-        chunk = await request.content.readany()
+        try:
+            chunk = await request.content.readany()
+        except ConnectionResetError:
+            raise ClientDisconnected() from None
+        except web.RequestPayloadError:
+            raise IngressError(400, "malformed_body_framing", "the body ended early or its chunked framing is malformed") from None
         if not chunk:
             break
         size += len(chunk)
@@ -90,8 +132,37 @@ async def read_limited_body(request: web.Request, limit: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _bearer_token(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
+def plain_headers(request: web.Request) -> dict[str, str]:
+    """The request's headers with lower-cased names; IngressError 400 for a value that is not UTF-8.
+
+    aiohttp decodes header bytes as UTF-8 with surrogate escapes: such a value would
+    fail later, wherever it is compared, encoded or stored. Only the name is quoted.
+    """
+    headers: dict[str, str] = {}
+    for name, value in request.headers.items():
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise IngressError(400, "invalid_header", f"the value of the {name} header is not valid UTF-8") from None
+        headers[name.lower()] = value
+    return headers
+
+
+def refuse_content_encoding(request: web.Request) -> None:
+    """IngressError 415 for any Content-Encoding but identity: bodies are verified and stored as sent."""
+    encoding = request.headers.get("Content-Encoding")
+    if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+        raise IngressError(
+            415,
+            "unsupported_content_encoding",
+            "Content-Encoding must be identity: the ingress verifies and stores the body exactly as sent, "
+            "so send it uncompressed",
+        )
+
+
+def _bearer_token(headers: Mapping[str, str]) -> str | None:
+    header = headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
@@ -122,6 +193,7 @@ class DeliveryIngress:
         self.control_topic = settings.topic(CONTROL_TOPIC)
         self.required_topics = {settings.topic(t) for t in REQUIRED_TOPICS}
         self.events_token = settings.events_token.get_secret_value().encode() if settings.events_token else None
+        self.git_roots = settings.git_root_paths()
 
     # POST /hooks/{plugin}/{instance}[/{route}]
     async def receive_delivery(self, request: web.Request) -> web.Response:
@@ -129,12 +201,16 @@ class DeliveryIngress:
         label = plugin_name if plugin_name in self.plugins else UNKNOWN_PLUGIN
         try:
             response = await self._receive_delivery(request, plugin_name)
+        except ClientDisconnected:
+            log.debug("client of plugin=%s went away before its body arrived", label)
+            return json_response(400, {"error": "client_disconnected", "message": "the connection closed mid-body"})
         except IngressError as error:
-            response = error_response(error)
+            response = self._rejected(error)
             # The instance and the message may echo URL text: %r keeps a log line one line.
+            instance = request.match_info["instance"]
             log.info(
                 "rejected plugin=%s instance=%.130r status=%d error=%s message=%.300r",
-                label, request.match_info["instance"], error.status, error.code, error.message,
+                label, instance if _INSTANCE_SEGMENT.fullmatch(instance) else "?", error.status, error.code, error.message,
             )
         self.metrics.count_delivery(label, response.status)
         return response
@@ -142,16 +218,26 @@ class DeliveryIngress:
     async def _receive_delivery(self, request: web.Request, plugin_name: str) -> web.Response:
         instance_id = request.match_info["instance"]
         route = request.match_info.get("route")
+        # Configured names are valid by construction: the charsets are checked only to word a 404
+        # without echoing a segment that is not a name.
         plugin = self.plugins.get(plugin_name)
         if plugin is None:
-            raise IngressError(404, "unknown_plugin", f"no plugin named {plugin_name!r}; known: {', '.join(sorted(self.plugins))}")
+            known = ", ".join(sorted(self.plugins))
+            if not _PLUGIN_SEGMENT.fullmatch(plugin_name):
+                raise IngressError(404, "unknown_plugin", f"the plugin segment is not a plugin name (lower-case letters, digits and -); known: {known}")
+            raise IngressError(404, "unknown_plugin", f"no plugin named {plugin_name!r}; known: {known}")
         instance = self.instances.get((plugin_name, instance_id))
         if instance is None:
+            if not _INSTANCE_SEGMENT.fullmatch(instance_id):
+                raise IngressError(404, "unknown_instance", f"the instance segment is not an instance id (1 to {MAX_INSTANCE_LENGTH} letters, digits and . _ -)")
             raise IngressError(404, "unknown_instance", f"no {plugin_name} instance named {instance_id!r} is configured")
+        if route is not None and not _ROUTE_SEGMENT.fullmatch(route):
+            raise IngressError(400, "invalid_route", f"the route segment must be 1 to {MAX_ROUTE_LENGTH} letters, digits and . _ ~ -")
+        refuse_content_encoding(request)
+        headers = plain_headers(request)
 
-        raw = await read_limited_body(request, self.settings.body_limit_bytes)
+        raw = await read_limited_body(request, self.settings.body_limit_bytes, self.settings.ingress_body_timeout_seconds)
         self.metrics.count_bytes(plugin_name, len(raw))
-        headers = {name.lower(): value for name, value in request.headers.items()}
         try:
             verified = plugin.verify(raw, headers, instance, route, time.time())
         except VerificationError as exc:
@@ -159,15 +245,18 @@ class DeliveryIngress:
         except UnreadableDelivery as exc:
             raise IngressError(400, "unreadable_delivery", exc.reason) from None
 
-        delivery = Delivery(
-            delivery_id=verified.delivery_id,
-            plugin=plugin_name,
-            instance=instance_id,
-            route=route,
-            received_at=utcnow(),
-            headers=verified.headers,
-            body=raw,
-        )
+        try:
+            delivery = Delivery(
+                delivery_id=verified.delivery_id,
+                plugin=plugin_name,
+                instance=instance_id,
+                route=route,
+                received_at=utcnow(),
+                headers=verified.headers,
+                body=raw,
+            )
+        except ValidationError as exc:  # e.g. a kept header over its bound: authentic, but not recordable
+            raise IngressError(400, "unreadable_delivery", f"the delivery cannot be recorded: it {codec.decode_error(exc)}") from None
         await self._publish(DELIVERIES_TOPIC, self.deliveries_topic, delivery.key, codec.encode(delivery))
         # Debug, not info: a line per accepted delivery cost ~20 % of the ingress's CPU in
         # bench/ingress.py. Rejections are logged at info, and /metrics counts everything.
@@ -181,8 +270,11 @@ class DeliveryIngress:
     async def receive_event(self, request: web.Request) -> web.Response:
         try:
             response = await self._receive_event(request)
+        except ClientDisconnected:
+            log.debug("an events client went away before its body arrived")
+            return json_response(400, {"error": "client_disconnected", "message": "the connection closed mid-body"})
         except IngressError as error:
-            response = error_response(error)
+            response = self._rejected(error)
             log.info("rejected event status=%d error=%s message=%.300r", error.status, error.code, error.message)
         self.metrics.count_event(response.status)
         return response
@@ -190,15 +282,17 @@ class DeliveryIngress:
     async def _receive_event(self, request: web.Request) -> web.Response:
         if self.events_token is None:
             raise IngressError(404, "events_disabled", "POST /events is disabled: set HOOKSTREAM_EVENTS_TOKEN to enable it")
-        token = _bearer_token(request)
+        headers = plain_headers(request)
+        token = _bearer_token(headers)
         if token is None:
             raise IngressError(401, "missing_token", "send the events token as `Authorization: Bearer <token>`", {"WWW-Authenticate": "Bearer"})
         if not hmac.compare_digest(token.encode(), self.events_token):
             raise IngressError(401, "invalid_token", "the bearer token is not the configured events token", {"WWW-Authenticate": "Bearer"})
         if not _is_json(request.content_type):
-            raise IngressError(415, "unsupported_media_type", f"POST /events takes application/json, not {request.content_type}")
+            raise IngressError(415, "unsupported_media_type", "POST /events takes Content-Type: application/json")
+        refuse_content_encoding(request)
 
-        raw = await read_limited_body(request, self.settings.body_limit_bytes)
+        raw = await read_limited_body(request, self.settings.body_limit_bytes, self.settings.ingress_body_timeout_seconds)
         self.metrics.count_bytes("events", len(raw))
         try:
             event = codec.decode_producer_event(raw)
@@ -206,11 +300,35 @@ class DeliveryIngress:
             if not exc.errors:
                 raise IngressError(400, "invalid_json", f"the body is {exc}") from None
             raise IngressError(422, "invalid_event", f"the event {exc}", errors=exc.errors) from None
+        self._check_git_path(event)
 
         key = event.source_id  # every control event is keyed by its source
         await self._publish(CONTROL_TOPIC, self.control_topic, key, codec.encode(event))
         log.debug("accepted event type=%s key=%s status=202 bytes=%d", event.type, key, len(raw))
         return json_response(202, {"type": event.type, "key": key})
+
+    def _rejected(self, error: IngressError) -> web.Response:
+        if error.status == 408:
+            self.metrics.count_timeout("body")
+        return error_response(error)
+
+    def _check_git_path(self, event: Record) -> None:
+        """With HOOKSTREAM_GIT_ROOTS set, a git source's path (connected, or changed by an
+        update) must lie under a root: 422 naming the roots. The git adapter checks again."""
+        if not self.git_roots:
+            return
+        if isinstance(event, SourceConnected) and event.source_type == "git":
+            path = event.config.get("path")
+        elif isinstance(event, SourceUpdated) and "path" in event.config:
+            path = event.config["path"]
+        else:
+            return
+        if not isinstance(path, str) or not path:
+            raise IngressError(422, "invalid_event", "the event's config.path must be the git repository's absolute path")
+        try:
+            check_git_path(path, self.git_roots)
+        except PathOutsideRoots as exc:
+            raise IngressError(422, "git_path_not_allowed", str(exc)) from None
 
     async def _publish(self, logical_topic: str, topic: str, key: str, value: bytes) -> None:
         started = time.perf_counter()
@@ -229,7 +347,8 @@ class DeliveryIngress:
             raise IngressError(
                 503,
                 "broker_unavailable",
-                f"the record was not stored ({exc}); nothing was accepted, retry later",
+                f"the broker did not confirm the write ({exc}): the delivery may or may not have been stored. "
+                "Retrying is safe: a retry of the same delivery is deduplicated",
                 {"Retry-After": str(self.settings.retry_after_seconds)},
             ) from None
         self.metrics.observe_publish(logical_topic, time.perf_counter() - started)
@@ -274,8 +393,14 @@ async def json_errors(request: web.Request, handler) -> web.StreamResponse:
             message = f"nothing at {request.path}; deliveries go to POST /hooks/{{plugin}}/{{instance}}"
         extra = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after", "www-authenticate")}
         return error_response(IngressError(exc.status, code, message, extra))
-    except Exception:
-        log.exception("unexpected error on %s %s", request.method, request.path)
+    except Exception as exc:  # noqa: BLE001 - the last answer left: a JSON 500, counted and logged
+        # Once, with the traceback but not the exception's message: that may quote the request.
+        route = request.match_info.route.resource
+        where = route.canonical if route is not None else "an unrouted path"
+        log.error(
+            "unexpected %s on %s %s (answered 500)\n%s",
+            type(exc).__name__, request.method, where, "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
+        )
         return error_response(IngressError(500, "internal_error", "the ingress failed on this request; nothing was accepted"))
 
 
@@ -318,6 +443,11 @@ def create_app(
     app.router.add_get("/metrics", ingress.metrics_view)
 
     async def connect_to_kafka(app: web.Application) -> AsyncIterator[None]:
+        if ingress.git_roots:
+            log.info("git sources must lie under HOOKSTREAM_GIT_ROOTS: %s", ", ".join(ingress.git_roots))
+        else:
+            log.warning("git source paths are unrestricted: HOOKSTREAM_GIT_ROOTS is unset, so a producer may "
+                        "connect a git source at any path the workers can read")
         try:
             await require_topics(settings, list(REQUIRED_TOPICS))
         except (KafkaError, OSError) as exc:

@@ -7,15 +7,36 @@ scrape each process separately, or run one process per container.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 # Label used for a path whose plugin is not one we know: arbitrary URL text never becomes a label.
 UNKNOWN_PLUGIN = "unknown"
 
 PUBLISH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class ResponseCounts(Collector):
+    """Every answer by status, as a plain dict rendered at scrape time: it is counted on every
+    request, and a Counter child's increment takes a lock (the ingress has one thread)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "hookstream_ingress_responses",
+            "Every answer the ingress gave, by HTTP status: every path, parser rejections, timeouts and 5xx.",
+            labels=["status"],
+        )
+        for status, count in sorted(self.counts.items()):
+            family.add_metric([str(status)], count)
+        yield family
 
 
 class IngressMetrics:
@@ -41,6 +62,19 @@ class IngressMetrics:
             ["plugin"],
             registry=self.registry,
         )
+        self.responses = ResponseCounts()
+        self.registry.register(self.responses)
+        self.timeouts = Counter(
+            "hookstream_ingress_timeouts_total",
+            "Requests answered 408 because their head or their body did not arrive in time.",
+            ["phase"],
+            registry=self.registry,
+        )
+        self.disconnects = Counter(
+            "hookstream_ingress_client_disconnects_total",
+            "Requests whose client went away before the answer could be written (mid-body, or while waiting).",
+            registry=self.registry,
+        )
         self.publish_seconds = Histogram(
             "hookstream_ingress_publish_seconds",
             "Time from handing a record to the producer to the broker's acknowledgement (acks=all).",
@@ -64,6 +98,16 @@ class IngressMetrics:
 
     def count_event(self, status: int) -> None:
         self._child(self.events, str(status)).inc()
+
+    def count_response(self, status: int) -> None:
+        counts = self.responses.counts
+        counts[status] = counts.get(status, 0) + 1
+
+    def count_timeout(self, phase: str) -> None:
+        self._child(self.timeouts, phase).inc()
+
+    def count_disconnect(self) -> None:
+        self.disconnects.inc()
 
     def count_bytes(self, plugin: str, size: int) -> None:
         self._child(self.received_bytes, plugin).inc(size)

@@ -4,7 +4,7 @@ Every request handler awaits its own record's acknowledgement (acks="all"), so a
 2xx answer always means the record is in Kafka. Concurrent requests share
 producer batches: `send()` appends to the batch that is being filled and the
 handler awaits that record's future, instead of one `send_and_wait` round trip
-after another (PERF.md: batch size and linger are the levers).
+after another (docs/performance.md: batch size and linger are the levers).
 
 A broker that is down or slower than `publish_timeout_seconds` raises
 `PublishUnavailable`; the ingress answers 503 with Retry-After. A record whose
@@ -54,7 +54,7 @@ class Publisher:
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
             client_id=self.client_id,
             acks="all",
-            # tansu rejects aiokafka's InitProducerId (BROKER.md item 2); at-least-once is
+            # tansu rejects aiokafka's InitProducerId (docs/local-broker.md, row 2); at-least-once is
             # the design anyway: the delivery id makes a duplicate harmless.
             enable_idempotence=False,
             compression_type=None,

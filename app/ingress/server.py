@@ -24,7 +24,9 @@ from collections.abc import Callable, Mapping
 from aiohttp import web
 
 from app.ingress.app import create_app
-from app.settings import InstanceConfig, Settings
+from app.ingress.protocol import IngressRunner
+from app.settings import Settings
+from app.instances import InstanceConfig
 
 log = logging.getLogger("hookstream.ingress")
 
@@ -41,7 +43,7 @@ async def serve(
 ) -> None:
     """Run the ingress until `stop` is set. Startup errors (missing topics, no broker) propagate."""
     app = create_app(settings, instances)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS)
+    runner = IngressRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.ingress_host, settings.ingress_port, reuse_port=reuse_port or None, backlog=1024)
@@ -153,6 +155,6 @@ def _supervise(
 async def _check_startup(settings: Settings, instances: Mapping[tuple[str, str], InstanceConfig]) -> None:
     """Run the app's startup checks once (topics exist, broker reachable, options valid), then close."""
     app = create_app(settings, instances)
-    runner = web.AppRunner(app, handle_signals=False)
+    runner = IngressRunner(app, handle_signals=False)
     await runner.setup()
     await runner.cleanup()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from app.plugins.base import (
     Ignored,
     Plugin,
@@ -16,12 +18,24 @@ from app.plugins.generic_hmac import plugin as generic_hmac
 from app.plugins.github import plugin as github
 from app.plugins.linear import plugin as linear
 from app.plugins.standard_webhooks import plugin as standard_webhooks
+from app.instances import ConfigError, InstanceConfig
 
 PLUGINS: dict[str, Plugin] = {p.name: p for p in (github, standard_webhooks, linear, generic_hmac)}
 
 
 class UnknownPlugin(LookupError):
     """No plugin has this name (the ingress answers 404)."""
+
+
+def validate_instances(instances: Mapping[tuple[str, str], InstanceConfig], source: str) -> None:
+    """Every instance's options (rules, schemes, keys) can work; else ConfigError naming `source`
+    (the instances file), the instance and the option. Run at start by every process that loads
+    instances, so a typo fails there and not on the first delivery."""
+    for (plugin_name, _), instance in instances.items():
+        try:
+            get_plugin(plugin_name).validate_options(instance)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
 
 
 def get_plugin(name: str) -> Plugin:
@@ -43,4 +57,5 @@ __all__ = [
     "VerificationError",
     "fallback_delivery_id",
     "get_plugin",
+    "validate_instances",
 ]

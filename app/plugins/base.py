@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Protocol
 
 from app.events import Delivery, Record
-from app.settings import InstanceConfig
+from app.instances import InstanceConfig
 
 
 class VerificationError(Exception):
@@ -68,7 +68,7 @@ class Plugin(Protocol):
         """Domain events for a verified delivery; raises RoutingError for what cannot be routed."""
 
     def validate_options(self, instance: InstanceConfig) -> None:
-        """Raise `app.settings.ConfigError` when the instance's options or secrets cannot work.
+        """Raise `app.instances.ConfigError` when the instance's options or secrets cannot work.
 
         Called by the ingress and worker at start, so a typo fails there and not on
         the first delivery. Verify and route raise the same error if never called.

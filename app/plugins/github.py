@@ -7,7 +7,9 @@ dead-letters one that lacks it.
 
 Options (all optional): `tracked_branch` (default: the repository's default
 branch from each push), `config_files` (default `.hookstream.yml`,
-`.hookstream.yaml`). Routing rules live in `github_routing`.
+`.hookstream.yaml`: a push naming one asks for a full sync, and the names go
+into the config of the sources the instance connects, for the planner to read).
+Routing rules live in `github_routing`.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from typing import Mapping
 from app.events import Delivery
 from app.plugins.base import Routed, Verified, VerificationError
 from app.plugins.delivery_ids import resolve_delivery_id
-from app.plugins.github_routing import DEFAULT_CONFIG_FILES, route_github
-from app.plugins.options import text_list_option, text_option
+from app.plugins.github_routing import config_file_names, route_github
+from app.plugins.options import text_option
 from app.plugins.signatures import decode_hex, hmac_digest, matches_any, secret_keys
-from app.settings import InstanceConfig
+from app.instances import InstanceConfig
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 SIGNATURE_PREFIX = "sha256="
@@ -35,7 +37,7 @@ class GitHub:
 
     def validate_options(self, instance: InstanceConfig) -> None:
         text_option(instance, "tracked_branch", None)
-        text_list_option(instance, "config_files", DEFAULT_CONFIG_FILES)
+        config_file_names(instance)
 
     def verify(self, raw: bytes, headers: Mapping[str, str], instance: InstanceConfig, route: str | None, now: float) -> Verified:
         value = headers.get(SIGNATURE_HEADER.lower())

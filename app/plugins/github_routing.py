@@ -5,10 +5,29 @@ Invariants:
 - A delivery routes to events or to an `Ignored` rule, never to nothing; what
   cannot be read raises `RoutingError` (it is dead-lettered).
 - Every event carries `DeliveryRef(key=delivery.key)` and occurs at the
-  delivery's `received_at`; a SyncRequested's request id is the delivery id, so
-  a redelivery asks for the same request.
-- A push syncs incrementally only when the payload lists every change;
-  otherwise it asks for `full` (always correct, only slower).
+  delivery's `received_at`; a SyncRequested's request id is the delivery id
+  (`<delivery id>/<source id>` for the request of each repository a delivery
+  connects), so a redelivery asks for the same request.
+- A push asks the source to look again (`incremental`: the planner diffs from
+  the commit the documents are at to the tracked branch's head, or lists
+  everything when it must); it names its branch, and the orchestrator answers a
+  push to a branch the source does not track with a counted rule. Its changed
+  paths travel as hints only while they fit the model's bounds (past them, none:
+  the diff decides, as it does anyway). Only an instance's explicit
+  `tracked_branch` option filters pushes here, for every repository the
+  instance serves. A push whose commits add, modify or remove a config file
+  asks for `full` (trigger `config_change`); what the file says, and whether it
+  is there at all, the planner reads at the commit it syncs: routing never
+  claims a config status.
+- Connecting a repository (an installation created or unsuspended, repositories
+  added, a repository unarchived) asks it to be looked at (trigger `connect`):
+  its first sync lists everything and reads its config file. An instance's
+  `config_files` option travels in the source's config, so the planner reads the
+  names the pushes are checked against.
+- Ignore rules become metric labels, so their names come from bounded sets:
+  GitHub's documented event names (anything else is `unknown_event`) and the
+  actions GitHub itself enumerates. `repository_dispatch`'s action is the
+  `event_type` its sender chose, so it is never part of a rule name.
 """
 
 from __future__ import annotations
@@ -20,28 +39,50 @@ from urllib.parse import parse_qs
 
 from pydantic import ValidationError
 
+from app.core.config_file import DEFAULT_CONFIG_FILES, config_files
 from app.events import (
     Delivery,
     DeliveryRef,
-    SourceConfigChanged,
     SourceConnected,
     SourceDisconnected,
     SourceUpdated,
     SyncRequested,
 )
 from app.events.base import Record
+from app.events.bounds import path_hints_fit
 from app.plugins.base import Ignored, Routed, RoutingError
 from app.plugins.options import text_list_option, text_option
 from app.plugins.payloads import json_object, rule_part
-from app.settings import ConfigError, InstanceConfig
+from app.instances import ConfigError, InstanceConfig
 
-DEFAULT_CONFIG_FILES = (".hookstream.yml", ".hookstream.yaml")
 # GitHub's push schema: "The array includes a maximum of 2048 commits." A push
 # listing that many may have been cut off. (Timeline-shaped payloads list at
 # most 20 and carry `size`/`distinct_size`, checked separately.)
 MAX_LISTED_COMMITS = 2048
 NULL_SHA = "0" * 40
 BRANCH_PREFIX = "refs/heads/"
+TAG_PREFIX = "refs/tags/"
+# GitHub's webhook event names (docs "Webhook events and payloads"). An `X-GitHub-Event`
+# outside this set is not signed by GitHub's HMAC (only the body is): it must not mint a label.
+KNOWN_EVENTS = frozenset((
+    "branch_protection_configuration", "branch_protection_rule", "check_run", "check_suite",
+    "code_scanning_alert", "commit_comment", "create", "custom_property", "custom_property_values",
+    "delete", "dependabot_alert", "deploy_key", "deployment", "deployment_protection_rule",
+    "deployment_review", "deployment_status", "discussion", "discussion_comment", "fork",
+    "github_app_authorization", "gollum", "installation", "installation_repositories",
+    "installation_target", "issue_comment", "issues", "label", "marketplace_purchase", "member",
+    "membership", "merge_group", "meta", "milestone", "org_block", "organization", "package",
+    "page_build", "personal_access_token_request", "ping", "project", "project_card", "project_column",
+    "projects_v2", "projects_v2_item", "projects_v2_status_update", "public", "pull_request",
+    "pull_request_review", "pull_request_review_comment", "pull_request_review_thread", "push",
+    "registry_package", "release", "repository", "repository_advisory", "repository_dispatch",
+    "repository_import", "repository_ruleset", "repository_vulnerability_alert", "secret_scanning_alert",
+    "secret_scanning_alert_location", "secret_scanning_scan", "security_advisory",
+    "security_and_analysis", "sponsorship", "star", "status", "sub_issues", "team", "team_add", "watch",
+    "workflow_dispatch", "workflow_job", "workflow_run",
+))
+# Events whose `action` is chosen by whoever triggered them, not enumerated by GitHub.
+SENDER_CHOSEN_ACTIONS = frozenset(("repository_dispatch",))
 
 
 @dataclass(frozen=True)
@@ -90,8 +131,12 @@ def _payload(body: bytes) -> dict[str, Any]:
 
 
 def _ignored(event: str, action: object = None) -> Routed:
-    rule = rule_part(event) if action is None else f"{rule_part(event)}.{rule_part(action)}"
-    return Routed(ignored=Ignored(rule))
+    """Ignored under `event[.action]`, from bounded sets only (the rule is a metric label)."""
+    if event not in KNOWN_EVENTS:
+        return Routed(ignored=Ignored("unknown_event"))
+    if action is None or event in SENDER_CHOSEN_ACTIONS:
+        return Routed(ignored=Ignored(event))
+    return Routed(ignored=Ignored(f"{event}.{rule_part(action)}"))
 
 
 def _object(container: dict[str, Any], key: str) -> dict[str, Any]:
@@ -130,14 +175,39 @@ def _installation_id(payload: dict[str, Any]) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _connected(origin: _Origin, repository: dict[str, Any], installation_id: int | None) -> SourceConnected:
+def config_file_names(instance: InstanceConfig) -> tuple[str, ...]:
+    """The instance's `config_files` option (default `.hookstream.yml`, `.hookstream.yaml`), checked."""
+    names = text_list_option(instance, "config_files", DEFAULT_CONFIG_FILES)
+    try:
+        return config_files({"config_files": list(names)})
+    except ValueError as exc:
+        raise ConfigError(f"instance {instance.plugin}/{instance.id} options.config_files: {exc}") from None
+
+
+def _connected(origin: _Origin, repository: dict[str, Any], installation_id: int | None,
+               instance: InstanceConfig) -> SourceConnected:
     full_name = _full_name(repository)
     config: dict[str, Any] = {"repository": full_name}
     if installation_id is not None:
         config["installation_id"] = installation_id
     if repository.get("default_branch"):
         config["default_branch"] = repository["default_branch"]
+    if "config_files" in instance.options:
+        config["config_files"] = list(config_file_names(instance))
     return SourceConnected(**origin.fields(_source_id(repository)), source_type="github", name=full_name, config=config)
+
+
+def _connections(origin: _Origin, repositories: list[dict[str, Any]], installation_id: int | None,
+                 instance: InstanceConfig) -> list[Record]:
+    """Connect each repository, then ask each to be looked at: the first sync lists everything and
+    reads the config file; a reconnected source diffs from where its documents are."""
+    connected = [_connected(origin, r, installation_id, instance) for r in repositories]
+    looks: list[Record] = [
+        SyncRequested(**origin.fields(c.source_id), request_id=f"{origin.delivery_id}/{c.source_id}",
+                      mode="incremental", trigger="connect")
+        for c in connected
+    ]
+    return [*connected, *looks]
 
 
 def _disconnected(origin: _Origin, repository: dict[str, Any], reason: str) -> SourceDisconnected:
@@ -155,18 +225,18 @@ def _per_repository(events: list[Record], event: str, action: str) -> Routed:
 
 
 def _push(origin: _Origin, payload: dict[str, Any], action: object, instance: InstanceConfig) -> Routed:
-    if payload.get("deleted") is True:
-        return Routed(ignored=Ignored("push.branch_deleted"))
     ref = payload.get("ref")
     if not isinstance(ref, str):
         raise RoutingError("payload.ref is missing")
-    if not ref.startswith(BRANCH_PREFIX):
-        return Routed(ignored=Ignored("push.tag" if ref.startswith("refs/tags/") else "push.other_ref"))
+    kind = "branch" if ref.startswith(BRANCH_PREFIX) else "tag" if ref.startswith(TAG_PREFIX) else "other_ref"
+    if payload.get("deleted") is True:
+        return Routed(ignored=Ignored(f"push.{kind}_deleted"))
+    if kind != "branch":
+        return Routed(ignored=Ignored(f"push.{kind}"))
     repository = _object(payload, "repository")
-    tracked = text_option(instance, "tracked_branch", None) or repository.get("default_branch")
-    if not isinstance(tracked, str) or not tracked:
-        raise RoutingError("no tracked branch: payload.repository.default_branch is missing and options.tracked_branch is unset")
-    if ref[len(BRANCH_PREFIX) :] != tracked:
+    branch = ref[len(BRANCH_PREFIX) :]
+    tracked = text_option(instance, "tracked_branch", None)
+    if tracked is not None and branch != tracked:
         return Routed(ignored=Ignored("push.untracked_branch"))
 
     source_id = _source_id(repository)
@@ -175,28 +245,22 @@ def _push(origin: _Origin, payload: dict[str, Any], action: object, instance: In
     if before is not None and before == after and not commits:
         return Routed(ignored=Ignored("push.no_change"))
 
-    changed = _changed_paths(commits)
-    config_files = text_list_option(instance, "config_files", DEFAULT_CONFIG_FILES)
-    config_changes = sorted(p for p in changed if p in config_files)
-    full = bool(config_changes) or _needs_full_listing(payload, commits, before)
-
-    events: list[Record] = [
-        # Before the sync request: the orchestrator reloads the config first.
-        SourceConfigChanged(**origin.fields(source_id), config_path=path, commit=after)
-        for path in config_changes
-    ]
-    events.append(
-        SyncRequested(
-            **origin.fields(source_id),
-            request_id=origin.delivery_id,
-            mode="full" if full else "incremental",
-            trigger="config_change" if config_changes else "push",
-            paths=[] if full else sorted(changed),
-            before=before,
-            after=after,
-        )
+    changed = sorted(_changed_paths(commits))
+    names = config_file_names(instance)
+    full = any(p in names for p in changed)
+    # Paths are hints only (the planner diffs real commits): none when the payload may not list them all.
+    hints = [] if full or _may_omit_paths(payload, commits, before) or not path_hints_fit(changed) else changed
+    request = SyncRequested(
+        **origin.fields(source_id),
+        request_id=origin.delivery_id,
+        mode="full" if full else "incremental",
+        trigger="config_change" if full else "push",
+        paths=hints,
+        before=before,
+        after=after,
+        branch=branch,
     )
-    return Routed(events=tuple(events))
+    return Routed(events=(request,))
 
 
 def _sha(value: object) -> str | None:
@@ -219,7 +283,7 @@ def _changed_paths(commits: list[dict[str, Any]]) -> set[str]:
     return paths
 
 
-def _needs_full_listing(payload: dict[str, Any], commits: list[dict[str, Any]], before: str | None) -> bool:
+def _may_omit_paths(payload: dict[str, Any], commits: list[dict[str, Any]], before: str | None) -> bool:
     """True when the payload's commits may not name every changed path."""
     if payload.get("forced") is True or payload.get("created") is True or before is None:
         return True  # history rewritten, or no base to diff from
@@ -240,7 +304,7 @@ def _installation(origin: _Origin, payload: dict[str, Any], action: object, inst
     installation_id = _installation_id(payload)
     if action in ("created", "unsuspend"):
         # unsuspend undoes suspend's disconnect; without it a suspended app never syncs again.
-        return _per_repository([_connected(origin, r, installation_id) for r in repositories], "installation", action)
+        return _per_repository(_connections(origin, repositories, installation_id, instance), "installation", action)
     if action in ("deleted", "suspend"):
         reason = f"installation.{action}"
         return _per_repository([_disconnected(origin, r, reason) for r in repositories], "installation", action)
@@ -251,7 +315,7 @@ def _installation_repositories(origin: _Origin, payload: dict[str, Any], action:
     event = "installation_repositories"
     if action == "added":
         installation_id = _installation_id(payload)
-        connected = [_connected(origin, r, installation_id) for r in _list(payload, "repositories_added")]
+        connected = _connections(origin, _list(payload, "repositories_added"), installation_id, instance)
         return _per_repository(connected, event, action)
     if action == "removed":
         reason = f"{event}.removed"
@@ -265,7 +329,7 @@ def _repository(origin: _Origin, payload: dict[str, Any], action: object, instan
         return Routed(events=(_disconnected(origin, repository, f"repository.{action}"),))
     if action == "unarchived":
         # Undoes archived's disconnect.
-        return Routed(events=(_connected(origin, repository, _installation_id(payload)),))
+        return Routed(events=tuple(_connections(origin, [repository], _installation_id(payload), instance)))
     if action in ("renamed", "transferred"):
         full_name = _full_name(repository)
         config: dict[str, Any] = {"repository": full_name}

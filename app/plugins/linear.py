@@ -8,28 +8,58 @@ is `UnreadableDelivery` (400: authentic but unreadable); then the timestamp
 window, inclusive on both sides (outside it is a replay: `VerificationError`,
 401); then the delivery id.
 
-Routing: hookstream has no Linear source yet, so every Linear delivery is
-ignored by the explicit rule `linear.<type>` (e.g. `linear.Issue`), counted,
-never silently dropped. A body that is not a JSON object is dead-lettered.
+Routing: an `Issue` or `Comment` delivery (any action: create, update, remove)
+is an incremental `SyncRequested` for the source `linear:<organizationId>` (the
+Linear source of that workspace, `hookstream sources connect --type linear`),
+trigger `webhook`, request id the delivery id, with hints naming the changed
+issue: its identifier and previous identifiers (a comment's: its issue's), or
+its id when the payload has no identifier. The adapter lists what changed since
+its last complete sync anyway; hints add what that window cannot see (a removed
+issue, a deleted comment). `after` is the changed entity's `updatedAt`, so two
+changes inside the idempotency TTL are two requests. Other types are ignored
+under `linear.<Type>` (Linear's documented types; anything else `linear.other`),
+and a comment on something that is not an issue under
+`linear.Comment.not_on_issue`: counted, never silently dropped. A body that is
+not a JSON object, or an Issue/Comment without a usable organization id or
+data, is dead-lettered.
 """
 
 from __future__ import annotations
 
 from typing import Mapping
 
-from app.events import Delivery
+import re
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.events import Delivery, DeliveryRef, SyncRequested
 from app.plugins.base import Ignored, Routed, RoutingError, UnreadableDelivery, Verified, VerificationError
 from app.plugins.delivery_ids import resolve_delivery_id
 from app.plugins.options import duration_option
-from app.plugins.payloads import json_object, rule_part
+from app.plugins.payloads import json_object
 from app.plugins.signatures import decode_hex, hmac_digest, matches_any, secret_keys
-from app.settings import InstanceConfig
+from app.instances import InstanceConfig
 
 SIGNATURE_HEADER = "Linear-Signature"
 DELIVERY_HEADER = "Linear-Delivery"
 EVENT_HEADER = "Linear-Event"
 KEPT_HEADERS = ("linear-delivery", "linear-event")
 DEFAULT_TOLERANCE_SECONDS = 60.0
+SYNCED_TYPES = ("Issue", "Comment")
+# Linear's webhook types (its SDK's LinearWebhookEventType): bounded rule names, whatever a body says.
+KNOWN_TYPES = frozenset((
+    "Attachment", "AuditEntry", "Comment", "Customer", "CustomerNeed", "Cycle", "Document", "Initiative",
+    "InitiativeUpdate", "Issue", "IssueLabel", "Project", "ProjectUpdate", "Reaction", "User", "IssueSLA",
+    "OAuthApp", "AppUserNotification", "PermissionChange", "AgentSessionEvent",
+))
+_ORGANIZATION = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_HINT = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+
+def source_id_for(organization_id: str) -> str:
+    """The id of a Linear workspace's source: what routing and `sources connect --type linear` agree on."""
+    return f"linear:{organization_id}"
 
 
 class Linear:
@@ -78,7 +108,46 @@ class Linear:
         payload = json_object(delivery.body)
         if payload is None:
             raise RoutingError("body is not a JSON object")
-        return Routed(ignored=Ignored(f"linear.{rule_part(payload.get('type'))}"))
+        kind = payload.get("type")
+        if kind not in SYNCED_TYPES:
+            return Routed(ignored=Ignored(f"linear.{kind if kind in KNOWN_TYPES else 'other'}"))
+        organization = payload.get("organizationId")
+        if not isinstance(organization, str) or not _ORGANIZATION.match(organization):
+            raise RoutingError(f"a Linear {kind} delivery without a usable organizationId")
+        data = payload.get("data")
+        if not isinstance(data, dict):
+            raise RoutingError(f"a Linear {kind} delivery without a data object")
+        issue = data if kind == "Issue" else data.get("issue")
+        hints = _hints(issue if isinstance(issue, dict) else {}, data.get("id") if kind == "Issue" else data.get("issueId"))
+        if not hints:
+            if kind == "Comment":
+                return Routed(ignored=Ignored("linear.Comment.not_on_issue"))
+            raise RoutingError("a Linear Issue delivery whose data has neither an identifier nor an id")
+        updated = data.get("updatedAt")
+        try:
+            request = SyncRequested(
+                source_id=source_id_for(organization),
+                occurred_at=delivery.received_at,
+                delivery=DeliveryRef(key=delivery.key),
+                request_id=delivery.delivery_id,
+                mode="incremental",
+                trigger="webhook",
+                paths=hints,
+                after=updated if isinstance(updated, str) and _HINT.match(updated) else None,
+            )
+        except ValidationError as exc:
+            raise RoutingError(f"a Linear {kind} delivery makes no valid sync request: {exc.errors()[0]['msg']}") from None
+        return Routed(events=(request,))
+
+
+def _hints(issue: dict[str, Any], issue_id: Any) -> list[str]:
+    """The issue's identifier and previous identifiers, else its id: what the adapter looks up."""
+    previous = issue.get("previousIdentifiers")
+    named = [issue.get("identifier"), *(previous if isinstance(previous, list) else [])]
+    hints = [h for h in named if isinstance(h, str) and _HINT.match(h)]
+    if not hints and isinstance(issue_id, str) and _HINT.match(issue_id):
+        hints = [issue_id]
+    return list(dict.fromkeys(hints))
 
 
 plugin = Linear()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.settings import ConfigError, InstanceConfig, parse_duration
+from app.instances import ConfigError, InstanceConfig, parse_duration
 
 
 def where(instance: InstanceConfig, key: str) -> str:

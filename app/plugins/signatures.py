@@ -1,4 +1,6 @@
-"""HMAC signatures over raw bytes: compute them, decode what a sender wrote, compare in constant time.
+"""Signatures over raw bytes: HMACs, timestamped HMAC schemes (Stripe's, Slack's) and ed25519.
+
+Compute them, decode what a sender wrote, compare in constant time.
 
 Invariants:
 - A malformed signature value becomes a `VerificationError` naming the header
@@ -6,6 +8,8 @@ Invariants:
   quoting the value (it is a signature).
 - Comparison is `hmac.compare_digest` on the decoded bytes; a signature matching
   any configured secret is accepted (rotation).
+- A timestamp is checked against `now` (a parameter, never the clock) before any
+  HMAC or signature: stale or future beyond the tolerance is rejected.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import re
 from typing import Any, Callable, Iterable
 
 from app.plugins.base import VerificationError
-from app.settings import InstanceConfig
+from app.instances import InstanceConfig
 
 ALGORITHMS: dict[str, Callable[..., Any]] = {
     "sha1": hashlib.sha1,
@@ -96,3 +100,75 @@ def decode_signature(value: str, encoding: str, what: str, size: int) -> bytes:
     if encoding == "hex":
         return decode_hex(value, what, size)
     return decode_base64(value, what, size, urlsafe=encoding == "base64url")
+
+
+# --- timestamped schemes ---------------------------------------------------------
+
+_TIMESTAMP = re.compile(r"[0-9]{1,15}")
+
+
+def checked_timestamp(value: str, what: str, now: float, tolerance: float) -> int:
+    """Whole seconds since the epoch from `value`, within `tolerance` of `now` (inclusive) on both
+    sides: older is a replay, newer a forged or broken clock. Checked before any HMAC (cheap)."""
+    if not _TIMESTAMP.fullmatch(value):
+        raise VerificationError(f"{what} is not an integer number of seconds")
+    seconds = int(value)
+    if seconds < now - tolerance:
+        raise VerificationError(f"{what} is older than the {tolerance:g} s tolerance")
+    if seconds > now + tolerance:
+        raise VerificationError(f"{what} is further in the future than the {tolerance:g} s tolerance")
+    return seconds
+
+
+def stripe_elements(value: str, header: str) -> tuple[str, list[str]]:
+    """(`t`, every `v1` value) of a Stripe-style `t=...,v1=...[,v1=...][,v0=...]` header.
+
+    Elements are `key=value`, comma-separated, spaces around them ignored; exactly one
+    `t`; other schemes (`v0`, Stripe's test-mode signature) are skipped, as Stripe's own
+    libraries do. Several `v1` appear while a secret is rotated.
+    """
+    timestamps: list[str] = []
+    v1: list[str] = []
+    for number, element in enumerate(value.split(","), start=1):
+        key, equals, item = element.strip().partition("=")
+        if not equals or not key or not item:
+            raise VerificationError(f"{header} element {number} is not 'key=value'")
+        if key == "t":
+            timestamps.append(item)
+        elif key == "v1":
+            v1.append(item)
+    if len(timestamps) != 1:
+        raise VerificationError(f"{header} must hold exactly one t= timestamp, it holds {len(timestamps)}")
+    if not v1:
+        raise VerificationError(f"{header} has no v1 signature")
+    return timestamps[0], v1
+
+
+# --- ed25519 (Standard Webhooks v1a) ---------------------------------------------
+
+ED25519_INSTALL_HINT = "pip install 'hookstream[ed25519]'"
+
+
+def ed25519_public_key(raw: bytes) -> Any:
+    """A verifying key from 32 raw bytes. `cryptography` is imported only here: instances
+    that configure no public key never need it, and its absence names the cure."""
+    try:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    except ImportError:
+        raise ImportError(f"ed25519 public keys need the `cryptography` package: {ED25519_INSTALL_HINT}") from None
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def ed25519_matches_any(signatures: Iterable[bytes], public_keys: Iterable[Any], message: bytes) -> bool:
+    """True when one of `signatures` is a valid ed25519 signature of `message` by one of `public_keys`."""
+    from cryptography.exceptions import InvalidSignature
+
+    candidates = list(signatures)
+    for key in public_keys:
+        for candidate in candidates:
+            try:
+                key.verify(candidate, message)
+            except InvalidSignature:
+                continue
+            return True
+    return False

@@ -2,18 +2,26 @@
 
 The signed content is `{id}.{timestamp}.` followed by the raw body bytes, never
 a decoded string: a body that is not UTF-8 verifies like any other. The
-signature header holds space-separated `version,base64` entries; `v1` entries
-are HMAC-SHA256 and are checked, other versions (e.g. `v1a`, asymmetric) are
-skipped. A header that is not that shape is rejected as a whole.
+signature header holds space-separated `version,base64` entries: `v1` entries
+are HMAC-SHA256, `v1a` entries ed25519 signatures (the spec's asymmetric
+scheme); other versions are skipped. A header that is not that shape is
+rejected as a whole.
 
 Secrets: `whsec_<base64>` is the standard form (the key is the decoded bytes,
-padding optional). A secret without the prefix is used as its raw UTF-8 bytes,
-which is what the `standardwebhooks` library does with `Webhook(b"...")`.
+padding optional). `whpk_<base64>` is an ed25519 public key (32 bytes): `v1a`
+entries are verified with it (needs `cryptography`: the `ed25519` extra). Any
+other secret is used as its raw UTF-8 bytes, which is what the
+`standardwebhooks` library does with `Webhook(b"...")`. Entries of a version the
+instance has no key for are skipped, as the spec says a consumer trusts only
+the schemes it was configured with.
 
 Verification order: the three headers present; the timestamp an integer within
 `tolerance_seconds` (default 300) of `now`, inclusive, on both sides (a cheap
-check that stops replays before any HMAC); the signature entries well-formed;
-one v1 entry matching one secret; then the delivery id (`webhook-id`) usable.
+check that stops replays before any signature); the signature entries
+well-formed; one entry matching one key; then the delivery id (`webhook-id`).
+
+Routing: `options.rules` (`app.plugins.rules`); without rules the body is a
+hookstream producer event.
 
 Why not the `standardwebhooks` library at runtime: it decodes the body as
 UTF-8, raises ValueError on a malformed entry, reads the wall clock itself and
@@ -25,43 +33,68 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-import re
 from typing import Mapping
 
 from app.events import Delivery
 from app.plugins.base import Routed, Verified, VerificationError
 from app.plugins.delivery_ids import resolve_delivery_id
 from app.plugins.options import duration_option
-from app.plugins.producer_events import route_producer_event
-from app.plugins.signatures import decode_base64, hmac_digest, matches_any
-from app.settings import ConfigError, InstanceConfig
+from app.plugins.rules import kept_headers, route_by_rules, rule_set
+from app.plugins.signatures import (
+    checked_timestamp,
+    decode_base64,
+    ed25519_matches_any,
+    ed25519_public_key,
+    hmac_digest,
+    matches_any,
+)
+from app.instances import ConfigError, InstanceConfig
 
 ID_HEADER = "webhook-id"
 TIMESTAMP_HEADER = "webhook-timestamp"
 SIGNATURE_HEADER = "webhook-signature"
 SECRET_PREFIX = "whsec_"
+PUBLIC_KEY_PREFIX = "whpk_"
 DEFAULT_TOLERANCE_SECONDS = 300.0
-_TIMESTAMP = re.compile(r"[0-9]{1,15}")
+
+
+def _prefixed_base64(instance: InstanceConfig, index: int, value: str, prefix: str) -> bytes:
+    encoded = value[len(prefix) :].rstrip("=")
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if not key:
+        raise ConfigError(f"instance {instance.plugin}/{instance.id} secrets[{index}]: starts with {prefix} but the rest is not non-empty base64")
+    return key
 
 
 def signing_keys(instance: InstanceConfig) -> list[bytes]:
-    """The HMAC key of each configured secret, in order; a bad `whsec_` secret is a ConfigError."""
+    """The HMAC key of each configured secret that is not a public key, in order; a bad `whsec_` secret is a ConfigError."""
     keys = []
     for index, secret in enumerate(instance.secrets):
         value = secret.get_secret_value()
-        if not value.startswith(SECRET_PREFIX):
-            keys.append(value.encode("utf-8"))
+        if value.startswith(PUBLIC_KEY_PREFIX):
             continue
-        encoded = value[len(SECRET_PREFIX) :].rstrip("=")
+        keys.append(_prefixed_base64(instance, index, value, SECRET_PREFIX) if value.startswith(SECRET_PREFIX) else value.encode("utf-8"))
+    return keys
+
+
+def public_keys(instance: InstanceConfig) -> list[object]:
+    """The ed25519 verifying key of each `whpk_` secret, in order; ConfigError when one is unusable."""
+    keys = []
+    for index, secret in enumerate(instance.secrets):
+        value = secret.get_secret_value()
+        if not value.startswith(PUBLIC_KEY_PREFIX):
+            continue
+        raw = _prefixed_base64(instance, index, value, PUBLIC_KEY_PREFIX)
+        where = f"instance {instance.plugin}/{instance.id} secrets[{index}]"
+        if len(raw) != 32:
+            raise ConfigError(f"{where}: an ed25519 public key is 32 bytes, this one decodes to {len(raw)}")
         try:
-            key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
-        except (binascii.Error, ValueError):
-            key = b""
-        if not key:
-            raise ConfigError(
-                f"instance {instance.plugin}/{instance.id} secrets[{index}]: starts with {SECRET_PREFIX} but the rest is not non-empty base64"
-            )
-        keys.append(key)
+            keys.append(ed25519_public_key(raw))
+        except ImportError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     return keys
 
 
@@ -70,20 +103,21 @@ def signed_content(msg_id: str, timestamp: str, raw: bytes) -> bytes:
     return f"{msg_id}.{timestamp}.".encode("utf-8", "surrogatepass") + raw
 
 
-def _v1_signatures(value: str) -> list[bytes]:
+def _signatures(value: str, versions: dict[str, int]) -> dict[str, list[bytes]]:
+    """The decoded entries of each version in `versions` (version -> signature size); others skipped."""
     entries = value.split()  # runs of spaces are one separator
     if not entries:
         raise VerificationError(f"{SIGNATURE_HEADER} has no entries")
-    signatures = []
+    found: dict[str, list[bytes]] = {version: [] for version in versions}
     for number, entry in enumerate(entries, start=1):
         version, comma, signature = entry.partition(",")
         if not comma or not version or not signature:
             raise VerificationError(f"{SIGNATURE_HEADER} entry {number} is not 'version,signature'")
-        if version == "v1":
-            signatures.append(decode_base64(signature, f"{SIGNATURE_HEADER} entry {number}", 32))
-    if not signatures:
-        raise VerificationError(f"{SIGNATURE_HEADER} has no v1 signature")
-    return signatures
+        if version in versions:
+            found[version].append(decode_base64(signature, f"{SIGNATURE_HEADER} entry {number}", versions[version]))
+    if not any(found.values()):
+        raise VerificationError(f"{SIGNATURE_HEADER} has no {' or '.join(versions)} signature")
+    return found
 
 
 class StandardWebhooks:
@@ -92,6 +126,8 @@ class StandardWebhooks:
     def validate_options(self, instance: InstanceConfig) -> None:
         duration_option(instance, "tolerance_seconds", DEFAULT_TOLERANCE_SECONDS)
         signing_keys(instance)
+        public_keys(instance)
+        rule_set(instance)
 
     def verify(self, raw: bytes, headers: Mapping[str, str], instance: InstanceConfig, route: str | None, now: float) -> Verified:
         msg_id = headers.get(ID_HEADER)
@@ -103,25 +139,30 @@ class StandardWebhooks:
             raise VerificationError(f"missing {TIMESTAMP_HEADER} header")
         if not signature:
             raise VerificationError(f"missing {SIGNATURE_HEADER} header")
-        if not _TIMESTAMP.fullmatch(timestamp):
-            raise VerificationError(f"{TIMESTAMP_HEADER} is not an integer number of seconds")
-        tolerance = duration_option(instance, "tolerance_seconds", DEFAULT_TOLERANCE_SECONDS)
-        if int(timestamp) < now - tolerance:
-            raise VerificationError(f"{TIMESTAMP_HEADER} is older than the {tolerance:g} s tolerance")
-        if int(timestamp) > now + tolerance:
-            raise VerificationError(f"{TIMESTAMP_HEADER} is further in the future than the {tolerance:g} s tolerance")
-        signatures = _v1_signatures(signature)
-        if not matches_any(signatures, signing_keys(instance), signed_content(msg_id, timestamp, raw)):
-            raise VerificationError(f"no {SIGNATURE_HEADER} entry matches under any configured secret")
+        checked_timestamp(timestamp, TIMESTAMP_HEADER, now, duration_option(instance, "tolerance_seconds", DEFAULT_TOLERANCE_SECONDS))
+        hmac_keys, verifying_keys = signing_keys(instance), public_keys(instance)
+        versions = {**({"v1": 32} if hmac_keys else {}), **({"v1a": 64} if verifying_keys else {})}
+        found = _signatures(signature, versions)
+        content = signed_content(msg_id, timestamp, raw)
+        if not (
+            matches_any(found.get("v1", []), hmac_keys, content)
+            or (found.get("v1a") and ed25519_matches_any(found["v1a"], verifying_keys, content))
+        ):
+            raise VerificationError(f"no {SIGNATURE_HEADER} entry matches under any configured secret or public key")
         delivery_id = resolve_delivery_id(msg_id, ID_HEADER, self.name, instance.id, route, raw)
-        return Verified(delivery_id=delivery_id, headers={ID_HEADER: msg_id, TIMESTAMP_HEADER: timestamp})
+        kept = {**kept_headers(instance, headers), ID_HEADER: msg_id, TIMESTAMP_HEADER: timestamp}
+        return Verified(delivery_id=delivery_id, headers=kept)
 
     def sign(self, raw: bytes, instance: InstanceConfig, now: float, delivery_id: str | None = None, event: str | None = None) -> dict[str, str]:
-        """Signed with the first secret. Without `delivery_id` the id is the fallback hash of the body,
-        so re-sending the same body is the same message (it dedups), as it would at the ingress."""
+        """Signed (v1) with the first HMAC secret. Without `delivery_id` the id is the fallback hash of the
+        body, so re-sending the same body is the same message (it dedups), as it would at the ingress.
+        A public key cannot sign: an instance with only `whpk_` keys raises ConfigError."""
         msg_id = delivery_id if delivery_id is not None else resolve_delivery_id(None, ID_HEADER, self.name, instance.id, None, raw)
         timestamp = str(math.floor(now))
-        digest = hmac_digest(signing_keys(instance)[0], signed_content(msg_id, timestamp, raw))
+        keys = signing_keys(instance)
+        if not keys:
+            raise ConfigError(f"instance {instance.plugin}/{instance.id} has only public keys (whpk_): it verifies v1a signatures but cannot sign")
+        digest = hmac_digest(keys[0], signed_content(msg_id, timestamp, raw))
         return {
             "Content-Type": "application/json",
             ID_HEADER: msg_id,
@@ -130,7 +171,7 @@ class StandardWebhooks:
         }
 
     def route(self, delivery: Delivery, instance: InstanceConfig) -> Routed:
-        return route_producer_event(delivery)
+        return route_by_rules(delivery, instance)
 
 
 plugin = StandardWebhooks()

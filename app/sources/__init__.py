@@ -1,4 +1,4 @@
-"""Source adapters: `git` (a local repository) and `github` (the REST API).
+"""Source adapters: `git` (a local repository), `github` (the REST API), `linear` (issues, GraphQL).
 
     async with get_adapter(plan.source_type, plan.source_config, options) as adapter:
         listing = await adapter.list_changes(plan)
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.sources.base import Fetched, Listing, MissingExtraError, SourceAdapter, SourceError, SourceOptions
+from app.sources.base import Fetched, FileAt, Listing, MissingExtraError, SourceAdapter, SourceError, SourceOptions
 
-__all__ = ["Fetched", "Listing", "MissingExtraError", "SourceAdapter", "SourceError", "SourceOptions", "get_adapter"]
+__all__ = ["FileAt", "Fetched", "Listing", "MissingExtraError", "SourceAdapter", "SourceError", "SourceOptions", "get_adapter"]
 
-SOURCE_TYPES = ("git", "github")
+SOURCE_TYPES = ("git", "github", "linear")
 
 
 def get_adapter(source_type: str, config: dict[str, Any], options: SourceOptions | None = None) -> SourceAdapter:
@@ -28,4 +28,8 @@ def get_adapter(source_type: str, config: dict[str, Any], options: SourceOptions
         from app.sources.github import GitHubSource
 
         return GitHubSource(config, options)
+    if source_type == "linear":
+        from app.sources.linear import LinearSource
+
+        return LinearSource(config, options)
     raise SourceError(f"unknown source type {source_type!r}; known types: {', '.join(SOURCE_TYPES)}")

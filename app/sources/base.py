@@ -5,6 +5,12 @@ An adapter is built per source from the source's config (`get_adapter` in
 holds (an HTTP session). Listing and fetching never decide anything about
 documents; they report what the source says, byte-exact.
 
+Listing is level-triggered (`SourceAdapter.list_changes`): the adapter answers
+the head of the source's tracked branch and, through `list_diff`, whether the
+commit the documents are at is an ancestor of it; `app.core.convergence`
+decides between a full listing, a diff and nothing. A request's `after` is
+never the target (a late push would roll the documents back).
+
 Errors that make a whole listing or batch impossible (a missing repository, a
 revoked installation, a rate limit that outlasts our patience) raise
 `SourceError` with a message a person can act on. A single file that cannot be
@@ -17,11 +23,11 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable, Literal, NamedTuple, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, NamedTuple, Sequence
 
+from app.core.convergence import head_lags, listing_for
+from app.events.control import ListingKind
 from app.events.sync import FileChange, PlanRequested
-
-ListingMode = Literal["full", "incremental"]
 
 
 class SourceError(Exception):
@@ -34,17 +40,17 @@ class MissingExtraError(SourceError):
 
 @dataclass(frozen=True)
 class Listing:
-    """The changes a request asks for, as of `commit`.
+    """The changes that bring the documents to `commit`, the head of the tracked branch.
 
-    `mode_used` is what was actually listed: an incremental request falls back
-    to a full listing when its `before` is unknown or unreachable, and
-    `fallback_reason` says why.
+    `kind` says how they were listed (`full`, `diff` from the request's `base`, or
+    `unchanged`: nothing to do); `reason` says why a diff was not possible when an
+    incremental request was listed in full.
     """
 
     files: list[FileChange]
     commit: str | None
-    mode_used: ListingMode
-    fallback_reason: str | None = None
+    kind: ListingKind
+    reason: str | None = None
 
     @property
     def upserts(self) -> list[FileChange]:
@@ -53,6 +59,14 @@ class Listing:
     @property
     def deletes(self) -> list[FileChange]:
         return [f for f in self.files if f.change == "delete"]
+
+
+class FileAt(NamedTuple):
+    """One path at one commit (`SourceAdapter.read_file`): its exact bytes; or None, with `problem`
+    saying why when the path exists but is not read (a directory, too large), else absent."""
+
+    content: bytes | None
+    problem: str | None = None
 
 
 class Fetched(NamedTuple):
@@ -75,16 +89,26 @@ class SourceOptions:
     # `git cat-file --batch` processes one git source reads blobs with at most (one per
     # concurrent fetch; idle ones are kept for the next).
     git_readers: int = 4
+    # HOOKSTREAM_GIT_ROOTS: the directories git sources must lie under; empty allows any path.
+    git_roots: tuple[str, ...] = ()
     github_api_url: str = "https://api.github.com"
     github_app_id: str | None = None
     github_private_key: str | None = None  # PEM
     # A static token (personal access token) for development, used when no App is configured.
     github_token: str | None = None
+    linear_api_url: str = "https://api.linear.app/graphql"
+    # A Linear API key or OAuth token for every linear source without its own `token_env`.
+    linear_api_key: str | None = None
+    # Where a linear source's `token_env` is looked up (the worker passes its environment).
+    environ: Mapping[str, str] = field(default_factory=dict)
     http_timeout_seconds: float = 30.0
     fetch_concurrency: int = 8
     max_retries: int = 4
     # Never wait longer than this for a rate limit to reset: fail the job instead and say so.
     max_rate_limit_wait_seconds: float = 120.0
+    # An API that reports a branch head older than a push it announced (a lagging replica) is
+    # asked again this many times, waiting 1, 2, 4... seconds, before its answer is taken.
+    head_lag_retries: int = 3
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
     clock: Callable[[], float] = time.time
     # Installation tokens are cached here, so every adapter built from these options shares them.
@@ -92,11 +116,65 @@ class SourceOptions:
 
 
 class SourceAdapter:
-    """The interface. Subclasses implement `list_changes` and `fetch`."""
+    """The interface. Subclasses implement `head`, `list_full`, `list_diff` and `fetch` (or
+    `list_changes` itself, for sources that have no commits)."""
 
     source_type: str = ""
+    # Whether the source is a repository whose config file (`.hookstream.yml`) the planner reads
+    # at the commit it converges to (`read_file`), to decide which paths are written.
+    reads_config_files: bool = False
+    # Whether `head()` may answer an older commit than a push just announced (a remote API).
+    head_may_lag: bool = False
+    options: SourceOptions
+
+    async def head(self) -> str:
+        """The commit at the head of the tracked branch; SourceError when there is none."""
+        raise NotImplementedError
+
+    async def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """Whether `ancestor` is `descendant` or one of its ancestors (False when either is unknown)."""
+        raise NotImplementedError
+
+    async def list_full(self, commit: str) -> list[FileChange]:
+        """Every file at `commit`."""
+        raise NotImplementedError
+
+    async def list_diff(self, base: str, commit: str) -> tuple[list[FileChange] | None, str | None]:
+        """The changes from `base` to `commit`, or (None, why) when only a full listing is right:
+        `base` unknown, or not an ancestor of `commit` (a force push), or the diff incomplete."""
+        raise NotImplementedError
 
     async def list_changes(self, request: PlanRequested) -> Listing:
+        """What brings the documents from `request.base` to the head of the tracked branch."""
+        head = await self._converged_head(request.after)
+        base = request.base
+        kind = listing_for(request.mode, base, head)
+        if kind == "unchanged":
+            return Listing([], head, "unchanged")
+        reason = None
+        if kind == "diff":
+            assert base is not None
+            files, reason = await self.list_diff(base, head)
+            if files is not None:
+                return Listing(files, head, "diff")
+        elif request.mode == "incremental":
+            reason = "the commit the documents are at is unknown (a first sync, or the last job did not complete)"
+        return Listing(await self.list_full(head), head, "full", reason)
+
+    async def _converged_head(self, after: str | None) -> str:
+        head = await self.head()
+        if not self.head_may_lag or after is None:
+            return head
+        for attempt in range(self.options.head_lag_retries):
+            if not head_lags(after, head, await self.is_ancestor(head, after)):
+                break
+            await self.options.sleep(2.0**attempt)
+            head = await self.head()
+        return head
+
+    async def read_file(self, commit: str, path: str, max_bytes: int) -> FileAt:
+        """The file at `path` in `commit`, if it is a file of at most `max_bytes` (sources with
+        `reads_config_files`). SourceError when the source cannot be read at all."""
         raise NotImplementedError
 
     def fetch(self, files: Sequence[FileChange]) -> AsyncIterator[Fetched]:

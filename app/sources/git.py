@@ -2,16 +2,21 @@
 
 Config: `{"path": "/repo", "branch": "main"}` (branch optional: HEAD when absent).
 
+- Head: `refs/heads/<branch>` (or HEAD) as the repository has it now: the
+  documents converge on it, whatever commit the push that triggered the job named.
 - Full listing: `git ls-tree -r -z --long <commit>`, every blob (files and
   symlinks; a symlink's content is its target, as git stores it). Submodules
   (mode 160000) are commits of another repository: never listed.
-- Incremental: `git diff-tree -r -z --no-renames <before> <after>`. The raw
-  format gives the new blob ids with the statuses, so no second lookup per
-  file; `--no-renames` makes a rename a delete plus an add, which is what a
-  document store keyed by path needs, and keeps the output independent of
-  rename-detection heuristics and config. When `before` is missing or not a
-  commit of this repository (`cat-file -e <before>^{commit}` fails: a force
-  push, a shallow mirror, a new branch's zero id) the listing is full.
+- Diff: `git diff-tree -r -z --no-renames <base> <head>`, only when `git
+  merge-base --is-ancestor <base> <head>` says the documents' commit is in the
+  head's history (otherwise a force push moved the branch, or `base` is not in
+  this repository: the listing is full). The raw format gives the new blob ids
+  with the statuses, so no second lookup per file; `--no-renames` makes a
+  rename a delete plus an add, which is what a document store keyed by path
+  needs, and keeps the output independent of rename-detection heuristics.
+- Errors name their cause: a missing path, a permission problem, not a
+  repository, an empty repository, a missing branch (checked again on every
+  failure, never from a cached earlier answer).
 - Content: one `git cat-file --batch` process serves a whole `fetch` call
   (a batch); a writer task feeds ids while the reader reads, so a large
   batch cannot deadlock on full pipes. The processes stay up between fetches,
@@ -28,8 +33,9 @@ from typing import AsyncIterator, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.events.sync import FileChange, PlanRequested
-from app.sources.base import Fetched, Listing, SourceAdapter, SourceError, SourceOptions
+from app.events.sync import FileChange
+from app.sources.base import Fetched, FileAt, SourceAdapter, SourceError, SourceOptions
+from app.sources.roots import check_git_path
 
 _OID = re.compile(rb"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _GITLINK = b"160000"
@@ -70,6 +76,7 @@ class GitCommandError(SourceError):
 
 class GitSource(SourceAdapter):
     source_type = "git"
+    reads_config_files = True
 
     def __init__(self, config: dict, options: SourceOptions | None = None) -> None:
         try:
@@ -78,8 +85,7 @@ class GitSource(SourceAdapter):
             err = exc.errors()[0]
             raise SourceError(f"git source config {'.'.join(map(str, err['loc']))}: {err['msg']} (expected {{\"path\": \"/repo\", \"branch\": optional}})") from None
         self.options = options or SourceOptions()
-        self.path = self.config.path
-        self._checked = False
+        self.path = check_git_path(self.config.path, self.options.git_roots)  # HOOKSTREAM_GIT_ROOTS
         # Long-lived `git cat-file --batch` processes (the worker keeps adapters per source),
         # each used by one fetch at a time: no process spawn per batch, and up to
         # `options.git_readers` fetches of one source read in parallel (git inflates the
@@ -94,6 +100,9 @@ class GitSource(SourceAdapter):
             if proc.returncode is None:
                 return proc
             self._live_readers.discard(proc)
+        # A new reader only now and then (they are kept): check the repository first, so a
+        # missing or unreadable one is reported as such rather than as a reader that died.
+        await self._check_repository()
         proc = await self._spawn("cat-file", "--batch", stdin=asyncio.subprocess.PIPE)
         self._live_readers.add(proc)
         return proc
@@ -131,59 +140,71 @@ class GitSource(SourceAdapter):
         proc = await self._spawn(*args)
         out, err = await proc.communicate()
         if proc.returncode != 0:
-            raise GitCommandError(args, proc.returncode, err)
+            raise await self._diagnosed(GitCommandError(args, proc.returncode, err))
         return out
 
-    async def _succeeds(self, *args: str) -> bool:
-        proc = await self._spawn(*args)
-        await proc.communicate()
-        return proc.returncode == 0
-
     async def _check_repository(self) -> None:
-        if self._checked:
-            return
+        """Raise a SourceError naming the cause when the repository cannot be read now (asked anew
+        each time: a repository can disappear or lose its permissions between two jobs)."""
+        if not os.path.exists(self.path):
+            raise SourceError(f"git source path {self.path!r} does not exist")
         if not os.path.isdir(self.path):
-            raise SourceError(f"git source path {self.path!r} does not exist or is not a directory")
-        if not await self._succeeds("rev-parse", "--git-dir"):
-            raise SourceError(f"{self.path!r} is not a git repository")
-        self._checked = True
+            raise SourceError(f"git source path {self.path!r} is not a directory")
+        if not os.access(self.path, os.R_OK | os.X_OK):
+            raise SourceError(f"git source path {self.path!r} is not readable by this worker (permission denied)")
+        proc = await self._spawn("rev-parse", "--git-dir")
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            detail = err.decode("utf-8", errors="replace").strip().splitlines()
+            raise SourceError(f"{self.path!r} is not a git repository ({detail[-1] if detail else 'git rev-parse failed'})")
 
-    async def _is_commit(self, ref: str) -> bool:
-        # A ref that starts with "-" would be read as an option: it is never a commit here.
-        return not ref.startswith("-") and await self._succeeds("cat-file", "-e", f"{ref}^{{commit}}")
-
-    async def _commit_of(self, ref: str, what: str) -> str:
-        if not ref.startswith("-"):
-            proc = await self._spawn("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
-            out, _ = await proc.communicate()
-            if proc.returncode == 0:
-                return out.decode("ascii").strip()
-        raise SourceError(f"{what} {ref!r} is not a commit in {self.path!r}")
-
-    async def resolve_commit(self, request: PlanRequested) -> str:
-        """The commit a listing is of: the request's `after`, else the configured branch, else HEAD."""
-        await self._check_repository()
-        if request.after:
-            return await self._commit_of(request.after, "commit")
-        if self.config.branch:
-            return await self._commit_of(f"refs/heads/{self.config.branch}", "branch")
+    async def _diagnosed(self, exc: SourceError) -> SourceError:
+        """The error to report for a failed git command: the repository's own problem when it has one."""
         try:
-            return await self._commit_of("HEAD", "HEAD")
-        except SourceError:
-            raise SourceError(f"repository {self.path!r} has no commits on HEAD yet") from None
+            await self._check_repository()
+        except SourceError as cause:
+            return cause
+        return exc
+
+    async def _commit_of(self, ref: str) -> str | None:
+        if ref.startswith("-"):  # would be read as an option: never a commit here
+            return None
+        proc = await self._spawn("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+        out, _ = await proc.communicate()
+        return out.decode("ascii").strip() if proc.returncode == 0 else None
+
+    async def head(self) -> str:
+        """The commit the tracked branch (or HEAD) points at now."""
+        await self._check_repository()
+        if self.config.branch:
+            commit = await self._commit_of(f"refs/heads/{self.config.branch}")
+            if commit is None:
+                raise SourceError(f"branch {self.config.branch!r} does not exist in {self.path!r}")
+            return commit
+        commit = await self._commit_of("HEAD")
+        if commit is None:
+            raise SourceError(f"repository {self.path!r} has no commits on HEAD yet")
+        return commit
+
+    async def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        if ancestor.startswith("-") or descendant.startswith("-"):
+            return False
+        proc = await self._spawn("merge-base", "--is-ancestor", ancestor, descendant)
+        _, err = await proc.communicate()
+        if proc.returncode in (0, 1):
+            return proc.returncode == 0
+        # 128: one of them is not a commit of this repository (or the repository went away).
+        await self._check_repository()
+        return False
 
     # -- listing ------------------------------------------------------------
 
-    async def list_changes(self, request: PlanRequested) -> Listing:
-        commit = await self.resolve_commit(request)
-        if request.mode == "incremental":
-            if not request.before:
-                return Listing(await self.list_full(commit), commit, "full", "incremental request without a `before` commit")
-            if not await self._is_commit(request.before):
-                reason = f"`before` {request.before!r} is unknown or unreachable in this repository"
-                return Listing(await self.list_full(commit), commit, "full", reason)
-            return Listing(await self.list_diff(request.before, commit), commit, "incremental")
-        return Listing(await self.list_full(commit), commit, "full")
+    async def list_diff(self, base: str, commit: str) -> tuple[list[FileChange] | None, str | None]:
+        if not await self.is_ancestor(base, commit):
+            if await self._commit_of(base) is None:
+                return None, f"the documents' commit {base[:12]} is not in this repository (unknown or unreachable)"
+            return None, f"the documents' commit {base[:12]} is not an ancestor of {commit[:12]} (a force push)"
+        return await self._diff(base, commit), None
 
     async def list_full(self, commit: str) -> list[FileChange]:
         out = await self._git("ls-tree", "-r", "-z", "--long", "--full-tree", commit)
@@ -198,7 +219,7 @@ class GitSource(SourceAdapter):
             files.append(FileChange(path=decode_path(path), change="upsert", blob=oid.decode("ascii"), size=int(size)))
         return files
 
-    async def list_diff(self, before: str, after: str) -> list[FileChange]:
+    async def _diff(self, before: str, after: str) -> list[FileChange]:
         out = await self._git("diff-tree", "-r", "-z", "--no-renames", "--no-commit-id", "--raw", before, after)
         fields = out.split(b"\0")
         changes: list[tuple[bytes, str, str | None]] = []
@@ -236,6 +257,26 @@ class GitSource(SourceAdapter):
                 sizes[parts[0].decode("ascii")] = int(parts[2])
         return sizes
 
+    async def read_file(self, commit: str, path: str, max_bytes: int) -> FileAt:
+        """`git cat-file --batch-check` on `<commit>:<path>` (type and size, nothing read yet),
+        then the blob itself when it is a file no larger than `max_bytes`."""
+        if commit.startswith("-") or "\n" in path or "\n" in commit:
+            return FileAt(None, f"{path!r} at {commit!r} is not a name git can look up")
+        proc = await self._spawn("cat-file", "--batch-check", stdin=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate(f"{commit}:{path}\n".encode("utf-8"))
+        if proc.returncode != 0:
+            raise await self._diagnosed(GitCommandError(("cat-file", "--batch-check"), proc.returncode, err))
+        parts = out.decode("utf-8", errors="replace").split()
+        if len(parts) != 3:
+            # `<name> missing`: no such path at that commit (or the commit's object is absent).
+            return FileAt(None)
+        oid, kind, size = parts
+        if kind != "blob":
+            return FileAt(None, f"is a {'directory' if kind == 'tree' else kind}, not a file")
+        if int(size) > max_bytes:
+            return FileAt(None, f"{size} bytes, more than the {max_bytes} a config file may have")
+        return FileAt(await self._git("cat-file", "blob", oid))
+
     # -- content ------------------------------------------------------------
 
     async def fetch(self, files: Sequence[FileChange]) -> AsyncIterator[Fetched]:  # type: ignore[override]
@@ -251,7 +292,6 @@ class GitSource(SourceAdapter):
         if not by_oid:
             return
 
-        await self._check_repository()
         pending = list(by_oid)  # ids not answered yet, in the order they are asked for
         restarts = 0
         async with self._reader_slots:
@@ -305,7 +345,7 @@ class GitSource(SourceAdapter):
                     # go to a fresh process; a repository that kills every reader is an error.
                     restarts += 1
                     if restarts > _READER_RESTARTS:
-                        raise SourceError(f"{died} (after {_READER_RESTARTS} fresh processes)") from None
+                        raise await self._diagnosed(SourceError(f"{died} (after {_READER_RESTARTS} fresh processes)")) from None
                     log.warning("%s; %d blob(s) left, reading them with a fresh process", died, len(pending) - answered)
                     pending = pending[answered:]
                 finally:

@@ -10,13 +10,18 @@ on Kafka topics.
   or 7 MB), the tree is walked instead: each tree non-recursively, each
   subtree recursively again, descending further only where that is truncated
   too. Submodules (`type: commit`) are not files and are not listed.
-- Incremental: `GET /repos/{o}/{r}/compare/{before}...{after}`. removed ->
-  delete; renamed -> delete `previous_filename` + upsert `filename`. Falls back
-  to full when `before` is unknown (404/422), when `before` is not an ancestor
-  of `after` (status diverged/behind: a three-dot compare is then against the
-  merge base, not `before`), or when the compare lists 300 files (GitHub's
-  cap: the list may be incomplete).
+- Head: `GET /repos/{o}/{r}/commits/{branch}` (the configured branch, else the
+  default branch): the documents converge on it. When it is older than the push
+  that triggered the job (its `after` descends from it: an API replica behind),
+  it is asked again a few times before it is taken.
+- Diff: `GET /repos/{o}/{r}/compare/{base}...{head}`. removed -> delete;
+  renamed -> delete `previous_filename` + upsert `filename`. Falls back to full
+  when `base` is unknown (404/422), when it is not an ancestor of the head
+  (status diverged/behind: a three-dot compare is then against the merge base,
+  not `base`; a force push), or when the compare lists 300 files (GitHub's cap:
+  the list may be incomplete).
 - Content: `GET /repos/{o}/{r}/git/blobs/{sha}` (base64), a few at a time.
+- Config file: `GET /repos/{o}/{r}/contents/{path}?ref={commit}` (404: none).
 - Rate limits: 403/429 with `retry-after`, or with `x-ratelimit-remaining: 0`
   and `x-ratelimit-reset`, wait (with the injected sleep) and retry, a bounded
   number of times and never longer than `max_rate_limit_wait_seconds`; then
@@ -36,14 +41,13 @@ import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.events.sync import FileChange, PlanRequested
-from app.sources.base import Fetched, Listing, SourceAdapter, SourceError, SourceOptions
+from app.events.sync import FileChange
+from app.sources.base import Fetched, FileAt, SourceAdapter, SourceError, SourceOptions
 from app.sources.github_auth import CachedToken, app_jwt, parse_expiry, token_lock
 
 COMPARE_FILE_CAP = 300
 API_VERSION = "2022-11-28"
 _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
-_ZERO_SHA = re.compile(r"^0+$")
 _RETRYABLE_STATUS = (500, 502, 503, 504)
 
 
@@ -66,6 +70,8 @@ class _Response:
 
 class GitHubSource(SourceAdapter):
     source_type = "github"
+    head_may_lag = True
+    reads_config_files = True
 
     def __init__(self, config: dict, options: SourceOptions | None = None, session: aiohttp.ClientSession | None = None) -> None:
         try:
@@ -178,10 +184,8 @@ class GitHubSource(SourceAdapter):
 
     # -- listing ------------------------------------------------------------
 
-    async def resolve_commit(self, request: PlanRequested) -> str:
-        if request.after and _SHA.match(request.after):
-            return request.after
-        ref = request.after or self.config.branch or self.config.default_branch
+    async def head(self) -> str:
+        ref = self.config.branch or self.config.default_branch
         if ref is None:
             ref = (await self._get(self.repo_path)).body.get("default_branch")
             if not ref:
@@ -189,19 +193,25 @@ class GitHubSource(SourceAdapter):
         resp = await self._get(f"{self.repo_path}/commits/{quote(ref, safe='/')}", allow=(404, 422))
         sha = resp.body.get("sha") if isinstance(resp.body, dict) else None
         if resp.status != 200 or not isinstance(sha, str):
-            raise SourceError(f"{ref!r} is not a commit of GitHub repository {self.config.repository} (HTTP {resp.status}: {_message(resp.body)})")
+            raise SourceError(f"branch {ref!r} of GitHub repository {self.config.repository} has no commit "
+                              f"(HTTP {resp.status}: {_message(resp.body)})")
         return sha
 
-    async def list_changes(self, request: PlanRequested) -> Listing:
-        commit = await self.resolve_commit(request)
-        if request.mode == "incremental":
-            if not request.before or _ZERO_SHA.match(request.before):
-                return Listing(await self.list_full(commit), commit, "full", "incremental request without a `before` commit")
-            files, reason = await self.list_compare(request.before, commit)
-            if files is None:
-                return Listing(await self.list_full(commit), commit, "full", reason)
-            return Listing(files, commit, "incremental")
-        return Listing(await self.list_full(commit), commit, "full")
+    async def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        if ancestor == descendant:
+            return True
+        status, _ = await self._compare(ancestor, descendant)
+        return status in ("ahead", "identical")
+
+    async def _compare(self, base: str, head: str) -> tuple[str | None, list[dict[str, Any]]]:
+        """(compare status, files) of `base...head`; (None, []) when GitHub does not know `base`."""
+        # per_page=1: files are listed on the first page for the whole comparison; commits are not needed.
+        path = f"{self.repo_path}/compare/{quote(base, safe='')}...{quote(head, safe='')}"
+        resp = await self._get(path, {"per_page": "1"}, allow=(404, 422))
+        if resp.status != 200:
+            return None, []
+        body = resp.body if isinstance(resp.body, dict) else {}
+        return body.get("status"), body.get("files") or []
 
     async def list_full(self, commit: str) -> list[FileChange]:
         resp = await self._get(f"{self.repo_path}/git/trees/{commit}", {"recursive": "1"})
@@ -236,18 +246,13 @@ class GitHubSource(SourceAdapter):
             entries.extend(nested)
         return entries
 
-    async def list_compare(self, before: str, after: str) -> tuple[list[FileChange] | None, str | None]:
-        """The changes from `before` to `after`, or (None, why) when only a full listing is right."""
-        # per_page=1: files are listed on the first page for the whole comparison; commits are not needed.
-        path = f"{self.repo_path}/compare/{quote(before, safe='')}...{quote(after, safe='')}"
-        resp = await self._get(path, {"per_page": "1"}, allow=(404, 422))
-        if resp.status != 200:
-            return None, f"`before` {before!r} is unknown to GitHub (HTTP {resp.status})"
-        body = resp.body if isinstance(resp.body, dict) else {}
-        status = body.get("status")
+    async def list_diff(self, base: str, commit: str) -> tuple[list[FileChange] | None, str | None]:
+        """The changes from `base` to `commit`, or (None, why) when only a full listing is right."""
+        status, listed = await self._compare(base, commit)
+        if status is None:
+            return None, f"the documents' commit {base[:12]} is unknown to GitHub"
         if status not in ("ahead", "identical"):
-            return None, f"`before` {before!r} is not an ancestor of {after!r} (compare status {status!r})"
-        listed = body.get("files") or []
+            return None, f"the documents' commit {base[:12]} is not an ancestor of {commit[:12]} (compare status {status!r})"
         if len(listed) >= COMPARE_FILE_CAP:
             return None, f"the compare lists {len(listed)} files, GitHub's cap: the list may be incomplete"
         changes: dict[str, FileChange] = {}
@@ -265,6 +270,29 @@ class GitHubSource(SourceAdapter):
             elif kind != "unchanged":
                 raise SourceError(f"GitHub's compare lists {name!r} with an unknown status {kind!r}")
         return sorted(changes.values(), key=lambda c: c.path), None
+
+    async def read_file(self, commit: str, path: str, max_bytes: int) -> FileAt:
+        """`GET /repos/{o}/{r}/contents/{path}?ref={commit}`: 404 is no such path; a list is a directory."""
+        resp = await self._get(f"{self.repo_path}/contents/{quote(path, safe='/')}", {"ref": commit}, allow=(404,))
+        if resp.status == 404:
+            return FileAt(None)
+        body = resp.body
+        if isinstance(body, list):
+            return FileAt(None, "is a directory, not a file")
+        if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+            raise SourceError(f"GitHub's contents of {path!r} at {commit[:12]} are not in the documented shape: {str(body)[:200]}")
+        if body["type"] != "file":
+            return FileAt(None, f"is a {body['type']}, not a file")
+        size = body.get("size")
+        if isinstance(size, int) and size > max_bytes:
+            return FileAt(None, f"{size} bytes, more than the {max_bytes} a config file may have")
+        fetched = _blob(FileChange(path=path, change="upsert", blob=body.get("sha")), body)
+        if fetched.content is None:
+            # Files over 1 MB come with `encoding: none` and no content; anything else unreadable.
+            return FileAt(None, fetched.error)
+        if len(fetched.content) > max_bytes:
+            return FileAt(None, f"{len(fetched.content)} bytes, more than the {max_bytes} a config file may have")
+        return FileAt(fetched.content)
 
     # -- content ------------------------------------------------------------
 

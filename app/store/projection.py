@@ -36,7 +36,8 @@ async def _locked_fence(conn: psycopg.AsyncConnection, consumer: str, topic: str
         'RETURNING "offset"',
         (consumer, topic, partition),
     )).fetchone()
-    return row[0]
+    assert row is not None  # an INSERT ... RETURNING returns its row
+    return int(row[0])
 
 
 async def _store_fence(conn: psycopg.AsyncConnection, consumer: str, topic: str, partition: int, offset: int) -> None:

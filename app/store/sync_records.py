@@ -3,7 +3,7 @@ projection inside its offset-fenced transactions, read by `syncs show`, the cons
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
@@ -13,8 +13,11 @@ from app.core import read_model
 
 def _insert(table: str, columns: tuple[str, ...], key: str, returning: bool) -> sql.Composed:
     query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO NOTHING").format(
-        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns)),
-        sql.SQL(", ").join(sql.Placeholder(c) for c in columns), sql.Identifier(key))
+        sql.Identifier(table),
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(", ").join(sql.Placeholder(c) for c in columns),
+        sql.Identifier(key),
+    )
     return query + sql.SQL(" RETURNING {}").format(sql.Identifier(key)) if returning else query
 
 
@@ -35,15 +38,20 @@ def _live_column(name: str) -> str:
 
 LIVE_JOBS = (
     "(SELECT " + ", ".join(_live_column(c) for c in read_model.JOB_COLUMNS) + " FROM sync_jobs j "
-    "LEFT JOIN LATERAL (SELECT count(*) AS batches, " + ", ".join(f"sum(b.{c})::bigint AS {c}" for c in _LIVE_COUNTS)
+    "LEFT JOIN LATERAL (SELECT count(*) AS batches, "
+    + ", ".join(f"sum(b.{c})::bigint AS {c}" for c in _LIVE_COUNTS)
     + " FROM sync_batches b WHERE b.job_id = j.job_id AND j.status IN ('queued', 'running') HAVING count(*) > 0) p "
     "ON true) AS sync_jobs"
 )
 
 _INSERT_BATCH = _insert("sync_batches", read_model.BATCH_COLUMNS, "batch_id", returning=True)
 _INSERT_RECORD = _insert("sync_records", read_model.RECORD_COLUMNS, "record_id", returning=False)
-_SELECT_BATCHES = sql.SQL("SELECT {} FROM sync_batches").format(sql.SQL(", ").join(map(sql.Identifier, read_model.BATCH_COLUMNS)))
-_SELECT_RECORDS = sql.SQL("SELECT {} FROM sync_records").format(sql.SQL(", ").join(map(sql.Identifier, read_model.RECORD_COLUMNS)))
+_SELECT_BATCHES = sql.SQL("SELECT {} FROM sync_batches").format(
+    sql.SQL(", ").join(map(sql.Identifier, read_model.BATCH_COLUMNS))
+)
+_SELECT_RECORDS = sql.SQL("SELECT {} FROM sync_records").format(
+    sql.SQL(", ").join(map(sql.Identifier, read_model.RECORD_COLUMNS))
+)
 
 
 async def add_batch(conn: AsyncConnection, row: read_model.BatchRow) -> bool:
@@ -58,37 +66,54 @@ async def add_record(conn: AsyncConnection, row: read_model.RecordRow) -> None:
 
 async def batches(conn: AsyncConnection, job_ids: Sequence[str]) -> list[read_model.BatchRow]:
     cursor = conn.cursor(row_factory=dict_row)
-    rows = await (await cursor.execute(_SELECT_BATCHES + sql.SQL(" WHERE job_id = ANY(%s) ORDER BY job_id, batch_index"),
-                                       (list(job_ids),))).fetchall()
+    rows = await (
+        await cursor.execute(
+            _SELECT_BATCHES + sql.SQL(" WHERE job_id = ANY(%s) ORDER BY job_id, batch_index"), (list(job_ids),)
+        )
+    ).fetchall()
     return [read_model.batch_from_columns(r) for r in rows]
 
 
-async def records(conn: AsyncConnection, job_ids: Sequence[str], request_ids: Sequence[str],
-                  delivery_keys: Sequence[str]) -> list[read_model.RecordRow]:
+async def records(
+    conn: AsyncConnection, job_ids: Sequence[str], request_ids: Sequence[str], delivery_keys: Sequence[str]
+) -> list[read_model.RecordRow]:
     """The records of these jobs, naming these requests, or routed from these deliveries."""
     cursor = conn.cursor(row_factory=dict_row)
-    rows = await (await cursor.execute(
-        _SELECT_RECORDS + sql.SQL(" WHERE job_id = ANY(%(jobs)s) OR request_ids && %(requests)s::text[] "
-                                  "OR delivery_key = ANY(%(keys)s) ORDER BY occurred_at, topic, partition, \"offset\""),
-        {"jobs": list(job_ids), "requests": list(request_ids), "keys": list(delivery_keys)})).fetchall()
+    rows = await (
+        await cursor.execute(
+            _SELECT_RECORDS
+            + sql.SQL(
+                " WHERE job_id = ANY(%(jobs)s) OR request_ids && %(requests)s::text[] "
+                'OR delivery_key = ANY(%(keys)s) ORDER BY occurred_at, topic, partition, "offset"'
+            ),
+            {"jobs": list(job_ids), "requests": list(request_ids), "keys": list(delivery_keys)},
+        )
+    ).fetchall()
     return [read_model.record_from_columns(r) for r in rows]
 
 
-_SELECT_JOBS = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(map(sql.Identifier, read_model.JOB_COLUMNS)),
-                                                   sql.SQL(LIVE_JOBS))
+_SELECT_JOBS = sql.SQL("SELECT {} FROM {}").format(
+    sql.SQL(", ").join(map(sql.Identifier, read_model.JOB_COLUMNS)), sql.SQL(LIVE_JOBS)
+)
 _SELECT_ANSWERS = sql.SQL("SELECT {} FROM sync_requests").format(
-    sql.SQL(", ").join(map(sql.Identifier, read_model.REQUEST_COLUMNS)))
+    sql.SQL(", ").join(map(sql.Identifier, read_model.REQUEST_COLUMNS))
+)
 
 
 async def jobs(conn: AsyncConnection, job_ids: Sequence[str]) -> list[read_model.SyncJobRow]:
     cursor = conn.cursor(row_factory=dict_row)
-    rows = await (await cursor.execute(_SELECT_JOBS + sql.SQL(" WHERE job_id = ANY(%s) ORDER BY job_id"),
-                                       (list(job_ids),))).fetchall()
+    rows = await (
+        await cursor.execute(_SELECT_JOBS + sql.SQL(" WHERE job_id = ANY(%s) ORDER BY job_id"), (list(job_ids),))
+    ).fetchall()
     return [read_model.job_from_columns(r) for r in rows]
 
 
 async def answers(conn: AsyncConnection, request_ids: Sequence[str]) -> list[read_model.RequestAnswer]:
     cursor = conn.cursor(row_factory=dict_row)
-    rows = await (await cursor.execute(_SELECT_ANSWERS + sql.SQL(" WHERE request_id = ANY(%s) ORDER BY answered_at, request_id"),
-                                       (list(request_ids),))).fetchall()
+    rows = await (
+        await cursor.execute(
+            _SELECT_ANSWERS + sql.SQL(" WHERE request_id = ANY(%s) ORDER BY answered_at, request_id"),
+            (list(request_ids),),
+        )
+    ).fetchall()
     return [read_model.answer_from_columns(r) for r in rows]

@@ -15,26 +15,35 @@ from psycopg.rows import dict_row
 from app.core import dlq, read_model
 from app.store.sync_records import LIVE_JOBS
 
-_JOBS = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(map(sql.Identifier, read_model.JOB_COLUMNS)), sql.SQL(LIVE_JOBS))
+_JOBS = sql.SQL("SELECT {} FROM {}").format(
+    sql.SQL(", ").join(map(sql.Identifier, read_model.JOB_COLUMNS)), sql.SQL(LIVE_JOBS)
+)
 _DLQ = sql.SQL("SELECT {} FROM dlq").format(sql.SQL(", ").join(map(sql.Identifier, dlq.COLUMNS)))
-_JOB_ORDER = sql.SQL(" ORDER BY coalesce(started_at, queued_at, cancelled_at, finished_at) DESC NULLS LAST, job_id DESC")
+_JOB_ORDER = sql.SQL(
+    " ORDER BY coalesce(started_at, queued_at, cancelled_at, finished_at) DESC NULLS LAST, job_id DESC"
+)
 
 
 async def open_dead_letters(conn: AsyncConnection) -> int:
-    return (await (await conn.execute("SELECT count(*) FROM dlq WHERE status = 'open'")).fetchone())[0]
+    row = await (await conn.execute("SELECT count(*) FROM dlq WHERE status = 'open'")).fetchone()
+    return int(row[0]) if row is not None else 0
 
 
 async def job_counts(conn: AsyncConnection) -> dict[str, int]:
     """Jobs queued and running now."""
-    rows = await (await conn.execute(
-        "SELECT status, count(*) FROM sync_jobs WHERE status IN ('queued', 'running') GROUP BY status")).fetchall()
+    rows = await (
+        await conn.execute(
+            "SELECT status, count(*) FROM sync_jobs WHERE status IN ('queued', 'running') GROUP BY status"
+        )
+    ).fetchall()
     counts = {"queued": 0, "running": 0}
     counts.update({status: n for status, n in rows})
     return counts
 
 
-async def jobs(conn: AsyncConnection, status: str | None = None, source: str | None = None,
-               limit: int = 50) -> list[read_model.SyncJobRow]:
+async def jobs(
+    conn: AsyncConnection, status: str | None = None, source: str | None = None, limit: int = 50
+) -> list[read_model.SyncJobRow]:
     clauses: list[sql.Composable] = []
     params: dict[str, Any] = {"limit": limit}
     if status == "active":
@@ -62,18 +71,31 @@ class SourceView:
 
 async def sources(conn: AsyncConnection, limit: int = 200) -> list[SourceView]:
     cursor = conn.cursor(row_factory=dict_row)
-    rows = await (await cursor.execute(
-        sql.SQL("SELECT {} FROM sources ORDER BY source_id LIMIT %s").format(
-            sql.SQL(", ").join(map(sql.Identifier, read_model.SOURCE_COLUMNS))), (limit,))).fetchall()
+    rows = await (
+        await cursor.execute(
+            sql.SQL("SELECT {} FROM sources ORDER BY source_id LIMIT %s").format(
+                sql.SQL(", ").join(map(sql.Identifier, read_model.SOURCE_COLUMNS))
+            ),
+            (limit,),
+        )
+    ).fetchall()
     found = [read_model.source_from_columns(r) for r in rows]
     ids = [s.source_id for s in found]
-    active = await (await cursor.execute(
-        _JOBS + sql.SQL(" WHERE source_id = ANY(%s) AND status IN ('queued', 'running')") + _JOB_ORDER, (ids,))).fetchall()
-    last = await (await cursor.execute(
-        sql.SQL("SELECT DISTINCT ON (source_id) {} FROM sync_jobs WHERE source_id = ANY(%s) "
+    active = await (
+        await cursor.execute(
+            _JOBS + sql.SQL(" WHERE source_id = ANY(%s) AND status IN ('queued', 'running')") + _JOB_ORDER, (ids,)
+        )
+    ).fetchall()
+    last = await (
+        await cursor.execute(
+            sql.SQL(
+                "SELECT DISTINCT ON (source_id) {} FROM sync_jobs WHERE source_id = ANY(%s) "
                 "AND status IN ('succeeded', 'failed', 'cancelled', 'timed_out') "
-                "ORDER BY source_id, finished_at DESC NULLS LAST, job_id DESC").format(
-            sql.SQL(", ").join(map(sql.Identifier, read_model.JOB_COLUMNS))), (ids,))).fetchall()
+                "ORDER BY source_id, finished_at DESC NULLS LAST, job_id DESC"
+            ).format(sql.SQL(", ").join(map(sql.Identifier, read_model.JOB_COLUMNS))),
+            (ids,),
+        )
+    ).fetchall()
     running: dict[str, read_model.SyncJobRow] = {}
     queued: dict[str, read_model.SyncJobRow] = {}
     for r in map(read_model.job_from_columns, active):
@@ -89,8 +111,12 @@ async def sources(conn: AsyncConnection, limit: int = 200) -> list[SourceView]:
 async def dead_letters(conn: AsyncConnection, status: str | None = "open", limit: int = 100) -> list[dlq.DeadLetterRow]:
     cursor = conn.cursor(row_factory=dict_row)
     where = sql.SQL(" WHERE status = %(status)s") if status else sql.SQL("")
-    rows = await (await cursor.execute(_DLQ + where + sql.SQL(" ORDER BY last_failed_at DESC, dead_letter_id LIMIT %(limit)s"),
-                                       {"status": status, "limit": limit})).fetchall()
+    rows = await (
+        await cursor.execute(
+            _DLQ + where + sql.SQL(" ORDER BY last_failed_at DESC, dead_letter_id LIMIT %(limit)s"),
+            {"status": status, "limit": limit},
+        )
+    ).fetchall()
     return [dlq.from_columns(r) for r in rows]
 
 
@@ -98,4 +124,3 @@ async def dead_letter(conn: AsyncConnection, dead_letter_id: str) -> dlq.DeadLet
     cursor = conn.cursor(row_factory=dict_row)
     row = await (await cursor.execute(_DLQ + sql.SQL(" WHERE dead_letter_id = %s"), (dead_letter_id,))).fetchone()
     return dlq.from_columns(row) if row is not None else None
-

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 
 from app.embedded import tansu_quirks
-from app.settings import InstanceConfig, Settings
+from app.settings import Settings
+from app.instances import InstanceConfig
 from app.stream import faust_tuning
 from app.stream.metrics import WorkerMetrics
 
@@ -67,10 +69,15 @@ class Worker:
             key = s.github_private_key_file.read_text() if s.github_private_key_file else None
             self._source_options = SourceOptions(
                 git_readers=s.batch_concurrency,
+                git_roots=s.git_root_paths(),
                 github_api_url=s.github_api_url,
                 github_app_id=s.github_app_id,
                 github_private_key=key,
                 github_token=s.github_token.get_secret_value() if s.github_token else None,
+                linear_api_url=s.linear_api_url,
+                linear_api_key=s.linear_api_key.get_secret_value() if s.linear_api_key else None,
+                # A linear source's `token_env` names one of these (LINEAR_* only, see app.sources.linear).
+                environ={k: v for k, v in os.environ.items() if k.startswith(("LINEAR_", "HOOKSTREAM_LINEAR_"))},
             )
         return self._source_options
 
@@ -173,7 +180,7 @@ def create_worker(settings: Settings, instances: dict[tuple[str, str], InstanceC
         web_router_enabled=False,
         web_tables_enabled=False,
         web_graph_enabled=False,
-        # Fewer, fuller produce requests (PERF.md: the largest single gain for table writes);
+        # Fewer, fuller produce requests (docs/performance.md: the largest single gain for table writes);
         # a commit still sends at once (faust_tuning flushes without waiting out the linger).
         producer_linger_ms=50,
         producer_max_batch_size=1024 * 1024,

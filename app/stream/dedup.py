@@ -17,7 +17,7 @@ from app.core import intake, labels, ledger
 from app.core.dedup import DedupEntry, purgeable
 from app.events import DeadLettered, Delivery, utcnow
 from app.plugins import get_plugin
-from app.settings import PLUGINS
+from app.instances import PLUGINS
 from app.stream import faust_tuning
 from app.stream.app import Worker
 

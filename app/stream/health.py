@@ -9,6 +9,7 @@ PostgreSQL (a global figure: every worker reports the same one).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from app.core.fanin import is_complete
 from app.core.source_state import SourceState
@@ -27,7 +28,7 @@ def register(worker: Worker) -> None:
 
     @app.timer(interval=GAUGE_INTERVAL)
     async def refresh_sync_gauges() -> None:
-        table = app.tables.get("sources")
+        table: Any = app.tables.get("sources")
         if table is None:
             return
         running = queued = planned = done = 0
@@ -70,5 +71,6 @@ def register(worker: Worker) -> None:
 
     @app.timer(interval=DEAD_LETTER_INTERVAL)
     async def refresh_dead_letters() -> None:
-        metrics.dead_letters_open.set(await in_transaction(await worker.pool(), views.open_dead_letters,
-                                                           "counting open dead letters"))
+        metrics.dead_letters_open.set(
+            await in_transaction(await worker.pool(), views.open_dead_letters, "counting open dead letters")
+        )

@@ -18,9 +18,19 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
-from app.events import SyncCancelled, SyncCoalesced, SyncCompleted, SyncDeduplicated, SyncQueued, SyncRejected, SyncRequested, SyncStarted
+from app.events import (
+    SyncCancelled,
+    SyncCoalesced,
+    SyncCompleted,
+    SyncDeduplicated,
+    SyncQueued,
+    SyncRejected,
+    SyncRequested,
+    SyncStarted,
+)
 
 log = logging.getLogger("hookstream.jobs")
 
@@ -45,15 +55,34 @@ class JobLog:
     def line(self, effect: Any) -> None:
         request_ids = list(effect.request_ids)
         keys = [self.deliveries[r] for r in request_ids if r in self.deliveries]
-        fields = {"event": effect.type, "job_id": effect.job_id, "source_id": effect.source_id,
-                  "request_ids": request_ids, "delivery_keys": keys}
-        words = [f"job={effect.job_id or '-'}", f"source={effect.source_id}", f"requests={','.join(request_ids) or '-'}",
-                 f"deliveries={','.join(keys) or '-'}"]
+        fields = {
+            "event": effect.type,
+            "job_id": effect.job_id,
+            "source_id": effect.source_id,
+            "request_ids": request_ids,
+            "delivery_keys": keys,
+        }
+        words = [
+            f"job={effect.job_id or '-'}",
+            f"source={effect.source_id}",
+            f"requests={','.join(request_ids) or '-'}",
+            f"deliveries={','.join(keys) or '-'}",
+        ]
         if isinstance(effect, SyncCompleted):
-            fields.update(status=effect.status, files_listed=effect.files_listed, processed=effect.processed,
-                          failed=effect.failed, documents_written=effect.documents_written, duration_ms=effect.duration_ms)
-            words += [f"status={effect.status}", f"processed={effect.processed}", f"failed={effect.failed}",
-                      f"duration_ms={effect.duration_ms}"]
+            fields.update(
+                status=effect.status,
+                files_listed=effect.files_listed,
+                processed=effect.processed,
+                failed=effect.failed,
+                documents_written=effect.documents_written,
+                duration_ms=effect.duration_ms,
+            )
+            words += [
+                f"status={effect.status}",
+                f"processed={effect.processed}",
+                f"failed={effect.failed}",
+                f"duration_ms={effect.duration_ms}",
+            ]
         elif isinstance(effect, (SyncRejected, SyncCancelled)):
             fields["reason"] = effect.reason
             words.append(f"reason={effect.reason!r}")

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, Sequence
+from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -41,8 +42,9 @@ def _deliveries_topic(outcomes_topic: str) -> str:
     return outcomes_topic[: -len(OUTCOMES_TOPIC)] + DELIVERIES
 
 
-async def project_outcomes(pool: AsyncConnectionPool, topic: str, partition: int,
-                           records: Sequence[tuple[int, DeliveryOutcome]]) -> int:
+async def project_outcomes(
+    pool: AsyncConnectionPool, topic: str, partition: int, records: Sequence[tuple[int, DeliveryOutcome]]
+) -> int:
     """Apply a run of one partition's records (offset order) exactly once; returns the new copies."""
     if not records:
         return 0
@@ -57,8 +59,9 @@ async def project_outcomes(pool: AsyncConnectionPool, topic: str, partition: int
     return applied
 
 
-async def project_outcome(pool: AsyncConnectionPool, topic: str, partition: int, offset: int,
-                          record: DeliveryOutcome) -> str:
+async def project_outcome(
+    pool: AsyncConnectionPool, topic: str, partition: int, offset: int, record: DeliveryOutcome
+) -> str:
     """One record: what `hookstream projections rebuild` calls (the live agent applies runs of them)."""
     return "applied" if await project_outcomes(pool, topic, partition, [(offset, record)]) else "already_applied"
 
@@ -75,11 +78,18 @@ def register(worker: Worker) -> None:
             for event in events:
                 message = event.message
                 try:
-                    runs[(message.topic, message.partition)].append((message.offset, codec.decode(DeliveryOutcome, message.value)))
+                    runs[(message.topic, message.partition)].append(
+                        (message.offset, codec.decode(DeliveryOutcome, message.value))
+                    )
                 except codec.DecodeError as exc:
                     projected.labels(CONSUMER, "undecodable").inc()
-                    log.error("undecodable record on %s[%d]@%d, not projected: %s",
-                              message.topic, message.partition, message.offset, exc)
+                    log.error(
+                        "undecodable record on %s[%d]@%d, not projected: %s",
+                        message.topic,
+                        message.partition,
+                        message.offset,
+                        exc,
+                    )
             pool = await worker.pool()
             for (topic, partition), records in runs.items():
                 records.sort(key=_offset)
@@ -91,11 +101,16 @@ def register(worker: Worker) -> None:
     @app.timer(interval=settings.ledger_prune_interval_seconds, on_leader=True)
     async def prune_delivery_ledger() -> None:
         older_than = utcnow() - timedelta(days=settings.ledger_retention_days)
-        copies, deliveries = await in_transaction(await worker.pool(), lambda conn: store.prune(conn, older_than),
-                                                  "pruning the delivery ledger")
+        copies, deliveries = await in_transaction(
+            await worker.pool(), lambda conn: store.prune(conn, older_than), "pruning the delivery ledger"
+        )
         if copies or deliveries:
-            log.info("ledger: pruned %d copies and %d deliveries received before %s", copies, deliveries,
-                     older_than.isoformat(timespec="seconds"))
+            log.info(
+                "ledger: pruned %d copies and %d deliveries received before %s",
+                copies,
+                deliveries,
+                older_than.isoformat(timespec="seconds"),
+            )
 
 
 def _offset(item: tuple[int, Any]) -> int:

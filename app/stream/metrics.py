@@ -13,8 +13,8 @@ microsecond per delivery and counter, measured in bench/dedup.py).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
@@ -42,8 +42,9 @@ class LoopCounter:
     another thread copies the children under the GIL: no torn values.
     """
 
-    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...] | list[str],
-                 registry: CollectorRegistry) -> None:
+    def __init__(
+        self, name: str, documentation: str, labelnames: tuple[str, ...] | list[str], registry: CollectorRegistry
+    ) -> None:
         self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
         self._children: dict[tuple[str, ...], _Child] = {}
         registry.register(self)
@@ -73,42 +74,96 @@ class WorkerMetrics:
     def __post_init__(self) -> None:
         r = self.registry
         # The dedup stage (per delivery).
-        self.received = LoopCounter("hookstream_deliveries_received", "Deliveries consumed by the dedup stage", ["plugin"], r)
-        self.duplicates = LoopCounter("hookstream_deliveries_duplicate", "Redeliveries dropped inside their window", ["plugin"], r)
+        self.received = LoopCounter(
+            "hookstream_deliveries_received", "Deliveries consumed by the dedup stage", ["plugin"], r
+        )
+        self.duplicates = LoopCounter(
+            "hookstream_deliveries_duplicate", "Redeliveries dropped inside their window", ["plugin"], r
+        )
         self.routed = LoopCounter("hookstream_deliveries_routed", "Deliveries routed to domain events", ["plugin"], r)
         self.events = LoopCounter("hookstream_routed_events", "Domain events emitted by routing", ["plugin", "type"], r)
-        self.ignored = LoopCounter("hookstream_deliveries_ignored",
-                                   "Deliveries ignored by an explicit rule (the rule's event family when the "
-                                   "rule names payload values; the full rule is in the delivery ledger)",
-                                   ["plugin", "rule"], r)
-        self.dead_lettered = LoopCounter("hookstream_deliveries_dead_lettered", "Deliveries sent to the DLQ", ["plugin", "stage"], r)
-        self.dedup_entries = Gauge("hookstream_dedup_entries", "Dedup entries held by this worker at the last purge scan", registry=r)
+        self.ignored = LoopCounter(
+            "hookstream_deliveries_ignored",
+            "Deliveries ignored by an explicit rule (the rule's event family when the "
+            "rule names payload values; the full rule is in the delivery ledger)",
+            ["plugin", "rule"],
+            r,
+        )
+        self.dead_lettered = LoopCounter(
+            "hookstream_deliveries_dead_lettered", "Deliveries sent to the DLQ", ["plugin", "stage"], r
+        )
+        self.dedup_entries = Gauge(
+            "hookstream_dedup_entries", "Dedup entries held by this worker at the last purge scan", registry=r
+        )
         self.purged = Counter("hookstream_dedup_entries_purged", "Dedup entries purged past their window", registry=r)
         # Orchestration and syncs.
-        self.control_ignored = Counter("hookstream_control_ignored", "Control events ignored by an explicit rule (late, duplicate)", ["rule"], registry=r)
-        self.syncs_completed = Counter("hookstream_syncs_completed", "Sync jobs completed, by status", ["status"], registry=r)
-        self.sync_seconds = Histogram("hookstream_sync_duration_seconds", "Duration of completed sync jobs (event time), by status",
-                                      ["status"], buckets=SYNC_BUCKETS, registry=r)
-        self.batch_seconds = Histogram("hookstream_batch_duration_seconds",
-                                       "Time this worker took to fetch, transform and write one file batch",
-                                       buckets=BATCH_BUCKETS, registry=r)
-        self.files = Counter("hookstream_sync_files", "Files of sync jobs as their batches reported them, by outcome "
-                             "(processed, failed, deleted, skipped); counted once per batch", ["outcome"], registry=r)
-        self.requests_answered = Counter("hookstream_sync_requests_answered", "Sync requests answered, by answer",
-                                         ["answer"], registry=r)
-        self.syncs_running = Gauge("hookstream_syncs_running", "Sources of this worker's partitions with a running job", registry=r)
-        self.requests_queued = Gauge("hookstream_syncs_queued",
-                                     "Sources of this worker's partitions with a queued job (its requests coalesce into it)",
-                                     registry=r)
-        self.running_batches = Gauge("hookstream_sync_running_batches",
-                                     "Batches of the running jobs of this worker's partitions: planned, and done so far",
-                                     ["state"], registry=r)
+        self.control_ignored = Counter(
+            "hookstream_control_ignored",
+            "Control events ignored by an explicit rule (late, duplicate)",
+            ["rule"],
+            registry=r,
+        )
+        self.control_refused = Counter(
+            "hookstream_control_refused",
+            "Control events the fold refused (a clock beyond the skew, the state bound)",
+            ["type"],
+            registry=r,
+        )
+        self.syncs_completed = Counter(
+            "hookstream_syncs_completed", "Sync jobs completed, by status", ["status"], registry=r
+        )
+        self.sync_seconds = Histogram(
+            "hookstream_sync_duration_seconds",
+            "Duration of completed sync jobs (event time), by status",
+            ["status"],
+            buckets=SYNC_BUCKETS,
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "hookstream_batch_duration_seconds",
+            "Time this worker took to fetch, transform and write one file batch",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.files = Counter(
+            "hookstream_sync_files",
+            "Files of sync jobs as their batches reported them, by outcome "
+            "(processed, failed, deleted, skipped); counted once per batch",
+            ["outcome"],
+            registry=r,
+        )
+        self.requests_answered = Counter(
+            "hookstream_sync_requests_answered", "Sync requests answered, by answer", ["answer"], registry=r
+        )
+        self.syncs_running = Gauge(
+            "hookstream_syncs_running", "Sources of this worker's partitions with a running job", registry=r
+        )
+        self.requests_queued = Gauge(
+            "hookstream_syncs_queued",
+            "Sources of this worker's partitions with a queued job (its requests coalesce into it)",
+            registry=r,
+        )
+        self.running_batches = Gauge(
+            "hookstream_sync_running_batches",
+            "Batches of the running jobs of this worker's partitions: planned, and done so far",
+            ["state"],
+            registry=r,
+        )
         # Health.
-        self.consumer_lag = Gauge("hookstream_consumer_lag",
-                                  "Records of this worker's partitions not yet processed (high watermark minus position), "
-                                  "by stage", ["stage"], registry=r)
-        self.dead_letters_open = Gauge("hookstream_dead_letters_open",
-                                       "Open dead letters in PostgreSQL (the same figure on every worker: take the max)",
-                                       registry=r)
-        self.projected = Counter("hookstream_projection_records", "Records consumed by the PostgreSQL projections, by outcome",
-                                 ["projection", "outcome"], registry=r)
+        self.consumer_lag = Gauge(
+            "hookstream_consumer_lag",
+            "Records of this worker's partitions not yet processed (high watermark minus position), by stage",
+            ["stage"],
+            registry=r,
+        )
+        self.dead_letters_open = Gauge(
+            "hookstream_dead_letters_open",
+            "Open dead letters in PostgreSQL (the same figure on every worker: take the max)",
+            registry=r,
+        )
+        self.projected = Counter(
+            "hookstream_projection_records",
+            "Records consumed by the PostgreSQL projections, by outcome",
+            ["projection", "outcome"],
+            registry=r,
+        )

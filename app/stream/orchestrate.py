@@ -1,6 +1,8 @@
 """`orchestrate_syncs`: fold every control event of a source into its state; send the effects.
 
-All decisions are `core.source_state.fold`. Crash safety by order: the fold's
+All decisions are `core.source_state.fold`, at the record's broker timestamp
+(`core.admission.fold_record`: a sender does not choose the fold's clock, and a
+record that would grow the state past its bound is refused). Crash safety by order: the fold's
 effects are acknowledged by the broker (and `EnsureSource` committed in
 PostgreSQL) before the new state is stored; a crash in between re-folds the
 same event from the old state and re-sends the same effects (job ids are
@@ -16,9 +18,10 @@ from __future__ import annotations
 import logging
 
 from app import codec
-from app.core.effects import EnsureSource, Ignored, destination
+from app.core.admission import broker_datetime, fold_record
+from app.core.effects import EnsureSource, Ignored, Refused, destination
 from app.core.policy import Policy
-from app.core.source_state import SourceState, fold, overdue_job
+from app.core.source_state import SourceState, overdue_job
 from app.events import ControlRecord, DeadlineReached, utcnow
 from app.store import documents
 from app.store.db import in_transaction
@@ -31,7 +34,8 @@ log = logging.getLogger(__name__)
 
 
 def policy_from(settings) -> Policy:
-    return Policy(deadline_seconds=settings.sync_deadline_seconds, idempotency_ttl_seconds=settings.idempotency_ttl_seconds)
+    return Policy(deadline_seconds=settings.sync_deadline_seconds, idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
+                  max_state_bytes=settings.max_source_state_bytes, max_clock_skew_seconds=settings.max_clock_skew_seconds)
 
 
 def register(worker: Worker) -> None:
@@ -71,11 +75,19 @@ def register(worker: Worker) -> None:
             key = message.key or record.source_id.encode()
             stored = sources.get(key)
             state = SourceState.from_json(stored) if stored is not None else None
-            new_state, effects = fold(state, record, record.occurred_at, message.offset, policy)
+            timestamp_ms = round(message.timestamp * 1000) if message.timestamp is not None else None
+            broker_time = broker_datetime(timestamp_ms)
+            new_state, effects = fold_record(state, record, broker_time, message.offset, policy,
+                                             missing_time=broker_time is None)
             pending = []
             for effect in effects:
                 if isinstance(effect, Ignored):
                     metrics.control_ignored.labels(effect.reason).inc()
+                    continue
+                if isinstance(effect, Refused):
+                    log.warning("control event %s at %d/%d refused: %s", effect.event_type, message.partition,
+                                message.offset, effect.reason)
+                    metrics.control_refused.labels(effect.event_type).inc()
                     continue
                 if isinstance(effect, EnsureSource):
                     await ensure(effect)
@@ -90,7 +102,7 @@ def register(worker: Worker) -> None:
                 await app.producer.flush()
             for fut in pending:
                 await fut
-            if new_state is not state:
+            if new_state is not None and new_state is not state:
                 sources[key] = new_state.to_json()
             job_log.folded(record, effects)
             await project_sources_record(worker, message, record)

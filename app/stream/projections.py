@@ -3,11 +3,12 @@
 Thin shells around `app.core.read_model`: decode, then in one offset-fenced
 transaction (`app.store.projection`) read the row, merge the record into it and
 write it back. A record re-consumed after a crash or a replay is skipped by the
-fence, so a rebuild into an empty schema gives the same rows (DESIGN.md §5).
+fence, so a rebuild into an empty schema gives the same rows (docs/architecture.md, effects outside Kafka).
 
 - `project_sources` reads `hookstream.sync.control` into `sources`. Most of that
-  topic is sync traffic (requests, plans, one `BatchCompleted` per batch) that no
-  row depends on: those records are skipped before any transaction and counted
+  topic is sync traffic (requests, plans that did not read the config file, one
+  `BatchCompleted` per batch) that no row depends on: those records are skipped
+  before any transaction and counted
   `not_projected`. Skipping them needs no fence: the fence keeps the highest
   applied offset per partition, and the next source event stores a higher one.
   It runs inside `orchestrate_syncs`, the control topic's one agent (see
@@ -102,7 +103,7 @@ _INSERT_ANSWER = sql.SQL("INSERT INTO sync_requests ({}) VALUES ({}) ON CONFLICT
 # --- sources -----------------------------------------------------------------------------------
 
 def is_source_event(record: Record) -> bool:
-    return isinstance(record, read_model.SOURCE_EVENTS)
+    return read_model.is_source_event(record)
 
 
 async def merge_source_event(conn: AsyncConnection, event: read_model.SourceEvent) -> str:
@@ -115,6 +116,7 @@ async def merge_source_event(conn: AsyncConnection, event: read_model.SourceEven
     if after != row:
         values = read_model.source_to_columns(after)
         values["config"] = Jsonb(values["config"])
+        values["config_rules"] = Jsonb(values["config_rules"]) if values["config_rules"] is not None else None
         await conn.execute(_UPSERT_SOURCE, values)
     return APPLIED
 
@@ -235,6 +237,7 @@ async def project_sources_record(worker: Worker, message: Any, record: Record | 
     if record is None:
         projected.labels(SOURCES_CONSUMER, UNDECODABLE).inc()
         return
+    # A record may concern both projections (a SyncPlanned: the job's plan, and the source's config file).
     if is_progress_record(record):
         outcome = await project_progress_record(await worker.pool(), message.topic, message.partition, message.offset, record)
         projected.labels(PROGRESS_CONSUMER, outcome).inc()
@@ -244,9 +247,9 @@ async def project_sources_record(worker: Worker, message: Any, record: Record | 
             files.labels("failed").inc(record.failed)
             files.labels("deleted").inc(record.deleted)
             files.labels("skipped").inc(record.skipped)
-        return
     if not is_source_event(record):
-        projected.labels(SOURCES_CONSUMER, NOT_PROJECTED).inc()
+        if not is_progress_record(record):
+            projected.labels(SOURCES_CONSUMER, NOT_PROJECTED).inc()
         return
     outcome = await project_source_event(await worker.pool(), message.topic, message.partition, message.offset, record)
     projected.labels(SOURCES_CONSUMER, outcome).inc()

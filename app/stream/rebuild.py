@@ -100,12 +100,12 @@ class TopicReader:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        tansu_quirks.install(settings)  # the true end offsets on the embedded broker (BROKER.md item 1)
+        tansu_quirks.install(settings)  # the true end offsets on the embedded broker (docs/local-broker.md, row 1)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             client_id="hookstream-projections-rebuild",
             enable_auto_commit=False,
-            fetch_max_wait_ms=100,  # not 0: the embedded broker never answers a 0 ms fetch (BROKER.md item 7)
+            fetch_max_wait_ms=100,  # not 0: the embedded broker never answers a 0 ms fetch (docs/local-broker.md, row 7)
             max_partition_fetch_bytes=4 * 1024 * 1024,
             request_timeout_ms=15000,
         )

@@ -14,7 +14,7 @@ import aiohttp
 
 from app.embedded.ports import free_port
 from app.plugins import get_plugin
-from app.settings import load_instances
+from app.instances import load_instances
 from tests.support.services import wait_until
 
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("HOOKSTREAM_")}

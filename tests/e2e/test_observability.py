@@ -21,15 +21,22 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from app.embedded.ports import free_port
+from app.embedded.supervisor import Child, hookstream_argv
+from app.store.sync_records import LIVE_JOBS
 from tests.integration.test_cli_sources_syncs import hookstream
 from tests.support import gitrepo
 from tests.support.flows import (
-    completions, connected, documents, github_delivery, github_push, now, requested, send_control,
+    completions,
+    connected,
+    documents,
+    github_delivery,
+    github_push,
+    now,
+    requested,
+    send_control,
 )
 from tests.support.kafka import produce, read_all
-from app.embedded.ports import free_port
-from app.store.sync_records import LIVE_JOBS
-from app.embedded.supervisor import Child, hookstream_argv
 from tests.support.services import isolated_settings, wait_until
 from tests.support.stack import WorkerProcess, write_instances
 
@@ -45,8 +52,15 @@ async def stack(broker, postgres, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("observability")
     instances = write_instances(tmp / "instances.toml", [{"plugin": "github", "id": "gh", "secret": SECRET}])
-    s = isolated_settings(broker.bootstrap, postgres.url, instances_file=instances, batch_size=10,
-                          events_token=EVENTS_TOKEN, console_write_token=WRITE_TOKEN, log_format="json")
+    s = isolated_settings(
+        broker.bootstrap,
+        postgres.url,
+        instances_file=instances,
+        batch_size=10,
+        events_token=EVENTS_TOKEN,
+        console_write_token=WRITE_TOKEN,
+        log_format="json",
+    )
     await topology.apply(s)
     await migrate(s)
     worker = WorkerProcess(s, tmp / "rocks", tmp / "worker.log").start()
@@ -61,11 +75,22 @@ async def web(stack, tmp_path_factory):
     settings, _ = stack
     tmp = tmp_path_factory.mktemp("web")
     ingress_port, console_port = free_port(), free_port()
-    env = {**settings.to_env(), "HOOKSTREAM_INGRESS_PORT": str(ingress_port), "HOOKSTREAM_CONSOLE_PORT": str(console_port)}
+    env = {
+        **settings.to_env(),
+        "HOOKSTREAM_INGRESS_PORT": str(ingress_port),
+        "HOOKSTREAM_CONSOLE_PORT": str(console_port),
+    }
     # The ingress handles the secrets: at debug, whatever it or its libraries log is there to be checked.
-    children = [Child("ingress", hookstream_argv("ingress"), {**env, "HOOKSTREAM_LOG_LEVEL": "debug"}, tmp / "ingress.log",
-                      stop_timeout=10).start(),
-                Child("console", hookstream_argv("console"), env, tmp / "console.log", stop_timeout=10).start()]
+    children = [
+        Child(
+            "ingress",
+            hookstream_argv("ingress"),
+            {**env, "HOOKSTREAM_LOG_LEVEL": "debug"},
+            tmp / "ingress.log",
+            stop_timeout=10,
+        ).start(),
+        Child("console", hookstream_argv("console"), env, tmp / "console.log", stop_timeout=10).start(),
+    ]
     ingress, console = f"http://127.0.0.1:{ingress_port}", f"http://127.0.0.1:{console_port}"
 
     async def answers(url: str) -> bool:
@@ -102,9 +127,20 @@ async def metrics(worker: WorkerProcess) -> dict[str, float]:
 
 # --- the ledger --------------------------------------------------------------------------------
 
+
 def kind_of(i: int) -> str:
-    return ("routed", "routed", "routed", "routed", "ignored_ping", "ignored_ping", "ignored_dispatch",
-            "ignored_dispatch", "dead_lettered", "routed")[i % 10]
+    return (
+        "routed",
+        "routed",
+        "routed",
+        "routed",
+        "ignored_ping",
+        "ignored_ping",
+        "ignored_dispatch",
+        "ignored_dispatch",
+        "dead_lettered",
+        "routed",
+    )[i % 10]
 
 
 def delivery(i: int):
@@ -114,8 +150,13 @@ def delivery(i: int):
     elif kind == "ignored_ping":
         body, event = b'{"zen": "Keep it logically awesome.", "hook_id": 1}', "ping"
     elif kind == "ignored_dispatch":
-        body = orjson.dumps({"action": f"deploy-{i}", "branch": "main",
-                             "repository": {"id": 7000, "full_name": "octo/repo", "name": "repo"}})
+        body = orjson.dumps(
+            {
+                "action": f"deploy-{i}",
+                "branch": "main",
+                "repository": {"id": 7000, "full_name": "octo/repo", "name": "repo"},
+            }
+        )
         event = "repository_dispatch"
     else:
         body, event = b"this is not JSON", "push"
@@ -123,7 +164,8 @@ def delivery(i: int):
 
 
 async def test_every_copy_of_a_thousand_deliveries_a_fifth_redelivered_is_in_the_ledger_with_its_outcome(
-        stack, monkeypatch, capsys):
+    stack, monkeypatch, capsys
+):
     settings, worker = stack
     before = await metrics(worker)
     originals = [delivery(i) for i in range(1000)]
@@ -132,13 +174,17 @@ async def test_every_copy_of_a_thousand_deliveries_a_fifth_redelivered_is_in_the
 
     async def all_copies():
         assert worker.alive(), worker.log_tail()
-        n = (await query(settings, "SELECT count(*) AS n FROM delivery_copies WHERE key LIKE 'github/gh/led-%%'"))[0]["n"]
+        n = (await query(settings, "SELECT count(*) AS n FROM delivery_copies WHERE key LIKE 'github/gh/led-%%'"))[0][
+            "n"
+        ]
         return n >= 1200
 
     await wait_until(all_copies, timeout=120, interval=0.3, what="1,200 copies in the ledger")
     # The world: every record on hookstream.deliveries, where it is.
     on_kafka = defaultdict(list)
-    for key, _, partition, offset in await read_all(settings, "hookstream.deliveries", min_count=1200, timeout=30, idle=0.5):
+    for key, _, partition, offset in await read_all(
+        settings, "hookstream.deliveries", min_count=1200, timeout=30, idle=0.5
+    ):
         if key.startswith("github/gh/led-"):
             on_kafka[key].append((partition, offset))
     copies = await query(settings, "SELECT * FROM delivery_copies WHERE key LIKE 'github/gh/led-%%'")
@@ -152,9 +198,12 @@ async def test_every_copy_of_a_thousand_deliveries_a_fifth_redelivered_is_in_the
         first, *later = sorted(by_key[key], key=lambda c: c["offset"])
         assert [c["outcome"] for c in later] == ["duplicate"] * (1 if i % 5 == 0 else 0), key
         kind = kind_of(i)
-        expected = {"routed": ("routed", None), "ignored_ping": ("ignored", "ping"),
-                    "ignored_dispatch": ("ignored", f"repository_dispatch.deploy-{i}"),
-                    "dead_lettered": ("dead_lettered", "route")}[kind]
+        expected = {
+            "routed": ("routed", None),
+            "ignored_ping": ("ignored", "ping"),
+            "ignored_dispatch": ("ignored", f"repository_dispatch.deploy-{i}"),
+            "dead_lettered": ("dead_lettered", "route"),
+        }[kind]
         assert (first["outcome"], first["rule"]) == expected, key
         if kind == "routed":
             assert (first["request_ids"], first["source_ids"]) == ([f"led-{i:04d}"], [f"github:{7000 + i % 5}"])
@@ -168,13 +217,16 @@ async def test_every_copy_of_a_thousand_deliveries_a_fifth_redelivered_is_in_the
 
     # A sender-chosen repository_dispatch action does not mint a series: 200 actions, one label.
     after = await metrics(worker)
-    dispatch = {k: v for k, v in after.items() if k.startswith("hookstream_deliveries_ignored_total") and "dispatch" in k}
+    dispatch = {
+        k: v for k, v in after.items() if k.startswith("hookstream_deliveries_ignored_total") and "dispatch" in k
+    }
     assert list(dispatch) == ['hookstream_deliveries_ignored_total{plugin="github",rule="repository_dispatch"}']
     assert dispatch[list(dispatch)[0]] - before.get(list(dispatch)[0], 0) == 200
 
     # The ledger is rebuildable like every projection: a replay of its topic gives the live rows.
-    code, out, err = await hookstream(settings, monkeypatch, capsys, "projections", "rebuild", "--projection", "ledger",
-                                      "--dry-run", "--verify")
+    code, out, err = await hookstream(
+        settings, monkeypatch, capsys, "projections", "rebuild", "--projection", "ledger", "--dry-run", "--verify"
+    )
     assert code == 0, out + err
     assert "delivery_copies: live 1200 rows, rebuilt 1200 rows: identical" in out
     assert "deliveries: live 1000 rows, rebuilt 1000 rows: identical" in out
@@ -182,9 +234,14 @@ async def test_every_copy_of_a_thousand_deliveries_a_fifth_redelivered_is_in_the
 
 async def test_the_trace_of_an_ignored_delivery_names_its_rule(stack, monkeypatch, capsys):
     settings, worker = stack
-    await produce(settings, "hookstream.deliveries", [github_delivery("gh", "trace-ping", b'{"zen": "z"}', event="ping")])
-    await wait_until(lambda: query(settings, "SELECT 1 FROM deliveries WHERE delivery_id = 'trace-ping'"), timeout=60,
-                     what="the ping in the ledger")
+    await produce(
+        settings, "hookstream.deliveries", [github_delivery("gh", "trace-ping", b'{"zen": "z"}', event="ping")]
+    )
+    await wait_until(
+        lambda: query(settings, "SELECT 1 FROM deliveries WHERE delivery_id = 'trace-ping'"),
+        timeout=60,
+        what="the ping in the ledger",
+    )
     code, out, err = await hookstream(settings, monkeypatch, capsys, "trace", "trace-ping")
     assert code == 0, out + err
     assert "delivery github/gh/trace-ping: ignored (ping)" in out and "ignored by rule ping" in out
@@ -192,7 +249,9 @@ async def test_the_trace_of_an_ignored_delivery_names_its_rule(stack, monkeypatc
     data = json.loads(out)
     assert data["id"] == "github/gh/trace-ping" and data["job"] is None
     assert [(h["stage"], h["type"], h["found"]) for h in data["hops"]] == [
-        ("delivery", "delivery", True), ("dedup", "delivery.outcome", True)]
+        ("delivery", "delivery", True),
+        ("dedup", "delivery.outcome", True),
+    ]
     assert data["hops"][0]["topic"] == settings.topic("hookstream.deliveries")
     assert data["deliveries"][0]["rule"] == "ping"
 
@@ -206,24 +265,39 @@ async def test_the_trace_of_an_unknown_id_exits_1_and_says_what_it_searched(stac
 
 # --- coalescing, deduplication, progress, metrics -------------------------------------------------
 
-async def test_a_coalesced_job_traces_every_request_and_a_deduplicated_one_leads_to_its_job(stack, tmp_path, monkeypatch, capsys):
+
+async def test_a_coalesced_job_traces_every_request_and_a_deduplicated_one_leads_to_its_job(
+    stack, tmp_path, monkeypatch, capsys
+):
     settings, worker = stack
     big = tmp_path / "big"
-    c0, c1, c2, c3 = gitrepo.build_repo(big, commits=[gitrepo.synthetic_files(300, seed=9), {"x.md": b"x\n"},
-                                                      {"y.md": b"y\n"}, {"z.md": b"z\n"}])
+    c0, c1, c2, c3 = gitrepo.build_repo(
+        big, commits=[gitrepo.synthetic_files(300, seed=9), {"x.md": b"x\n"}, {"y.md": b"y\n"}, {"z.md": b"z\n"}]
+    )
     source, t0 = "git:traced", now()
     first = requested(source, "full", occurred_at=t0)
     again = requested(source, "full", occurred_at=t0 + timedelta(milliseconds=5))  # the same key: deduplicated
     incrementals = [
-        requested(source, "incremental", trigger="push", before=b, after=a, paths=[p], occurred_at=t0 + timedelta(milliseconds=10 * (n + 1)))
+        requested(
+            source,
+            "incremental",
+            trigger="push",
+            before=b,
+            after=a,
+            paths=[p],
+            occurred_at=t0 + timedelta(milliseconds=10 * (n + 1)),
+        )
         for n, (b, a, p) in enumerate(((c0, c1, "x.md"), (c1, c2, "y.md"), (c2, c3, "z.md")))
     ]
     await send_control(settings, connected(source, big), first, again, *incrementals)
     runs = await completions(settings, source, at_least=2, alive=worker.alive)
     merged = runs[1]
     assert merged.request_ids == [r.request_id for r in incrementals]
-    await wait_until(lambda: query(settings, "SELECT 1 FROM sync_jobs WHERE job_id = %s AND status = 'succeeded'",
-                                   (merged.job_id,)), timeout=30, what="the merged job's row")
+    await wait_until(
+        lambda: query(settings, "SELECT 1 FROM sync_jobs WHERE job_id = %s AND status = 'succeeded'", (merged.job_id,)),
+        timeout=30,
+        what="the merged job's row",
+    )
 
     code, out, err = await hookstream(settings, monkeypatch, capsys, "trace", merged.job_id, "--json")
     assert code == 0, out + err
@@ -238,7 +312,8 @@ async def test_a_coalesced_job_traces_every_request_and_a_deduplicated_one_leads
     assert kinds.count("sync.planned") == 1 and kinds.count("batch.completed") == merged.batches
     assert kinds[-1] == "sync.completed" and hops[-1]["topic"] == settings.topic("hookstream.sync.completed")
     assert sorted({(h["topic"], h["partition"], h["offset"]) for h in hops}) == sorted(
-        (h["topic"], h["partition"], h["offset"]) for h in hops)  # each record once
+        (h["topic"], h["partition"], h["offset"]) for h in hops
+    )  # each record once
 
     # The deduplicated request leads to the job that held its key, through to that job's completion.
     code, out, err = await hookstream(settings, monkeypatch, capsys, "trace", again.request_id, "--json")
@@ -248,7 +323,9 @@ async def test_a_coalesced_job_traces_every_request_and_a_deduplicated_one_leads
     assert ("sync.completed", runs[0].job_id) in [(h["type"], h["job_id"]) for h in data["hops"]]
 
 
-async def test_a_running_jobs_counts_move_and_the_metrics_count_a_sync_and_a_failed_one(stack, tmp_path, monkeypatch, capsys):
+async def test_a_running_jobs_counts_move_and_the_metrics_count_a_sync_and_a_failed_one(
+    stack, tmp_path, monkeypatch, capsys
+):
     settings, worker = stack
     before = await metrics(worker)
     repo = tmp_path / "repo"
@@ -259,8 +336,9 @@ async def test_a_running_jobs_counts_move_and_the_metrics_count_a_sync_and_a_fai
     shown: list[str] = []
 
     async def finished():
-        rows = await query(settings, f"SELECT job_id, status, processed, batches FROM {LIVE_JOBS} WHERE source_id = %s",
-                           (source,))
+        rows = await query(
+            settings, f"SELECT job_id, status, processed, batches FROM {LIVE_JOBS} WHERE source_id = %s", (source,)
+        )
         if not rows:
             return False
         row = rows[0]
@@ -286,8 +364,12 @@ async def test_a_running_jobs_counts_move_and_the_metrics_count_a_sync_and_a_fai
 
     async def counted():
         m = await metrics(worker)
-        return m if m.get('hookstream_syncs_completed_total{status="failed"}', 0) > before.get(
-            'hookstream_syncs_completed_total{status="failed"}', 0) else None
+        return (
+            m
+            if m.get('hookstream_syncs_completed_total{status="failed"}', 0)
+            > before.get('hookstream_syncs_completed_total{status="failed"}', 0)
+            else None
+        )
 
     after = await wait_until(counted, timeout=30, what="the failed sync counted")
 
@@ -317,12 +399,16 @@ async def _idle_gauges(worker):
 
 # --- the console, in a real browser --------------------------------------------------------------
 
+
 async def signed_push(settings, ingress: str, delivery_id: str, body: bytes, event: str = "push") -> dict[str, str]:
     from app.plugins import get_plugin
 
     instance = settings.instances()[("github", "gh")]
     headers = get_plugin("github").sign(body, instance, time.time(), delivery_id=delivery_id, event=event)
-    async with aiohttp.ClientSession() as http, http.post(f"{ingress}/hooks/github/gh", data=body, headers=headers) as r:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{ingress}/hooks/github/gh", data=body, headers=headers) as r,
+    ):
         assert r.status == 202, await r.text()
     return headers
 
@@ -339,7 +425,9 @@ async def test_the_console_shows_a_pushed_job_running_then_completed_and_the_del
     source = "github:4343"  # a git mirror carrying the GitHub repository's id
     await send_control(settings, connected(source, repo))
     # A forced push: the job lists every file (800 of them, 80 batches).
-    await signed_push(settings, ingress, "browser-push-1", github_push(4343, base, head, modified=["README.md"], forced=True))
+    await signed_push(
+        settings, ingress, "browser-push-1", github_push(4343, base, head, modified=["README.md"], forced=True)
+    )
 
     async def running_job():
         rows = await query(settings, "SELECT job_id, status FROM sync_jobs WHERE source_id = %s", (source,))
@@ -350,9 +438,18 @@ async def test_the_console_shows_a_pushed_job_running_then_completed_and_the_del
     os.kill(worker.child.process.pid, signal.SIGSTOP)
     try:
         async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=chromium, args=[
-                "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run"])
+            browser = await p.chromium.launch(
+                executable_path=chromium,
+                args=[
+                    "--no-sandbox",
+                    "--headless",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--no-first-run",
+                ],
+            )
             try:
                 page = await browser.new_page()
                 await page.goto(f"{console}/sources")
@@ -365,17 +462,30 @@ async def test_the_console_shows_a_pushed_job_running_then_completed_and_the_del
                 # The page refreshes itself until the job is final.
                 await expect(page.locator("td .status").first).to_have_text("succeeded", timeout=90_000)
                 (done,) = await completions(settings, source, alive=worker.alive)
-                assert done.processed + done.skipped == len(gitrepo.tree_of(repo, head)) == len(await documents(settings, source))
+                assert (
+                    done.processed + done.skipped
+                    == len(gitrepo.tree_of(repo, head))
+                    == len(await documents(settings, source))
+                )
                 await expect(page.locator(".counts .processed")).to_have_text(str(done.processed))
                 await expect(page.locator("progress")).to_have_attribute("value", str(done.batches))
                 # The delivery's trace, from the job's request.
                 await page.get_by_role("link", name="browser-push-1").click()
                 await expect(page.locator("h1")).to_have_text("Trace browser-push-1")
                 chain = page.locator("table").last
-                for kind in ("delivery", "delivery.outcome", "sync.requested", "sync.started", "sync.planned",
-                             "batch.completed", "sync.completed"):
+                for kind in (
+                    "delivery",
+                    "delivery.outcome",
+                    "sync.requested",
+                    "sync.started",
+                    "sync.planned",
+                    "batch.completed",
+                    "sync.completed",
+                ):
                     await expect(chain.locator("td", has_text=kind).first).to_be_visible()
-                await expect(page.get_by_text("routed (first sighting): sync.requested for github:4343")).to_be_visible()
+                await expect(
+                    page.get_by_text("routed (first sighting): sync.requested for github:4343")
+                ).to_be_visible()
             finally:
                 await browser.close()
     finally:
@@ -383,6 +493,7 @@ async def test_the_console_shows_a_pushed_job_running_then_completed_and_the_del
 
 
 # --- logs ----------------------------------------------------------------------------------------
+
 
 async def test_logs_are_json_lines_a_line_per_job_change_with_its_ids_and_never_a_secret_or_signature(stack, web):
     """Runs after the module's syncs: their job lines are in the worker's log."""
@@ -395,18 +506,32 @@ async def test_logs_are_json_lines_a_line_per_job_change_with_its_ids_and_never_
         forged = {**good, "X-Hub-Signature-256": "sha256=" + "ab" * 32}
         async with http.post(f"{ingress}/hooks/github/gh", data=body, headers=forged) as r:
             assert r.status == 401
-        event = {"type": "sync.requested", "source_id": "git:nowhere", "occurred_at": now().isoformat(),
-                 "request_id": "log-event-1", "mode": "full", "trigger": "manual"}
+        event = {
+            "type": "sync.requested",
+            "source_id": "git:nowhere",
+            "occurred_at": now().isoformat(),
+            "request_id": "log-event-1",
+            "mode": "full",
+            "trigger": "manual",
+        }
         for token, status in (("not-the-token", 401), (EVENTS_TOKEN, 202)):
             async with http.post(f"{ingress}/events", json=event, headers={"Authorization": f"Bearer {token}"}) as r:
                 assert r.status == status, await r.text()
         for token, status in (("wrong", 403), (WRITE_TOKEN, 404)):
-            async with http.post(f"{console}/api/dlq/no-such-letter/redrive", headers={"Authorization": f"Bearer {token}"}) as r:
+            async with http.post(
+                f"{console}/api/dlq/no-such-letter/redrive", headers={"Authorization": f"Bearer {token}"}
+            ) as r:
                 assert r.status == status, await r.text()
-    await wait_until(lambda: query(settings, "SELECT 1 FROM sync_requests WHERE request_id = 'log-event-1'"), timeout=60,
-                     what="the event's request answered")
-    await wait_until(lambda: query(settings, "SELECT 1 FROM deliveries WHERE delivery_id = 'log-ping-1'"), timeout=60,
-                     what="the ping in the ledger")
+    await wait_until(
+        lambda: query(settings, "SELECT 1 FROM sync_requests WHERE request_id = 'log-event-1'"),
+        timeout=60,
+        what="the event's request answered",
+    )
+    await wait_until(
+        lambda: query(settings, "SELECT 1 FROM deliveries WHERE delivery_id = 'log-ping-1'"),
+        timeout=60,
+        what="the ping in the ledger",
+    )
 
     texts = {"worker": worker.log_path.read_text(), **{name: path.read_text() for name, path in logs.items()}}
     for name, text in texts.items():

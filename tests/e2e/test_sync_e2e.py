@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import pytest
 
-from tests.support import gitrepo
+from tests.support import gitrepo, globs
 from tests.support.flows import (
-    completions, connected, disconnected, documents, github_delivery, github_push, lifecycle, now, requested,
-    send_control, source_row,
+    completions, connected, disconnected, document_digests, documents, github_delivery, github_push, lifecycle, now,
+    requested, send_control,
 )
 from tests.support.kafka import produce, read_all
 from tests.support.services import isolated_settings, wait_until
@@ -133,26 +133,47 @@ async def _types(settings, source, type_: str, n: int):
     return found if len(found) >= n else None
 
 
-async def test_a_config_file_change_runs_a_full_sync_and_marks_the_source(stack, tmp_path):
-    """Background case 3: a push touching .hookstream.yml → SourceConfigChanged + a full sync."""
+async def test_a_config_file_change_runs_a_full_sync_that_applies_it_and_a_removal_unconfigures(stack, tmp_path):
+    """Background case 3: a push touching .hookstream.yml → a full sync; the worker reads the file at the
+    synced commit: its exclude deletes what it no longer selects; a push removing it → `unconfigured`."""
     settings, worker = stack
     repo = tmp_path / "repo"
-    base, = gitrepo.build_repo(repo, files={"a.md": b"# A\n", "b.md": b"# B\n"})
+    base, = gitrepo.build_repo(repo, files={"a.md": b"# A\n", "b.md": b"# B\n", "secret/k.md": b"# K\n"})
     source = "github:5151"
     await send_control(settings, connected(source, repo), requested(source, "full"))
     await completions(settings, source, alive=worker.alive)
-    head, = gitrepo.build_repo(repo, commits=[{".hookstream.yml": b"include: ['*.md']\n", "b.md": b"# B2\n"}])
+    head, = gitrepo.build_repo(repo, commits=[{".hookstream.yml": b"exclude: ['secret/**']\n", "b.md": b"# B2\n"}])
     body = github_push(5151, base, head, added=[".hookstream.yml"], modified=["b.md"])
     await produce(settings, "hookstream.deliveries", [github_delivery("gh", "cfg-1", body)])
     runs = await completions(settings, source, at_least=2, alive=worker.alive)
-    assert (runs[1].mode, runs[1].trigger, runs[1].files_listed) == ("full", "config_change", 3)
-    row = await wait_until(lambda: _config_row(settings, source), timeout=30, what="sources.config_status")
-    assert row[2] == ".hookstream.yml"
+    assert (runs[1].mode, runs[1].trigger, runs[1].listing, runs[1].deleted) == ("full", "config_change", "full", 1)
+    assert await document_digests(settings, source) == _selected(repo, head, exclude=["secret/**"])
+    row = await wait_until(lambda: _config_row(settings, source, head), timeout=30, what="sources.config_status")
+    assert row[1:] == ("configured", ".hookstream.yml")
+
+    gone, = gitrepo.build_repo(repo, commits=[{".hookstream.yml": None}])
+    body = github_push(5151, head, gone, removed=[".hookstream.yml"])
+    await produce(settings, "hookstream.deliveries", [github_delivery("gh", "cfg-2", body)])
+    runs = await completions(settings, source, at_least=3, alive=worker.alive)
+    assert (runs[2].mode, runs[2].trigger) == ("full", "config_change")
+    row = await wait_until(lambda: _config_row(settings, source, gone), timeout=30, what="sources.config_status")
+    assert row[1:] == ("unconfigured", None), "a push that removes the config file unconfigures the source"
+    assert await document_digests(settings, source) == gitrepo.digests_at(repo, gone)
 
 
-async def _config_row(settings, source):
-    row = await source_row(settings, source)
-    return row if row is not None and row[1] not in (None, "unknown") else None
+def _selected(repo, commit: str, include=(), exclude=()) -> dict[str, str]:
+    return {p: d for p, d in gitrepo.digests_at(repo, commit).items() if globs.written(p, include, exclude)}
+
+
+async def _config_row(settings, source, commit: str):
+    """(status, config_status, config_path) once the config file was read at `commit`."""
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(settings.database_url,
+                                                     options=f"-c search_path={settings.database_schema}") as conn:
+        row = await (await conn.execute("SELECT status, config_status, config_path, config_commit FROM sources "
+                                        "WHERE source_id = %s", (source,))).fetchone()
+    return row[:3] if row is not None and row[3] == commit else None
 
 
 async def test_requests_on_one_source_queue_and_coalesce_while_another_source_runs_in_parallel(stack, tmp_path):

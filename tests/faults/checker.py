@@ -12,14 +12,17 @@ then reads the topics afresh and PostgreSQL and computes one row of figures:
   of the same message at the same offset is allowed: DeliveryRef says which);
 - syncs twice: request ids served by two different jobs;
 - docs differing: per source, paths whose PostgreSQL row differs from
-  `git ls-tree` of the last completed job's commit, or from what the jobs' own
-  listings say the rows should be (missing, extra, other content, other job);
+  `git ls-tree` of the repository's branch head at the end (path set and content
+  digest: the convergence invariant, read from git alone), or from what the jobs'
+  own listings say the rows should be (missing, extra, other content, other job);
 - counts differing: jobs whose `sync.completed` counts differ from an oracle that
-  replays the jobs in order against git itself (a full job lists `ls-tree` of its
-  commit plus the paths the previous jobs left that the commit no longer has; an
-  incremental one `git diff-tree before..commit`), or from its `sync_jobs` row, or
-  whose rows in `documents` are not the ones the oracle attributes to it, or that
-  completed twice with different records, or did not succeed.
+  replays the jobs in order against git itself (a job whose plan's base is an
+  ancestor of its commit lists `git diff-tree base..commit`, nothing when they are
+  equal; any other lists `ls-tree` of its commit plus the paths the previous jobs
+  left that the commit no longer has), or from its `sync_jobs` row, or whose rows
+  in `documents` are not the ones the oracle attributes to it, or that completed
+  twice with different records, or did not succeed, or moved the documents back
+  to an older commit than the one before it.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from pathlib import Path
 
 import psycopg
 
-from app.events import PlanRequested, SyncCompleted, SyncDeduplicated, SyncRejected, SyncRequested, SyncStarted
+from app.events import PlanRequested, SyncCompleted, SyncDeduplicated, SyncIgnored, SyncRejected, SyncRequested, SyncStarted
 from app.settings import Settings
 from tests.faults.harness import FaultStack, TopicTail, read_topics
 from tests.faults.load import MirrorRepo, Provider
@@ -98,7 +101,7 @@ def _answered(tail: TopicTail, sources: set[str]) -> tuple[set[str], set[str], s
     for e in tail.records[EVENTS]:
         if e.source_id not in sources:
             continue
-        if isinstance(e, (SyncDeduplicated, SyncRejected)):
+        if isinstance(e, (SyncDeduplicated, SyncRejected, SyncIgnored)):
             answered.update(e.request_ids)
         elif isinstance(e, SyncStarted):
             started.add(e.job_id)
@@ -191,6 +194,16 @@ class GitOracle:
         except RuntimeError:
             return False
 
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        try:
+            gitrepo.git(self.path, "merge-base", "--is-ancestor", ancestor, descendant)
+            return True
+        except RuntimeError:
+            return False
+
+    def head(self, branch: str = "main") -> str:
+        return gitrepo.git(self.path, "rev-parse", f"refs/heads/{branch}").decode().strip()
+
     def blobs(self, oids) -> dict[str, tuple[str, int, bool]]:
         """oid -> (sha256, size, skipped as binary or oversize) of each blob."""
         missing = sorted({o for o in oids if o not in self._blobs})
@@ -240,7 +253,7 @@ async def check(scenario: str, stack: FaultStack, provider: Provider, repos: lis
             routings[r.request_id].add((r.delivery.partition, r.delivery.offset) if r.delivery else (-1, -1))
     answered: set[str] = set()
     for e, _, _ in topics[EVENTS]:
-        if isinstance(e, (SyncDeduplicated, SyncRejected)) and e.source_id in sources:
+        if isinstance(e, (SyncDeduplicated, SyncRejected, SyncIgnored)) and e.source_id in sources:
             answered.update(e.request_ids)
             if isinstance(e, SyncRejected):
                 fig.details.append(f"rejected: {e.request_ids} ({e.reason})")
@@ -312,6 +325,7 @@ def _check_source(fig: Figures, repo: MirrorRepo, jobs: list[list[tuple[SyncComp
                   settings: Settings, bad_jobs: set[str]) -> None:
     git = GitOracle(repo.path, settings.max_text_bytes)
     sim: dict[str, tuple[str, int, str]] = {}  # path -> (sha256, size, job id): what the rows should be
+    reached: str | None = None  # the commit the last job converged to
 
     def bad(job_id: str, why: str) -> None:
         bad_jobs.add(job_id)
@@ -332,13 +346,15 @@ def _check_source(fig: Figures, repo: MirrorRepo, jobs: list[list[tuple[SyncComp
         if done.commit not in repo.commits:
             bad(job, f"commit {done.commit} is not one of the repository's")
             continue
-        if plan.mode == "incremental" and git.is_commit(plan.before):
-            upserts, deletes = git.diff(plan.before, done.commit)  # type: ignore[arg-type]
+        if reached is not None and repo.commits.index(done.commit) < repo.commits.index(reached):
+            bad(job, f"went back from {reached[:10]} to {done.commit[:10]}")
+        reached = done.commit
+        base = plan.base
+        if plan.mode == "incremental" and base is not None and git.is_commit(base) and git.is_ancestor(base, done.commit):
+            upserts, deletes = git.diff(base, done.commit) if base != done.commit else ({}, [])
         else:
             upserts = git.tree(done.commit)
             deletes = sorted(set(sim) - set(upserts))
-        if plan.after and plan.after != done.commit:
-            bad(job, f"asked for {plan.after[:10]}, reports {done.commit[:10]}")
         blobs = git.blobs(upserts.values())
         skipped = sum(1 for oid in upserts.values() if blobs[oid][2])
         listed = len(upserts) + len(deletes)
@@ -371,27 +387,27 @@ def _check_source(fig: Figures, repo: MirrorRepo, jobs: list[list[tuple[SyncComp
             differing.add(path)
         elif have and want and have[2] != want[2]:
             bad(want[2], f"row {path} is attributed to {have[2]}, but this job wrote it last")
-    if jobs:
-        last = jobs[-1][0][0].commit
-        tree = git.tree(last) if last in repo.commits else {}
-        blobs = git.blobs(tree.values())
-        for path in set(tree) | set(rows):
-            have = rows.get(path)
-            want = (blobs[tree[path]][0], blobs[tree[path]][1]) if path in tree else None
-            if (have[:2] if have else None) != want:
-                differing.add(path)
-    elif rows:
-        differing.update(rows)
+    # Convergence, from git alone: the documents are the branch head's files, whatever the jobs said.
+    tree = git.tree(git.head())
+    blobs = git.blobs(tree.values())
+    for path in set(tree) | set(rows):
+        have = rows.get(path)
+        want = (blobs[tree[path]][0], blobs[tree[path]][1]) if path in tree else None
+        if (have[:2] if have else None) != want:
+            differing.add(path)
     if differing:
         fig.docs_differing += len(differing)
         sample = sorted(differing)[:3]
         idx = {c: i for i, c in enumerate(repo.commits)}
         trail = [(c[0][0].job_id.rsplit(":", 1)[1], plans[c[0][0].job_id].mode[0] if c[0][0].job_id in plans else "?",
-                  idx.get(plans[c[0][0].job_id].before) if c[0][0].job_id in plans else None, idx.get(c[0][0].commit))
+                  idx.get(plans[c[0][0].job_id].base) if c[0][0].job_id in plans else None, idx.get(c[0][0].commit))
                  for c in jobs[-6:]]
-        fig.details.append(f"  {repo.source_id}'s last jobs (offset, mode, before, commit as commit index): {trail}")
+        fig.details.append(f"  {repo.source_id}'s last jobs (offset, mode, base, commit as commit index; head "
+                           f"{idx.get(git.head())}): {trail}")
         fig.details.append(f"docs: {repo.source_id}: {len(differing)} paths differ, e.g. "
-                           + "; ".join(f"{p}: row {rows.get(p)} oracle {sim.get(p)}" for p in sample))
+                           + "; ".join(f"{p}: row {(rows.get(p) or ('-',))[0][:10]}, jobs' oracle "
+                                       f"{(sim.get(p) or ('-',))[0][:10]}, head {blobs[tree[p]][0][:10] if p in tree else '-'}"
+                                       for p in sample))
 
 
 async def _diagnose_running(settings: Settings, topics: dict, completions: dict, sources) -> list[str]:

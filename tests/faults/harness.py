@@ -37,7 +37,7 @@ from app.embedded.supervisor import Child, hookstream_argv
 from app.settings import Settings
 from app.store.db import migrate
 from tests.support.services import isolated_settings, wait_until
-from tests.support.stack import ChildProcess, WorkerProcess, write_instances
+from tests.support.stack import IngressProcess, WorkerProcess, write_instances
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class S3Server:
 
 
 def durable_broker(s3: S3Server, log_path: Path) -> EmbeddedBroker:
-    """tansu on `s3://` storage: topics, records and committed offsets survive a restart (BROKER.md)."""
+    """tansu on `s3://` storage: topics, records and committed offsets survive a restart (docs/local-broker.md)."""
     return EmbeddedBroker(storage=f"s3://{S3_BUCKET}/", log_path=log_path,
                           env={"AWS_ENDPOINT": s3.endpoint, **S3_CREDENTIALS})
 
@@ -120,40 +120,6 @@ def start_postgres_again(pg: EmbeddedPostgres) -> None:
     server = pg._server
     socket_dir = server.get_postmaster_info().socket_dir  # type: ignore[union-attr]
     _pg_ctl(pg, "-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(server.log), "start")  # type: ignore[union-attr]
-
-
-# -- the ingress as a child process ----------------------------------------------------------
-
-
-@dataclass
-class IngressProcess(ChildProcess):
-    """`hookstream ingress` in a child process on a fixed port (a restart reuses it)."""
-
-    settings: Settings
-    log_path: Path
-    child: Child | None = field(default=None, repr=False)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.ingress_port}"
-
-    def start(self) -> "IngressProcess":
-        env = {**self.settings.to_env(), "HOOKSTREAM_LOG_LEVEL": "warning"}
-        self.child = Child("ingress", hookstream_argv("ingress"), env, self.log_path, stop_timeout=10).start()
-        return self
-
-    async def ready(self, timeout: float = 30.0) -> None:
-        async def answers_ready() -> bool:
-            if not self.alive():
-                raise AssertionError(f"the ingress exited during start:\n{self.log_tail()}")
-            try:
-                async with aiohttp.ClientSession() as http:
-                    async with http.get(self.url + "/readyz", timeout=aiohttp.ClientTimeout(total=2)) as r:
-                        return r.status == 200
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                return False
-
-        await wait_until(answers_ready, timeout=timeout, interval=0.1, what="the ingress to be ready")
 
 
 # -- one scenario's system -------------------------------------------------------------------
@@ -183,7 +149,7 @@ class FaultStack:
             publish_timeout_seconds=2.0,
             retry_after_seconds=1,
             producer_linger_ms=2,
-            # A restarted or killed worker's group settles sooner (BROKER.md item 3: joins wait
+            # A restarted or killed worker's group settles sooner (docs/local-broker.md, row 3: joins wait
             # half of it); heartbeats every second still keep a busy worker in its group.
             broker_session_timeout_seconds=4.0,
         )

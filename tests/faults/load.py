@@ -33,7 +33,8 @@ import aiohttp
 from app import codec
 from app.events import SourceConnected, SyncRequested
 from app.plugins import get_plugin
-from app.settings import Settings, load_instances
+from app.settings import Settings
+from app.instances import load_instances
 from tests.faults.harness import GITHUB_INSTANCE, PRODUCER_INSTANCE
 from tests.support import gitrepo
 from tests.support.flows import github_push
@@ -116,13 +117,19 @@ class Outgoing:
 class Traffic:
     """What one scenario sends: per source `pushes` pushes paced over `seconds`, a manual full sync
     after every `manual_every`-th push, a fraction `redeliver` of acknowledged deliveries sent again
-    (`held` of those only once `release_held()` is called)."""
+    (`held` of those only once `release_held()` is called). A fraction `reorder` of the pushes is
+    delivered late, after up to `reorder_by` later pushes of the source; a fraction `lose` is never
+    delivered (GitHub gave up), but the source's last push always is: the promise is convergence on
+    the branch head as of the newest accepted push."""
 
     pushes: int
     seconds: float
     manual_every: int = 8
     redeliver: float = 0.05
     held: float = 0.0
+    reorder: float = 0.0
+    reorder_by: int = 4
+    lose: float = 0.0
 
 
 @dataclass
@@ -249,20 +256,38 @@ class Provider:
             self.maybe_redeliver(out, traffic)
 
     async def run(self, repos: list[MirrorRepo], traffic: Traffic) -> None:
-        """Every source's initial full sync, then its pushes in order, paced; then the redeliveries."""
+        """Every source's initial full sync, then its pushes in order (some late, some lost), paced;
+        then the redeliveries."""
         interval = traffic.seconds / max(1, traffic.pushes)
+        self.lost = 0
+        self.late = 0
 
         async def source(repo: MirrorRepo, n: int) -> None:
             start = time.monotonic() + interval * n / len(repos)
             await self.send(self.manual(repo.source_id, "initial"), traffic)
-            for i in range(1, min(traffic.pushes, repo.pushes) + 1):
+            last = min(traffic.pushes, repo.pushes)
+            late: list[tuple[int, Outgoing]] = []  # (deliver after push i, the push)
+            for i in range(1, last + 1):
                 move_branch(repo, i)
-                await self.send(self.push(repo, i), traffic)
+                push = self.push(repo, i)
+                roll = self.rng.random()
+                if i < last and roll < traffic.lose:
+                    self.lost += 1
+                elif i < last and roll < traffic.lose + traffic.reorder:
+                    self.late += 1
+                    late.append((i + self.rng.randint(1, traffic.reorder_by), push))
+                else:
+                    await self.send(push, traffic)
+                for due in [x for x in late if x[0] <= i]:
+                    late.remove(due)
+                    await self.send(due[1], traffic)
                 if traffic.manual_every and i % traffic.manual_every == 0:
                     await self.send(self.manual(repo.source_id), traffic)
                 delay = start + i * interval - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)  # pacing the load, not a synchronization
+            for _, push in late:  # due after the last push: later still
+                await self.send(push, traffic)
 
         await asyncio.gather(*(source(repo, n) for n, repo in enumerate(repos)))
         self.release_held()

@@ -1,7 +1,7 @@
 """The broker killed (SIGKILL) under load and down for several seconds, then started again on the same port.
 
 tansu keeps its log on `s3://` storage in a local S3 (`moto[server]`), so topics,
-records and committed offsets survive the restart (BROKER.md). While it is down
+records and committed offsets survive the restart (docs/local-broker.md). While it is down
 the ingress answers 503 with Retry-After and the provider retries with backoff;
 the worker reconnects by itself. Nothing acknowledged may be lost.
 """

@@ -19,7 +19,7 @@ from app.cli.main import main
 from app.events import Delivery
 from app.ingress.app import create_app
 from app.plugins.base import fallback_delivery_id
-from app.settings import parse_instances
+from app.instances import parse_instances
 from tests.integration.test_ingress import EVENTS_TOKEN, GITHUB_SECRET, SYNC_REQUESTED, Ingress, configured_instances, records_on
 
 INSTANCES_TOML = """

@@ -194,7 +194,7 @@ async def test_sources_list_shows_each_source_as_a_table_and_as_json(projected, 
     header, demo, github = out.splitlines()
     assert header.split() == ["ID", "TYPE", "STATUS", "NAME", "LOCATION", "CONFIG", "FILE", "UPDATED"]
     assert demo.split()[:5] == [SRC, "git", "disconnected", "(retired)", "demo-renamed"]
-    assert "/repo@dev" in demo and "changed: .hookstream.yml at c9" in demo and "2026-03-01 12:00:05Z" in demo
+    assert "/repo@dev" in demo and "configured: .hookstream.yml at c9 (1 include, 0 exclude)" in demo and "2026-03-01 12:00:05Z" in demo
     assert github.split()[:5] == ["github:42", "github", "connected", "octo/repo", "octo/repo"]
 
     code, out, _ = await hookstream(projected, monkeypatch, capsys, "sources", "list", "--status", "connected", "--json")

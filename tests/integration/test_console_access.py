@@ -33,8 +33,18 @@ async def client(settings):
 
 async def test_without_a_console_token_loopback_pages_and_api_answer(client):
     c = await client()
-    for path in ("/", "/sources", "/jobs", "/deliveries", "/dlq", "/api/overview", "/api/jobs", "/api/deliveries",
-                 "/static/console.css", "/static/refresh.js"):
+    for path in (
+        "/",
+        "/sources",
+        "/jobs",
+        "/deliveries",
+        "/dlq",
+        "/api/overview",
+        "/api/jobs",
+        "/api/deliveries",
+        "/static/console.css",
+        "/static/refresh.js",
+    ):
         r = await c.get(path)
         assert r.status == 200, (path, await r.text())
     overview = await (await c.get("/api/overview")).json()
@@ -66,8 +76,10 @@ async def test_redrive_needs_the_write_token_and_is_off_without_one(client):
     assert r.status == 404 and (await r.json())["error"] == "not_found"
 
 
-@pytest.mark.parametrize("path", ["/api/jobs?status=bogus", "/api/deliveries?outcome=bogus", "/api/deliveries?minutes=x",
-                                  "/api/jobs?limit=many"])
+@pytest.mark.parametrize(
+    "path",
+    ["/api/jobs?status=bogus", "/api/deliveries?outcome=bogus", "/api/deliveries?minutes=x", "/api/jobs?limit=many"],
+)
 async def test_bad_filters_get_a_400_that_says_why(client, path):
     r = await (await client()).get(path)
     text = await r.text()
@@ -83,8 +95,13 @@ async def test_unknown_ids_get_a_404_page_or_json(client):
 
 
 def test_the_console_refuses_to_bind_beyond_loopback_without_a_token():
-    proc = subprocess.run([sys.executable, "-m", "app.cli.main", "console", "--host", "0.0.0.0", "--port", "0"],
-                          capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli.main", "console", "--host", "0.0.0.0", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 2 and "HOOKSTREAM_CONSOLE_TOKEN" in proc.stderr
 
 
@@ -94,16 +111,28 @@ async def test_the_ledger_prune_deletes_rows_older_than_the_retention(settings):
     now = utcnow()
 
     def copy(n: int, days_ago: float) -> DeliveryOutcome:
-        return DeliveryOutcome(key=f"github/gh/p{n}", plugin="github", instance="gh", delivery_id=f"p{n}",
-                               received_at=now - timedelta(days=days_ago), partition=0, offset=n, outcome="routed")
+        return DeliveryOutcome(
+            key=f"github/gh/p{n}",
+            plugin="github",
+            instance="gh",
+            delivery_id=f"p{n}",
+            received_at=now - timedelta(days=days_ago),
+            partition=0,
+            offset=n,
+            outcome="routed",
+        )
 
     pool = open_pool(settings, min_size=1, max_size=1)
     await pool.open(wait=True)
     try:
         topic = settings.topic("hookstream.deliveries.outcomes")
         # p1 old; p2 recent; p3 has an old copy and a recent one.
-        await project_outcomes(pool, topic, 0, [(0, copy(1, 40)), (1, copy(2, 1)), (2, copy(3, 40)),
-                                                (3, copy(3, 1).model_copy(update={"offset": 9}))])
+        await project_outcomes(
+            pool,
+            topic,
+            0,
+            [(0, copy(1, 40)), (1, copy(2, 1)), (2, copy(3, 40)), (3, copy(3, 1).model_copy(update={"offset": 9}))],
+        )
         async with pool.connection() as conn:
             async with conn.transaction():
                 assert await ledger_store.prune(conn, now - timedelta(days=30)) == (2, 1)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from app.events.sync import FileChange, PlanRequested
-from app.sources import SourceError, SourceOptions, get_adapter
+from app.sources import Listing, SourceError, SourceOptions, get_adapter
 from tests.support.gitrepo import Executable, Submodule, Symlink, build_repo, git, synthetic_files, tree_of
 
 UNICODE_NAME = "docs/with space/naïve café «draft».md"
@@ -92,11 +92,17 @@ def repo(tmp_path_factory) -> Repo:
     return Repo(path, shas, states)
 
 
-def plan(repo: Repo, mode: str = "full", before: str | None = None, after: str | None = None, **config) -> PlanRequested:
+def plan(repo: Repo, mode: str = "full", base: str | None = None, after: str | None = None, **config) -> PlanRequested:
     return PlanRequested(
         job_id="job-1", source_id="git:test", source_type="git", source_config={"path": str(repo.path), **config},
-        mode=mode, before=before, after=after, requested_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        mode=mode, base=base, after=after, requested_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
     )
+
+
+def pinned(repo: Repo, index: int) -> str:
+    """A branch at commit `index`: the adapter lists a branch's head, whatever a request names."""
+    git(repo.path, "branch", "-f", f"at-{index}", repo.shas[index])
+    return f"at-{index}"
 
 
 async def listing_of(repo: Repo, request: PlanRequested, options: SourceOptions | None = None):
@@ -115,9 +121,9 @@ async def fetch_all(adapter, files: list[FileChange]) -> dict[str, tuple[bytes |
 
 @pytest.mark.parametrize("index", [0, 1, 2])
 async def test_full_listing_equals_git_ls_tree_of_the_commit(repo, index):
-    listing = await listing_of(repo, plan(repo, after=repo.shas[index]))
+    listing = await listing_of(repo, plan(repo, branch=pinned(repo, index)))
 
-    assert listing.mode_used == "full" and listing.commit == repo.shas[index]
+    assert listing.kind == "full" and listing.commit == repo.shas[index]
     assert all(f.change == "upsert" for f in listing.files)
     listed = {f.path: (f.blob, f.size) for f in listing.files}
     assert len(listed) == len(listing.files), "a path listed twice"
@@ -131,13 +137,15 @@ async def test_full_listing_never_lists_a_submodule(repo):
     assert b"160000 commit" in git(repo.path, "ls-tree", "-r", repo.shas[2], "vendor")
 
 
-async def test_without_after_the_listing_is_of_head_or_of_the_configured_branch(repo):
+async def test_the_listing_is_of_the_configured_branch_or_head_whatever_the_request_names(repo):
     git(repo.path, "branch", "-f", "older", repo.shas[0])
 
     assert (await listing_of(repo, plan(repo))).commit == repo.shas[-1]
     older = await listing_of(repo, plan(repo, branch="older"))
     assert older.commit == repo.shas[0]
     assert {f.path for f in older.files} == set(repo.states[0])
+    # A request's `after` is a lower bound only: never a commit to list, even a newer one.
+    assert (await listing_of(repo, plan(repo, after=repo.shas[-1], branch="older"))).commit == repo.shas[0]
 
 
 def _expected_changes(old: dict[str, bytes], new: dict[str, bytes]) -> tuple[set[str], set[str]]:
@@ -148,9 +156,9 @@ def _expected_changes(old: dict[str, bytes], new: dict[str, bytes]) -> tuple[set
 
 @pytest.mark.parametrize("before, after", [(0, 1), (1, 2), (0, 2)])
 async def test_incremental_listing_has_exactly_the_adds_modifies_and_deletes(repo, before, after):
-    listing = await listing_of(repo, plan(repo, "incremental", repo.shas[before], repo.shas[after]))
+    listing = await listing_of(repo, plan(repo, "incremental", repo.shas[before], branch=pinned(repo, after)))
 
-    assert listing.mode_used == "incremental" and listing.commit == repo.shas[after]
+    assert listing.kind == "diff" and listing.commit == repo.shas[after]
     upserts = {f.path for f in listing.upserts}
     deletes = {f.path for f in listing.deletes}
     assert (upserts, deletes) == _expected_changes(repo.states[before], repo.states[after])
@@ -168,35 +176,47 @@ async def test_incremental_listing_has_exactly_the_adds_modifies_and_deletes(rep
 
 
 async def test_a_rename_is_a_delete_and_an_add(repo):
-    listing = await listing_of(repo, plan(repo, "incremental", repo.shas[0], repo.shas[1]))
+    listing = await listing_of(repo, plan(repo, "incremental", repo.shas[0], branch=pinned(repo, 1)))
     by_path = {f.path: f for f in listing.files}
     assert by_path["dir/rename-me.py"].change == "delete"
     assert by_path["dir2/renamed.py"].change == "upsert"
 
 
-async def test_incremental_between_equal_commits_lists_nothing(repo):
-    listing = await listing_of(repo, plan(repo, "incremental", repo.shas[1], repo.shas[1]))
-    assert listing.mode_used == "incremental" and listing.files == []
+async def test_documents_at_the_head_already_list_nothing(repo):
+    listing = await listing_of(repo, plan(repo, "incremental", repo.shas[1], after=repo.shas[0], branch=pinned(repo, 1)))
+    assert listing.kind == "unchanged" and listing.files == [] and listing.commit == repo.shas[1]
 
 
-@pytest.mark.parametrize("before", [None, "0" * 40, "deadbeef" * 5, "no-such-ref", "--output=/tmp/x"])
-async def test_incremental_with_an_unknown_before_falls_back_to_full(repo, before):
-    listing = await listing_of(repo, plan(repo, "incremental", before, repo.shas[2]))
+async def test_documents_ahead_of_a_branch_moved_back_list_everything_at_its_head(repo):
+    """A force push back to an older commit: the documents' commit is not in the head's history."""
+    listing = await listing_of(repo, plan(repo, "incremental", repo.shas[2], branch=pinned(repo, 0)))
+    assert listing.kind == "full" and "force push" in listing.reason
+    assert {f.path for f in listing.files} == set(repo.states[0])
 
-    assert listing.mode_used == "full" and listing.fallback_reason
+
+@pytest.mark.parametrize("base", [None, "0" * 40, "deadbeef" * 5, "no-such-ref", "--output=/tmp/x"])
+async def test_an_unknown_base_lists_everything(repo, base):
+    listing = await listing_of(repo, plan(repo, "incremental", base, branch=pinned(repo, 2)))
+
+    assert listing.kind == "full" and listing.reason
     assert {f.path for f in listing.files} == set(repo.states[2])
 
 
-async def test_incremental_with_a_blob_as_before_falls_back_to_full(repo):
+async def test_a_blob_as_base_lists_everything(repo):
     blob = tree_of(repo.path, repo.shas[0])["docs/README.md"][1]
-    listing = await listing_of(repo, plan(repo, "incremental", blob, repo.shas[2]))
-    assert listing.mode_used == "full"
+    listing = await listing_of(repo, plan(repo, "incremental", blob, branch=pinned(repo, 2)))
+    assert listing.kind == "full"
+
+
+async def test_a_full_request_lists_everything_even_when_the_documents_are_at_the_head(repo):
+    listing = await listing_of(repo, plan(repo, "full", repo.shas[2]))
+    assert listing.kind == "full" and {f.path for f in listing.files} == set(repo.states[2])
 
 
 async def test_fetch_returns_byte_exact_content_for_every_blob(repo):
     async with get_adapter("git", {"path": str(repo.path)}) as adapter:
         for index, sha in enumerate(repo.shas):
-            listing = await adapter.list_changes(plan(repo, after=sha))
+            listing = Listing(await adapter.list_full(sha), sha, "full")
             fetched = await fetch_all(adapter, listing.files)
             assert {p: c for p, (c, _e) in fetched.items()} == repo.states[index]
             assert all(error is None for _c, error in fetched.values())
@@ -226,7 +246,7 @@ async def test_one_cat_file_process_serves_a_whole_batch(repo, tmp_path):
     options = SourceOptions(git_binary=str(wrapper))
 
     async with get_adapter("git", {"path": str(repo.path)}, options) as adapter:
-        listing = await adapter.list_changes(plan(repo, after=repo.shas[1]))
+        listing = Listing(await adapter.list_full(repo.shas[1]), repo.shas[1], "full")
         log.write_text("")
         fetched = await fetch_all(adapter, listing.files)
 
@@ -253,9 +273,33 @@ def _parent(pid: str) -> int | None:
         return None
 
 
-async def test_an_unknown_after_is_a_source_error(repo):
-    with pytest.raises(SourceError, match="not a commit"):
-        await listing_of(repo, plan(repo, after="f" * 40))
+async def test_a_branch_that_does_not_exist_is_a_source_error_naming_it(repo):
+    with pytest.raises(SourceError, match="branch 'no-such-branch' does not exist"):
+        await listing_of(repo, plan(repo, branch="no-such-branch"))
+
+
+async def test_a_repository_that_went_away_is_reported_as_missing_not_as_a_bad_commit(tmp_path):
+    """The adapter is kept between jobs: a check cached from the first job must not hide the cause."""
+    (sha,) = build_repo(tmp_path / "r", files={"a.md": b"a\n"})
+    request = plan(Repo(tmp_path / "r", [sha], []))
+    async with get_adapter("git", request.source_config) as adapter:
+        assert (await adapter.list_changes(request)).commit == sha
+        (tmp_path / "r").rename(tmp_path / "moved")
+        with pytest.raises(SourceError, match="does not exist"):
+            await adapter.list_changes(request)
+        with pytest.raises(SourceError, match="does not exist"):
+            await fetch_all(adapter, [FileChange(path="a.md", change="upsert", blob="1" * 40)])
+        (tmp_path / "moved").rename(tmp_path / "r")
+        (tmp_path / "r" / ".git").rename(tmp_path / "r" / "not-git")
+        with pytest.raises(SourceError, match="not a git repository"):
+            await adapter.list_changes(request)
+
+
+async def test_a_file_where_the_repository_should_be_is_reported_as_such(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SourceError, match="not a directory"):
+        async with get_adapter("git", {"path": str(tmp_path / "file")}) as adapter:
+            await adapter.list_changes(plan(Repo(tmp_path / "file", [], [])))
 
 
 async def test_a_path_that_is_not_a_repository_is_a_source_error(tmp_path):
@@ -291,7 +335,7 @@ async def test_consecutive_fetches_share_one_cat_file_process_and_an_early_stop_
     wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\nexec git "$@"\n')
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
     async with get_adapter("git", {"path": str(repo.path)}, SourceOptions(git_binary=str(wrapper))) as adapter:
-        listing = await adapter.list_changes(plan(repo, after=repo.shas[1]))
+        listing = Listing(await adapter.list_full(repo.shas[1]), repo.shas[1], "full")
         files = [f for f in listing.files if f.change == "upsert"]
         log.write_text("")
         first = await fetch_all(adapter, files[:50])
@@ -315,7 +359,7 @@ async def test_concurrent_fetches_read_with_up_to_git_readers_processes(repo, tm
     spawned = lambda: [c for c in log.read_text().splitlines() if "cat-file --batch" in c]  # noqa: E731
     options = SourceOptions(git_binary=str(wrapper), git_readers=2)
     async with get_adapter("git", {"path": str(repo.path)}, options) as adapter:
-        listing = await adapter.list_changes(plan(repo, after=repo.shas[1]))
+        listing = Listing(await adapter.list_full(repo.shas[1]), repo.shas[1], "full")
         files = [f for f in listing.files if f.change == "upsert"]
         log.write_text("")
         a, b, c = (adapter.fetch(files[i:i + 50]) for i in (0, 50, 100))
@@ -350,7 +394,7 @@ async def test_a_reader_killed_mid_fetch_is_replaced_and_the_fetch_is_still_exac
     wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\nexec git "$@"\n')
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
     async with get_adapter("git", {"path": str(tmp_path / "big")}, SourceOptions(git_binary=str(wrapper))) as adapter:
-        listing = await adapter.list_changes(plan(Repo(tmp_path / "big", [sha], []), after=sha))
+        listing = await adapter.list_changes(plan(Repo(tmp_path / "big", [sha], [])))
         log.write_text("")
         got = {}
         async with contextlib.aclosing(adapter.fetch(listing.files)) as fetched:
@@ -369,7 +413,7 @@ async def test_a_repository_whose_readers_always_die_fails_the_fetch_with_gits_m
                        'exec git "$@"\n')
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
     async with get_adapter("git", {"path": str(repo.path)}, SourceOptions(git_binary=str(wrapper))) as adapter:
-        listing = await adapter.list_changes(plan(repo, after=repo.shas[1]))
+        listing = Listing(await adapter.list_full(repo.shas[1]), repo.shas[1], "full")
         with pytest.raises(SourceError, match="out of memory.*after 2 fresh processes"):
             await fetch_all(adapter, [f for f in listing.files if f.change == "upsert"][:5])
 

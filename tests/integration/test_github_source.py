@@ -66,11 +66,11 @@ def sample_files(count: int = 120, seed: int = 3) -> dict[str, bytes]:
     return files
 
 
-def plan(mode: str = "full", before: str | None = None, after: str | None = None, **config) -> PlanRequested:
+def plan(mode: str = "full", base: str | None = None, after: str | None = None, **config) -> PlanRequested:
     return PlanRequested(
         job_id="job-1", source_id="github:1296269", source_type="github",
         source_config={"repository": REPOSITORY, "installation_id": 42, **config},
-        mode=mode, before=before, after=after, requested_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        mode=mode, base=base, after=after, requested_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
     )
 
 
@@ -90,7 +90,7 @@ async def test_full_listing_of_the_default_branch_matches_what_git_lists_for_the
 
     listing, fetched = await list_and_fetch(options, plan())
 
-    assert listing.mode_used == "full" and listing.commit == head
+    assert listing.kind == "full" and listing.commit == head
     # The same files committed with real git: the same paths, blob ids and sizes.
     build_repo(tmp_path / "repo", files=files)
     git_tree = tree_of(tmp_path / "repo", "HEAD")
@@ -135,7 +135,7 @@ async def test_a_truncated_tree_is_walked_subtree_by_subtree(github, options):
 
     listing, fetched = await list_and_fetch(options, plan(after=head))
 
-    assert listing.mode_used == "full"
+    assert listing.kind == "full"
     assert sorted(f.path for f in listing.files) == sorted(files)
     assert {f.path: f.blob for f in listing.files} == {p: blob_sha(c) for p, c in files.items()}
     assert {p: c for p, (c, _e) in fetched.items()} == files
@@ -156,9 +156,9 @@ async def test_compare_turns_added_modified_removed_and_renamed_into_upserts_and
     second["moved/leaf.txt"] = second.pop("deep/a/b/c/d/e/leaf.txt")  # renamed
     head = github.commit(second, parent=base)
 
-    listing, fetched = await list_and_fetch(options, plan("incremental", before=base, after=head))
+    listing, fetched = await list_and_fetch(options, plan("incremental", base=base, after=head))
 
-    assert listing.mode_used == "incremental" and listing.commit == head
+    assert listing.kind == "diff" and listing.commit == head
     assert {(f.path, f.change) for f in listing.files} == {
         ("src/pkg0/mod_000.py", "upsert"),
         ("new/file.txt", "upsert"),
@@ -169,31 +169,53 @@ async def test_compare_turns_added_modified_removed_and_renamed_into_upserts_and
     assert {p: c for p, (c, _e) in fetched.items()} == {p: second[p] for p in ("src/pkg0/mod_000.py", "new/file.txt", "moved/leaf.txt")}
 
 
-async def test_compare_of_identical_commits_lists_nothing(github, options):
+async def test_documents_at_the_head_list_nothing_and_ask_nothing_more(github, options):
     head = github.commit(sample_files(5))
-    listing, _ = await list_and_fetch(options, plan("incremental", before=head, after=head))
-    assert listing.mode_used == "incremental" and listing.files == []
+    listing, _ = await list_and_fetch(options, plan("incremental", base=head, after=head))
+    assert listing.kind == "unchanged" and listing.files == [] and listing.commit == head
+    assert not [r for r in github.requests if "/compare/" in r or "/git/trees/" in r]
 
 
-@pytest.mark.parametrize("before", [None, "0" * 40, "f" * 40])
-async def test_an_unknown_before_falls_back_to_full(github, options, before):
+async def test_the_head_of_the_branch_is_the_target_not_an_older_push(github, options):
+    """A late push: its `after` is older than the branch head the documents are at."""
+    older = github.commit(sample_files(5))
+    head = github.commit({**sample_files(5), "new.txt": b"new"}, parent=older)
+    listing, _ = await list_and_fetch(options, plan("incremental", base=head, after=older))
+    assert (listing.kind, listing.commit) == ("unchanged", head)
+
+
+async def test_a_head_behind_the_push_that_announced_it_is_asked_again(github, options, clock):
+    base = github.commit(sample_files(5))
+    head = github.commit({**sample_files(5), "new.txt": b"new"}, parent=base)
+    github.lagging_head_answers = 2  # a replica that has not seen the push yet, twice
+
+    listing, _ = await list_and_fetch(options, plan("incremental", base=base, after=head))
+
+    assert (listing.kind, listing.commit) == ("diff", head)
+    assert [f.path for f in listing.files] == ["new.txt"]
+    assert clock.sleeps[-2:] == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("base", [None, "0" * 40, "f" * 40])
+async def test_an_unknown_base_lists_everything(github, options, base):
     files = sample_files(15)
     head = github.commit(files)
 
-    listing, _ = await list_and_fetch(options, plan("incremental", before=before, after=head))
+    listing, _ = await list_and_fetch(options, plan("incremental", base=base, after=head))
 
-    assert listing.mode_used == "full" and listing.fallback_reason
+    assert listing.kind == "full" and listing.reason
     assert {f.path for f in listing.files} == set(files)
 
 
-async def test_a_before_that_is_not_an_ancestor_falls_back_to_full(github, options):
+async def test_a_base_that_is_not_an_ancestor_lists_everything(github, options):
+    """A force push: the branch head no longer contains the commit the documents are at."""
     root = github.commit(sample_files(5))
     side = github.commit({**sample_files(5), "side.txt": b"x"}, parent=root, branch="side")
     head = github.commit({**sample_files(5), "main.txt": b"y"}, parent=root)
 
-    listing, _ = await list_and_fetch(options, plan("incremental", before=side, after=head))
+    listing, _ = await list_and_fetch(options, plan("incremental", base=side, after=head))
 
-    assert listing.mode_used == "full" and "diverged" in listing.fallback_reason
+    assert listing.kind == "full" and "diverged" in listing.reason
     assert "main.txt" in {f.path for f in listing.files} and "side.txt" not in {f.path for f in listing.files}
 
 
@@ -202,9 +224,9 @@ async def test_a_compare_at_githubs_300_file_cap_falls_back_to_full(github, opti
     many = {f"gen/f{i:04d}.txt": b"%d" % i for i in range(350)}
     head = github.commit(many, parent=base)
 
-    listing, _ = await list_and_fetch(options, plan("incremental", before=base, after=head))
+    listing, _ = await list_and_fetch(options, plan("incremental", base=base, after=head))
 
-    assert listing.mode_used == "full" and "300" in listing.fallback_reason
+    assert listing.kind == "full" and "300" in listing.reason
     assert {f.path for f in listing.files} == set(many)
 
 
@@ -261,10 +283,10 @@ async def test_a_missing_blob_is_a_per_file_error_and_the_rest_is_fetched(github
     assert by_path["ghost.txt"].content is None and "not found" in by_path["ghost.txt"].error
 
 
-async def test_an_unknown_after_is_a_source_error(github, options):
+async def test_a_branch_without_a_commit_is_a_source_error_naming_it(github, options):
     github.commit(sample_files(3))
-    with pytest.raises(SourceError, match="'no-such-branch' is not a commit"):
-        await list_and_fetch(options, plan(after="no-such-branch"))
+    with pytest.raises(SourceError, match="branch 'no-such-branch' of GitHub repository acme/widgets has no commit"):
+        await list_and_fetch(options, plan(branch="no-such-branch"))
 
 
 async def test_the_configured_branch_is_listed(github, options):

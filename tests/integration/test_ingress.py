@@ -24,9 +24,11 @@ from pydantic import SecretStr
 from app import codec
 from app.events import Delivery
 from app.ingress.app import PUBLISHER, create_app
+from app.ingress.protocol import IngressRunner
 from app.plugins import get_plugin
 from app.plugins.base import fallback_delivery_id
-from app.settings import InstanceConfig, Settings, parse_instances
+from app.settings import Settings
+from app.instances import InstanceConfig, parse_instances
 from app.topology import MissingTopics
 from tests.support.services import isolated_settings, wait_until
 
@@ -62,7 +64,7 @@ def configured_instances() -> dict[tuple[str, str], InstanceConfig]:
 class Ingress:
     """A running ingress app on a loopback port, with a client session and the instances it serves."""
 
-    def __init__(self, settings: Settings, instances, runner: web.AppRunner, session: aiohttp.ClientSession) -> None:
+    def __init__(self, settings: Settings, instances, runner: IngressRunner, session: aiohttp.ClientSession) -> None:
         self.settings = settings
         self.instances = instances
         self.runner = runner
@@ -85,7 +87,7 @@ async def ingress(settings) -> AsyncIterator[Ingress]:
         update={"body_limit_bytes": BODY_LIMIT, "events_token": SecretStr(EVENTS_TOKEN), "producer_linger_ms": 1}
     )
     instances = configured_instances()
-    runner = web.AppRunner(create_app(settings, instances), access_log=None)
+    runner = IngressRunner(create_app(settings, instances))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -224,7 +226,7 @@ async def test_a_streamed_body_over_the_limit_is_413_without_content_length(ingr
 async def test_a_body_at_the_default_limit_of_1_mib_lands_in_kafka(settings):
     assert settings.body_limit_bytes == 1024 * 1024
     instances = configured_instances()
-    runner = web.AppRunner(create_app(settings, instances), access_log=None)
+    runner = IngressRunner(create_app(settings, instances))
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     try:
@@ -310,7 +312,7 @@ async def test_health_readiness_and_metrics(ingress):
 
 async def test_the_ingress_refuses_to_start_without_its_topics(broker, postgres):
     bare = isolated_settings(broker.bootstrap, postgres.url)  # no topics applied under this prefix
-    runner = web.AppRunner(create_app(bare, configured_instances()))
+    runner = IngressRunner(create_app(bare, configured_instances()))
     with pytest.raises(MissingTopics, match="hookstream topics apply"):
         await runner.setup()
     await runner.cleanup()

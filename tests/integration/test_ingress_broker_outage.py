@@ -9,6 +9,8 @@ after it, and everything acknowledged after it is checked at the end.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -19,6 +21,7 @@ from aiohttp import web
 from app import topology
 from app.embedded.broker import EmbeddedBroker
 from app.ingress.app import create_app
+from app.ingress.protocol import IngressRunner
 from tests.integration.test_ingress import Ingress, configured_instances, records_on
 from tests.support.services import isolated_settings, wait_until
 
@@ -45,7 +48,7 @@ async def ingress(own_broker) -> AsyncIterator[Ingress]:
     _, errors = await topology.apply(settings)
     assert not errors, errors
     instances = configured_instances()
-    runner = web.AppRunner(create_app(settings, instances), access_log=None)
+    runner = IngressRunner(create_app(settings, instances))
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     async with aiohttp.ClientSession() as session:
@@ -110,3 +113,36 @@ async def test_broker_outage_gets_503_then_a_retry_is_accepted_and_nothing_unsto
     await _assert_in_kafka(ingress, acknowledged)
     async with ingress.session.get(ingress.url + "/readyz") as response:
         assert response.status == 200
+
+
+async def test_a_stopped_broker_gets_only_202_or_503_that_says_a_retry_is_safe(own_broker, ingress):
+    """SIGSTOP: the broker holds its connections and answers nothing (a hung machine, a long GC pause)."""
+    deliveries = [f"while-stopped-{i}" for i in range(20)]
+    os.kill(own_broker.process.pid, signal.SIGSTOP)
+    try:
+        results = await asyncio.gather(*(_deliver(ingress, d) for d in deliveries))
+    finally:
+        os.kill(own_broker.process.pid, signal.SIGCONT)
+    acknowledged = set()
+    for delivery_id, (status, answer, headers) in zip(deliveries, results, strict=True):
+        assert status in (202, 503), (status, answer)
+        if status == 202:
+            acknowledged.add(delivery_id)
+            continue
+        assert answer["error"] == "broker_unavailable" and headers["Retry-After"] == str(RETRY_AFTER)
+        # A timeout cannot know whether the write happened: the answer must not claim it did not.
+        assert "may or may not have been stored" in answer["message"] and "deduplicated" in answer["message"], answer
+        assert "nothing was accepted" not in answer["message"]
+    assert len(acknowledged) < len(deliveries), "the broker was stopped: some answers must have timed out"
+
+    # Resumed: a retry of each is accepted (503 meanwhile, never anything else), and every 202 is in Kafka.
+    for delivery_id in deliveries:
+
+        async def accepted(delivery_id: str = delivery_id) -> bool:
+            status, answer, _ = await _deliver(ingress, delivery_id)
+            assert status in (202, 503), (status, answer)
+            return status == 202
+
+        await wait_until(accepted, timeout=30, interval=0.2, what=f"{delivery_id} accepted after SIGCONT")
+        acknowledged.add(delivery_id)
+    await _assert_in_kafka(ingress, acknowledged)

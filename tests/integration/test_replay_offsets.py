@@ -105,7 +105,7 @@ async def test_the_end_offset_is_the_true_one_when_the_last_batch_holds_several_
     try:
         tp = TopicPartition(settings.topic(BATCHES), 0)
         raw = await consumer._fetcher._retrieve_offsets({tp: -1}, 5000)  # ListOffsets LATEST, unpatched
-        assert raw[tp][0] < 10, "the broker's ListOffsets answer is right now: this test no longer exercises BROKER.md item 1"
+        assert raw[tp][0] < 10, "the broker's ListOffsets answer is right now: this test no longer exercises docs/local-broker.md, row 1"
     finally:
         await consumer.stop()
 

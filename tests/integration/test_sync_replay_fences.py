@@ -18,7 +18,7 @@ from app.core.jobs import job_sequence, plan_again
 from app.events import FileBatch, FileChange
 from app.store import plans
 from app.store.db import connect
-from app.stream.batches import write_batch
+from app.sync.writing import write_batch
 from tests.support.flows import documents, expected_documents
 from tests.support.services import wait_until
 

@@ -42,3 +42,28 @@ async def test_require_topics_names_the_command_to_run(broker, postgres):
         assert exc.names == [s.topic("hookstream.deliveries")]
     else:
         raise AssertionError("missing topics were not reported")
+
+
+async def test_replication_comes_from_the_settings_for_apply_and_diff_alike(broker, postgres):
+    """One broker here: topics are created with the settings' 1 and 1; the same cluster checked with a
+    three-broker profile's settings (3 and 2) differs on every topic in exactly those two."""
+    s = isolated_settings(broker.bootstrap, postgres.url, topic_replication_factor=1, topic_min_insync_replicas=1)
+    _, errors = await topology.apply(s)
+    assert not errors
+    admin = topology.admin_client(s)
+    await admin.start()
+    try:
+        specs, plan = await topology.plan(s, admin)
+        state = await topology.cluster_state(admin, [spec.name for spec in specs])
+        three = s.model_copy(update={"topic_replication_factor": 3, "topic_min_insync_replicas": 2})
+        _, plan_three = await topology.plan(three, admin)
+    finally:
+        await admin.close()
+    assert plan.in_sync
+    assert {name: (t.replication_factor, t.config.get("min.insync.replicas")) for name, t in state.items()} == {
+        spec.name: (1, "1") for spec in specs
+    }
+    assert sorted((d.topic, d.what, d.declared, d.actual) for d in plan_three.differences) == sorted(
+        [(spec.name, "replication factor", "3", "1") for spec in specs]
+        + [(spec.name, "config min.insync.replicas", "2", "1") for spec in specs]
+    )

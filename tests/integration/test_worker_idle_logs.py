@@ -34,8 +34,9 @@ async def idle_worker(broker, postgres, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("idle")
     instances = write_instances(tmp / "instances.toml", [{"plugin": "github", "id": "gh", "secret": "s3cret"}])
-    s = isolated_settings(broker.bootstrap, postgres.url, instances_file=instances,
-                          stream_processing_timeout_seconds=THRESHOLD)
+    s = isolated_settings(
+        broker.bootstrap, postgres.url, instances_file=instances, stream_processing_timeout_seconds=THRESHOLD
+    )
     await topology.apply(s)
     await migrate(s)
     worker = WorkerProcess(s, tmp / "rocks", tmp / "worker.log").start()
@@ -51,8 +52,9 @@ async def _both_tables_written(worker: WorkerProcess) -> bool:
     except aiohttp.ClientError:
         return False
     delivery = re.search(r'^hookstream_deliveries_received_total\{plugin="github"\} 1\.0$', text, re.M)
-    source = re.search(r'^hookstream_projection_records_total\{outcome="applied",projection="project_sources"\} 1\.0$',
-                       text, re.M)
+    source = re.search(
+        r'^hookstream_projection_records_total\{outcome="applied",projection="project_sources"\} 1\.0$', text, re.M
+    )
     return bool(delivery and source)
 
 

@@ -3,8 +3,9 @@
 It serves one repository from in-memory commits, with real git object ids
 (blob and tree shas are computed as git computes them), GitHub App
 installation tokens (the app JWT's RS256 signature and claims are verified
-with the app's public key), recursive and truncated trees, compare, blobs, and
-rate-limit answers queued on demand. Time comes from an injected `FakeClock`,
+with the app's public key), recursive and truncated trees, compare, blobs,
+contents (a file at a ref, as the config file is read), and rate-limit answers
+queued on demand. Time comes from an injected `FakeClock`,
 shared with the client, so rate-limit resets and token expiry need no sleeping.
 
 Binds 127.0.0.1 on a free port; nothing leaves the machine.
@@ -105,6 +106,8 @@ class FakeGitHub:
         self.default_branch = "main"
         self.truncate_recursive_over: int | None = None
         self.compare_file_cap = 300
+        # The next this-many branch-head answers give the head's parent: a replica behind a push.
+        self.lagging_head_answers = 0
         self.queued_failures: list[tuple[int, dict[str, str], dict[str, Any]]] = []
         self.requests: list[str] = []
         self.tokens: dict[str, float] = {}
@@ -156,6 +159,7 @@ class FakeGitHub:
         app.router.add_get(repo + "/git/trees/{sha}", self.get_tree)
         app.router.add_get(repo + "/compare/{basehead}", self.compare)
         app.router.add_get(repo + "/git/blobs/{sha}", self.get_blob)
+        app.router.add_get(repo + "/contents/{path:.+}", self.get_contents)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -226,6 +230,9 @@ class FakeGitHub:
     async def get_commit(self, request: web.Request) -> web.Response:
         ref = request.match_info["ref"]
         sha = self.branches.get(ref, ref)
+        if ref in self.branches and self.lagging_head_answers and self.commits[sha].parent:
+            self.lagging_head_answers -= 1
+            sha = self.commits[sha].parent  # type: ignore[assignment]
         if sha not in self.commits:
             return _json({"message": f"No commit found for SHA: {ref}"}, 422)
         return _json({"sha": sha, "commit": {"tree": {"sha": self.commits[sha].tree.sha}}})
@@ -296,6 +303,30 @@ class FakeGitHub:
             return _json({"message": "Not Found"}, 404)
         encoded = base64.encodebytes(content).decode("ascii")  # GitHub wraps base64 lines too
         return _json({"sha": sha, "node_id": "B_x", "size": len(content), "url": f"{self.url}/x/blobs/{sha}", "content": encoded, "encoding": "base64"})
+
+
+    async def get_contents(self, request: web.Request) -> web.Response:
+        """The Contents API: a file's content (base64) at `ref`, a directory's listing, or 404."""
+        ref = request.query.get("ref") or self.default_branch
+        sha = self.branches.get(ref, ref)
+        if sha not in self.commits:
+            return _json({"message": f"No commit found for the ref {ref}"}, 404)
+        path = request.match_info["path"].strip("/")
+        files = self.commits[sha].files
+        links = {"self": f"{self.url}/x/contents/{path}", "git": f"{self.url}/x/git/{path}", "html": f"{self.url}/x/{path}"}
+        if path in files:
+            content = files[path]
+            return _json({
+                "type": "file", "encoding": "base64", "size": len(content), "name": path.rsplit("/", 1)[-1],
+                "path": path, "content": base64.encodebytes(content).decode("ascii"), "sha": blob_sha(content),
+                "url": links["self"], "git_url": links["git"], "html_url": links["html"], "download_url": None,
+                "_links": links,
+            })
+        under = sorted({p[len(path) + 1:].split("/", 1)[0] for p in files if p.startswith(path + "/")})
+        if under:
+            return _json([{"type": "dir" if any(p.startswith(f"{path}/{n}/") for p in files) else "file",
+                           "name": n, "path": f"{path}/{n}"} for n in under])
+        return _json({"message": "Not Found", "documentation_url": "https://docs.github.com/rest/repos/contents#get-repository-content"}, 404)
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

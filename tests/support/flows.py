@@ -20,7 +20,10 @@ def now() -> datetime:
 
 
 async def send_control(settings: Settings, *events) -> None:
-    await produce(settings, "hookstream.sync.control", [(e.source_id, codec.encode(e)) for e in events])
+    """Each event with its `occurred_at` as the record's timestamp: the fold's clock, as a producer whose
+    clock says so would set it (tests move a source's clock with it: a TTL passed, a deadline missed)."""
+    await produce(settings, "hookstream.sync.control",
+                  [(e.source_id, codec.encode(e), int(e.occurred_at.timestamp() * 1000)) for e in events])
 
 
 def connected(source_id: str, repo, **config) -> SourceConnected:
@@ -62,18 +65,46 @@ async def documents(settings: Settings, source_id: str) -> dict[str, tuple[str, 
     return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
 
+async def document_digests(settings: Settings, source_id: str) -> dict[str, str]:
+    """path -> sha256 of a source's rows: compared with `gitrepo.digests_at` of its branch head."""
+    return {path: row[0] for path, row in (await documents(settings, source_id)).items()}
+
+
+async def settled(settings: Settings, source_id: str, request_ids: list[str], timeout: float = 90, alive=None):
+    """Wait until every request is answered (run and completed, coalesced into a completed job,
+    deduplicated, rejected or ignored) and the source has no job still running; returns the
+    source's completions. The system is then quiet for this source."""
+    from app.events import SyncStarted
+
+    async def quiet():
+        if alive is not None and not alive():
+            raise AssertionError("the worker died")
+        done = [r for _, r, _, _ in await read_all(settings, "hookstream.sync.completed", timeout=3, idle=0.2)
+                if r.source_id == source_id]
+        events = await lifecycle(settings, source_id)
+        answered = {rid for c in done for rid in c.request_ids}
+        answered |= {rid for e in events if e.type in ("sync.deduplicated", "sync.rejected", "sync.ignored")
+                     for rid in e.request_ids}
+        running = {e.job_id for e in events if isinstance(e, SyncStarted)} - {c.job_id for c in done}
+        return ("quiet", done) if set(request_ids) <= answered and not running else None
+
+    _, done = await wait_until(quiet, timeout=timeout, interval=0.3, what=f"{source_id} settled ({len(request_ids)} requests)")
+    return done
+
+
 def expected_documents(tree: dict[str, bytes]) -> dict[str, tuple[str, int]]:
     return {path: (hashlib.sha256(content).hexdigest(), len(content)) for path, content in tree.items()}
 
 
-def github_push(repo_id: int, before: str, after: str, added=(), modified=(), removed=(), forced: bool = False) -> bytes:
+def github_push(repo_id: int, before: str, after: str, added=(), modified=(), removed=(), forced: bool = False,
+                branch: str = "main") -> bytes:
     """A push webhook body in GitHub's documented shape (the fields routing reads)."""
     import orjson
 
     commit = {"id": after, "distinct": True, "message": "change", "added": list(added), "modified": list(modified),
               "removed": list(removed)}
     return orjson.dumps({
-        "ref": "refs/heads/main", "before": before, "after": after, "created": False, "deleted": False,
+        "ref": f"refs/heads/{branch}", "before": before, "after": after, "created": False, "deleted": False,
         "forced": forced, "compare": "", "commits": [commit], "head_commit": commit, "size": 1, "distinct_size": 1,
         "repository": {"id": repo_id, "name": "repo", "full_name": "octo/repo", "default_branch": "main"},
         "pusher": {"name": "octocat"}, "sender": {"login": "octocat"},

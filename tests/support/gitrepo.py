@@ -150,6 +150,24 @@ def tree_of(repo: Path | str, commit: str) -> dict[str, tuple[str, str, int]]:
     return entries
 
 
+def digests_at(repo: Path | str, ref: str) -> dict[str, str]:
+    """path -> sha256 of the bytes of every file (blob) at `ref`, read with `git ls-tree` and
+    `git cat-file`: what a source's documents are once they have converged on `ref`."""
+    import hashlib
+
+    tree = tree_of(repo, ref)
+    oids = sorted({oid for _, oid, _ in tree.values()})
+    out = git(repo, "cat-file", "--batch", input="".join(f"{o}\n" for o in oids).encode()) if oids else b""
+    digests: dict[str, str] = {}
+    pos = 0
+    for oid in oids:
+        end = out.index(b"\n", pos)
+        size = int(out[pos:end].split()[2])
+        digests[oid] = hashlib.sha256(out[end + 1 : end + 1 + size]).hexdigest()
+        pos = end + 1 + size + 1
+    return {path: digests[oid] for path, (_, oid, _) in tree.items()}
+
+
 def synthetic_files(count: int, *, seed: int = 0, binary_every: int = 97, max_size: int = 6000) -> dict[str, bytes]:
     """`count` deterministic files in nested directories: python, markdown, json, text, some binary."""
     rng = random.Random(seed)

@@ -24,7 +24,7 @@ async def hookstream(settings: Settings, monkeypatch, capsys, *argv: str) -> tup
 
 async def fill(settings: Settings, logical: str, counts: dict[int, int], linger_ms: int = 20) -> None:
     """Write counts[p] records to partition p, all sent before any is awaited, so that with
-    `linger_ms` the producer puts several records in one batch (BROKER.md item 1)."""
+    `linger_ms` the producer puts several records in one batch (docs/local-broker.md, row 1)."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", linger_ms=linger_ms)
     await producer.start()
     try:

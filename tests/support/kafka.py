@@ -13,15 +13,18 @@ from app import codec
 from app.settings import Settings
 
 
-async def produce(settings: Settings, logical: str, records: Iterable[tuple[str, bytes]]) -> int:
+async def produce(settings: Settings, logical: str, records: Iterable[tuple]) -> int:
+    """Send (key, value) or (key, value, timestamp in ms) records: a test producer sets the broker
+    timestamp as a producer's clock would (the fold's clock is that timestamp)."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", linger_ms=5,
                                 max_batch_size=256 * 1024)
     await producer.start()
     n = 0
     try:
         futures = []
-        for key, value in records:
-            futures.append(await producer.send(settings.topic(logical), value=value, key=key.encode()))
+        for key, value, *when in records:
+            futures.append(await producer.send(settings.topic(logical), value=value, key=key.encode(),
+                                               timestamp_ms=when[0] if when else None))
             n += 1
         await asyncio.gather(*futures)
     finally:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
+
 from app.embedded.ports import free_port
 from app.embedded.supervisor import Child, hookstream_argv
 from app.settings import Settings
+from tests.support.services import wait_until
 
 
 def write_instances(path: Path, instances: list[dict]) -> Path:
@@ -100,6 +104,37 @@ class WorkerProcess(ChildProcess):
                 return r.status == 200
         except aiohttp.ClientError:
             return False
+
+
+@dataclass
+class IngressProcess(ChildProcess):
+    """`hookstream ingress` in a child process on a fixed port (a restart reuses it)."""
+
+    settings: Settings
+    log_path: Path
+    child: Child | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.ingress_port}"
+
+    def start(self) -> "IngressProcess":
+        env = {**self.settings.to_env(), "HOOKSTREAM_LOG_LEVEL": "warning"}
+        self.child = Child("ingress", hookstream_argv("ingress"), env, self.log_path, stop_timeout=10).start()
+        return self
+
+    async def ready(self, timeout: float = 30.0) -> None:
+        async def answers_ready() -> bool:
+            if not self.alive():
+                raise AssertionError(f"the ingress exited during start:\n{self.log_tail()}")
+            try:
+                async with aiohttp.ClientSession() as http:
+                    async with http.get(self.url + "/readyz", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                        return r.status == 200
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                return False
+
+        await wait_until(answers_ready, timeout=timeout, interval=0.1, what="the ingress to be ready")
 
 
 def python() -> str:

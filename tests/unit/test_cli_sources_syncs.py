@@ -41,7 +41,8 @@ def test_a_table_aligns_columns_and_leaves_the_last_one_ragged():
 
 def _connect_args(**kw) -> argparse.Namespace:
     values = dict(source_type="github", path=None, repository="octo/app", installation_id=9, branch=None,
-                  repository_id=None, source_id=None, name=None)
+                  repository_id=None, source_id=None, name=None, organization_id=None, teams=None, token_env=None,
+                  config_files=None)
     return argparse.Namespace(**{**values, **kw})
 
 
@@ -67,8 +68,78 @@ def test_a_github_source_needs_a_repository_and_an_installation(kw, message):
     assert message in str(raised.value) and raised.value.code == 2
 
 
+ORG = "8a5f2c3e-7b1d-4e9a-b6c0-1d2e3f4a5b6c"
+
+
+def _linear_args(**kw) -> argparse.Namespace:
+    return _connect_args(**{"source_type": "linear", "repository": None, "installation_id": None, "organization_id": ORG, **kw})
+
+
+@pytest.mark.parametrize("kw, source_id, name, config", [
+    ({}, f"linear:{ORG}", "Linear", {"organization_id": ORG}),
+    ({"teams": ["ops", "ENG", "ENG"]}, f"linear:{ORG}", "Linear ENG, OPS", {"organization_id": ORG, "teams": ["ENG", "OPS"]}),
+    ({"token_env": "LINEAR_KEY_ACME", "source_id": "mine", "name": "Acme"}, "mine", "Acme",
+     {"organization_id": ORG, "token_env": "LINEAR_KEY_ACME"}),
+])
+def test_a_linear_source_is_the_workspace_its_webhooks_name(kw, source_id, name, config):
+    event, notes = connected_event(_linear_args(**kw))
+    assert (event.source_id, event.source_type, event.name, event.config, notes) == (source_id, "linear", name, config, [])
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"organization_id": None}, "--type linear needs --organization-id"),
+    ({"organization_id": "../x"}, "--type linear needs --organization-id"),
+    ({"teams": ["E-NG"]}, "--team 'E-NG'"),
+    ({"token_env": "HOOKSTREAM_DATABASE_URL"}, "reads only LINEAR_* or HOOKSTREAM_LINEAR_* variables"),
+    ({"repository": "octo/app"}, "--repository is not for --type linear"),
+])
+def test_a_linear_source_needs_an_organization_and_refuses_other_types_options(kw, message):
+    with pytest.raises(CliError) as raised:
+        connected_event(_linear_args(**kw))
+    assert message in str(raised.value) and raised.value.code == 2
+
+
+def test_config_file_names_travel_in_the_source_config_checked():
+    event, _ = connected_event(_connect_args(config_files=["docs/hookstream.yml", ".hookstream.yml"]))
+    assert event.config["config_files"] == ["docs/hookstream.yml", ".hookstream.yml"]
+    with pytest.raises(CliError, match="--config-file: .*'../up.yml' is not a path relative to the repository root"):
+        connected_event(_connect_args(config_files=["../up.yml"]))
+    with pytest.raises(CliError, match="--config-file is not for --type linear"):
+        connected_event(_linear_args(config_files=["x.yml"]))
+
+
+def config_row(status, path=".hookstream.yml", error=None, rules=None):
+    from datetime import datetime, timezone
+
+    from app.core.read_model import SourceRow
+
+    return SourceRow(source_id="git:a", source_type="git", name="a", status="connected", config={"path": "/a"},
+                     config_status=status, config_path=path, config_commit="0123456789abcdef" if status else None,
+                     status_reason=None, updated_at=datetime(2026, 1, 1, tzinfo=timezone.utc), config_error=error,
+                     config_rules=rules)
+
+
+@pytest.mark.parametrize("row, shown", [
+    (config_row(None, path=None), "-"),
+    (config_row("configured", rules={"include": ["docs/**"], "exclude": ["a", "b"]}),
+     "configured: .hookstream.yml at 0123456789ab (1 include, 2 exclude)"),
+    (config_row("unconfigured", path=None, rules={"include": [], "exclude": []}), "unconfigured at 0123456789ab"),
+    (config_row("invalid", error=".hookstream.yml: line 2, column 1: expected ','", rules={"include": [], "exclude": ["**"]}),
+     "invalid: .hookstream.yml at 0123456789ab: line 2, column 1: expected ','"),
+])
+def test_the_config_file_column_says_what_the_worker_read(row, shown):
+    from app.cli.sources import config_file_summary
+
+    assert config_file_summary(row) == shown
+
+
+def test_linear_options_are_refused_for_other_types():
+    with pytest.raises(CliError, match="--team is for --type linear"):
+        connected_event(_connect_args(teams=["ENG"]))
+
+
 def _request_args(**kw) -> argparse.Namespace:
-    values = dict(source_id="git:app", full=False, paths=[], before=None, after=None, trigger="manual", request_id=None)
+    values = dict(source_id="git:app", full=False, paths=[], before=None, after=None, trigger="manual", request_id=None, force=False)
     return argparse.Namespace(**{**values, **kw})
 
 

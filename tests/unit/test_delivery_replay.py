@@ -11,7 +11,7 @@ from app.core import delivery_replay as dr
 from app.core.dedup import Action, decide
 from app.events import Delivery, SyncRequested
 from app.plugins.base import fallback_delivery_id
-from app.settings import InstanceConfig
+from app.instances import InstanceConfig
 
 T0 = datetime(2026, 11, 1, 2, 0, tzinfo=timezone.utc)
 NOW = T0 + timedelta(hours=5)
@@ -62,8 +62,8 @@ INSTANCES = {
         ("a standard-webhooks id", None, delivery("standard-webhooks", delivery_id="msg_1", headers={"webhook-id": "msg_1"}),
          True, "", dr.ID_FROM_HEADER, "routes to 1 SyncRequested"),
         ("a linear delivery id", None,
-         delivery("linear", delivery_id="l-1", body=b'{"type": "Issue"}', headers={"linear-delivery": "l-1"}),
-         True, "", dr.ID_FROM_HEADER, "ignored by rule linear.Issue"),
+         delivery("linear", delivery_id="l-1", body=b'{"type": "Cycle"}', headers={"linear-delivery": "l-1"}),
+         True, "", dr.ID_FROM_HEADER, "ignored by rule linear.Cycle"),
         ("a record key that is not the delivery's", "generic-hmac/a/other", delivery(), False,
          "record key 'generic-hmac/a/other' is not the delivery's", "", ""),
         ("an instance no longer configured", None, delivery(instance="gone"), False,

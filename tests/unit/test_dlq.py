@@ -108,7 +108,8 @@ def test_a_row_round_trips_through_its_columns():
 
 
 def test_nul_characters_are_not_written_to_text_columns():
-    nul = Delivery(delivery_id="d\x00", plugin="generic-hmac", instance="a", received_at=T0, body=b"x")
+    # The model refuses a NUL in an id now; records written before that rule still decode from old topics.
+    nul = Delivery.model_construct(delivery_id="d\x00", plugin="generic-hmac", instance="a", received_at=T0, body=b"x", headers={})
     row = dlq.fold(None, failure(original=nul, key=nul.key, error="bad \x00 byte"))
     values = dlq.to_columns(row)
     assert "\x00" not in values["key"] + values["error"] + values["original"]["delivery_id"]

@@ -15,14 +15,13 @@ import inspect
 import textwrap
 
 import pytest
+from aiokafka.structs import TopicPartition as TP
 from mode import Service
 
 from app.stream import faust_tuning
+from app.stream.faust_tuning import LeanMonitor, NodeBatchingAccumulator, deliver
 from app.stream.faust_tuning import consumer as tuned_consumer
 from tests.support.services import wait_until
-from aiokafka.structs import TopicPartition as TP
-
-from app.stream.faust_tuning import LeanMonitor, NodeBatchingAccumulator, deliver
 
 
 class Consumer(Service):
@@ -57,7 +56,7 @@ class CountingTasks:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop, self.created, self.previous = loop, 0, loop.get_task_factory()
 
-    def __enter__(self) -> "CountingTasks":
+    def __enter__(self) -> CountingTasks:
         def factory(loop, coro, **kwargs):
             self.created += 1
             return asyncio.Task(coro, loop=loop, **kwargs)
@@ -175,8 +174,6 @@ def test_the_drain_loop_is_fausts_but_for_the_hand_off():
         if line[:1] in "+-" and not line.startswith(("+++", "---"))
     ]
     assert [line[0] + line[1:].strip() for line in diff] == [
-        "-await self._add_gap(tp, r_offset + 1, offset)",
-        "+on_offset_jump(tp, r_offset, offset)",
         "-await self.wait_first(",
         "-callback(message), self.suspend_flow.wait()",
         "-)",
@@ -225,18 +222,68 @@ def test_the_app_flow_control_is_the_keeping_one(tmp_path):
     assert isinstance(worker.app.flow_control, faust_tuning.KeepBuffersFlowControl)
 
 
-def test_install_replaces_the_drain_loop_and_an_unknown_faust_is_left_alone(monkeypatch):
+def test_install_replaces_the_drain_loop_and_an_unknown_loop_is_left_alone_with_a_warning(monkeypatch, caplog):
     from faust.transport.consumer import Consumer as FaustConsumer
+
+    from app.stream.faust_tuning import guard
 
     try:
         assert faust_tuning.install_fast_deliver()
         assert FaustConsumer._drain_messages is tuned_consumer._drain_messages
         faust_tuning.uninstall_fast_deliver()
-        monkeypatch.setattr(tuned_consumer, "DRAIN_MESSAGES_SHA256", "0" * 64)
+        monkeypatch.setattr(guard, "PATCHES", _with_target_digest(guard.PATCHES, 1, "0" * 64))
         assert not faust_tuning.install_fast_deliver()
         assert FaustConsumer._drain_messages is tuned_consumer._original_drain_messages
+        assert "point 1" in caplog.text and "Faust's own path runs" in caplog.text
     finally:
         faust_tuning.uninstall_fast_deliver()
+
+
+def test_the_offset_gap_fix_installs_whatever_the_drain_loop_is(monkeypatch, tmp_path):
+    """Point 6 is a correctness patch of its own: a drain loop point 1 does not know keeps it."""
+    from faust.transport.consumer import Consumer as FaustConsumer
+
+    from app.settings import Settings
+    from app.stream.app import create_worker
+    from app.stream.faust_tuning import guard
+
+    try:
+        faust_tuning.uninstall_fast_deliver()
+        faust_tuning.uninstall_no_gap_fill()
+        monkeypatch.setattr(guard, "PATCHES", _with_target_digest(guard.PATCHES, 1, "0" * 64))
+        create_worker(Settings(worker_data_dir=tmp_path, topic_prefix="p."), instances={})
+        assert FaustConsumer._drain_messages is tuned_consumer._original_drain_messages  # Faust's own loop
+        assert FaustConsumer._add_gap is faust_tuning.skip_gap
+        assert "self._add_gap(" in inspect.getsource(FaustConsumer._drain_messages)  # ... which reaches the fix
+    finally:
+        faust_tuning.install_no_gap_fill()
+        faust_tuning.install_fast_deliver()
+
+
+async def test_an_offset_jump_is_not_committed_past(tmp_path):
+    """The consumer commits only what was acked: the offsets a jump skipped are never marked done."""
+    from app.settings import Settings
+    from app.stream.app import create_worker
+
+    consumer = create_worker(Settings(worker_data_dir=tmp_path, topic_prefix="p."), instances={}).app.consumer
+    tp = TP("p.t", 0)
+    consumer._committed_offset[tp] = 3
+    await consumer._add_gap(tp, 4, 9)  # what the drain loop calls when offset 10 follows offset 3
+    consumer._acked[tp].extend([10, 11, 12])
+    assert consumer._new_offset(tp) is None  # Faust's own _add_gap: 13, past offsets 4..9 never processed
+    assert not consumer._gap[tp]
+
+
+def _with_target_digest(patches, point, sha256):
+    """`patches` with every hashed target of `point` expecting `sha256` (an upgrade, simulated)."""
+    import dataclasses
+
+    return tuple(
+        dataclasses.replace(p, targets=tuple(
+            dataclasses.replace(t, sha256=sha256) if t.sha256 else t for t in p.targets
+        )) if p.point == point else p
+        for p in patches
+    )
 
 
 def test_the_lean_monitor_keeps_what_the_livelock_detector_reads():

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from app import codec
 from app.core import intake, ledger
 from app.core.dedup import DedupEntry
-from app.events import DeliveryOutcome, Delivery, SourceConnected, SyncRequested
+from app.events import Delivery, DeliveryOutcome, SourceConnected, SyncRequested
 from app.plugins.base import Ignored, Routed, RoutingError
 
-T = datetime(2026, 1, 1, tzinfo=timezone.utc)
-D = Delivery(delivery_id="d1", plugin="github", instance="gh", received_at=T, body=b"{}",
-             headers={"x-github-event": "push", "x-github-delivery": "d1"})
+T = datetime(2026, 1, 1, tzinfo=UTC)
+D = Delivery(
+    delivery_id="d1",
+    plugin="github",
+    instance="gh",
+    received_at=T,
+    body=b"{}",
+    headers={"x-github-event": "push", "x-github-delivery": "d1"},
+)
 REQUEST = SyncRequested(source_id="github:1", occurred_at=T, request_id="d1", mode="incremental", trigger="push")
 CONNECTED = SourceConnected(source_id="github:1", occurred_at=T, source_type="github")
 
@@ -36,18 +42,37 @@ def recorded(delivery: Delivery, entry, offset: int, route) -> DeliveryOutcome:
 def test_a_routed_copy_names_its_position_event_requests_and_sources():
     got = recorded(D, None, 40, routes(CONNECTED, REQUEST))
     assert got == DeliveryOutcome(
-        key="github/gh/d1", plugin="github", instance="gh", delivery_id="d1", event="push", received_at=T,
-        partition=3, offset=40, outcome="routed", reason="first sighting", request_ids=["d1"],
-        source_ids=["github:1"], event_types=["source.connected", "sync.requested"],
+        key="github/gh/d1",
+        plugin="github",
+        instance="gh",
+        delivery_id="d1",
+        event="push",
+        received_at=T,
+        partition=3,
+        offset=40,
+        outcome="routed",
+        reason="first sighting",
+        request_ids=["d1"],
+        source_ids=["github:1"],
+        event_types=["source.connected", "sync.requested"],
     )
 
 
-@pytest.mark.parametrize("entry, route, outcome, rule, reason", [
-    (DedupEntry(T.timestamp(), T.timestamp() + 60, 3, 40), routes(REQUEST), "duplicate", None, "redelivery inside window"),
-    (None, routes(ignored=Ignored("ping")), "ignored", "ping", "first sighting"),
-    (None, fails, "dead_lettered", "route", "payload.repository is missing or not an object"),
-    (None, None, "dead_lettered", "route", "unknown instance github/gh"),
-])
+@pytest.mark.parametrize(
+    "entry, route, outcome, rule, reason",
+    [
+        (
+            DedupEntry(T.timestamp(), T.timestamp() + 60, 3, 40),
+            routes(REQUEST),
+            "duplicate",
+            None,
+            "redelivery inside window",
+        ),
+        (None, routes(ignored=Ignored("ping")), "ignored", "ping", "first sighting"),
+        (None, fails, "dead_lettered", "route", "payload.repository is missing or not an object"),
+        (None, None, "dead_lettered", "route", "unknown instance github/gh"),
+    ],
+)
 def test_every_outcome_is_recorded_with_its_rule_or_stage_and_reason(entry, route, outcome, rule, reason):
     if route is None:
         out = intake.process(D, entry, 3, 41, "deliveries", None, None)
@@ -66,15 +91,32 @@ def test_a_replayed_or_redriven_copy_carries_its_epoch_or_dead_letter():
 
 
 def test_an_undecodable_copy_is_recorded_from_its_key():
-    got = codec.decode(DeliveryOutcome, codec.encode_fields(ledger.undecodable_fields("github/gh/x9", 1, 7, "not JSON", T)))
-    assert (got.plugin, got.instance, got.delivery_id, got.outcome, got.rule) == ("github", "gh", "x9", "dead_lettered", "decode")
+    got = codec.decode(
+        DeliveryOutcome, codec.encode_fields(ledger.undecodable_fields("github/gh/x9", 1, 7, "not JSON", T))
+    )
+    assert (got.plugin, got.instance, got.delivery_id, got.outcome, got.rule) == (
+        "github",
+        "gh",
+        "x9",
+        "dead_lettered",
+        "decode",
+    )
     odd = codec.decode(DeliveryOutcome, codec.encode_fields(ledger.undecodable_fields("no-slashes", 1, 8, "x", T)))
     assert (odd.plugin, odd.delivery_id) == ("unknown", "no-slashes")
 
 
 def outcome(offset: int, what: str, at: int, **kw) -> DeliveryOutcome:
-    return DeliveryOutcome(key="github/gh/d1", plugin="github", instance="gh", delivery_id="d1",
-                           received_at=T + timedelta(seconds=at), partition=3, offset=offset, outcome=what, **kw)
+    return DeliveryOutcome(
+        key="github/gh/d1",
+        plugin="github",
+        instance="gh",
+        delivery_id="d1",
+        received_at=T + timedelta(seconds=at),
+        partition=3,
+        offset=offset,
+        outcome=what,
+        **kw,
+    )
 
 
 def fold(*records: DeliveryOutcome) -> ledger.DeliveryRow:
@@ -86,10 +128,18 @@ def fold(*records: DeliveryOutcome) -> ledger.DeliveryRow:
 
 
 def test_duplicates_count_as_copies_and_keep_the_outcome_that_decided():
-    row = fold(outcome(1, "routed", 0, request_ids=["d1"], source_ids=["github:1"]), outcome(2, "duplicate", 5),
-               outcome(3, "duplicate", 9))
+    row = fold(
+        outcome(1, "routed", 0, request_ids=["d1"], source_ids=["github:1"]),
+        outcome(2, "duplicate", 5),
+        outcome(3, "duplicate", 9),
+    )
     assert (row.copies, row.outcome, row.request_ids, row.first_received_at, row.last_received_at) == (
-        3, "routed", ("d1",), T, T + timedelta(seconds=9))
+        3,
+        "routed",
+        ("d1",),
+        T,
+        T + timedelta(seconds=9),
+    )
 
 
 def test_a_key_seen_only_as_a_duplicate_is_a_duplicate():
@@ -97,9 +147,17 @@ def test_a_key_seen_only_as_a_duplicate_is_a_duplicate():
 
 
 def test_a_later_deciding_copy_takes_over_and_replay_epochs_accumulate():
-    row = fold(outcome(1, "dead_lettered", 0, rule="route", reason="bad"),
-               outcome(2, "routed", 5, request_ids=["d1"], redrive_of="x"),
-               outcome(3, "routed", 9, request_ids=["d1"], replay_epoch="e1"),
-               outcome(4, "duplicate", 10, replay_epoch="e1"))
+    row = fold(
+        outcome(1, "dead_lettered", 0, rule="route", reason="bad"),
+        outcome(2, "routed", 5, request_ids=["d1"], redrive_of="x"),
+        outcome(3, "routed", 9, request_ids=["d1"], replay_epoch="e1"),
+        outcome(4, "duplicate", 10, replay_epoch="e1"),
+    )
     assert (row.outcome, row.rule, row.reason, row.request_ids, row.replay_epochs, row.copies) == (
-        "routed", None, None, ("d1",), ("e1",), 4)
+        "routed",
+        None,
+        None,
+        ("d1",),
+        ("e1",),
+        4,
+    )

@@ -30,12 +30,15 @@ def test_configured_secrets_are_masked_in_the_message_and_in_extra_fields(fmt):
     assert "hunter2-secret" not in out and "***" in out
 
 
-@pytest.mark.parametrize("prefix, secret", [
-    ("X-Hub-Signature-256: sha256=", "3f5a0d9b1c2e4f60718293a4b5c6d7e8f9012345"),
-    ("webhook-signature: v1,", "K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4="),
-    ("Authorization: Bearer ", "eyJhbGciOiJIUzI1NiJ9.payload.sig"),
-    ("url?token=", "abcdefgh12345"),
-])
+@pytest.mark.parametrize(
+    "prefix, secret",
+    [
+        ("X-Hub-Signature-256: sha256=", "3f5a0d9b1c2e4f60718293a4b5c6d7e8f9012345"),
+        ("webhook-signature: v1,", "K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4="),
+        ("Authorization: Bearer ", "eyJhbGciOiJIUzI1NiJ9.payload.sig"),
+        ("url?token=", "abcdefgh12345"),
+    ],
+)
 def test_signature_and_token_shapes_are_masked_even_unconfigured(prefix, secret):
     out = emit("text", [], "%s", prefix + secret)
     assert secret not in out and prefix + "***" in out
@@ -67,8 +70,13 @@ def test_a_traceback_stays_inside_its_json_line_and_is_masked():
 
 
 def test_the_settings_secrets_include_tokens_instance_secrets_and_the_database_password():
-    from app.settings import Settings, parse_instances
+    from app.instances import parse_instances
+    from app.settings import Settings
 
-    settings = Settings(events_token="ev-token", database_url="postgresql://u:db-pass@h/d", console_write_token="w-token")
-    instances = parse_instances({"instance": [{"plugin": "github", "id": "a", "secrets": ["s1-secret", "s2-secret"]}]}, "t")
+    settings = Settings(
+        events_token="ev-token", database_url="postgresql://u:db-pass@h/d", console_write_token="w-token"
+    )
+    instances = parse_instances(
+        {"instance": [{"plugin": "github", "id": "a", "secrets": ["s1-secret", "s2-secret"]}]}, "t"
+    )
     assert set(logs.secrets_of(settings, instances)) == {"ev-token", "db-pass", "w-token", "s1-secret", "s2-secret"}

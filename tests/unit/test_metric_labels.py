@@ -9,17 +9,20 @@ from app.core.labels import OTHER, ignore_rule_label, one_of
 from app.stream.metrics import LoopCounter, WorkerMetrics
 
 
-@pytest.mark.parametrize("rule, label", [
-    ("ping", "ping"),
-    ("push.untracked_branch", "push.untracked_branch"),
-    ("repository_dispatch.deploy-prod", "repository_dispatch"),
-    ("repository_dispatch.anything_a_sender_chooses_" + "x" * 40, "repository_dispatch"),
-    ("issues.opened", "issues"),
-    ("installation.created.no_repositories", "installation"),
-    ("linear.Issue", "linear"),
-    ("made_up_event.x", OTHER),
-    ("unknown", OTHER),
-])
+@pytest.mark.parametrize(
+    "rule, label",
+    [
+        ("ping", "ping"),
+        ("push.untracked_branch", "push.untracked_branch"),
+        ("repository_dispatch.deploy-prod", "repository_dispatch"),
+        ("repository_dispatch.anything_a_sender_chooses_" + "x" * 40, "repository_dispatch"),
+        ("issues.opened", "issues"),
+        ("installation.created.no_repositories", "installation"),
+        ("linear.Issue", "linear"),
+        ("made_up_event.x", OTHER),
+        ("unknown", OTHER),
+    ],
+)
 def test_an_ignore_rule_becomes_a_fixed_rule_an_event_family_or_other(rule, label):
     assert ignore_rule_label(rule) == label
 

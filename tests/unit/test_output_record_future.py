@@ -55,7 +55,7 @@ async def test_a_record_the_open_batch_has_no_room_for_takes_aiokafkas_path():
 async def test_a_topic_whose_offsets_a_listener_takes_keeps_a_future_per_record():
     output, accumulator = _output()
     output.acked["p.changelog"] = lambda tp, offset: None
-    for i in range(3):
+    for _i in range(3):
         await output.send("p.changelog", b"k", b"v", partition=1, record_future=False)
     [batch] = accumulator._batches[TP("p.changelog", 1)]
     assert len(batch._msg_futures) == 3  # the listener reads the last record's offset from them

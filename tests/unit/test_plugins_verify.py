@@ -13,8 +13,8 @@ import standardwebhooks
 
 from app.plugins import PLUGINS, UnknownPlugin, get_plugin
 from app.plugins.base import UnreadableDelivery, VerificationError, fallback_delivery_id
-from app.settings import PLUGINS as CONFIGURED_PLUGIN_NAMES
-from app.settings import ConfigError, InstanceConfig
+from app.instances import PLUGINS as CONFIGURED_PLUGIN_NAMES
+from app.instances import ConfigError, InstanceConfig
 
 NOW = 1_714_650_000.0
 BODY = b'{"type":"sync.requested","source_id":"git:handbook"}'
@@ -421,6 +421,7 @@ def test_github_keeps_only_the_headers_routing_needs():
         ("linear", {"tolerance_seconds": "soon"}, ("k",), "options.tolerance_seconds"),
         ("github", {"tracked_branch": ""}, ("k",), "options.tracked_branch"),
         ("github", {"config_files": ".hookstream.yml"}, ("k",), "options.config_files"),
+        ("github", {"config_files": ["../outside.yml"]}, ("k",), "options.config_files"),
     ],
 )
 def test_unusable_options_or_secrets_fail_validation_naming_the_key(plugin, options, secrets, names):

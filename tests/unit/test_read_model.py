@@ -9,8 +9,11 @@ import pytest
 
 from app.core import read_model
 from app.core.read_model import SourceRow, SyncJobRow, job_after, request_answers, source_after
+from app.events.config import NOTHING
 from app.events import (
     BatchCompleted,
+    ConfigFound,
+    PathRules,
     SourceConfigChanged,
     SourceConnected,
     SourceDisconnected,
@@ -19,6 +22,7 @@ from app.events import (
     SyncCoalesced,
     SyncCompleted,
     SyncDeduplicated,
+    SyncPlanned,
     SyncQueued,
     SyncRejected,
     SyncStarted,
@@ -37,6 +41,14 @@ def at(seconds: float) -> datetime:
 def connected(t: float = 0, name: str | None = "demo", **config) -> SourceConnected:
     return SourceConnected(source_id=SRC, occurred_at=at(t), source_type="git", name=name,
                            config=config or {"path": "/repo"})
+
+
+CONFIGURED_AT = ConfigFound(status="configured", path=".hookstream.yml", rules=PathRules(include=("docs/**",)))
+
+
+def planned_with(config: ConfigFound, commit: str, job: str = "git:demo:7", t: float = 9) -> SyncPlanned:
+    return SyncPlanned(source_id=SRC, occurred_at=at(t), job_id=job, batch_count=1, file_count=3, commit=commit,
+                       listing="full", config=config)
 
 
 def fold_sources(events) -> SourceRow | None:
@@ -58,10 +70,17 @@ def test_a_connection_makes_a_connected_row_stamped_with_the_event_time():
     [
         (SourceDisconnected(source_id=SRC, occurred_at=at(9), reason="uninstalled"),
          {"status": "disconnected", "status_reason": "uninstalled"}),
-        (SourceConfigChanged(source_id=SRC, occurred_at=at(9), config_path=".hookstream.yml", commit="c1"),
-         {"config_status": "changed", "config_path": ".hookstream.yml", "config_commit": "c1"}),
-        (SourceConfigChanged(source_id=SRC, occurred_at=at(9), config_path="", commit="c2"),
-         {"config_status": "removed", "config_commit": "c2"}),
+        (planned_with(CONFIGURED_AT, "c1"),
+         {"config_status": "configured", "config_path": ".hookstream.yml", "config_commit": "c1",
+          "config_rules": {"include": ["docs/**"], "exclude": []}, "config_job_id": "git:demo:7"}),
+        (planned_with(ConfigFound(status="unconfigured"), "c2"),
+         {"config_status": "unconfigured", "config_commit": "c2", "config_rules": {"include": [], "exclude": []},
+          "config_job_id": "git:demo:7"}),
+        (planned_with(ConfigFound(status="invalid", path=".hookstream.yml", error=".hookstream.yml: line 1: bad",
+                                  rules=NOTHING), "c3"),
+         {"config_status": "invalid", "config_path": ".hookstream.yml", "config_commit": "c3",
+          "config_error": ".hookstream.yml: line 1: bad", "config_rules": {"include": [], "exclude": ["**"]},
+          "config_job_id": "git:demo:7"}),
         (SourceUpdated(source_id=SRC, occurred_at=at(9), name="renamed", config={"branch": "dev"}),
          {"name": "renamed", "config": {"path": "/repo", "branch": "dev"}}),
         (SourceUpdated(source_id=SRC, occurred_at=at(9), config={"path": "/moved"}),
@@ -78,21 +97,36 @@ def test_each_source_event_changes_its_columns_and_the_update_time(event, expect
 def test_a_reconnection_replaces_type_and_config_but_keeps_the_name_and_config_status():
     row = fold_sources([
         connected(0),
-        SourceConfigChanged(source_id=SRC, occurred_at=at(1), config_path=".hookstream.yml", commit="c1"),
+        planned_with(CONFIGURED_AT, "c1", t=1),
         SourceDisconnected(source_id=SRC, occurred_at=at(2), reason="gone"),
         connected(3, name=None, path="/elsewhere"),
     ])
     assert (row.status, row.status_reason, row.name, row.config) == ("connected", None, "demo", {"path": "/elsewhere"})
-    assert (row.config_status, row.config_path, row.updated_at) == ("changed", ".hookstream.yml", at(3))
+    assert (row.config_status, row.config_path, row.updated_at) == ("configured", ".hookstream.yml", at(3))
 
 
 @pytest.mark.parametrize("event", [
     SourceDisconnected(source_id=SRC, occurred_at=at(1)),
-    SourceConfigChanged(source_id=SRC, occurred_at=at(1), config_path="x"),
+    planned_with(CONFIGURED_AT, "c1", t=1),
     SourceUpdated(source_id=SRC, occurred_at=at(1), name="x"),
 ])
 def test_events_of_a_source_that_never_connected_make_no_row(event):
     assert source_after(None, event) is None
+
+
+def test_a_plan_that_did_not_read_the_config_file_and_a_superseded_claim_are_not_source_events():
+    assert not read_model.is_source_event(SyncPlanned(source_id=SRC, occurred_at=at(1), job_id="git:demo:7",
+                                                      batch_count=0, file_count=0, commit="c1"))
+    assert not read_model.is_source_event(SourceConfigChanged(source_id=SRC, occurred_at=at(1), config_path="x"))
+    assert read_model.is_source_event(planned_with(CONFIGURED_AT, "c1"))
+
+
+def test_a_late_plan_of_an_older_job_never_replaces_a_newer_finding():
+    removed = ConfigFound(status="unconfigured")
+    row = fold_sources([connected(0), planned_with(removed, "c2", job="git:demo:9", t=2),
+                        planned_with(CONFIGURED_AT, "c1", job="git:demo:7", t=3)])
+    assert (row.config_status, row.config_commit, row.config_job_id, row.updated_at) == (
+        "unconfigured", "c2", "git:demo:9", at(2))
 
 
 def test_only_source_events_are_source_events():
@@ -248,7 +282,8 @@ def test_each_lifecycle_event_answers_the_requests_it_names(event, answer, job_i
 
 
 def test_nul_characters_become_replacement_characters_in_columns():
-    row = source_after(None, SourceConnected(source_id="s", occurred_at=at(0), source_type="git", name="a\x00b",
-                                             config={"pa\x00th": ["x\x00"]}))
+    # The model refuses a NUL in a name now (records written before that rule still decode).
+    row = source_after(None, SourceConnected.model_construct(source_id="s", occurred_at=at(0), source_type="git", name="a\x00b",
+                                                             config={"pa\x00th": ["x\x00"]}, delivery=None))
     values = read_model.source_to_columns(row)
     assert (values["name"], values["config"]) == ("a\ufffdb", {"pa\ufffdth": ["x\ufffd"]})

@@ -1,4 +1,4 @@
-"""The per-source fold, rule by rule (DESIGN.md §4): one table of scenarios, then the details.
+"""The per-source fold, rule by rule (docs/architecture.md, per-source orchestration): one table of scenarios, then the details.
 
 Every scenario feeds events at offsets 0, 1, 2, … so a job started by the
 request at offset n is `s:n`. Effects are summarised as short strings.
@@ -41,6 +41,7 @@ from app.events import (
     SyncCoalesced,
     SyncCompleted,
     SyncDeduplicated,
+    SyncIgnored,
     SyncPlanned,
     SyncQueued,
     SyncRejected,
@@ -105,6 +106,8 @@ def summary(effect) -> str:
         return f"deduplicated [{ids}] by {effect.held_by_job_id} {effect.held_status}"
     if isinstance(effect, SyncRejected):
         return f"rejected [{ids}] {effect.reason}"
+    if isinstance(effect, SyncIgnored):
+        return f"answered-ignored [{ids}] {effect.rule}"
     if isinstance(effect, SyncCancelled):
         return f"cancelled {effect.job_id} [{ids}]"
     if isinstance(effect, JobCancelled):
@@ -338,8 +341,11 @@ SCENARIOS = [
             (planned_("s:1", 0), ["completed s:1 succeeded [r1] processed=0 batches=0"]),
             (request("r2", "incremental", "push", after="b"), ["started s:3 [r2] incremental", "plan s:3"]),
             (planned_("s:3", 0), ["completed s:3 succeeded [r2] processed=0 batches=0"]),
-            (connected(config={"path": "/elsewhere"}), []),
-            (request("r3", "incremental", "push", after="c"), ["started s:6 [r3] incremental", "ensure s", "plan s:6"]),
+            (request("r3", "incremental", "push", after="c"), ["started s:5 [r3] incremental", "plan s:5"]),
+            (planned_("s:5", 0), ["completed s:5 succeeded [r3] processed=0 batches=0"]),
+            (disconnected(), []),
+            (connected(), []),
+            (request("r4", "incremental", "push", after="d"), ["started s:9 [r4] incremental", "ensure s", "plan s:9"]),
         ],
     ),
 ]
@@ -389,8 +395,8 @@ def test_completion_carries_every_count_commit_and_duration_from_event_time():
     ])
     done = only(effects, SyncCompleted)
     assert done.model_dump(exclude={"started_at", "finished_at"}) == {
-        "schema_version": 1, "type": "sync.completed", "job_id": "s:1", "source_id": SRC, "request_ids": ["r1"],
-        "mode": "full", "trigger": "manual", "status": "succeeded", "error": None, "commit": "abc",
+        "schema_version": 1, "type": "sync.completed", "job_id": "s:1", "source_id": SRC, "request_ids": ["r1"], "unlisted_requests": 0,
+        "mode": "full", "trigger": "manual", "status": "succeeded", "error": None, "commit": "abc", "listing": None,
         "files_listed": 7, "processed": 5, "failed": 0, "deleted": 1, "skipped": 1, "documents_written": 5,
         "bytes": 500, "batches": 2, "duration_ms": 2500,
     }
@@ -416,18 +422,19 @@ def test_plan_failure_reports_the_adapter_error():
     assert only(effects, SyncCompleted).error == "git: bad object deadbeef"
 
 
-def test_plan_request_carries_the_source_config_and_the_coalesced_incremental_range():
+def test_plan_request_carries_the_source_config_the_coalesced_hints_and_the_synced_commit():
     _, effects = effects_of([
         connected(config={"path": "/repo"}),
         request("r1"),
         request("r2", "incremental", "push", paths=["b.md", "a.md"], before="c1", after="c2"),
         request("r3", "incremental", "push", paths=["c.md", "a.md"], before="c2", after="c3"),
-        planned_("s:1", 0),
+        planned_("s:1", 0, commit="c0"),
     ])
     plans = [e for e in effects if isinstance(e, PlanRequested)]
     assert [p.job_id for p in plans] == ["s:1", "s:2"]
     second = plans[1]
-    assert (second.mode, second.paths, second.before, second.after) == ("incremental", ["b.md", "a.md", "c.md"], "c1", "c3")
+    # The base is the commit the first job wrote completely, not the first request's `before`.
+    assert (second.mode, second.paths, second.base, second.after) == ("incremental", ["b.md", "a.md", "c.md"], "c0", "c3")
     assert second.source_config == {"path": "/repo"} and second.source_type == "git"
     assert [e.request_ids for e in effects if isinstance(e, SyncCompleted)] == [["r1"]]
     started = [e for e in effects if isinstance(e, SyncStarted)]
@@ -437,12 +444,12 @@ def test_plan_request_carries_the_source_config_and_the_coalesced_incremental_ra
 @pytest.mark.parametrize(
     "first, second, expected",
     [
-        # (mode, trigger, paths, before, after) ... -> (mode, trigger, paths, before, after)
-        (("full", "manual", [], None, "a"), ("incremental", "push", ["x"], "a", "b"), ("full", "manual", (), None, "b")),
-        (("incremental", "push", ["x"], "a", "b"), ("full", "config_change", [], None, None), ("full", "config_change", (), None, "b")),
-        (("incremental", "push", ["x"], "a", "b"), ("incremental", "push", ["y", "x"], "b", "c"), ("incremental", "push", ("x", "y"), "a", "c")),
-        (("incremental", "push", [], "a", "b"), ("incremental", "push", ["y"], "b", "c"), ("incremental", "push", (), "a", "c")),
-        (("incremental", "push", ["x"], None, "b"), ("incremental", "push", ["y"], "b", "c"), ("incremental", "push", ("x", "y"), None, "c")),
+        # (mode, trigger, paths, before, after) ... -> (mode, trigger, paths, after)
+        (("full", "manual", [], None, "a"), ("incremental", "push", ["x"], "a", "b"), ("full", "manual", (), "b")),
+        (("incremental", "push", ["x"], "a", "b"), ("full", "config_change", [], None, None), ("full", "config_change", (), "b")),
+        (("incremental", "push", ["x"], "a", "b"), ("incremental", "push", ["y", "x"], "b", "c"), ("incremental", "push", ("x", "y"), "c")),
+        (("incremental", "push", [], "a", "b"), ("incremental", "push", ["y"], "b", "c"), ("incremental", "push", (), "c")),
+        (("incremental", "push", ["x"], None, "b"), ("incremental", "push", ["y"], "b", "c"), ("incremental", "push", ("x", "y"), "c")),
     ],
 )
 def test_coalescing_rules(first, second, expected):
@@ -451,7 +458,7 @@ def test_coalescing_rules(first, second, expected):
         return request(rid, mode, trigger, paths=paths, before=before, after=after)
 
     merged = merge(job_for("s:1", req("r1", first), T0), req("r2", second))
-    assert (merged.mode, merged.trigger, merged.paths, merged.before, merged.after) == expected
+    assert (merged.mode, merged.trigger, merged.paths, merged.after) == expected
     assert merged.request_ids == ("r1", "r2") and merged.job_id == "s:1"
 
 
@@ -509,11 +516,10 @@ def test_source_metadata_events_update_the_state():
         SourceUpdated(source_id=SRC, occurred_at=at(1), name="new/name", config={"repository": "o/r2"}),
         SourceConfigChanged(source_id=SRC, occurred_at=at(2), config_path=".hookstream.yml", commit="c1"),
     ])
-    assert effects == []
+    # A delivery's claim about a config file changes nothing: the planner reads the file.
+    assert effects == [Ignored("config_claim_superseded", "source.config_changed")]
     assert (state.name, state.config) == ("new/name", {"repository": "o/r2", "installation_id": 1})
-    assert (state.config_status, state.config_path, state.config_commit) == ("configured", ".hookstream.yml", "c1")
-    state, _ = fold(state, SourceConfigChanged(source_id=SRC, occurred_at=at(3), config_path=""), at(3), 3, POLICY)
-    assert (state.config_status, state.config_path) == ("unconfigured", None)
+    assert (state.config_status, state.config_path, state.config_commit) == ("unknown", None, None)
     state, _ = fold(state, connected(t=4, config={"path": "/new"}), at(4), 4, POLICY)
     assert (state.connection, state.config, state.name) == ("connected", {"path": "/new"}, "new/name")
 

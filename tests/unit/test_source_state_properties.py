@@ -6,7 +6,7 @@ every job the fold asked to plan (PlanRequested) the planner and the batch
 workers may answer at any later time — planned, failed, batches in any order,
 twice, or after the job ended — and deadlines fire early or on time. Already
 applied offsets are re-fed at random. At the end the world finishes whatever is
-running, and the whole history is checked against DESIGN.md §6 invariants 3–5.
+running, and the whole history is checked against docs/architecture.md, invariants 3–5.
 """
 
 from __future__ import annotations

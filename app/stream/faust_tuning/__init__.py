@@ -1,10 +1,22 @@
-"""Every change hookstream makes to Faust's own behaviour, in one place (PERF.md has the figures).
+"""Every change hookstream makes to Faust's own behaviour, in one place (docs/performance.md has the figures).
 
 `install(app)` is called by `create_worker`. It changes four things (1, 2, 3, 7), fixes
 two ways Faust loses records (5, 6); (4) is a faster way for an agent to write a
 table and send its output, (8) to iterate its stream and (9) to decode its records.
 The code is split along Faust's seams: `consumer.py` (1, 5, 6, 7), `producer.py`
-(3, 4), `monitor.py` (2), `stream.py` (8, 9).
+(3, 4), `monitor.py` (2), `stream.py` (8, 9); `guard.py` says which are which.
+
+Each patch is either a **correctness** patch (3, 4, 5, 6: a guarantee depends on it)
+or a **speed** patch (1, 2, 7, 8, 9). `guard.py` lists the Faust, mode and aiokafka code
+each one replaces or relies on, with the sha256 of its source in the pinned versions
+(pyproject.toml, constraints.txt). `install` refuses, before changing anything, when a
+correctness patch's code differs: the worker does not start, and the message names the
+installed versions and the ones the patches are written against. A speed patch whose
+code differs is left out with a warning, and Faust's own path runs. 3 and 4 are faster
+ways to send, but they are where a failed send crashes the worker and where the
+persisted offset of a table is set, and Faust's own path is weaker (its producer
+buffer's flush gives up after 0.1 s): a stale copy of them could lose records, so they
+are guarded as correctness patches.
 
 1. **The consumer's per-message hand-off** (`Consumer._drain_messages`). Faust runs
    `wait_first(callback(message), suspend_flow.wait())` for every message: four
@@ -16,8 +28,7 @@ The code is split along Faust's seams: `consumer.py` (1, 5, 6, 7), `producer.py`
    A callback that did not block could not have been interrupted under Faust's
    own scheme either (its task would have run to completion in one step), and
    while the flow is suspended Faust's path is taken unchanged. Acking and commit
-   order are untouched: the loop is Faust 0.15.3's, line for line, but for that call
-   and the gap handling of point 6.
+   order are untouched: the loop is Faust 0.15.3's, line for line, but for that call.
    Safe because: see tests/unit/test_faust_tuning.py (a blocked callback is still
    interrupted by stop_flow, stop and crash; errors propagate; the loop matches
    Faust's source) and the SIGKILL and rebalance tests in tests/integration.
@@ -79,9 +90,12 @@ The code is split along Faust's seams: `consumer.py` (1, 5, 6, 7), `producer.py`
    only ever means the consumer's read position was reset by a seek (recovery
    does that while records are in flight) or that records were dropped in the
    process: marking them done would commit past records that are still buffered
-   or were never processed. The drain loop now logs the jump and lets the acks
+   or were never processed. `Consumer._add_gap`, which the drain loop calls for such
+   a jump (Faust's loop and point 1's copy alike), now logs the jump and lets the acks
    decide the commit: at worst a partition's commit waits, and a restart
    replays from it. Topics without acks (table changelogs) never had gaps filled.
+   Installed whatever the drain loop's source: it needs only `_add_gap` and
+   `_new_offset` as they are, and a drain loop that still calls `_add_gap`.
 
 7. **The consumer's fetch wait** (`install_fetch_wait`): Faust creates its consumer with
    `fetch_max_wait_ms=1500` and no setting. The worker uses
@@ -115,15 +129,16 @@ The code is split along Faust's seams: `consumer.py` (1, 5, 6, 7), `producer.py`
    alone; the `raw` codec's loads was 2.4 % of the stage's samples).
    Safe because: tests/unit/test_faust_tuning_stream.py compares the events both make.
 
-If the installed Faust's `_drain_messages` is not the one this was written
-against, (1) and (6) are not installed and a warning says so: an upgrade falls back to
-Faust's own path rather than running a stale copy.
+If the installed Faust's `_drain_messages` is not the one (1) was written against, (1)
+is left out and a warning says so: an upgrade falls back to Faust's own loop rather
+than running a stale copy, and (6) is installed all the same.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from app.stream.faust_tuning import guard
 from app.stream.faust_tuning.consumer import (
     DRAIN_MESSAGES_SHA256,
     KeepBuffersFlowControl,
@@ -131,12 +146,14 @@ from app.stream.faust_tuning.consumer import (
     faust_drain_source_digest,
     install_fast_deliver,
     install_fetch_wait,
+    install_no_gap_fill,
     keep_buffers_on_active_resume,
     on_offset_jump,
+    skip_gap,
     uninstall_fast_deliver,
+    uninstall_no_gap_fill,
 )
 from app.stream.faust_tuning.monitor import LeanMonitor
-from app.stream.faust_tuning.stream import BytesTopic, events
 from app.stream.faust_tuning.producer import (
     NodeBatchingAccumulator,
     NodeBatchingProducer,
@@ -146,21 +163,30 @@ from app.stream.faust_tuning.producer import (
     send_raw,
     without_wal,
 )
+from app.stream.faust_tuning.stream import BytesTopic, events
 
 
 def install(app: Any, fetch_max_wait_ms: int | None = None) -> None:
-    """Activate the tuning for `app` (and, once per process, the consumer hand-off)."""
+    """Activate the tuning for `app` (and, once per process, the consumer's patches).
+
+    Raises `guard.UnsafeDependencies` (the worker must not start) when a correctness
+    patch cannot install; a speed patch that cannot is left out with a warning.
+    """
+    guard.require()
+    install_no_gap_fill()
+    keep_buffers_on_active_resume(app.flow_control)
+    install_node_batching()
     if fetch_max_wait_ms is not None:
         install_fetch_wait(fetch_max_wait_ms)
     install_fast_deliver()
-    install_node_batching()
-    if app._monitor is None:
+    if app._monitor is None and guard.speed_patch_applies(2):
         app.conf.Monitor = LeanMonitor
-    app.conf.Topic = BytesTopic
-    keep_buffers_on_active_resume(app.flow_control)
+    app._hookstream_events = guard.speed_patch_applies(8)  # read by events()
+    if guard.speed_patch_applies(9):
+        app.conf.Topic = BytesTopic
 
 
 __all__ = ["BytesTopic", "DRAIN_MESSAGES_SHA256", "KeepBuffersFlowControl", "LeanMonitor", "NodeBatchingAccumulator", "NodeBatchingProducer",
            "Output", "TableWriter", "deliver", "events", "faust_drain_source_digest", "install", "install_fast_deliver", "install_fetch_wait",
-           "install_node_batching", "keep_buffers_on_active_resume", "on_offset_jump", "send_raw", "uninstall_fast_deliver",
-           "without_wal"]
+           "install_no_gap_fill", "install_node_batching", "keep_buffers_on_active_resume", "on_offset_jump", "send_raw",
+           "skip_gap", "uninstall_fast_deliver", "uninstall_no_gap_fill", "without_wal"]

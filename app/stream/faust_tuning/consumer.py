@@ -7,7 +7,8 @@ import hashlib
 import inspect
 import logging
 import textwrap
-from typing import Any, AsyncIterator, Awaitable, Callable, cast
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, cast
 
 from faust.transport import consumer as faust_consumer
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -15,26 +16,57 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import Service, ServiceT
 from mode.utils.queues import FlowControlEvent
 
+from app.stream.faust_tuning import guard
+
 log = logging.getLogger(__name__)
 
-# sha256 of the source of faust.transport.consumer.Consumer._drain_messages (faust-streaming 0.15.3).
-DRAIN_MESSAGES_SHA256 = "8f35dd7a11144daa6ec9a3739a497b03a9dd6b57cca18aa861bb4a549400fc68"
+_CONSUMER = "faust.transport.consumer:Consumer"
+_original_drain_messages = guard.keep_original(f"{_CONSUMER}._drain_messages")
+_original_add_gap = guard.keep_original(f"{_CONSUMER}._add_gap")
+_original_create_worker_consumer = guard.keep_original(
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._create_worker_consumer"
+)
 
-_original_drain_messages = faust_consumer.Consumer._drain_messages
+# sha256 of the source of faust.transport.consumer.Consumer._drain_messages (faust-streaming 0.15.3),
+# the loop `_drain_messages` below is a copy of (point 1: a speed patch, left out when it differs).
+DRAIN_MESSAGES_SHA256 = next(
+    t.sha256 for p in guard.PATCHES if p.point == 1 for t in p.targets if t.where.endswith("_drain_messages")
+)
 
 
-_original_create_worker_consumer = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
-
-
-def install_fetch_wait(fetch_max_wait_ms: int) -> None:
+def install_fetch_wait(fetch_max_wait_ms: int) -> bool:
     """Point 7: the worker's consumer is created with this fetch wait instead of Faust's 1500 ms."""
+    if not guard.speed_patch_applies(7):
+        return False
 
     def _create_worker_consumer(self: Any, transport: Any) -> Any:
         consumer = _original_create_worker_consumer(self, transport)
         consumer._fetch_max_wait_ms = fetch_max_wait_ms  # read by AIOKafkaConsumer.start() for its Fetcher
         return consumer
 
-    faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer
+    faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
+    return True
+
+
+async def skip_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
+    """Point 6, in place of `Consumer._add_gap`: an offset jump is logged, not marked done.
+
+    Faust's drain loop calls `_add_gap` for a topic with acks when the next record is
+    more than one offset past the last one read; `_new_offset` then commits across the
+    gap. On hookstream's topics (delete policy, no transactions) that jump only means a
+    seek reset the read position or records were dropped in the process: the acks alone
+    decide the commit, so a commit never passes a record that was not processed.
+    """
+    on_offset_jump(tp, offset_from - 1, offset_to)
+
+
+def install_no_gap_fill() -> None:
+    """Point 6 (correctness): installed whatever the drain loop is (Faust's or point 1's fork)."""
+    faust_consumer.Consumer._add_gap = skip_gap  # type: ignore[method-assign]
+
+
+def uninstall_no_gap_fill() -> None:
+    faust_consumer.Consumer._add_gap = _original_add_gap  # type: ignore[method-assign]
 
 
 def faust_drain_source_digest() -> str:
@@ -43,22 +75,18 @@ def faust_drain_source_digest() -> str:
 
 
 def install_fast_deliver() -> bool:
+    """Point 1 (speed): the forked drain loop, only over the exact loop it was copied from."""
     consumer_cls = faust_consumer.Consumer
     if consumer_cls._drain_messages is _drain_messages:
         return True
-    digest = faust_drain_source_digest()
-    if digest != DRAIN_MESSAGES_SHA256:
-        log.warning(
-            "faust's Consumer._drain_messages is not the one app/stream/faust_tuning/consumer.py was written "
-            "against (sha256 %s): running Faust's own per-message hand-off", digest,
-        )
+    if not guard.speed_patch_applies(1):
         return False
-    consumer_cls._drain_messages = _drain_messages
+    consumer_cls._drain_messages = _drain_messages  # type: ignore[method-assign]
     return True
 
 
 def uninstall_fast_deliver() -> None:
-    faust_consumer.Consumer._drain_messages = _original_drain_messages
+    faust_consumer.Consumer._drain_messages = _original_drain_messages  # type: ignore[method-assign]
 
 
 class _Resumed:
@@ -75,7 +103,7 @@ class _Resumed:
         self.coro = coro
         self.pending = pending
 
-    def __await__(self):  # type: ignore[no-untyped-def]
+    def __await__(self):
         coro, pending = self.coro, self.pending
         self.coro = self.pending = None
         while True:
@@ -96,7 +124,7 @@ class _Resumed:
                     return stop.value
 
 
-async def deliver(consumer: Any, callback: Callable[[Any], Awaitable[None]], message: Any) -> None:
+async def deliver(consumer: Any, callback: Callable[[Any], Coroutine[Any, Any, None]], message: Any) -> None:
     """`callback(message)` with Faust's interruption semantics, without a task per message.
 
     Equivalent to `await consumer.wait_first(callback(message), consumer.suspend_flow.wait())`:
@@ -115,9 +143,10 @@ async def deliver(consumer: Any, callback: Callable[[Any], Awaitable[None]], mes
     await consumer.wait_first(_Resumed(coro, pending), suspend_flow.wait())
 
 
-async def _drain_messages(self, fetcher: ServiceT) -> None:  # type: ignore[no-untyped-def]  # pragma: no cover
+async def _drain_messages(self, fetcher: ServiceT) -> None:  # pragma: no cover
     # faust-streaming 0.15.3 `Consumer._drain_messages`, line for line, but for the
-    # two lines marked "hookstream" (tests/unit/test_faust_tuning.py diffs the two).
+    # line marked "hookstream" (tests/unit/test_faust_tuning.py diffs the two). Point 6 is
+    # not in here: it replaces `_add_gap`, which both this loop and Faust's call.
     # This is the background thread started by Fetcher, used to
     # constantly read messages using Consumer.getmany.
     # It takes Fetcher as argument, because we must be able to
@@ -162,7 +191,7 @@ async def _drain_messages(self, fetcher: ServiceT) -> None:  # type: ignore[no-u
                         if gap > 1 and r_offset:
                             acks_enabled = acks_enabled_for(message.topic)
                             if acks_enabled:
-                                on_offset_jump(tp, r_offset, offset)  # hookstream: was await self._add_gap(tp, r_offset + 1, offset)
+                                await self._add_gap(tp, r_offset + 1, offset)
                         if commit_every is not None:
                             if self._n_acked >= commit_every:
                                 self._n_acked = 0

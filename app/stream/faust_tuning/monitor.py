@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from time import monotonic
-from typing import Any, Optional
+from typing import Any
 
 from faust.sensors import Monitor
 
@@ -18,11 +18,11 @@ class LeanMonitor(Monitor):
     def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
         pass
 
-    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> Optional[dict]:
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> dict | None:
         self.stream_inbound_time[tp] = monotonic()
         return None
 
-    def on_stream_event_out(self, tp: Any, offset: int, stream: Any, event: Any, state: Optional[dict] = None) -> None:
+    def on_stream_event_out(self, tp: Any, offset: int, stream: Any, event: Any, state: dict | None = None) -> None:
         pass
 
     def on_message_out(self, tp: Any, offset: int, message: Any) -> None:

@@ -5,20 +5,25 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.producer.message_accumulator import MessageAccumulator
 from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from app.stream.faust_tuning import guard
+
 log = logging.getLogger(__name__)
+
+guard.keep_original("faust.transport.drivers.aiokafka:Producer._producer_type")  # replaced by install_node_batching
 
 
 class NodeBatchingAccumulator(MessageAccumulator):
     """aiokafka's accumulator, draining whole brokers and flushing without waiting out the linger."""
 
-    def drain_by_nodes(self, ignore_nodes, muted_partitions=frozenset()):  # type: ignore[no-untyped-def]
+    def drain_by_nodes(self, ignore_nodes, muted_partitions=frozenset()):
         nodes, unknown_leaders_exist = super().drain_by_nodes(ignore_nodes, muted_partitions)
         if nodes:
             # A request goes to these brokers anyway: take their other partitions' batches along.
@@ -36,9 +41,9 @@ class NodeBatchingAccumulator(MessageAccumulator):
         return nodes, unknown_leaders_exist
 
     # The app's `Output` (point 4), once it sent something: told how each batch ended.
-    _output: Optional["Output"] = None
+    _output: Output | None = None
 
-    def _append_batch(self, builder, tp):  # type: ignore[no-untyped-def]
+    def _append_batch(self, builder, tp):
         batch = super()._append_batch(builder, tp)
         output = self._output
         if output is not None and tp.topic in output.topics:
@@ -90,7 +95,7 @@ class Output:
         self._partitions: dict[tuple[str, bytes, int], int] = {}
 
     @classmethod
-    def of(cls, app: Any) -> "Output":
+    def of(cls, app: Any) -> Output:
         found = getattr(app, "_hookstream_output", None)
         if found is None:
             found = app._hookstream_output = cls(app)
@@ -106,7 +111,7 @@ class Output:
         self._watch_open(accumulator, self.topics)  # a producer Faust replaced: its open batches
         return producer
 
-    async def send(self, topic: str, key: Optional[bytes], value: Optional[bytes], partition: Optional[int] = None,
+    async def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
                    record_future: bool = True) -> None:
         """`record_future=False`: into the partition's open batch without the future aiokafka makes
         per record (and resolves with a RecordMetadata when the batch is acknowledged). Nothing
@@ -132,7 +137,7 @@ class Output:
                 return
         await accumulator.add_message(tp, key, value, producer._request_timeout_ms / 1000)
 
-    def _partition_of(self, producer: Any, topic: str, key: Optional[bytes], value: Optional[bytes]) -> int:
+    def _partition_of(self, producer: Any, topic: str, key: bytes | None, value: bytes | None) -> int:
         """aiokafka's partitioner (murmur2 in Python), remembered per key and partition count."""
         if key is None:
             return producer._partition(topic, None, key, value, key, value)
@@ -196,7 +201,7 @@ class TableWriter:
         self.output.acked[self.topic] = self.store.set_persisted_offset
         without_wal(self.store)
 
-    def get(self, key: bytes, partition: int) -> Optional[bytes]:
+    def get(self, key: bytes, partition: int) -> bytes | None:
         """The stored value of `key` for an event of `partition` (as `table.data.get(key)` in the agent)."""
         return self.store._db_for_partition(partition).get(key)
 
@@ -226,7 +231,7 @@ def without_wal(store: Any) -> None:
     if getattr(rocksdb_options, "_hookstream_without_wal", False):
         return
     options = rocksdict.WriteOptions()
-    options.disable_wal = True
+    options.disable_wal = True  # type: ignore[method-assign,assignment]  # a property at run time; rocksdict's stub says method
     open_db = rocksdb_options.open
 
     def open_without_wal(path: Any, *, read_only: bool = False) -> Any:
@@ -240,7 +245,7 @@ def without_wal(store: Any) -> None:
         db.set_write_options(options)
 
 
-async def send_raw(app: Any, topic: str, key: Optional[bytes], value: Optional[bytes]) -> None:
+async def send_raw(app: Any, topic: str, key: bytes | None, value: bytes | None) -> None:
     """Produce bytes through the worker's producer (`Output`); flushed before the next commit."""
     await Output.of(app).send(topic, key, value)
 

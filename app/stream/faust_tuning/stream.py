@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from faust import Schema, Topic
 from faust import streams as faust_streams
@@ -29,8 +30,11 @@ def events(stream: Any, max_run: int = MAX_RUN) -> AsyncIterator[EventT]:
     """
     iterator = faust_streams._CStreamIterator
     channel = stream.channel
-    if iterator is None or not isinstance(channel, ChannelT) or stream._processors or stream.join_strategy:
-        return stream.events()  # Faust's own path: nothing here was written for it
+    if (
+        iterator is None or not getattr(stream.app, "_hookstream_events", False)
+        or not isinstance(channel, ChannelT) or stream._processors or stream.join_strategy
+    ):
+        return stream.events()  # Faust's own path: nothing here was written for it (or the guard left it out)
     it = _events(stream, iterator(stream), max_run)
     stream._active_agens.add(it)  # Stream.on_stop closes it, as it closes Faust's own iterator
     return it
