@@ -146,8 +146,9 @@ def register(worker: Worker) -> None:
 class _Counters:
     """The agent's counter children, looked up once per label set instead of per event.
 
-    Label values are bounded (app/stream/metrics.py): a plugin name from a record is
-    a label only when it is a known plugin, an ignore rule only as its label.
+    Label values are bounded (app/core/labels.py): a plugin name from a record is a
+    label only when it is a known plugin, an ignore rule only among the first
+    `WorkerMetrics.ignore_rules` distinct ones.
     """
 
     def __init__(self, metrics) -> None:
@@ -191,7 +192,7 @@ class _PluginCounters:
         elif outcome.counted == "ignored":
             child = self.ignored.get(outcome.rule)
             if child is None:
-                child = self.metrics.ignored.labels(self.plugin, labels.ignore_rule_label(outcome.rule))
+                child = self.metrics.ignored.labels(self.plugin, self.metrics.ignore_rule(outcome.rule))
                 if len(self.ignored) < 1000:  # the rules are sender-chosen: a bounded cache
                     self.ignored[outcome.rule] = child
             child.inc()  # type: ignore[attr-defined]

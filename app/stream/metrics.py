@@ -1,9 +1,9 @@
 """The worker's Prometheus metrics (served at the worker's /metrics), one registry per worker.
 
-Every label value comes from a bounded set: plugins (the configured ones),
-ignore rules through `app.core.labels.ignore_rule_label`, dead-letter stages,
-job statuses, request answers, agent names. Nothing a sender writes becomes a
-label as it is.
+Every label value comes from a bounded set: plugins (the known ones), ignore
+rules (the first `IGNORE_RULE_LABELS` distinct ones, then `other`: the plugins
+name rules from bounded sets, and this bounds whatever they do), dead-letter
+stages, job statuses, request answers, agent names.
 
 The dedup stage's counters are `LoopCounter`s: incremented on the hot path of
 every delivery, they are plain numbers read at scrape time, without the lock and
@@ -13,11 +13,19 @@ microsecond per delivery and counter, measured in bench/dedup.py).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
+
+from app.core.labels import OTHER, LabelSet
+
+log = logging.getLogger(__name__)
+
+# Distinct ignore rules counted under their own label; later new ones count as `other`.
+IGNORE_RULE_LABELS = 200
 
 # Sync durations run from a second to an hour (the default deadline); batches from ms to minutes.
 SYNC_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, float("inf"))
@@ -82,10 +90,12 @@ class WorkerMetrics:
         )
         self.routed = LoopCounter("hookstream_deliveries_routed", "Deliveries routed to domain events", ["plugin"], r)
         self.events = LoopCounter("hookstream_routed_events", "Domain events emitted by routing", ["plugin", "type"], r)
+        self._ignore_rules = LabelSet(IGNORE_RULE_LABELS)
+        self._capped = False
         self.ignored = LoopCounter(
             "hookstream_deliveries_ignored",
-            "Deliveries ignored by an explicit rule (the rule's event family when the "
-            "rule names payload values; the full rule is in the delivery ledger)",
+            f"Deliveries ignored by an explicit rule (the first {IGNORE_RULE_LABELS} distinct rules, then "
+            "rule=other; the delivery ledger keeps every rule)",
             ["plugin", "rule"],
             r,
         )
@@ -167,3 +177,15 @@ class WorkerMetrics:
             ["projection", "outcome"],
             registry=r,
         )
+
+    def ignore_rule(self, rule: str) -> str:
+        """The label of an ignore rule: itself among the first `IGNORE_RULE_LABELS`, then `other`."""
+        label = self._ignore_rules(rule)
+        if label == OTHER and rule != OTHER and not self._capped:
+            self._capped = True
+            log.warning(
+                "more than %d distinct ignore rules: later ones are counted under rule=other "
+                "(the delivery ledger keeps every rule)",
+                IGNORE_RULE_LABELS,
+            )
+        return label

@@ -196,10 +196,6 @@ def is_progress_record(record: Record) -> bool:
 
 
 async def merge_progress_record(conn: AsyncConnection, record: Record, topic: str, partition: int, offset: int) -> str:
-    if isinstance(record, BatchCompleted):
-        # One row, no job row to lock: a running job's counts are its batch rows' sums when read.
-        added = await sync_records.add_batch(conn, read_model.batch_row(record, topic, partition, offset))
-        return APPLIED if added else DUPLICATE_BATCH
     await sync_records.add_record(conn, read_model.record_row(record, topic, partition, offset))
     if isinstance(record, SyncPlanned):
         await merge_job(conn, record.job_id, lambda row: read_model.job_planned(row, record))
@@ -211,6 +207,12 @@ async def project_progress_record(pool: AsyncConnectionPool, topic: str, partiti
     """Apply one job or request record of the control topic exactly once; returns the outcome."""
     if not is_progress_record(record):
         return NOT_PROJECTED
+    if isinstance(record, BatchCompleted):
+        # One row in one statement, no job row to lock: the orchestrator folds every batch
+        # completion, and a running job's counts are summed from these rows when read.
+        applied, added = await sync_records.add_batch(pool, PROGRESS_CONSUMER,
+                                                      read_model.batch_row(record, topic, partition, offset))
+        return (APPLIED if added else DUPLICATE_BATCH) if applied else ALREADY_APPLIED
     outcome = ALREADY_APPLIED
 
     async def apply(conn: AsyncConnection) -> None:
