@@ -160,11 +160,7 @@ def format_bytes(n: int) -> str:
 
 
 def job_summary(job: read_model.SyncJobRow) -> dict[str, Any]:
-    values = read_model.job_to_columns(job)
-    for name, value in values.items():
-        if hasattr(value, "isoformat"):
-            values[name] = value.isoformat()
-    return values
+    return read_model.job_to_json(job)
 
 
 def jobs_table(jobs: list[read_model.SyncJobRow]) -> str:

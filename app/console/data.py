@@ -33,13 +33,7 @@ def iso(value: Any) -> Any:
 
 
 def job_json(job: read_model.SyncJobRow) -> dict[str, Any]:
-    out = {k: iso(v) for k, v in read_model.job_to_columns(job).items()}
-    out["final"] = job.is_final
-    return out
-
-
-def delivery_json(row: ledger_core.DeliveryRow) -> dict[str, Any]:
-    return {k: iso(v) for k, v in ledger_core.delivery_to_columns(row).items()}
+    return {**read_model.job_to_json(job), "final": job.is_final}
 
 
 def dead_letter_json(row: DeadLetterRow) -> dict[str, Any]:
@@ -146,7 +140,7 @@ async def job(conn: AsyncConnection, job_id: str) -> dict[str, Any] | None:
 
 
 async def deliveries(conn: AsyncConnection, filters: ledger_store.Filters) -> list[dict[str, Any]]:
-    return [delivery_json(d) for d in await ledger_store.listing(conn, filters)]
+    return [ledger_core.delivery_to_json(d) for d in await ledger_store.listing(conn, filters)]
 
 
 async def dead_letters(conn: AsyncConnection, status: str | None) -> list[dict[str, Any]]:

@@ -254,6 +254,11 @@ def delivery_to_columns(row: DeliveryRow) -> dict[str, Any]:
     return values
 
 
+def delivery_to_json(row: DeliveryRow) -> dict[str, Any]:
+    """The delivery's row as JSON values (times in ISO 8601): `trace --json` and the console's API."""
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in delivery_to_columns(row).items()}
+
+
 def delivery_from_columns(values: Mapping[str, Any]) -> DeliveryRow:
     data: dict[str, Any] = {name: values.get(name) for name in DELIVERY_COLUMNS}
     for name in ("request_ids", "source_ids", "replay_epochs"):

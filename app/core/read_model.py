@@ -448,6 +448,11 @@ def job_to_columns(row: SyncJobRow) -> dict[str, Any]:
     return values
 
 
+def job_to_json(row: SyncJobRow) -> dict[str, Any]:
+    """The job as JSON values (times in ISO 8601): `syncs list --json`, `trace --json`, the console's API."""
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in job_to_columns(row).items()}
+
+
 def job_from_columns(values: Mapping[str, Any]) -> SyncJobRow:
     data = {name: values.get(name) for name in JOB_COLUMNS}
     data["request_ids"] = tuple(data["request_ids"] or ())

@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from app.core.ledger import CopyRow, DeliveryRow, delivery_to_columns
-from app.core.read_model import BatchRow, RecordRow, RequestAnswer, SyncJobRow, job_to_columns
+from app.core.ledger import CopyRow, DeliveryRow, delivery_to_json
+from app.core.read_model import BatchRow, RecordRow, RequestAnswer, SyncJobRow, job_to_json
 
 # The stage each record type is a hop of.
 STAGES = {
@@ -263,19 +263,7 @@ def as_json(
             }
             for h, gap in zip(hops, gaps, strict=False)
         ],
-        "job": _job_json(job) if job is not None else None,
-        "jobs": [_job_json(j) for j in jobs],
-        "deliveries": [_delivery_json(d) for d in deliveries],
+        "job": job_to_json(job) if job is not None else None,
+        "jobs": [job_to_json(j) for j in jobs],
+        "deliveries": [delivery_to_json(d) for d in deliveries],
     }
-
-
-def _iso(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
-def _job_json(job: SyncJobRow) -> dict[str, Any]:
-    return {k: _iso(v) for k, v in job_to_columns(job).items()}
-
-
-def _delivery_json(row: DeliveryRow) -> dict[str, Any]:
-    return {k: _iso(v) for k, v in delivery_to_columns(row).items()}
