@@ -95,16 +95,26 @@ class Settings(BaseSettings):
     sync_deadline_seconds: float = 3600.0
     deadline_check_interval_seconds: float = Field(default=5.0, gt=0)
     idempotency_ttl_seconds: float = 300.0
+    # Transient failures (a source API's 5xx, 429 or timeout, a git reader that died, PostgreSQL
+    # gone while a plan or a batch is written) are retried this many times, waiting
+    # base * 2**n seconds (at most max, half of it random) before each retry; only then does
+    # the plan or batch fail, count, and go to the dead letters.
+    retry_attempts: int = Field(default=6, ge=0, le=100)
+    retry_base_seconds: float = Field(default=0.5, gt=0, le=3600)
+    retry_max_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # How long a source API request may take before it counts as a (transient) timeout.
+    source_http_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # History older than this is pruned from PostgreSQL (`hookstream db prune` and the worker's
+    # timer every prune interval): finished jobs, answered requests, retired dead letters and
+    # the delivery ledger; never what an open job or a source's live fences need.
+    retention_days: float = Field(default=30.0, gt=0)
+    prune_interval_seconds: float = Field(default=3600.0, gt=0)
     # A source's orchestration state (a RocksDB value and a changelog record) never grows past this:
     # a request or an update that would pass it is refused (the broker refuses records over 1 MiB).
     max_source_state_bytes: int = Field(default=512 * 1024, ge=4096, le=900 * 1024)
     # The fold's clock is the broker's timestamp of each control record; a record dated more than this
     # after it is refused (a sender cannot move a source's clock into the future).
     max_clock_skew_seconds: float = Field(default=3600.0, gt=0)
-
-    # The delivery ledger keeps a delivery's rows this long after its last copy (app/store/ledger.py).
-    ledger_retention_days: float = Field(default=30.0, gt=0)
-    ledger_prune_interval_seconds: float = Field(default=3600.0, gt=0)
 
     # Console (`hookstream console`): loopback by default; any other address needs the token.
     console_host: str = "127.0.0.1"

@@ -2,8 +2,11 @@
 
 The rows are the `dlq` projection (`project_dead_letters`). A redrive
 republishes the original delivery to `hookstream.deliveries` with the same key,
-marked `redrive_of`; the row is retired only when the dedup/routing stage has
-routed it and its `RedriveAccepted` was projected, never by this command.
+marked `redrive_of`; a record of any other topic (a control record, a plan
+request, a file batch, ...) is republished byte-exact to its topic with the
+same key and the `hookstream-redrive-of` header. The row is retired only when
+the stage has applied the redrive and its `RedriveAccepted` was projected,
+never by this command.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import orjson
 
 from app.cli.common import CliError, load_settings, one_line, positive_int, run
 from app.core import dlq
+from app.core.poison import REDRIVE_HEADER
 from app.events import Delivery, utcnow
 from app.settings import Settings
 from app.instances import parse_duration
@@ -42,10 +46,14 @@ examples:
 
 REDRIVE_EPILOG = """\
 A redrive republishes the original delivery (same key, byte-exact body and
-headers) marked as a redrive, so the dedup window does not drop it. The row
-stays open until the worker has routed the redrive; a redrive that fails
-again comes back as the same dead letter with one more attempt. Dead letters
-whose record did not decode hold no delivery and cannot be redriven.
+headers) marked as a redrive, so the dedup window does not drop it; a record
+of another topic (stages validate, fold, project, plan, batch) goes back to
+that topic byte-exact with its key, marked by a record header. The row stays
+open until the stage has applied the redrive; a redrive that fails again
+comes back as the same dead letter with one more attempt. A redriven plan or
+batch of a job that has finished writes what it can (write fences keep newer
+documents), and the source's next sync converges anyway. Dead letters whose
+record did not decode, or was too large to keep whole, cannot be redriven.
 
 examples:
   hookstream dlq redrive 3f2a91c0e6b1
@@ -54,6 +62,8 @@ examples:
       what would be republished, without publishing
   hookstream dlq redrive --all --plugin github
       every open github dead letter
+  hookstream dlq redrive --all --stage batch
+      every file batch that failed (after the source or PostgreSQL is back)
 """
 
 
@@ -61,8 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "dlq",
         help="inspect and redrive dead letters",
-        description="Dead letters: deliveries the dedup/routing stage could not decode or route, "
-        "projected into PostgreSQL from hookstream.dlq.",
+        description="Dead letters: records an agent could not apply (deliveries it could not decode or "
+        "route, control records it could not fold or project, plans and file batches that still failed "
+        "after their retries), projected into PostgreSQL from hookstream.dlq.",
     )
     dsub = p.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
 
@@ -74,7 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ls.add_argument("--status", choices=STATUSES, default="open", help="open (default), retired, or all")
-    ls.add_argument("--stage", help="only failures in this stage (decode, route, ...)")
+    ls.add_argument("--stage", help="only failures in this stage (decode, validate, route, fold, project, plan, batch)")
     ls.add_argument("--plugin", help="only this plugin (github, generic-hmac, ...; 'unknown' for undecodable records)")
     ls.add_argument("--since", metavar="ISO|DURATION",
                     help="only rows that last failed at or after this time: an ISO 8601 time "
@@ -222,10 +233,17 @@ def _summary(row: dlq.DeadLetterRow) -> dict[str, Any]:
     }
 
 
+def origin(row: dlq.DeadLetterRow) -> str:
+    """Where a dead letter came from: plugin/instance for a delivery, else the topic it was consumed from."""
+    if row.of_delivery:
+        return f"{row.plugin}/{row.instance}"
+    return one_line(row.source_topic or "-", 40)
+
+
 def format_table(rows: list[dlq.DeadLetterRow]) -> str:
-    header = ("ID", "STATUS", "ATTEMPTS", "STAGE", "PLUGIN/INSTANCE", "LAST FAILED", "ERROR")
+    header = ("ID", "STATUS", "ATTEMPTS", "STAGE", "FROM", "LAST FAILED", "ERROR")
     lines = [
-        (r.dead_letter_id, r.status, str(r.attempts), r.stage, f"{r.plugin}/{r.instance}", _time(r.last_failed_at),
+        (r.dead_letter_id, r.status, str(r.attempts), r.stage, origin(r), _time(r.last_failed_at),
          one_line(r.error, ERROR_WIDTH))
         for r in rows
     ]
@@ -291,9 +309,15 @@ def format_row(row: dlq.DeadLetterRow) -> str:
         lines += ["    " + line for line in body_preview(d.body).splitlines()]
     else:
         raw = row.raw or b""
+        if row.truncated:
+            what = "  its first bytes only (the record was too large to keep whole), so it cannot be redriven:"
+        elif row.redrivable:
+            what = f"  the record as consumed; a redrive republishes it to {row.source_topic}:"
+        else:
+            what = "  none: the record did not decode, so it cannot be redriven; its raw value:"
         lines += [
-            "original delivery",
-            "  none: the record did not decode, so it cannot be redriven; its raw value:",
+            "original delivery" if row.of_delivery else "original record",
+            what,
             f"  value ({len(raw)} bytes)",
             *("    " + line for line in body_preview(raw).splitlines()),
         ]
@@ -317,8 +341,18 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 @dataclass(frozen=True)
 class Redrive:
+    """What a redrive republishes: a delivery marked `redrive_of`, or the raw record to its topic with the header."""
+
     row: dlq.DeadLetterRow
-    delivery: Delivery
+    delivery: Delivery | None
+
+    @property
+    def key(self) -> str:
+        return self.delivery.key if self.delivery is not None else self.row.key
+
+
+def redrive(row: dlq.DeadLetterRow, now: datetime) -> Redrive:
+    return Redrive(row, redrive_of(row, now) if row.original is not None else None)
 
 
 def redrive_of(row: dlq.DeadLetterRow, now: datetime) -> Delivery:
@@ -333,7 +367,10 @@ def redrive_of(row: dlq.DeadLetterRow, now: datetime) -> Delivery:
 
 
 def not_redrivable_reason(row: dlq.DeadLetterRow) -> str | None:
-    if row.original is None:
+    if row.truncated:
+        return (f"keeps only the first bytes of a record too large for a dead letter: it cannot be redriven; "
+                f"the record is at {row.source_topic}[{row.source_partition}]@{row.source_offset}")
+    if not row.redrivable:
         return "holds no delivery (its record did not decode): it cannot be redriven; fix the producer and resend"
     if row.status != dlq.OPEN:
         return f"is retired (its redrive was accepted {_time(row.retired_at)}): nothing to redrive"
@@ -348,7 +385,8 @@ async def _publish(settings: Settings, redrives: list[Redrive]) -> list[tuple[Re
     from app.topology import MissingTopics, require_topics
 
     try:
-        await require_topics(settings, [DELIVERIES_TOPIC])
+        if any(r.delivery is not None for r in redrives):
+            await require_topics(settings, [DELIVERIES_TOPIC])
         publisher = Publisher(settings, client_id="hookstream-dlq-redrive")
         await publisher.start()
     except MissingTopics as exc:
@@ -359,14 +397,20 @@ async def _publish(settings: Settings, redrives: list[Redrive]) -> list[tuple[Re
     try:
         for redrive in redrives:
             try:
-                metadata = await publisher.publish(
-                    settings.topic(DELIVERIES_TOPIC), codec.encode_key(redrive.delivery.key), codec.encode(redrive.delivery)
-                )
+                if redrive.delivery is not None:
+                    metadata = await publisher.publish(
+                        settings.topic(DELIVERIES_TOPIC), codec.encode_key(redrive.delivery.key), codec.encode(redrive.delivery)
+                    )
+                else:
+                    row = redrive.row
+                    assert row.source_topic is not None and row.raw is not None  # a redrivable row has both
+                    metadata = await publisher.publish(row.source_topic, codec.encode_key(row.key), row.raw,
+                                                       headers=[(REDRIVE_HEADER, row.dead_letter_id.encode())])
             except PublishUnavailable as exc:
                 done = ", ".join(r.row.dead_letter_id for r, _ in published) or "none"
                 raise CliError(f"redrive of {redrive.row.dead_letter_id} not published: {exc} (published before it: {done})") from None
             published.append((redrive, metadata))
-            print(f"redriven  {redrive.row.dead_letter_id}  {redrive.delivery.key}  -> "
+            print(f"redriven  {redrive.row.dead_letter_id}  {redrive.key}  -> "
                   f"{metadata.topic}[{metadata.partition}]@{metadata.offset}")
     finally:
         await publisher.stop()
@@ -402,14 +446,15 @@ def cmd_redrive(args: argparse.Namespace) -> int:
         print("nothing to redrive" + ("" if refused else ": no open dead letters match"))
         return 1 if refused and not args.all else 0
     now = utcnow()
-    redrives = [Redrive(row, redrive_of(row, now)) for row in ready]
+    redrives = [redrive(row, now) for row in ready]
     if args.dry_run:
         for r in redrives:
-            print(f"would redrive  {r.row.dead_letter_id}  {r.delivery.key}  (attempts {r.row.attempts}, "
+            where = settings.topic(DELIVERIES_TOPIC) if r.delivery is not None else r.row.source_topic
+            print(f"would redrive  {r.row.dead_letter_id}  {r.key}  -> {where}  (attempts {r.row.attempts}, "
                   f"stage {r.row.stage}: {one_line(r.row.error, ERROR_WIDTH)})")
-        print(f"dry run: {len(redrives)} deliveries would be republished to {settings.topic(DELIVERIES_TOPIC)}")
+        print(f"dry run: {len(redrives)} records would be republished")
     else:
         run(_publish(settings, redrives))
-        print(f"{len(redrives)} redriven; each row is retired once the worker has routed its redrive "
+        print(f"{len(redrives)} redriven; each row is retired once its stage has applied the redrive "
               "(`hookstream dlq show ID`), or stays open with one more attempt if it fails again")
     return 1 if refused and not args.all else 0

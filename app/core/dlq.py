@@ -1,12 +1,15 @@
 """What one record on `hookstream.dlq` does to its dead-letter row, pure.
 
 One row per `dead_letter_id` (the dedup/routing stage derives it from the
-delivery key, and a redrive carries it along as `redrive_of`):
+delivery key, every other agent from the failed record's bytes, `app.core.poison`;
+a redrive carries it along, as `redrive_of` or a record header):
 
 - `DeadLettered` is one failure. The first makes the row; each later one (a
   redrive that failed again, a provider's redelivery that failed the same way)
   adds an attempt, reopens the row and takes the latest stage, error and time.
-- `RedriveAccepted` is the stage's confirmation that a redrive was routed: it
+  The same consumed record failing again at the same position (a stage that
+  crashed before committing, a replay) is not another attempt.
+- `RedriveAccepted` is the stage's confirmation that a redrive was applied: it
   retires the row. Nothing else retires a row, a publish never does.
 
 The projection applies each record once (offset fence, `app.store.projection`),
@@ -30,8 +33,10 @@ UNKNOWN = "unknown"
 COLUMNS = (
     "dead_letter_id", "key", "plugin", "instance", "stage", "error", "attempts", "status",
     "original", "raw", "first_failed_at", "last_failed_at", "retired_at",
-    "source_topic", "source_partition", "source_offset",
+    "source_topic", "source_partition", "source_offset", "truncated",
 )
+
+DELIVERIES_TOPIC = "hookstream.deliveries"
 
 
 @dataclass(frozen=True)
@@ -54,17 +59,35 @@ class DeadLetterRow:
     source_topic: str | None
     source_partition: int | None
     source_offset: int | None
+    # `raw` holds only the first bytes of a record too large for a dead letter.
+    truncated: bool = False
+
+    @property
+    def of_delivery(self) -> bool:
+        """Whether the failed record was consumed from the deliveries topic (or is not known to be otherwise)."""
+        return self.source_topic is None or is_deliveries_topic(self.source_topic)
 
     @property
     def redrivable(self) -> bool:
-        """Only a row that holds a decoded delivery can be republished."""
-        return self.original is not None
+        """Whether the row holds what a redrive republishes: a decoded delivery, or the whole
+        record of another topic that decoded (it failed later: validate, fold, project, plan, batch)."""
+        if self.original is not None:
+            return True
+        return (not self.of_delivery and self.raw is not None and not self.truncated and self.stage != "decode")
 
 
-def plugin_and_instance(key: str, original: Delivery | None) -> tuple[str, str]:
-    """From the delivery when there is one, else from its key `plugin/instance/deliveryId`, else unknown."""
+def is_deliveries_topic(topic: str) -> bool:
+    """`topic` (with the deployment's prefix, if any) is the deliveries topic."""
+    return topic == DELIVERIES_TOPIC or topic.endswith("." + DELIVERIES_TOPIC)
+
+
+def plugin_and_instance(key: str, original: Delivery | None, source_topic: str | None = None) -> tuple[str, str]:
+    """From the delivery when there is one, else from its key `plugin/instance/deliveryId`, else unknown.
+    A record of another topic than the deliveries has no plugin: unknown."""
     if original is not None:
         return original.plugin, original.instance
+    if source_topic is not None and not is_deliveries_topic(source_topic):
+        return UNKNOWN, UNKNOWN
     parts = key.split("/", 2)
     if len(parts) == 3 and all(parts):
         return parts[0], parts[1]
@@ -82,15 +105,18 @@ def failed(row: DeadLetterRow | None, record: DeadLettered) -> DeadLetterRow:
     """A new failure: insert, or converge on the existing row with one more attempt, reopened."""
     original = record.original
     if row is None:
-        plugin, instance = plugin_and_instance(record.key, original)
+        plugin, instance = plugin_and_instance(record.key, original, record.source_topic)
         return DeadLetterRow(
             dead_letter_id=record.dead_letter_id, key=record.key, plugin=plugin, instance=instance,
             stage=record.stage, error=record.error, attempts=record.attempt, status=OPEN,
             original=original, raw=record.raw,
             first_failed_at=record.failed_at, last_failed_at=record.failed_at, retired_at=None,
             source_topic=record.source_topic, source_partition=record.source_partition,
-            source_offset=record.source_offset,
+            source_offset=record.source_offset, truncated=record.truncated,
         )
+    if record.source_offset is not None and (row.source_topic, row.source_partition, row.source_offset) == (
+            record.source_topic, record.source_partition, record.source_offset):
+        return row  # the same consumed record again (a replay, a stage that stopped before committing)
     return replace(
         row,
         stage=record.stage,
@@ -101,6 +127,7 @@ def failed(row: DeadLetterRow | None, record: DeadLettered) -> DeadLetterRow:
         # Keep what can be redriven: a later failure without a delivery does not erase it.
         original=original if original is not None else row.original,
         raw=record.raw if record.raw is not None else row.raw,
+        truncated=record.truncated if record.raw is not None else row.truncated,
         first_failed_at=min(row.first_failed_at, record.failed_at),
         last_failed_at=max(row.last_failed_at, record.failed_at),
         source_topic=record.source_topic,

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
 
+from app import codec
+from app.core import poison
 from app.core.dedup import Action, DedupEntry, decide
 from app.events import DeadLettered, Delivery, DeliveryRef, Record, RedriveAccepted
 from app.plugins.base import Routed, RoutingError
@@ -56,7 +58,8 @@ def dead_letter(delivery: Delivery, stage: str, error: str, partition: int, offs
         source_offset=offset,
         original=delivery,
     )
-    return Send(DLQ, delivery.key, record)
+    # A delivery near its topic's record limit does not fit a dead letter whole: keep its first bytes.
+    return Send(DLQ, delivery.key, poison.bounded(record, codec.encode(delivery)))
 
 
 def process(
@@ -68,7 +71,30 @@ def process(
     window: float | None,
     route: Callable[[Delivery], Routed] | None,
 ) -> Outcome:
-    """Dedup, then route. `window`/`route` are None when the instance is not configured (dead letter)."""
+    """Dedup, then route. `window`/`route` are None when the instance is not configured (dead letter).
+
+    Total: a delivery the stage cannot handle for any reason is dead-lettered (stage `route`
+    when routing refused or failed, `dedup` for anything else), never raised to the agent."""
+    try:
+        return _process(delivery, entry, partition, offset, topic, window, route)
+    except Exception as exc:  # noqa: BLE001 — a record the stage cannot apply is dead-lettered, never dropped
+        return Outcome(
+            store=DELETE if entry is not None else None,
+            sends=[dead_letter(delivery, "dedup", poison.reason_of(exc), partition, offset, topic, delivery.received_at)],
+            counted="dead_lettered",
+            rule="dedup",
+        )
+
+
+def _process(
+    delivery: Delivery,
+    entry: DedupEntry | None,
+    partition: int,
+    offset: int,
+    topic: str,
+    window: float | None,
+    route: Callable[[Delivery], Routed] | None,
+) -> Outcome:
     now = delivery.received_at
     if route is None or window is None:
         return Outcome(

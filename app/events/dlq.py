@@ -1,4 +1,8 @@
-"""`hookstream.dlq`, key = the delivery key: dead letters and the confirmations that retire them."""
+"""`hookstream.dlq`: dead letters and the confirmations that retire them.
+
+Keyed by the failed record's own key (a delivery key, a source id, a job id...):
+every agent dead-letters what it cannot apply (`app.core.poison`).
+"""
 
 from __future__ import annotations
 
@@ -22,8 +26,12 @@ class DeadLettered(Record):
     source_partition: int | None = None
     source_offset: int | None = None
     # The delivery as consumed; None when the record did not even decode, then `raw` holds its bytes.
+    # A record of any other topic is kept as `raw`, the value as consumed (a redrive republishes it).
     original: Delivery | None = None
     raw: RawBytes | None = None
+    # True when the record was too large to keep whole in a dead letter: `raw` holds its first
+    # bytes only (it cannot be redriven; `source_topic`, `source_partition`, `source_offset` say where it is).
+    truncated: bool = False
 
 
 class RedriveAccepted(Record):

@@ -92,14 +92,15 @@ class Publisher:
             raise RuntimeError("Publisher.start() was not awaited")
         return self._producer
 
-    async def publish(self, topic: str, key: bytes, value: bytes) -> RecordMetadata:
+    async def publish(self, topic: str, key: bytes, value: bytes,
+                      headers: list[tuple[str, bytes]] | None = None) -> RecordMetadata:
         """Write one record and wait for the broker's acknowledgement, at most publish_timeout_seconds."""
         producer = self.producer
         timeout = self.settings.publish_timeout_seconds
         try:
             # asyncio.timeout rather than wait_for: the same bound without a task per request.
             async with asyncio.timeout(timeout):
-                ack = await producer.send(topic, value=value, key=key)
+                ack = await producer.send(topic, value=value, key=key, headers=headers)
                 return await ack
         except TimeoutError:
             raise PublishUnavailable(f"the broker did not acknowledge within {timeout:g}s") from None

@@ -11,9 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.sources.base import Fetched, FileAt, Listing, MissingExtraError, SourceAdapter, SourceError, SourceOptions
+from app.sources.base import (
+    Fetched,
+    FileAt,
+    Listing,
+    MissingExtraError,
+    SourceAdapter,
+    SourceError,
+    SourceOptions,
+    TransientSourceError,
+)
 
-__all__ = ["FileAt", "Fetched", "Listing", "MissingExtraError", "SourceAdapter", "SourceError", "SourceOptions", "get_adapter"]
+__all__ = ["FileAt", "Fetched", "Listing", "MissingExtraError", "SourceAdapter", "SourceError", "SourceOptions",
+           "TransientSourceError", "get_adapter"]
 
 SOURCE_TYPES = ("git", "github", "linear")
 

@@ -21,17 +21,34 @@ counts it as failed and goes on.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, NamedTuple, Sequence
 
 from app.core.convergence import head_lags, listing_for
+from app.core.retry import RetryPolicy
 from app.events.control import ListingKind
 from app.events.sync import FileChange, PlanRequested
 
 
 class SourceError(Exception):
-    """A source cannot be listed or read. The message says what and, where known, what to do."""
+    """A source cannot be listed or read. The message says what and, where known, what to do.
+
+    `transient` says whether trying again later may succeed (a reader process that died, a
+    git command killed by a signal): the plan and batch stages retry those with backoff
+    (`app.sources.retries.retry_transient`) before they count the failure. A permanent one
+    (a missing path, a 404, a bad config) fails at once. An HTTP adapter retries its own
+    requests (5xx, 429, timeouts: `Attempts`); what it raises once those are spent is final.
+    """
+
+    transient: bool = False
+
+
+class TransientSourceError(SourceError):
+    """A failure that may not happen again: worth retrying (with backoff, a bounded number of times)."""
+
+    transient = True
 
 
 class MissingExtraError(SourceError):
@@ -103,7 +120,11 @@ class SourceOptions:
     environ: Mapping[str, str] = field(default_factory=dict)
     http_timeout_seconds: float = 30.0
     fetch_concurrency: int = 8
+    # Retries of a transient failure (HOOKSTREAM_RETRY_*): at most `max_retries`, waiting
+    # `app.core.retry.RetryPolicy.delay` before each (exponential, half of it random).
     max_retries: int = 4
+    retry_base_seconds: float = 1.0
+    retry_max_seconds: float = 30.0
     # Never wait longer than this for a rate limit to reset: fail the job instead and say so.
     max_rate_limit_wait_seconds: float = 120.0
     # An API that reports a branch head older than a push it announced (a lagging replica) is
@@ -111,8 +132,14 @@ class SourceOptions:
     head_lag_retries: int = 3
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
     clock: Callable[[], float] = time.time
+    # Draws in [0, 1) for the random half of each backoff (injectable: tests draw 0).
+    random: Callable[[], float] = random.random
     # Installation tokens are cached here, so every adapter built from these options shares them.
     token_cache: dict[Any, Any] = field(default_factory=dict)
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(self.max_retries, self.retry_base_seconds, self.retry_max_seconds)
 
 
 class SourceAdapter:

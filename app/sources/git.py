@@ -16,7 +16,9 @@ Config: `{"path": "/repo", "branch": "main"}` (branch optional: HEAD when absent
   needs, and keeps the output independent of rename-detection heuristics.
 - Errors name their cause: a missing path, a permission problem, not a
   repository, an empty repository, a missing branch (checked again on every
-  failure, never from a cached earlier answer).
+  failure, never from a cached earlier answer). Those are permanent; a reader
+  that keeps dying or a git command killed by a signal is transient
+  (`SourceError.transient`): the stages retry it with backoff.
 - Content: one `git cat-file --batch` process serves a whole `fetch` call
   (a batch); a writer task feeds ids while the reader reads, so a large
   batch cannot deadlock on full pipes. The processes stay up between fetches,
@@ -34,7 +36,7 @@ from typing import AsyncIterator, Sequence
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.events.sync import FileChange
-from app.sources.base import Fetched, FileAt, SourceAdapter, SourceError, SourceOptions
+from app.sources.base import Fetched, FileAt, SourceAdapter, SourceError, SourceOptions, TransientSourceError
 from app.sources.roots import check_git_path
 
 _OID = re.compile(rb"^[0-9a-f]{40}([0-9a-f]{24})?$")
@@ -70,6 +72,8 @@ def decode_path(raw: bytes) -> str:
 class GitCommandError(SourceError):
     def __init__(self, args: Sequence[str], returncode: int, stderr: bytes) -> None:
         self.returncode = returncode
+        # Killed by a signal (an OOM kill, a stray SIGKILL): not the repository's fault, try again.
+        self.transient = returncode < 0
         self.stderr = stderr.decode("utf-8", errors="replace").strip()
         super().__init__(f"git {' '.join(args)} failed (exit {returncode}): {self.stderr or 'no message'}")
 
@@ -345,7 +349,9 @@ class GitSource(SourceAdapter):
                     # go to a fresh process; a repository that kills every reader is an error.
                     restarts += 1
                     if restarts > _READER_RESTARTS:
-                        raise await self._diagnosed(SourceError(f"{died} (after {_READER_RESTARTS} fresh processes)")) from None
+                        # Transient unless the repository itself is the problem (`_diagnosed` then says so):
+                        # the batch stage retries it with backoff before it counts the files failed.
+                        raise await self._diagnosed(TransientSourceError(f"{died} (after {_READER_RESTARTS} fresh processes)")) from None
                     log.warning("%s; %d blob(s) left, reading them with a fresh process", died, len(pending) - answered)
                     pending = pending[answered:]
                 finally:

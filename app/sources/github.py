@@ -25,7 +25,8 @@ on Kafka topics.
 - Rate limits: 403/429 with `retry-after`, or with `x-ratelimit-remaining: 0`
   and `x-ratelimit-reset`, wait (with the injected sleep) and retry, a bounded
   number of times and never longer than `max_rate_limit_wait_seconds`; then
-  SourceError. 5xx and connection errors are retried with backoff.
+  SourceError. 5xx, timeouts and connection errors are retried with backoff and
+  jitter (`app.sources.retries.Attempts`, HOOKSTREAM_RETRY_*).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from app.events.sync import FileChange
 from app.sources.base import Fetched, FileAt, SourceAdapter, SourceError, SourceOptions
 from app.sources.github_auth import CachedToken, app_jwt, parse_expiry, token_lock
+from app.sources.retries import Attempts
 
 COMPARE_FILE_CAP = 300
 API_VERSION = "2022-11-28"
@@ -150,37 +152,25 @@ class GitHubSource(SourceAdapter):
         raise SourceError(f"GitHub answered HTTP {resp.status} for {path}: {_message(resp.body)}")
 
     async def _send(self, method: str, path: str, authorization: str | None, params: dict[str, str] | None = None) -> _Response:
-        """One request, retried through rate limits, 5xx and connection errors (bounded)."""
-        opts = self.options
+        """One request, retried through rate limits, 5xx, timeouts and connection errors (bounded: `Attempts`)."""
         headers = {"Authorization": authorization} if authorization else {}
-        attempt = 0
+        attempts = Attempts(self.options, "GitHub", path)
         while True:
             try:
                 async with self._http().request(method, self.api_url + path, params=params, headers=headers) as r:
                     raw = await r.read()
                     status, resp_headers = r.status, r.headers
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                if attempt >= opts.max_retries:
-                    raise SourceError(f"GitHub at {self.api_url} is unreachable ({type(exc).__name__}: {exc}) after {attempt + 1} attempts") from None
-                await opts.sleep(min(2.0**attempt, 30.0))
-                attempt += 1
+                await attempts.backoff(f"unreachable at {self.api_url} ({type(exc).__name__}: {exc})")
                 continue
             body = _json(raw)
-            wait = _rate_limit_wait(status, resp_headers, body, opts.clock(), attempt)
-            if wait is None and status in _RETRYABLE_STATUS:
-                wait = min(2.0**attempt, 30.0)
-            if wait is None:
+            wait = _rate_limit_wait(status, resp_headers, body, self.options.clock(), attempts.attempt)
+            if wait is not None:
+                await attempts.rate_limited(wait, "rate limited")
+            elif status in _RETRYABLE_STATUS:
+                await attempts.backoff(f"answering HTTP {status}")
+            else:
                 return _Response(status, resp_headers, body)
-            if wait > opts.max_rate_limit_wait_seconds:
-                raise SourceError(
-                    f"GitHub rate limit on {path}: it resets in {wait:.0f}s, longer than the "
-                    f"{opts.max_rate_limit_wait_seconds:.0f}s this worker waits; the sync can be requested again later"
-                )
-            if attempt >= opts.max_retries:
-                what = "rate limited" if status in (403, 429) else f"answering HTTP {status}"
-                raise SourceError(f"GitHub is still {what} on {path} after {attempt + 1} attempts")
-            await opts.sleep(wait)
-            attempt += 1
 
     # -- listing ------------------------------------------------------------
 

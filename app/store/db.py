@@ -8,12 +8,14 @@ stores.
 from __future__ import annotations
 
 import logging
+import random
 from importlib import resources
 
 import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from app.core.retry import RetryPolicy
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,21 +73,54 @@ async def migrate(settings: Settings) -> list[str]:
     return applied_now
 
 
-async def in_transaction(pool, work, what: str = "write", max_backoff: float = 5.0):
+class StoreUnavailable(Exception):
+    """PostgreSQL stayed unreachable through every retry a bounded write allows."""
+
+
+# How long one attempt of a bounded write waits for a pool connection (PostgreSQL down: the
+# pool keeps trying to reconnect meanwhile) before the attempt counts as failed.
+CONNECT_WAIT_SECONDS = 5.0
+
+
+async def in_transaction(pool, work, what: str = "write", max_backoff: float = 5.0, retry: RetryPolicy | None = None):
     """Run `await work(conn)` in one transaction, retried while PostgreSQL is unreachable.
 
-    A stage blocks (and does not ack its message) rather than skip a write, so
-    nothing is reported that was not written.
+    Without `retry` it retries for as long as it takes: a stage blocks (and does not ack
+    its message) rather than skip a write, so nothing is reported that was not written.
+    With `retry` (the plan and batch stages: HOOKSTREAM_RETRY_*), it gives up after
+    `retry.attempts` retries with `StoreUnavailable`, and the stage counts the failure.
+    Only connection failures are retried; any other error (PostgreSQL refused the data)
+    is raised at once: trying again cannot help.
+
+    A connection lost while committing leaves it unknown whether the transaction
+    committed: then `retry` no longer bounds it, the work is tried again until PostgreSQL
+    answers (every write here is idempotent), since nothing could be counted truthfully
+    before. Giving up is only for a write that certainly did not happen.
     """
     import asyncio
 
     backoff = 0.1
+    failures = 0
+    uncertain = False
     while True:
+        committing = False
         try:
-            async with pool.connection() as conn:
+            async with pool.connection(timeout=CONNECT_WAIT_SECONDS if retry is not None else None) as conn:
                 async with conn.transaction():
-                    return await work(conn)
+                    result = await work(conn)
+                    committing = True
+                return result
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            log.warning("PostgreSQL unavailable during %s (%s); retrying in %.1fs", what, exc.__class__.__name__, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(max_backoff, backoff * 2)
+            uncertain = uncertain or committing
+            if retry is None or uncertain:
+                delay, backoff = backoff, min(max_backoff, backoff * 2)
+            elif retry.allows(failures):
+                delay = retry.delay(failures, random.random())
+            else:
+                raise StoreUnavailable(
+                    f"PostgreSQL unavailable during {what} after {failures + 1} attempts "
+                    f"({exc.__class__.__name__}: {str(exc).strip()[:200]})"
+                ) from None
+            failures += 1
+            log.warning("PostgreSQL unavailable during %s (%s); retrying in %.1fs", what, exc.__class__.__name__, delay)
+            await asyncio.sleep(delay)

@@ -26,6 +26,7 @@ STREAM_MODULES = (
     "app.stream.plan",
     "app.stream.batches",
     "app.stream.projections",
+    "app.stream.retention",
     "app.stream.ledger",
     "app.stream.health",
 )
@@ -76,6 +77,10 @@ class Worker:
                 github_token=s.github_token.get_secret_value() if s.github_token else None,
                 linear_api_url=s.linear_api_url,
                 linear_api_key=s.linear_api_key.get_secret_value() if s.linear_api_key else None,
+                http_timeout_seconds=s.source_http_timeout_seconds,
+                max_retries=s.retry_attempts,
+                retry_base_seconds=s.retry_base_seconds,
+                retry_max_seconds=s.retry_max_seconds,
                 # A linear source's `token_env` names one of these (LINEAR_* only, see app.sources.linear).
                 environ={k: v for k, v in os.environ.items() if k.startswith(("LINEAR_", "HOOKSTREAM_LINEAR_"))},
             )

@@ -4,13 +4,15 @@ The topic is compacted and small (one record per cancelled job), so each worker
 follows all of its partitions with a group-less consumer and keeps the job ids
 in memory; batch workers ask it before starting a batch. It is a best-effort
 skip: a batch that starts before its cancellation arrives is still counted
-once by the fold, or ignored there if the job already finished.
+once by the fold, or ignored there if the job already finished. A record that
+does not decode is dead-lettered (`on_undecodable`), like on every topic.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any, Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
@@ -23,8 +25,11 @@ log = logging.getLogger(__name__)
 
 
 class CancelledJobs:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings,
+                 on_undecodable: Callable[[Any, str, str], Awaitable[None]] | None = None) -> None:
         self.settings = settings
+        # (message, stage, reason): where a record that does not decode goes (DeadLetters.send).
+        self.on_undecodable = on_undecodable
         self.jobs: set[str] = set()
         self.caught_up = asyncio.Event()
 
@@ -52,7 +57,9 @@ class CancelledJobs:
                         try:
                             self.jobs.add(codec.decode(JobCancelled, m.value).job_id)
                         except codec.DecodeError as exc:
-                            log.error("undecodable cancellation at %s[%d]@%d ignored: %s", topic, m.partition, m.offset, exc)
+                            log.error("undecodable cancellation at %s[%d]@%d: %s", topic, m.partition, m.offset, exc)
+                            if self.on_undecodable is not None:
+                                await self.on_undecodable(m, "decode", str(exc))
                 if not self.caught_up.is_set() and await _caught_up(consumer, ends):
                     self.caught_up.set()
         finally:

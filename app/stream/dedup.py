@@ -13,7 +13,7 @@ import hashlib
 import logging
 
 from app import codec
-from app.core import intake, labels, ledger
+from app.core import intake, labels, ledger, poison
 from app.core.dedup import DedupEntry, purgeable
 from app.events import DeadLettered, Delivery, utcnow
 from app.plugins import get_plugin
@@ -73,13 +73,14 @@ def register(worker: Worker) -> None:
             try:
                 delivery = codec.decode(Delivery, message.value)
             except codec.DecodeError as exc:
-                record = DeadLettered(
+                record = poison.bounded(DeadLettered(
                     dead_letter_id=hashlib.sha256(key_bytes + message.value).hexdigest()[:24],
                     key=key_bytes.decode("utf-8", "replace"), stage="decode", error=str(exc)[:2000],
                     failed_at=utcnow(), source_topic=deliveries_topic_name,
                     source_partition=message.partition, source_offset=message.offset, raw=message.value,
-                )
+                ), message.value)
                 metrics.dead_lettered.labels("unknown", "decode").inc()
+                metrics.records_dead_lettered.labels("deduplicate_deliveries", "decode").inc()
                 await faust_tuning.send_raw(app, sink_names[intake.DLQ], key_bytes, codec.encode(record))
                 await output.send(outcomes_topic, key_bytes, codec.encode_fields(ledger.undecodable_fields(
                     record.key, message.partition, message.offset, record.error, record.failed_at)), message.partition,
@@ -198,3 +199,4 @@ class _PluginCounters:
             child.inc()  # type: ignore[attr-defined]
         elif outcome.counted == "dead_lettered":
             self.metrics.dead_lettered.labels(self.plugin, outcome.rule).inc()
+            self.metrics.records_dead_lettered.labels("deduplicate_deliveries", outcome.rule).inc()

@@ -4,11 +4,19 @@ A thin shell: decode, then in one offset-fenced transaction read the row,
 `core.dlq.fold` the record into it and write it back. Re-consuming a record
 (a crash before the commit, a replay) is skipped by the fence, so attempts
 count failures, not deliveries of a failure record.
+
+A record of the topic that does not decode or that PostgreSQL refuses is
+dead-lettered like on every topic: the dead letter is a record of this topic
+again, made by hookstream, and projects (its text is ours or stripped of NUL).
+If even that one cannot be projected, the chain stops there: it is counted in
+`hookstream_dlq_records_unprojectable` and stays on the topic.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+from typing import cast
 
 from prometheus_client import Counter
 from psycopg import AsyncConnection, sql
@@ -18,10 +26,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from app import codec
 from app.core import dlq
+from app.core.poison import CannotApply, reason_of
 from app.events import DeadLettered, RedriveAccepted
 from app.store.projection import apply_with_retry
 from app.stream import faust_tuning
 from app.stream.app import Worker
+from app.stream.poison import DeadLetters, is_infrastructure
 
 log = logging.getLogger(__name__)
 
@@ -73,21 +83,34 @@ def register(worker: Worker) -> None:
     registry = worker.metrics.registry
     projected = Counter("hookstream_dlq_records_projected", "hookstream.dlq records applied to the dlq table",
                         ["type"], registry=registry)
-    undecodable = Counter("hookstream_dlq_records_undecodable",
-                          "hookstream.dlq records that did not decode and were not projected", registry=registry)
+    unprojectable = Counter("hookstream_dlq_records_unprojectable",
+                            "dead letters of hookstream.dlq records that could not be projected either (the chain stops)",
+                            registry=registry)
+    dead_letters = DeadLetters.of(worker, CONSUMER, DLQ)
+
+    async def apply(message) -> None:
+        try:
+            record = cast(DeadLettered | RedriveAccepted, codec.decode_topic(DLQ, message.value))
+        except codec.DecodeError as exc:
+            raise CannotApply("decode", str(exc)) from None
+        try:
+            pool = await worker.pool()
+            applied = await project_dead_letter(pool, message.topic, message.partition, message.offset, record)
+        except Exception as exc:  # refused by PostgreSQL: dead-lettered (below), or the chain stops
+            if is_infrastructure(exc):
+                raise
+            if isinstance(record, DeadLettered) and record.source_topic == message.topic:
+                # The dead letter of a record of this very topic could not be projected either: a
+                # dead letter of it would be one more such record. It stays on the topic, counted.
+                unprojectable.inc()
+                log.error("dead letter %s of %s[%s]@%s cannot be projected: %s", record.dead_letter_id,
+                          record.source_topic, record.source_partition, record.source_offset, reason_of(exc))
+                return
+            raise CannotApply("project", reason_of(exc)) from exc
+        if applied:
+            projected.labels(record.type).inc()
 
     @app.agent(source, name=CONSUMER, concurrency=1)
     async def project_dead_letters(stream):
         async for event in faust_tuning.events(stream):
-            message = event.message
-            try:
-                record = codec.decode_topic(DLQ, message.value)
-            except codec.DecodeError as exc:
-                # A dead letter cannot itself be dead-lettered: count it and say where it is.
-                undecodable.inc()
-                log.error("undecodable record on %s[%d]@%d, not projected: %s",
-                          message.topic, message.partition, message.offset, exc)
-                continue
-            pool = await worker.pool()
-            if await project_dead_letter(pool, message.topic, message.partition, message.offset, record):
-                projected.labels(record.type).inc()
+            await dead_letters.guard(event.message, functools.partial(apply, event.message), "project")

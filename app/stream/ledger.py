@@ -6,8 +6,8 @@ applies the records above the fence. The stream is read in runs
 (`Stream.take_events`), which acks a run's events only after the body returned:
 every record is written before its offset can be committed.
 
-The retention timer deletes ledger rows older than `HOOKSTREAM_LEDGER_RETENTION_DAYS`
-(on the leader only: one worker prunes for all).
+Retention (app/store/retention.py: the workers' timer and `hookstream db prune`) deletes
+the ledger's rows past HOOKSTREAM_RETENTION_DAYS through `app.store.ledger.prune`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -23,9 +22,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from app import codec
 from app.core.ledger import OUTCOMES_TOPIC
-from app.events import DeliveryOutcome, utcnow
+from app.events import DeliveryOutcome
 from app.store import ledger as store
-from app.store.db import in_transaction
 from app.store.projection import apply_run_with_retry
 from app.stream.app import Worker
 
@@ -67,7 +65,7 @@ async def project_outcome(
 
 
 def register(worker: Worker) -> None:
-    app, settings = worker.app, worker.settings
+    app = worker.app
     source = worker.topic(OUTCOMES_TOPIC)
     projected = worker.metrics.projected
 
@@ -97,20 +95,6 @@ def register(worker: Worker) -> None:
                 projected.labels(CONSUMER, "applied").inc(applied)
                 if len(records) > applied:
                     projected.labels(CONSUMER, "already_applied").inc(len(records) - applied)
-
-    @app.timer(interval=settings.ledger_prune_interval_seconds, on_leader=True)
-    async def prune_delivery_ledger() -> None:
-        older_than = utcnow() - timedelta(days=settings.ledger_retention_days)
-        copies, deliveries = await in_transaction(
-            await worker.pool(), lambda conn: store.prune(conn, older_than), "pruning the delivery ledger"
-        )
-        if copies or deliveries:
-            log.info(
-                "ledger: pruned %d copies and %d deliveries received before %s",
-                copies,
-                deliveries,
-                older_than.isoformat(timespec="seconds"),
-            )
 
 
 def _offset(item: tuple[int, Any]) -> int:

@@ -171,6 +171,18 @@ class WorkerMetrics:
             "Open dead letters in PostgreSQL (the same figure on every worker: take the max)",
             registry=r,
         )
+        self.records_dead_lettered = Counter(
+            "hookstream_records_dead_lettered",
+            "Records an agent could not apply, sent to hookstream.dlq with their stage",
+            ["agent", "stage"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "hookstream_transient_retries", "Transient failures retried before they would count", ["stage"], registry=r
+        )
+        self.pruned = Counter(
+            "hookstream_pruned_rows", "History rows the retention timer deleted", ["table"], registry=r
+        )
         self.projected = Counter(
             "hookstream_projection_records",
             "Records consumed by the PostgreSQL projections, by outcome",

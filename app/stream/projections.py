@@ -26,10 +26,13 @@ fence, so a rebuild into an empty schema gives the same rows (docs/architecture.
   completion costs it one fenced insert), and skips the other control records.
 - Both put the position of each record they apply in `sync_records` (the batch
   completions' are in `sync_batches`): `hookstream trace` reads Kafka there only.
+- A record that does not decode, or that PostgreSQL refuses (its transaction rolls
+  back, fence and all), is dead-lettered and counted (`app.stream.poison`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Callable
 
@@ -41,11 +44,13 @@ from psycopg_pool import AsyncConnectionPool
 from app import codec
 from app.core import read_model
 from app.core.labels import one_of
+from app.core.poison import CannotApply
 from app.events import BatchCompleted, Record, SyncCompleted, SyncPlanned
 from app.store import sync_records
 from app.store.projection import apply_with_retry
 from app.stream import faust_tuning
 from app.stream.app import Worker
+from app.stream.poison import DeadLetters, stage
 
 log = logging.getLogger(__name__)
 
@@ -261,17 +266,20 @@ def register(worker: Worker) -> None:
     app, settings = worker.app, worker.settings
     projected = worker.metrics.projected
     sync_topics = {settings.topic(name): name for name in (SYNC_EVENTS, SYNC_COMPLETED)}
+    dead_letters = DeadLetters(worker, SYNC_JOBS_CONSUMER, sync_topics)
 
-    def decoded(projection: str, logical: str, message: Any) -> Record | None:
+    async def apply(message: Any) -> None:
         try:
-            return codec.decode_topic(logical, message.value)
+            record = codec.decode_topic(sync_topics[message.topic], message.value)
         except codec.DecodeError as exc:
-            # The stage that produced it dead-letters or fails on its own records; a
-            # projection can only say where the record is and count it.
-            projected.labels(projection, UNDECODABLE).inc()
-            log.error("%s: undecodable record on %s[%d]@%d, not projected: %s",
-                      projection, message.topic, message.partition, message.offset, exc)
-            return None
+            projected.labels(SYNC_JOBS_CONSUMER, UNDECODABLE).inc()
+            raise CannotApply("decode", str(exc)) from None
+        with stage("project"):  # PostgreSQL refused it: the transaction (and its fence) rolled back
+            outcome = await project_sync_record(await worker.pool(), message.topic, message.partition,
+                                                message.offset, record)
+        projected.labels(SYNC_JOBS_CONSUMER, outcome).inc()
+        if outcome == APPLIED:
+            count_sync_record(worker.metrics, record)
 
     sync_channel = app.topic(*sync_topics, key_type=bytes, value_type=bytes, key_serializer="raw",
                              value_serializer="raw")
@@ -279,15 +287,7 @@ def register(worker: Worker) -> None:
     @app.agent(sync_channel, name=SYNC_JOBS_CONSUMER, concurrency=1)
     async def project_sync_jobs(stream):
         async for event in faust_tuning.events(stream):
-            message = event.message
-            record = decoded(SYNC_JOBS_CONSUMER, sync_topics[message.topic], message)
-            if record is None:
-                continue
-            outcome = await project_sync_record(await worker.pool(), message.topic, message.partition,
-                                                message.offset, record)
-            projected.labels(SYNC_JOBS_CONSUMER, outcome).inc()
-            if outcome == APPLIED:
-                count_sync_record(worker.metrics, record)
+            await dead_letters.guard(event.message, functools.partial(apply, event.message), "project")
 
 
 def count_sync_record(metrics: Any, record: Record) -> None:
@@ -302,4 +302,3 @@ def count_sync_record(metrics: Any, record: Record) -> None:
 
 
 ANSWERS = ("started", "queued", "coalesced", "deduplicated", "rejected")
-

@@ -13,8 +13,10 @@ Per projection (`app.stream.projection_registry`):
    agent that is behind the candidate);
 5. in one transaction: lock the live fences (`app.store.rebuild.lock_fences`: the
    live projection agents pause), read them, catch the candidate up to them
-   (now nothing can move them), compare (--verify), and swap the tables and
-   fence rows, or roll back (--dry-run).
+   (now nothing can move them), prune from the candidate what retention removed
+   from the live tables (the topics keep it; only when the live agents are not
+   behind, else a row they have yet to apply would look pruned), compare
+   (--verify), and swap the tables and fence rows, or roll back (--dry-run).
 
 Records produced during the rebuild are therefore never lost: a record the live
 agent applied to the old tables before the swap is below its fence, and the
@@ -30,7 +32,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 import psycopg
@@ -44,7 +46,7 @@ from app.core import rebuild as plan
 from app.core.rebuild import TableDiff, TopicPartition
 from app.embedded import tansu_quirks
 from app.settings import Settings
-from app.store import db
+from app.store import db, retention
 from app.store import rebuild as store
 from app.stream.projection_registry import Projection, projections
 
@@ -359,6 +361,9 @@ class ProjectionRebuild:
             live = await self._live_fences()
             await self._catch_up(live)
             self.result.live_behind = plan.live_behind(await self._candidate_fences(), live)
+            if not self.result.live_behind:
+                # Only then is a row the live tables lack one they pruned (and not one they have yet to apply).
+                await self._prune_alike()
             if self.options.verify:
                 self.result.diffs = [await store.diff_table(self.conn, self.live, self.candidate, table, self.options.show)
                                      for table in self.projection.tables]
@@ -367,6 +372,18 @@ class ProjectionRebuild:
                                  self.projection.consumer_names, list(self.logical), self.note)
         self.result.swapped = self.options.swap
         self.result.old_schema = self.old if self.options.swap else None
+
+
+    async def _prune_alike(self) -> None:
+        """The live tables lose their history past HOOKSTREAM_RETENTION_DAYS (`app.store.retention`), the
+        topics keep it: the candidate loses the rows past it that the live tables no longer have, so that
+        neither the comparison nor the swap brings pruned history back (the live tables are not touched)."""
+        step = retention.BY_PROJECTION.get(self.projection.name)
+        if step is None:
+            return
+        assert self.conn is not None
+        older_than = datetime.now(timezone.utc) - timedelta(days=self.settings.retention_days)
+        await step(self.conn, self.candidate, older_than, self.live, self.live)
 
 
 def _partitions(behind: dict[TopicPartition, tuple[int, int]]) -> str:

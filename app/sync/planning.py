@@ -26,6 +26,7 @@ from app.core import path_rules
 from app.core.batches import file_batches
 from app.core.config_file import config_files
 from app.core.jobs import job_sequence, plan_again
+from app.core.retry import RetryPolicy
 from app.events import ConfigFound, FileBatch, FileChange, ListingKind, PlanRequested
 from app.sources import Listing, SourceAdapter
 from app.store import documents, plans as kept_plans
@@ -46,13 +47,16 @@ class Plan:
     config: ConfigFound | None = None
 
 
-async def plan_job(request: PlanRequested, adapter: SourceAdapter, pool, batch_size: int) -> Plan | None:
+async def plan_job(request: PlanRequested, adapter: SourceAdapter, pool, batch_size: int,
+                   retry: RetryPolicy | None = None) -> Plan | None:
     """The plan of `request`'s job, or None when a later job of its source was planned (or has written)
-    since: this request is then a replay of a finished job's. SourceError when the source cannot be listed."""
+    since: this request is then a replay of a finished job's. SourceError when the source cannot be listed;
+    with `retry`, StoreUnavailable when PostgreSQL stays unreachable past it."""
     seq = job_sequence(request.job_id)
     kept = None
     if seq is not None:
-        kept = await in_transaction(pool, lambda conn: kept_plans.kept(conn, request.source_id), "reading the kept plan")
+        kept = await in_transaction(pool, lambda conn: kept_plans.kept(conn, request.source_id), "reading the kept plan",
+                                    retry=retry)
         decision = plan_again(request.job_id, kept.job_id if kept is not None else None)
         if decision == "stale":
             return None
@@ -80,7 +84,7 @@ async def plan_job(request: PlanRequested, adapter: SourceAdapter, pool, batch_s
         return await kept_plans.keep(conn, request.source_id, request.job_id, seq, listing.commit, files,
                                      listing.kind, config)
 
-    planned = await in_transaction(pool, keep, "keeping the plan")
+    planned = await in_transaction(pool, keep, "keeping the plan", retry=retry)
     if planned is None or planned.job_id != request.job_id:
         return None
     how = listing.kind if listing.reason is None else f"{listing.kind}: {listing.reason}"

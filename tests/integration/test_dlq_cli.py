@@ -115,3 +115,34 @@ async def test_redrive_of_an_unknown_id_publishes_nothing(settings, rows, monkey
 async def test_redrive_needs_ids_or_all(settings, monkeypatch, capsys, argv):
     code, _, err = await hookstream(settings, monkeypatch, capsys, *argv)
     assert code == 2 and "hookstream: error:" in err
+
+
+async def test_redrive_of_another_topics_record_republishes_it_byte_exact_with_the_header(settings, monkeypatch, capsys):
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import TopicPartition
+
+    from app.core.poison import REDRIVE_HEADER
+    from app.events import DeadLettered
+
+    topic = settings.topic("hookstream.sync.plans")
+    raw = b'{"type": "sync.plan_requested", "job_id": "git:x:7"}'
+    letter = DeadLettered(dead_letter_id="b" * 24, key="git:x:7", stage="plan", error="path missing", failed_at=NOW,
+                          source_topic=topic, source_partition=1, source_offset=4, raw=raw)
+    await project(settings, [(0, 0, letter)])
+    code, out, err = await hookstream(settings, monkeypatch, capsys, "dlq", "redrive", "b" * 24)
+    assert code == 0, err
+    assert f"redriven  {'b' * 24}  git:x:7  -> {topic}[" in out
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or range(8))]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        batch = await consumer.getmany(timeout_ms=5000)
+        [record] = [m for messages in batch.values() for m in messages]
+    finally:
+        await consumer.stop()
+    assert (record.key, record.value, list(record.headers)) == (b"git:x:7", raw, [(REDRIVE_HEADER, b"b" * 24)])
+    assert (await dlq_row(settings, "b" * 24))["status"] == "open", "published is not accepted"

@@ -26,10 +26,13 @@ def poison_delivery(delivery_id: str = "poison-1", instance: str = "a", body: by
 
 
 def dead_lettered(delivery: Delivery | None, at=None, stage: str = "route", error: str = "body is not a hookstream "
-                  "producer event: not JSON", key: str | None = None, raw: bytes | None = None) -> DeadLettered:
+                  "producer event: not JSON", key: str | None = None, raw: bytes | None = None,
+                  source_offset: int = 0) -> DeadLettered:
+    """A dead letter of the delivery consumed at hookstream.deliveries[0]@source_offset (a redrive is
+    consumed at an offset of its own)."""
     key = key or delivery.key
     return DeadLettered(dead_letter_id=dead_letter_id(key), key=key, stage=stage, error=error, failed_at=at or NOW,
-                        source_topic="hookstream.deliveries", source_partition=0, source_offset=0,
+                        source_topic="hookstream.deliveries", source_partition=0, source_offset=source_offset,
                         original=delivery, raw=raw)
 
 
@@ -69,7 +72,7 @@ def history():
     redrive = d.model_copy(update={"redrive_of": ident, "received_at": NOW + timedelta(minutes=5)})
     return ident, [
         (2, 10, dead_lettered(d)),
-        (2, 11, dead_lettered(redrive, at=NOW + timedelta(minutes=5), error="still not an event")),
+        (2, 11, dead_lettered(redrive, at=NOW + timedelta(minutes=5), error="still not an event", source_offset=1)),
         (2, 12, RedriveAccepted(dead_letter_id=ident, key=d.key, accepted_at=NOW + timedelta(minutes=9))),
         (5, 3, dead_lettered(None, stage="decode", error="not JSON", key="generic-hmac/a/raw", raw=b"\x00\x01garbage")),
     ]

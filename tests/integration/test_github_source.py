@@ -50,6 +50,7 @@ def options(github, clock, app_key):
     return SourceOptions(
         github_api_url=github.url, github_app_id=APP_ID, github_private_key=app_key[0],
         sleep=clock.sleep, clock=clock, max_retries=3, max_rate_limit_wait_seconds=120,
+        random=lambda: 1.0,  # backoff jitter at its top: each wait is its ceiling, 1 s, 2 s, ...
     )
 
 

@@ -41,7 +41,8 @@ async def linear(clock):
 @pytest.fixture
 def options(linear, clock):
     return SourceOptions(linear_api_url=linear.url, linear_api_key=linear.api_key, sleep=clock.sleep, clock=clock,
-                         max_retries=3, max_rate_limit_wait_seconds=120)
+                         max_retries=3, max_rate_limit_wait_seconds=120,
+                         random=lambda: 1.0)  # backoff jitter at its top: each wait is its ceiling, 1 s, 2 s, ...
 
 
 def adapter(options, **config):

@@ -13,6 +13,7 @@ Binds 127.0.0.1 on a free port; nothing leaves the machine.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import itertools
@@ -109,6 +110,8 @@ class FakeGitHub:
         # The next this-many branch-head answers give the head's parent: a replica behind a push.
         self.lagging_head_answers = 0
         self.queued_failures: list[tuple[int, dict[str, str], dict[str, Any]]] = []
+        # The next requests are answered this many seconds late, one each: a server slower than the client waits.
+        self.delays: list[float] = []
         self.requests: list[str] = []
         self.tokens: dict[str, float] = {}
         self.jwt_claims: list[dict[str, Any]] = []
@@ -134,6 +137,11 @@ class FakeGitHub:
         return chain
 
     # -- failures on demand ---------------------------------------------------
+
+    def fail_next(self, *statuses: int) -> None:
+        """The next requests answer these statuses (503, 502...), one each, as a struggling GitHub does."""
+        for status in statuses:
+            self.queued_failures.append((status, {}, {"message": "Server Error"}))
 
     def rate_limit_next(self, count: int = 1, *, secondary_retry_after: int | None = None, reset_in: int = 30) -> None:
         """The next `count` API requests answer as GitHub does when a limit is hit."""
@@ -175,6 +183,8 @@ class FakeGitHub:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append(f"{request.method} {request.path_qs}")
+        if self.delays:
+            await asyncio.sleep(self.delays.pop(0))  # the fault itself: a slow answer
         if self.queued_failures:
             status, headers, body = self.queued_failures.pop(0)
             return _json(body, status, headers)

@@ -17,10 +17,14 @@ T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 DELIVERY = Delivery(delivery_id="d-1", plugin="generic-hmac", instance="a", received_at=T0,
                     headers={"x-signature": "abc"}, body=b"not an event")
 DL_ID = dead_letter_id(DELIVERY.key)
+H = timedelta(hours=1)
 
 
 def failure(at: datetime = T0, stage: str = "route", error: str = "boom", original: Delivery | None = DELIVERY,
-            raw: bytes | None = None, key: str = DELIVERY.key, offset: int = 7) -> DeadLettered:
+            raw: bytes | None = None, key: str = DELIVERY.key, offset: int | None = None) -> DeadLettered:
+    """A failure consumed at an offset of its own per hour after T0 (each redrive is a new record)."""
+    if offset is None:
+        offset = 7 + int((at - T0) / H)
     return DeadLettered(dead_letter_id=DL_ID, key=key, stage=stage, error=error, failed_at=at,
                         source_topic="hookstream.deliveries", source_partition=1, source_offset=offset,
                         original=original, raw=raw)
@@ -43,9 +47,6 @@ def summary(row: dlq.DeadLetterRow | None):
     return (row.status, row.attempts, row.stage, row.error, row.first_failed_at, row.last_failed_at, row.retired_at)
 
 
-H = timedelta(hours=1)
-
-
 @pytest.mark.parametrize(
     "name, records, expected",
     [
@@ -65,6 +66,10 @@ H = timedelta(hours=1)
          [accepted(T0)], None),
         ("failure times out of order keep the earliest first and the latest last",
          [failure(T0 + H), failure(T0)], ("open", 2, "route", "boom", T0, T0 + H, None)),
+        ("the same consumed record failing again (a replay, a crash before the commit) is not another attempt",
+         [failure(offset=7), failure(T0 + H, error="again", offset=7)], ("open", 1, "route", "boom", T0, T0, None)),
+        ("nor is it after its row was retired",
+         [failure(offset=7), accepted(T0 + H), failure(T0 + 2 * H, offset=7)], ("retired", 1, "route", "boom", T0, T0, T0 + H)),
     ],
 )
 def test_fold(name, records, expected):
@@ -168,3 +173,53 @@ def test_the_table_and_the_full_view_show_what_an_operator_needs():
         assert expected in full
     raw_row = dlq.fold(None, failure(stage="decode", original=None, raw=b"{oops", key="k"))
     assert "cannot be redriven" in format_row(raw_row) and "{oops" in format_row(raw_row)
+
+
+# --- dead letters of the other agents (app.core.poison) ------------------------------------------
+
+def other_failure(stage: str = "plan", raw: bytes | None = b'{"type": "sync.plan_requested"}', truncated: bool = False,
+                  topic: str = "t1.hookstream.sync.plans") -> DeadLettered:
+    return DeadLettered(dead_letter_id="a" * 24, key="git:x:7", stage=stage, error="boom", failed_at=T0,
+                        source_topic=topic, source_partition=2, source_offset=9, raw=raw, truncated=truncated)
+
+
+@pytest.mark.parametrize(
+    "record, redrivable",
+    [
+        (other_failure(), True),  # the whole record, it decoded: republished to its topic
+        (other_failure(stage="batch", topic="hookstream.files.batches"), True),
+        (other_failure(stage="decode"), False),  # it never decoded: redriving changes nothing
+        (other_failure(truncated=True), False),  # only its first bytes are kept
+        (other_failure(stage="route", raw=b"x", topic="t1.hookstream.deliveries"), False),  # a delivery needs `original`
+    ],
+)
+def test_a_row_of_another_topic_is_redrivable_when_it_holds_the_whole_record_that_decoded(record, redrivable):
+    row = dlq.fold(None, record)
+    assert row.redrivable is redrivable
+    assert (not_redrivable_reason(row) is None) is redrivable
+
+
+def test_a_row_of_another_topic_has_no_plugin_and_shows_where_it_came_from():
+    row = dlq.fold(None, other_failure())
+    assert (row.plugin, row.instance, row.of_delivery) == ("unknown", "unknown", False)
+    assert "t1.hookstream.sync.plans" in format_table([row]) and "a redrive republishes it" in format_row(row)
+    truncated = dlq.fold(None, other_failure(truncated=True))
+    assert "first bytes" in not_redrivable_reason(truncated) and "t1.hookstream.sync.plans[2]@9" in not_redrivable_reason(truncated)
+    assert dlq.from_columns(dlq.to_columns(truncated)) == truncated
+
+
+@pytest.mark.parametrize("text, expected", [(None, NOW - timedelta(days=30)), ("7d", NOW - timedelta(days=7)),
+                                            ("12h", NOW - timedelta(hours=12))])
+def test_prune_cuts_at_the_retention_days_or_at_older_than(text, expected):
+    from app.cli.db import cutoff_of
+
+    assert cutoff_of(text, 30.0, NOW) == expected
+
+
+@pytest.mark.parametrize("text", ["soon", "0d", "-3d", "100000000000d"])
+def test_an_unreadable_older_than_is_a_usage_error(text):
+    from app.cli.db import cutoff_of
+
+    with pytest.raises(CliError) as exc:
+        cutoff_of(text, 30.0, NOW)
+    assert exc.value.code == 2

@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS sync_batches (
     "offset"           bigint NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sync_batches_job_idx ON sync_batches (job_id, batch_index);
+CREATE INDEX IF NOT EXISTS sync_batches_completed_idx ON sync_batches (completed_at);  -- retention
 
 -- sync_records: every other record a job or request left on the sync topics (its
 -- request on the control topic, its plan, lifecycle events, its completion), by
@@ -46,3 +47,4 @@ CREATE TABLE IF NOT EXISTS sync_records (
 CREATE INDEX IF NOT EXISTS sync_records_job_idx ON sync_records (job_id);
 CREATE INDEX IF NOT EXISTS sync_records_request_ids_idx ON sync_records USING gin (request_ids);
 CREATE INDEX IF NOT EXISTS sync_records_delivery_idx ON sync_records (delivery_key);
+CREATE INDEX IF NOT EXISTS sync_records_occurred_idx ON sync_records (occurred_at);  -- retention
