@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     # (control, plans, batches, control) would wait up to this long.
     consumer_fetch_max_wait_ms: int = Field(default=100, ge=1, le=10_000)
     dedup_purge_interval_seconds: float = Field(default=60.0, gt=0)
+    # Faust's livelock detector reports a partition whose stream has records it has not
+    # processed for this long (Faust's `stream_processing_timeout`, 5 minutes by default).
+    stream_processing_timeout_seconds: float = Field(default=300.0, gt=0)
     batch_size: int = Field(default=50, ge=1, le=10_000)
     # File batches one worker processes at once (fetch, transform, write overlap across them).
     batch_concurrency: int = Field(default=4, ge=1, le=64)
@@ -113,7 +116,16 @@ class Settings(BaseSettings):
     # after it is refused (a sender cannot move a source's clock into the future).
     max_clock_skew_seconds: float = Field(default=3600.0, gt=0)
 
+    # Console (`hookstream console`): loopback by default; any other address needs the token.
+    console_host: str = "127.0.0.1"
+    console_port: int = Field(default=8090, ge=0, le=65535)
+    console_token: SecretStr | None = None
+    # Enables redriving dead letters from the console (every redrive must present it).
+    console_write_token: SecretStr | None = None
+
     log_level: str = "info"
+    # One line per record: `text` for terminals, `json` for log shippers (app/logs.py).
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("git_roots")
     @classmethod

@@ -15,6 +15,9 @@ another, each in its own process (bench/dedup_children.py):
     quix       the same decision (decode, core.intake.process, route, encode) in Quix
                Streams, RocksDB state with changelog, same keys and commit cadence
     quix-bare  Quix deduplicating on the key alone and forwarding raw bytes
+    stage-baseline  the stage of another checkout (`--baseline PATH`, e.g. `git worktree add`
+               or `git archive` of the commit to compare with), run the same way: a change's
+               cost measured before and after in one run (`--variants stage,stage-baseline --repeat 3`)
 
 events/s is taken from the first to the last consumed delivery; events per CPU-second
 divides by the process's CPU time over the same span (all its threads), i.e. per core.
@@ -49,7 +52,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CHILDREN = Path(__file__).resolve().parent / "dedup_children.py"
-VARIANTS = ("noop-stock", "noop", "stage", "quix", "quix-bare")
+VARIANTS = ("noop-stock", "noop", "stage", "quix", "quix-bare", "stage-baseline")
+DEFAULT_VARIANTS = VARIANTS[:5]
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 INSTANCE = "bench"
 
@@ -164,12 +168,13 @@ def run_variant(variant: str, args, broker, records, work: Path, instances_file:
         "BENCH_FAUST_TUNING": "off" if variant == "noop-stock" else args.faust_tuning,
         "BENCH_UVLOOP": "1" if args.uvloop == "all" or variant in args.uvloop.split(",") else "0",
         "BENCH_FAUST_CONF": args.faust_conf or "",
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": str(args.baseline if variant == "stage-baseline" else REPO),
     })
     python = args.quix_python if variant.startswith("quix") else sys.executable
     log_path = work / f"{variant}-{n}.log"
-    kind = "noop" if variant == "noop-stock" else variant
-    child = Child(variant, [python, str(CHILDREN), kind], env, log_path, stop_timeout=10).start()
+    kind = {"noop-stock": "noop", "stage-baseline": "stage"}.get(variant, variant)
+    children = args.baseline / "bench" / CHILDREN.name if variant == "stage-baseline" else CHILDREN
+    child = Child(variant, [python, str(children), kind], env, log_path, stop_timeout=10).start()
     profiler = None
     try:
         deadline = time.monotonic() + args.timeout
@@ -222,7 +227,7 @@ def print_table(runs: list[Run], events: int, keys: int) -> None:
         print(f"{v:<10} {med[v][0]:>10,.0f} {med[v][1]:>13,.0f}  {' '.join(f'{r.rate:,.0f}' for r in rs):<17} {check}")
     if "stage" in med:
         s = med["stage"]
-        for base in ("noop-stock", "noop", "quix", "quix-bare"):
+        for base in ("noop-stock", "noop", "quix", "quix-bare", "stage-baseline"):
             if base in med:
                 b = med[base]
                 print(f"stage/{base:<9}: {s[0] / b[0]:.2f}x events/s, {s[1] / b[1]:.2f}x per CPU-second")
@@ -235,7 +240,8 @@ def main() -> int:
     p.add_argument("--keys", type=int, default=100_000)
     p.add_argument("--body-bytes", type=int, default=1024)
     p.add_argument("--repeat", type=int, default=1, help="runs of each variant (medians are printed)")
-    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
+    p.add_argument("--baseline", type=Path, help="another checkout whose stage the stage-baseline variant runs")
     p.add_argument("--quix-python", help="interpreter with quixstreams (default: this one)")
     p.add_argument("--faust-tuning", default="on",
                    help="on, off, or some of deliver,monitor,batching,fetchwait,events (app/stream/faust_tuning/)")
@@ -251,6 +257,8 @@ def main() -> int:
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         p.error(f"unknown variant(s) {sorted(unknown)}; known: {', '.join(VARIANTS)}")
+    if "stage-baseline" in variants and not (args.baseline and (args.baseline / "bench" / CHILDREN.name).is_file()):
+        p.error("stage-baseline needs --baseline PATH, a checkout with bench/dedup_children.py")
     if args.keys > args.events:
         p.error("--keys must not exceed --events")
     if any(v.startswith("quix") for v in variants):

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import logging
 import os
-import sys
 from typing import Awaitable, NoReturn, TypeVar
 
 from pydantic import ValidationError
@@ -33,8 +32,12 @@ class CliError(Exception):
 
 
 def load_settings() -> Settings:
+    """The settings from the environment, over those of a `hookstream dev` running here (its dev.env)."""
+    from app.embedded.devstate import running_env_file
+
+    env_file = running_env_file()
     try:
-        return Settings()
+        return Settings(_env_file=env_file) if env_file is not None else Settings()  # type: ignore[call-arg]  # pydantic-settings' own init keyword
     except ValidationError as exc:
         err = exc.errors()[0]
         name = "HOOKSTREAM_" + "_".join(str(p) for p in err["loc"]).upper()
@@ -58,12 +61,12 @@ def expected_failure(exc: BaseException) -> CliError | None:
     return None
 
 
-def setup_logging(level: str = "info") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def setup_logging(level: str = "info", settings: Settings | None = None, instances=None) -> None:
+    """Log to stderr in HOOKSTREAM_LOG_FORMAT, with the settings' secrets masked (app/logs.py)."""
+    from app import logs
+
+    logs.configure(level, settings.log_format if settings is not None else "text",
+                   logs.secrets_of(settings, instances) if settings is not None else ())
     # Faust/aiokafka build debug records per event when the root logger is at DEBUG (docs/performance.md).
     for name in ("aiokafka", "kafka"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 
 from app.cli.common import CliError, load_settings, setup_logging
 from app.instances import ConfigError
@@ -88,20 +88,19 @@ def cmd_ingress(args: argparse.Namespace) -> int:
     if "ingress_port" in overrides and not 0 <= overrides["ingress_port"] <= 65535:
         raise CliError("--port must be between 0 and 65535", 2)
     settings = settings.model_copy(update=overrides)
-    setup_logging(settings.log_level)
     try:
         instances = settings.instances()
     except ConfigError as exc:
         raise CliError(str(exc), 2) from None
+    setup_logging(settings.log_level, settings, instances)
+    # Through logging, not print: with HOOKSTREAM_LOG_FORMAT=json every line on stderr is JSON.
+    log = logging.getLogger("hookstream.ingress")
     if not instances:
-        print(
-            "hookstream ingress: no plugin instances configured (HOOKSTREAM_INSTANCES_FILE); "
-            "every /hooks request will get 404",
-            file=sys.stderr,
-        )
+        log.warning("hookstream ingress: no plugin instances configured (HOOKSTREAM_INSTANCES_FILE); "
+                    "every /hooks request will get 404")
 
     def announce(urls: list[str]) -> None:
-        print(f"hookstream ingress listening on {', '.join(urls)} ({len(instances)} instance(s))", file=sys.stderr, flush=True)
+        log.info("hookstream ingress listening on %s (%d instance(s))", ", ".join(urls), len(instances))
 
     try:
         return run_ingress(settings, instances, announce)

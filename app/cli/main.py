@@ -25,6 +25,8 @@ COMMAND_MODULES = (
     "app.cli.replay",
     "app.cli.lag",
     "app.cli.projections",
+    "app.cli.trace",
+    "app.cli.console",
 )
 
 DESCRIPTION = """\

@@ -16,12 +16,14 @@ from app.settings import Settings
 EXIT_DIFFERENCES = 1
 EXIT_FAILED = 3
 
-PROJECTION_NAMES = ("sources", "sync_jobs", "dlq")  # app.stream.projection_registry.NAMES (a test keeps them equal)
+PROJECTION_NAMES = ("sources", "sync_jobs", "dlq", "ledger")  # app.stream.projection_registry.NAMES (a test keeps them equal)
 
 PROJECTIONS_TABLE = """\
-  sources     hookstream.sync.control                             -> sources
-  sync_jobs   hookstream.sync.events + hookstream.sync.completed  -> sync_jobs, sync_requests
-  dlq         hookstream.dlq                                      -> dlq"""
+  sources     hookstream.sync.control -> sources
+  sync_jobs   hookstream.sync.events + hookstream.sync.completed + hookstream.sync.control (job records)
+              -> sync_jobs, sync_requests, sync_batches, sync_records
+  dlq         hookstream.dlq -> dlq
+  ledger      hookstream.deliveries.outcomes -> delivery_copies, deliveries"""
 
 REBUILD_DESCRIPTION = f"""\
 Rebuild PostgreSQL projections from their Kafka topics: replay each topic from
@@ -31,7 +33,7 @@ swap the rebuilt tables in, in one transaction. For rows that are wrong (a fixed
 projection bug, rows edited by hand, a restored backup); with --dry-run --verify,
 to check that the live rows are right without changing anything.
 
-projections (--projection NAME, repeatable; default all three, one after the other):
+projections (--projection NAME, repeatable; default all of them, one after the other):
 {PROJECTIONS_TABLE}
 
 THE WORKERS MAY KEEP RUNNING. The rebuild reads with a consumer of its own (no

@@ -112,7 +112,8 @@ async def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, by
                 return response.status, await response.read()
     except aiohttp.ClientConnectorError as exc:
         reason = exc.os_error.strerror if exc.os_error and exc.os_error.strerror else str(exc)
-        raise CliError(f"cannot reach the ingress at {url}: {reason} (is `hookstream ingress` running?)") from None
+        raise CliError(f"cannot reach the ingress at {url}: {reason} (is `hookstream dev` or `hookstream ingress` running "
+                       "there? --url names another address)") from None
     except aiohttp.InvalidURL:
         raise CliError(f"not a usable URL: {url}", 2) from None
     except aiohttp.ClientError as exc:

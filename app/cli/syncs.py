@@ -30,12 +30,13 @@ from app.cli.sources import (
 )
 from app.core import read_model
 from app.events import SyncRequested, utcnow
+from app.store.sync_records import LIVE_JOBS
 
 ACTIVE = "active"  # queued or running
 STATUS_CHOICES = (*read_model.JOB_STATUSES, ACTIVE)
 ERROR_WIDTH = 50
 
-_JOBS_SELECT = "SELECT " + ", ".join(read_model.JOB_COLUMNS) + " FROM sync_jobs"
+_JOBS_SELECT = "SELECT " + ", ".join(read_model.JOB_COLUMNS) + " FROM " + LIVE_JOBS  # counts so far while a job runs
 _ANSWERS_SELECT = "SELECT " + ", ".join(read_model.REQUEST_COLUMNS) + " FROM sync_requests"
 # Latest first: a job's most telling time is when it started, else when it was queued.
 _ORDER = " ORDER BY coalesce(started_at, queued_at, cancelled_at, finished_at) DESC NULLS LAST, job_id DESC"
@@ -159,31 +160,34 @@ def format_bytes(n: int) -> str:
 
 
 def job_summary(job: read_model.SyncJobRow) -> dict[str, Any]:
-    values = read_model.job_to_columns(job)
-    for name, value in values.items():
-        if hasattr(value, "isoformat"):
-            values[name] = value.isoformat()
-    return values
+    return read_model.job_to_json(job)
 
 
 def jobs_table(jobs: list[read_model.SyncJobRow]) -> str:
-    header = ("JOB", "SOURCE", "STATUS", "MODE", "TRIGGER", "STARTED", "DURATION", "LISTED", "WRITTEN", "FAILED",
-              "REQUESTS", "ERROR")
+    header = ("JOB", "SOURCE", "STATUS", "MODE", "TRIGGER", "STARTED", "DURATION", "BATCHES", "LISTED", "PROCESSED",
+              "WRITTEN", "FAILED", "REQUESTS", "ERROR")
     lines = [
         (j.job_id, j.source_id, j.status, j.mode or "-", j.trigger or "-",
          format_time(j.started_at) if j.started_at else (f"queued {format_time(j.queued_at)}" if j.queued_at else "-"),
-         format_duration(j.duration_ms), str(j.files_listed), str(j.documents_written), str(j.failed),
-         str(len(j.request_ids)), one_line(j.error or j.cancel_reason, ERROR_WIDTH))
+         format_duration(j.duration_ms), batches_text(j), str(j.files_listed), str(j.processed),
+         str(j.documents_written), str(j.failed), str(len(j.request_ids)), one_line(j.error or j.cancel_reason, ERROR_WIDTH))
         for j in jobs
     ]
     return format_table(header, lines)
 
 
+def batches_text(job: read_model.SyncJobRow) -> str:
+    """`done/planned` (`done/?` before the plan is known)."""
+    return f"{job.batches}/{job.batches_planned if job.batches_planned is not None else '?'}"
+
+
 def job_details(job: read_model.SyncJobRow, answers: list[read_model.RequestAnswer]) -> str:
     if job.is_final:
         state = f"{job.status} (final)"
+    elif job.status == "running":
+        state = f"running: {batches_text(job)} batches done, the counts below so far"
     else:
-        state = job.status + " (so far: counts arrive with the completion)"
+        state = job.status
     lines = [
         f"job            {job.job_id}",
         f"source         {job.source_id}",
@@ -209,7 +213,7 @@ def job_details(job: read_model.SyncJobRow, answers: list[read_model.RequestAnsw
         f"  skipped            {job.skipped}",
         f"  documents written  {job.documents_written}",
         f"  bytes              {job.bytes} ({format_bytes(job.bytes)})",
-        f"  batches            {job.batches}",
+        f"  batches            {job.batches}" + (f" of {job.batches_planned} planned" if job.batches_planned is not None else ""),
         "error" + ("          -" if not job.error else ""),
         *("  " + line for line in (job.error or "").splitlines()),
     ]
@@ -281,8 +285,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     ident = args.ident.strip()
     job, answer, served = run(_find(settings, ident))
     if job is None and answer is None:
-        raise CliError(f"no sync job or request {ident!r} in schema {settings.database_schema} "
-                       "(see `hookstream syncs list`; a request shows once the worker has answered it)")
+        raise CliError(f"no sync job or request {ident!r} in schema {settings.database_schema}"
+                       + run(_what_the_ledger_says(settings, ident)))
     if args.json:
         out: dict[str, Any] = {"job": job_summary(job) if job else None}
         if answer is not None:
@@ -299,6 +303,20 @@ def cmd_show(args: argparse.Namespace) -> int:
         print()
     print(job_details(job, served))
     return 0
+
+
+async def _what_the_ledger_says(settings, ident: str) -> str:
+    """Why a delivery id has no job: what the dedup stage made of the delivery, if the ledger has it."""
+    from app.core.trace import outcome_text
+
+    rows = await query(settings, "SELECT * FROM deliveries WHERE delivery_id = %s OR key = %s ORDER BY key LIMIT 3",
+                       (ident, ident))
+    if not rows:
+        return (" nor a delivery in the ledger (see `hookstream syncs list`; a request shows once the worker has "
+                "answered it; `hookstream trace ID` searches everything)")
+    said = "; ".join(f"delivery {r['key']}: " + outcome_text(r["outcome"], r["rule"], r["reason"], (), r["source_ids"],
+                                                            r["request_ids"]) for r in rows)
+    return f": {said} (`hookstream trace {ident}` shows the whole chain)"
 
 
 # --- request -----------------------------------------------------------------------------------

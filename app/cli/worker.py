@@ -44,8 +44,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if updates:
         settings = settings.model_copy(update=updates)
     level = args.loglevel or settings.log_level
-    setup_logging(level)
     instances = settings.instances()
+    setup_logging(level, settings, instances)
     from app.stream.app import WORKER_TOPICS, create_worker
 
     try:
@@ -58,5 +58,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     for name in ("aiokafka", "faust", "mode"):
         logging.getLogger(name).setLevel(max(logging.getLogger(name).getEffectiveLevel(), logging.WARNING if level != "debug" else logging.DEBUG))
-    faust.Worker(worker.app, loglevel=level, console_port=0, redirect_stdouts=False).execute_from_commandline()
+    from app import logs
+
+    # Faust sets up logging itself: from the same configuration (format, masked secrets).
+    config = logs.dict_config(level, settings.log_format, logs.secrets_of(settings, instances))
+    faust.Worker(worker.app, loglevel=level, console_port=0, redirect_stdouts=False,
+                 logging_config=config).execute_from_commandline()
     return 0

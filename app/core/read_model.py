@@ -15,6 +15,15 @@ The projections apply each consumed record once (offset fence,
   `SyncCompleted` is final: a `SyncStarted` replayed after it changes nothing.
 - `request_answers` records the first answer each request got; the answers come
   from one topic in one order per source.
+- Live progress comes from the control topic: the plan sets what it alone knows
+  (`job_planned`: the batches planned, and the files listed until the completion
+  says), and each batch index's first completion is a `batch_row`. A job's row
+  keeps the completion's counts only; while a job is queued or running its
+  counts are the sums of its batch rows, computed when read
+  (app/store/sync_records.py: LIVE_JOBS). So no row depends on the order of the
+  two topics, and the orchestrator writes one row per batch, not two.
+- `record_row` is where a record of a job or request is (topic, partition,
+  offset): what `hookstream trace` reads back, and nothing else.
 """
 
 from __future__ import annotations
@@ -26,10 +35,14 @@ from typing import Any, Literal, Mapping, Union
 from app.core.config_file import is_newer_config
 from app.events.config import CONFIGURED, INVALID, UNCONFIGURED
 from app.events.control import (
+    BatchCompleted,
+    DeadlineReached,
+    PlanFailed,
     SourceConnected,
     SourceDisconnected,
     SourceUpdated,
     SyncPlanned,
+    SyncRequested,
 )
 from app.events.sync import (
     SyncCancelled,
@@ -159,6 +172,9 @@ class SyncJobRow:
     documents_written: int = 0
     bytes: int = 0
     batches: int = 0
+    # What the plan said (SyncPlanned): the batches to expect, and when.
+    batches_planned: int | None = None
+    planned_at: datetime | None = None
 
     @property
     def is_final(self) -> bool:
@@ -259,6 +275,121 @@ def _with_full_list(current: tuple[str, ...], full: list[str]) -> tuple[str, ...
     return tuple(dict.fromkeys((*full, *current)))
 
 
+def _job_row(row: SyncJobRow | None, job_id: str, source_id: str) -> SyncJobRow:
+    if row is None:
+        return SyncJobRow(job_id=job_id, source_id=source_id, mode=None, trigger=None, request_ids=(), status=QUEUED)
+    if row.job_id != job_id:
+        raise ValueError(f"an event of job {job_id!r} merged into the row of {row.job_id!r}")
+    return row
+
+
+def job_planned(row: SyncJobRow | None, event: SyncPlanned) -> SyncJobRow:
+    """The plan's batch count and time; its file count and commit until the completion gives them."""
+    row = _job_row(row, event.job_id, event.source_id)
+    row = replace(row, batches_planned=event.batch_count, planned_at=event.occurred_at)
+    if row.is_final:
+        return row
+    return replace(row, status=_higher_status(row.status, RUNNING), files_listed=event.file_count,
+                   commit=event.commit if event.commit is not None else row.commit)
+
+
+# --- batches and records -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BatchRow:
+    batch_id: str
+    job_id: str
+    batch_index: int
+    source_id: str
+    processed: int
+    failed: int
+    deleted: int
+    skipped: int
+    documents_written: int
+    bytes: int
+    cancelled: bool
+    error: str | None
+    completed_at: datetime
+    topic: str
+    partition: int
+    offset: int
+
+
+BATCH_COLUMNS = tuple(f.name for f in fields(BatchRow))
+
+
+def batch_row(event: BatchCompleted, topic: str, partition: int, offset: int) -> BatchRow:
+    return BatchRow(
+        batch_id=f"{event.job_id}/{event.batch_index}", job_id=event.job_id, batch_index=event.batch_index,
+        source_id=event.source_id, processed=event.processed, failed=event.failed, deleted=event.deleted,
+        skipped=event.skipped, documents_written=event.documents_written, bytes=event.bytes,
+        cancelled=event.cancelled, error=event.errors[0][:500] if event.errors else None,
+        completed_at=event.occurred_at, topic=topic, partition=partition, offset=offset,
+    )
+
+
+@dataclass(frozen=True)
+class RecordRow:
+    record_id: str
+    topic: str
+    partition: int
+    offset: int
+    type: str
+    source_id: str
+    job_id: str | None
+    request_ids: tuple[str, ...]
+    delivery_key: str | None
+    occurred_at: datetime
+
+
+RECORD_COLUMNS = tuple(f.name for f in fields(RecordRow))
+# Control records of jobs and requests (a BatchCompleted is a `BatchRow`).
+CONTROL_JOB_RECORDS = (SyncRequested, SyncPlanned, PlanFailed, DeadlineReached)
+
+
+def record_row(record: Any, topic: str, partition: int, offset: int) -> RecordRow:
+    """Where a request's, a job's or a lifecycle record is, and the ids it names."""
+    job_id: str | None
+    request_ids: tuple[str, ...]
+    if isinstance(record, SyncRequested):
+        job_id, request_ids, at = None, (record.request_id,), record.occurred_at
+    elif isinstance(record, SyncCompleted):
+        job_id, request_ids, at = record.job_id, tuple(record.request_ids), record.finished_at
+    elif isinstance(record, (SyncQueued, SyncCoalesced, SyncDeduplicated, SyncStarted, SyncCancelled, SyncRejected)):
+        job_id, request_ids, at = record.job_id, tuple(record.request_ids), record.occurred_at
+    elif isinstance(record, (SyncPlanned, PlanFailed, DeadlineReached)):
+        job_id, request_ids, at = record.job_id, (), record.occurred_at
+    else:
+        raise TypeError(f"not a record of a job or request: {type(record).__name__}")
+    delivery = getattr(record, "delivery", None)
+    return RecordRow(
+        record_id=f"{topic}/{partition}/{offset}", topic=topic, partition=partition, offset=offset, type=record.type,
+        source_id=record.source_id, job_id=job_id, request_ids=request_ids,
+        delivery_key=delivery.key if delivery is not None else None, occurred_at=at,
+    )
+
+
+def batch_to_columns(row: BatchRow) -> dict[str, Any]:
+    return {name: without_nul(getattr(row, name)) for name in BATCH_COLUMNS}
+
+
+def batch_from_columns(values: Mapping[str, Any]) -> BatchRow:
+    data: dict[str, Any] = {name: values.get(name) for name in BATCH_COLUMNS}
+    return BatchRow(**data)
+
+
+def record_to_columns(row: RecordRow) -> dict[str, Any]:
+    values = {name: without_nul(getattr(row, name)) for name in RECORD_COLUMNS}
+    values["request_ids"] = list(values["request_ids"])
+    return values
+
+
+def record_from_columns(values: Mapping[str, Any]) -> RecordRow:
+    data: dict[str, Any] = {name: values.get(name) for name in RECORD_COLUMNS}
+    data["request_ids"] = tuple(data["request_ids"] or ())
+    return RecordRow(**data)
+
+
 # --- request answers ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -315,6 +446,11 @@ def job_to_columns(row: SyncJobRow) -> dict[str, Any]:
     values = {name: without_nul(getattr(row, name)) for name in JOB_COLUMNS}
     values["request_ids"] = list(values["request_ids"])
     return values
+
+
+def job_to_json(row: SyncJobRow) -> dict[str, Any]:
+    """The job as JSON values (times in ISO 8601): `syncs list --json`, `trace --json`, the console's API."""
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in job_to_columns(row).items()}
 
 
 def job_from_columns(values: Mapping[str, Any]) -> SyncJobRow:

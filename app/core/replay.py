@@ -199,9 +199,9 @@ DEDUP_NOTE = (
 STAGES: dict[str, Stage] = {
     "hookstream.deliveries": Stage("deduplicate_deliveries", DEDUP_NOTE),
     "hookstream.sync.control": Stage(
-        "orchestrate_syncs, project_sources",
-        "both skip what they applied (each source's state keeps its partition's last applied offset; "
-        "the sources projection keeps its applied offsets in PostgreSQL): reading again changes nothing. "
+        "orchestrate_syncs, project_sources, project_sync_progress",
+        "all skip what they applied (each source's state keeps its partition's last applied offset; "
+        "the projections keep their applied offsets in PostgreSQL): reading again changes nothing. "
         "Skipping control records loses them: requests never answered, batches never counted "
         "(their jobs end timed_out).",
     ),
@@ -225,6 +225,10 @@ STAGES: dict[str, Stage] = {
         "project_dead_letters",
         "offset-fenced in PostgreSQL: records already applied are skipped (attempts count failures, not reads).",
     ),
+    "hookstream.deliveries.outcomes": Stage(
+        "project_delivery_ledger", "offset-fenced in PostgreSQL: records already applied are skipped; "
+        "a copy is one ledger row however often its outcome is read.",
+    ),
     "hookstream.dedup.changelog": Stage(
         "(table recovery)", "a changelog is read from its start to rebuild a table; committed offsets are not used."
     ),
@@ -245,6 +249,7 @@ CONSUMED_TOPICS = (
     "hookstream.sync.events",
     "hookstream.sync.completed",
     "hookstream.dlq",
+    "hookstream.deliveries.outcomes",
 )
 
 SEEN_STATE = (

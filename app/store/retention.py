@@ -5,6 +5,8 @@ What goes, when older than the cutoff:
   before it, except each source's latest planned job (the one its kept plan in
   `sync_plans` names);
 - `sync_requests`: requests answered before it whose job is gone (pruned, or none);
+- `sync_batches` and `sync_records` (where each batch and record of a job or request is,
+  for `hookstream trace`): those before it whose job is gone, or whose request is;
 - `dlq`: dead letters retired before it (an open dead letter stays, whatever its age);
 - the delivery ledger, when this build has one (`prune_ledger`).
 
@@ -56,7 +58,19 @@ async def prune_sync_jobs(conn: AsyncConnection, schema: str, older_than: dateti
         "AND (r.job_id IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.sync_jobs j WHERE j.job_id = r.job_id))").format(s=s)
         + _absent("r", "sync_requests", "request_id", absent_from),
         {"cutoff": older_than})
-    return {"sync_jobs": jobs.rowcount, "sync_requests": requests.rowcount}
+    batches = await conn.execute(sql.SQL(
+        "DELETE FROM {s}.sync_batches b WHERE b.completed_at < %(cutoff)s "
+        "AND NOT EXISTS (SELECT 1 FROM {s}.sync_jobs j WHERE j.job_id = b.job_id)").format(s=s)
+        + _absent("b", "sync_batches", "batch_id", absent_from),
+        {"cutoff": older_than})
+    records = await conn.execute(sql.SQL(
+        "DELETE FROM {s}.sync_records r WHERE r.occurred_at < %(cutoff)s AND CASE WHEN r.job_id IS NULL "
+        "THEN NOT EXISTS (SELECT 1 FROM {s}.sync_requests q WHERE q.request_id = ANY(r.request_ids)) "
+        "ELSE NOT EXISTS (SELECT 1 FROM {s}.sync_jobs j WHERE j.job_id = r.job_id) END").format(s=s)
+        + _absent("r", "sync_records", "record_id", absent_from),
+        {"cutoff": older_than})
+    return {"sync_jobs": jobs.rowcount, "sync_requests": requests.rowcount, "sync_batches": batches.rowcount,
+            "sync_records": records.rowcount}
 
 
 async def prune_dlq(conn: AsyncConnection, schema: str, older_than: datetime, live_schema: str | None = None,

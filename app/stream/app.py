@@ -27,6 +27,8 @@ STREAM_MODULES = (
     "app.stream.batches",
     "app.stream.projections",
     "app.stream.retention",
+    "app.stream.ledger",
+    "app.stream.health",
 )
 
 # Topics every worker consumes or produces; the worker refuses to start without them.
@@ -39,6 +41,7 @@ WORKER_TOPICS = [
     "hookstream.sync.cancellations",
     "hookstream.files.batches",
     "hookstream.dlq",
+    "hookstream.deliveries.outcomes",
     "hookstream.dedup.changelog",
     "hookstream.sources.changelog",
 ]
@@ -132,6 +135,30 @@ class Worker:
             )
         return self.topics[logical]
 
+    def changelog_topic(self, logical: str):
+        """The changelog topic of a table, declared as Faust declares its own: without acks.
+
+        Faust's livelock detector checks every assigned partition of an acking topic whose
+        stream has unprocessed records. Once a table is recovered no stream reads its
+        changelog, so an acking changelog was reported as stalled ("Stream has not started
+        processing", every 2.5 s per partition) as soon as it held a record. `maxsize` and
+        `allow_empty` are Faust's changelog values too (recovery reads without committing).
+        """
+        if logical not in self.topics:
+            self.topics[logical] = self.app.topic(
+                self.settings.topic(logical), key_type=bytes, value_type=bytes,
+                key_serializer="raw", value_serializer="raw", acks=False, maxsize=131_072, allow_empty=True,
+            )
+        return self.topics[logical]
+
+
+def is_ready(app: faust.App) -> bool:
+    recovery = getattr(app.tables, "recovery", None)
+    return bool(
+        app.rebalancing_count > 0 and not app.rebalancing and recovery is not None
+        and recovery.completed.is_set() and app.flow_control.is_active()
+    )
+
 
 def create_worker(settings: Settings, instances: dict[tuple[str, str], InstanceConfig] | None = None) -> Worker:
     tansu_quirks.install(settings)
@@ -145,6 +172,7 @@ def create_worker(settings: Settings, instances: dict[tuple[str, str], InstanceC
         broker_heartbeat_interval=max(1.0, settings.broker_session_timeout_seconds / 5),
         broker_commit_every=1000,
         broker_commit_interval=1.0,
+        stream_processing_timeout=settings.stream_processing_timeout_seconds,
         topic_partitions=8,
         topic_disable_leader=True,
         topic_allow_declare=False,
@@ -173,6 +201,15 @@ def create_worker(settings: Settings, instances: dict[tuple[str, str], InstanceC
     @app.page("/metrics")
     async def metrics_page(web, request):
         return web.bytes(generate_latest(worker.metrics.registry), content_type="text/plain; version=0.0.4")
+
+    @app.page("/readyz")
+    async def readiness_page(web, request):
+        """200 once the worker has joined its group, recovered its tables and resumed its streams
+        (what `hookstream dev` waits for before it says "up"), 503 until then and during a rebalance."""
+        ready = is_ready(app)
+        body = {"ready": ready, "partitions": len(app.consumer.assignment()) if ready else 0,
+                "rebalancing": bool(app.rebalancing)}
+        return web.json(body, status=200 if ready else 503)
 
     for name in STREAM_MODULES:
         importlib.import_module(name).register(worker)

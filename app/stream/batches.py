@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 
 from app import codec
 from app.core.poison import REDRIVEN_PLAN_HEADER, CannotApply, reason_of
@@ -63,6 +64,7 @@ def register(worker: Worker) -> None:
         if batch.job_id in cancelled and header(message, REDRIVEN_PLAN_HEADER) is None:
             await report(batch, cancelled=True)
             return
+        started = time.monotonic()
         try:
             counts = await process_batch(
                 batch, lambda b: worker.adapter(b.source_type, b.source_config), await worker.pool(),
@@ -80,6 +82,7 @@ def register(worker: Worker) -> None:
                      batch.job_id, batch.batch_index, batch.source_id)
             await report(batch, cancelled=True)
             return
+        worker.metrics.batch_seconds.observe(time.monotonic() - started)
         await report(batch, processed=counts.processed, failed=counts.failed, deleted=counts.deleted,
                      skipped=counts.skipped, documents_written=counts.documents_written, bytes=counts.bytes,
                      errors=counts.errors)

@@ -13,10 +13,11 @@ import hashlib
 import logging
 
 from app import codec
-from app.core import intake, poison
+from app.core import intake, labels, ledger, poison
 from app.core.dedup import DedupEntry, purgeable
 from app.events import DeadLettered, Delivery, utcnow
 from app.plugins import get_plugin
+from app.instances import PLUGINS
 from app.stream import faust_tuning
 from app.stream.app import Worker
 
@@ -28,7 +29,7 @@ PURGE_CHUNK = 2000
 def register(worker: Worker) -> None:
     app, settings, metrics = worker.app, worker.settings, worker.metrics
     deliveries = worker.topic("hookstream.deliveries")
-    changelog = worker.topic("hookstream.dedup.changelog")
+    changelog = worker.changelog_topic("hookstream.dedup.changelog")
     dedup_table = app.Table(
         "dedup",
         default=None,
@@ -39,6 +40,7 @@ def register(worker: Worker) -> None:
     )
     worker.topics["dedup_table"] = dedup_table
     sink_names = {name: settings.topic(name) for name in (intake.CONTROL, intake.DLQ)}
+    outcomes_topic = settings.topic(ledger.OUTCOMES_TOPIC)
     deliveries_topic_name = settings.topic("hookstream.deliveries")
     routers: dict[tuple[str, str], tuple[float | None, object]] = {}
     counters = _Counters(metrics)
@@ -64,6 +66,7 @@ def register(worker: Worker) -> None:
     async def deduplicate_deliveries(stream):
         # Table reads and writes go through faust_tuning (same partitions, same at-least-once, fewer layers).
         table_writer = faust_tuning.TableWriter(dedup_table)
+        output = faust_tuning.Output.of(app)
         async for event in faust_tuning.events(stream):
             message = event.message
             key_bytes = message.key or b""
@@ -79,6 +82,9 @@ def register(worker: Worker) -> None:
                 metrics.dead_lettered.labels("unknown", "decode").inc()
                 metrics.records_dead_lettered.labels("deduplicate_deliveries", "decode").inc()
                 await faust_tuning.send_raw(app, sink_names[intake.DLQ], key_bytes, codec.encode(record))
+                await output.send(outcomes_topic, key_bytes, codec.encode_fields(ledger.undecodable_fields(
+                    record.key, message.partition, message.offset, record.error, record.failed_at)), message.partition,
+                    record_future=False)
                 continue
             count = counters.of(delivery.plugin)
             count.received.inc()
@@ -99,6 +105,12 @@ def register(worker: Worker) -> None:
                 await faust_tuning.send_raw(app, sink_names[send.topic], codec.encode_key(send.key), codec.encode(send.record))
                 if send.topic == intake.CONTROL:
                     counters.event(delivery.plugin, send.record.type).inc()
+            # The ledger's record of this copy, after its effects. The outcomes topic is keyed and
+            # partitioned like the deliveries: the copy's own partition, with no partitioner run, and
+            # no per-record future (its batch's outcome is watched; nothing awaits the record).
+            await output.send(outcomes_topic, key_bytes, codec.encode_fields(
+                ledger.outcome_fields(delivery, message.partition, message.offset, outcome)), message.partition,
+                record_future=False)
             count.count(outcome)
 
     @app.timer(interval=settings.dedup_purge_interval_seconds, on_leader=False)
@@ -133,7 +145,12 @@ def register(worker: Worker) -> None:
 
 
 class _Counters:
-    """The agent's Prometheus children, looked up once per label set instead of per event."""
+    """The agent's counter children, looked up once per label set instead of per event.
+
+    Label values are bounded (app/core/labels.py): a plugin name from a record is a
+    label only when it is a known plugin, an ignore rule only among the first
+    `WorkerMetrics.ignore_rules` distinct ones.
+    """
 
     def __init__(self, metrics) -> None:
         self.metrics = metrics
@@ -143,13 +160,20 @@ class _Counters:
     def of(self, plugin: str) -> "_PluginCounters":
         found = self.plugins.get(plugin)
         if found is None:
-            found = self.plugins[plugin] = _PluginCounters(self.metrics, plugin)
+            label = labels.one_of(plugin, PLUGINS)
+            found = self.plugins.get(label) or _PluginCounters(self.metrics, label)
+            self.plugins[label] = found
+            if label == plugin:
+                self.plugins[plugin] = found
         return found
 
     def event(self, plugin: str, event_type: str):
         found = self.events.get((plugin, event_type))
         if found is None:
-            found = self.events[(plugin, event_type)] = self.metrics.events.labels(plugin, event_type)
+            label = labels.one_of(plugin, PLUGINS)
+            found = self.metrics.events.labels(label, event_type)  # types: the wire models' literals
+            if label == plugin:
+                self.events[(plugin, event_type)] = found
         return found
 
 
@@ -159,6 +183,7 @@ class _PluginCounters:
         self.received = metrics.received.labels(plugin)
         self.duplicates = metrics.duplicates.labels(plugin)
         self.routed = metrics.routed.labels(plugin)
+        self.ignored: dict[str, object] = {}
 
     def count(self, outcome: intake.Outcome) -> None:
         if outcome.counted == "duplicate":
@@ -166,7 +191,12 @@ class _PluginCounters:
         elif outcome.counted == "routed":
             self.routed.inc()
         elif outcome.counted == "ignored":
-            self.metrics.ignored.labels(self.plugin, outcome.rule).inc()
+            child = self.ignored.get(outcome.rule)
+            if child is None:
+                child = self.metrics.ignored.labels(self.plugin, self.metrics.ignore_rule(outcome.rule))
+                if len(self.ignored) < 1000:  # the rules are sender-chosen: a bounded cache
+                    self.ignored[outcome.rule] = child
+            child.inc()  # type: ignore[attr-defined]
         elif outcome.counted == "dead_lettered":
             self.metrics.dead_lettered.labels(self.plugin, outcome.rule).inc()
             self.metrics.records_dead_lettered.labels("deduplicate_deliveries", outcome.rule).inc()

@@ -35,6 +35,7 @@ from app.store import documents
 from app.store.db import in_transaction
 from app.stream import faust_tuning
 from app.stream.app import Worker
+from app.stream.job_log import JobLog
 from app.stream.poison import DeadLetters, stage
 from app.stream.projections import project_sources_record
 
@@ -70,9 +71,10 @@ def register(worker: Worker) -> None:
     policy = policy_from(settings)
     sources = app.Table(
         "sources", default=None, partitions=8, key_type=bytes, value_type=bytes,
-        changelog_topic=worker.topic("hookstream.sources.changelog"),
+        changelog_topic=worker.changelog_topic("hookstream.sources.changelog"),
     )
     sinks: dict[str, object] = {}
+    job_log = JobLog()
 
     def sink(logical: str):
         if logical not in sinks:
@@ -134,6 +136,7 @@ def register(worker: Worker) -> None:
             await fut
         if state_value is not None:
             sources[key] = state_value
+        job_log.folded(record, effects)
 
     @app.agent(control, name="orchestrate_syncs", concurrency=1)
     async def orchestrate_syncs(stream):

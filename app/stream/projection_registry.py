@@ -23,7 +23,7 @@ from app.events import Record
 Project = Callable[[AsyncConnectionPool, str, int, int, Record], Awaitable[Any]]
 
 # The names, without importing the agents' modules (they import Faust): the CLI lists them in --help.
-NAMES = ("sources", "sync_jobs", "dlq")
+NAMES = ("sources", "sync_jobs", "dlq", "ledger")
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class Projection:
 
 def projections() -> dict[str, Projection]:
     """Every projection by name, in `NAMES` order."""
-    from app.stream import dlq, projections as read_model
+    from app.stream import dlq, ledger, projections as read_model
 
     found = (
         Projection(
@@ -71,15 +71,23 @@ def projections() -> dict[str, Projection]:
             (Table("sources", "source_id"),),
         ),
         Projection(
-            "sync_jobs", "sync_jobs and sync_requests: every job's lifecycle and counts, every request's answer",
+            "sync_jobs", "sync_jobs, sync_requests, sync_batches and sync_records: every job's lifecycle, counts "
+            "(live while it runs) and batches, every request's answer, and where each of their records is",
             (Consumer(read_model.SYNC_JOBS_CONSUMER, (read_model.SYNC_EVENTS, read_model.SYNC_COMPLETED),
-                      read_model.project_sync_record),),
-            (Table("sync_jobs", "job_id"), Table("sync_requests", "request_id")),
+                      read_model.project_sync_record),
+             Consumer(read_model.PROGRESS_CONSUMER, (read_model.CONTROL,), read_model.project_progress_record)),
+            (Table("sync_jobs", "job_id"), Table("sync_requests", "request_id"), Table("sync_batches", "batch_id"),
+             Table("sync_records", "record_id")),
         ),
         Projection(
             "dlq", "dlq: one row per dead letter, its attempts and whether a redrive retired it",
             (Consumer(dlq.CONSUMER, (dlq.DLQ,), dlq.project_dead_letter),),
             (Table("dlq", "dead_letter_id"),),
+        ),
+        Projection(
+            "ledger", "delivery_copies and deliveries: every delivery copy the dedup stage consumed, and its outcome",
+            (Consumer(ledger.CONSUMER, (ledger.OUTCOMES_TOPIC,), ledger.project_outcome),),
+            (Table("delivery_copies", "copy_id"), Table("deliveries", "key")),
         ),
     )
     return {p.name: p for p in found}

@@ -18,6 +18,14 @@ fence, so a rebuild into an empty schema gives the same rows (docs/architecture.
   Two topics have no order between them, and two workers may hold the same
   partition number of each: rows are locked (or inserted first) before they are
   merged, and the merge itself does not depend on order.
+- `project_sync_progress` reads the job records of `hookstream.sync.control`
+  (requests, plans, batch completions, plan failures, deadlines) into the same
+  projection: `sync_batches` (each batch index's first completion, from which a
+  running job's counts are summed when read) and the plan's batch count in
+  `sync_jobs`. Like `project_sources` it runs inside `orchestrate_syncs` (a batch
+  completion costs it one fenced insert), and skips the other control records.
+- Both put the position of each record they apply in `sync_records` (the batch
+  completions' are in `sync_batches`): `hookstream trace` reads Kafka there only.
 - A record that does not decode, or that PostgreSQL refuses (its transaction rolls
   back, fence and all), is dead-lettered and counted (`app.stream.poison`).
 """
@@ -26,7 +34,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
@@ -35,8 +43,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from app import codec
 from app.core import read_model
+from app.core.labels import one_of
 from app.core.poison import CannotApply
-from app.events import Record
+from app.events import BatchCompleted, Record, SyncCompleted, SyncPlanned
+from app.store import sync_records
 from app.store.projection import apply_with_retry
 from app.stream import faust_tuning
 from app.stream.app import Worker
@@ -49,6 +59,7 @@ SYNC_EVENTS = "hookstream.sync.events"
 SYNC_COMPLETED = "hookstream.sync.completed"
 SOURCES_CONSUMER = "project_sources"
 SYNC_JOBS_CONSUMER = "project_sync_jobs"
+PROGRESS_CONSUMER = "project_sync_progress"
 
 # Outcomes, as counted: the record changed rows, was applied already (the fence),
 # changed nothing by rule (an event for a source that never connected), or is not
@@ -58,6 +69,7 @@ ALREADY_APPLIED = "already_applied"
 NO_ROW = "no_row"
 NOT_PROJECTED = "not_projected"
 UNDECODABLE = "undecodable"
+DUPLICATE_BATCH = "duplicate_batch"  # a batch index that had reported already: counted once
 
 
 def _columns(names: tuple[str, ...]) -> sql.Composable:
@@ -131,22 +143,26 @@ async def project_source_event(pool: AsyncConnectionPool, topic: str, partition:
 
 # --- sync jobs ---------------------------------------------------------------------------------
 
-async def merge_job_event(conn: AsyncConnection, event: read_model.JobEvent) -> None:
-    """Lock the job's row (inserting it first if there is none), merge `event`, write it back."""
+async def merge_job(conn: AsyncConnection, job_id: str,
+                    merge: Callable[[read_model.SyncJobRow | None], read_model.SyncJobRow]) -> None:
+    """Lock the job's row (inserting it first if there is none), merge into it, write it back."""
     cursor = conn.cursor(row_factory=dict_row)
-    found = await (await cursor.execute(_SELECT_JOB, (event.job_id,))).fetchone()
+    found = await (await cursor.execute(_SELECT_JOB, (job_id,))).fetchone()
     if found is None:
-        first = read_model.job_after(None, event)
-        inserted = await (await conn.execute(_INSERT_JOB, read_model.job_to_columns(first))).fetchone()
+        inserted = await (await conn.execute(_INSERT_JOB, read_model.job_to_columns(merge(None)))).fetchone()
         if inserted is not None:
             return
         # Another consumer inserted it between our read and our write: merge into theirs.
-        found = await (await cursor.execute(_SELECT_JOB, (event.job_id,))).fetchone()
+        found = await (await cursor.execute(_SELECT_JOB, (job_id,))).fetchone()
         assert found is not None
     row = read_model.job_from_columns(found)
-    after = read_model.job_after(row, event)
+    after = merge(row)
     if after != row:
         await conn.execute(_UPSERT_JOB, read_model.job_to_columns(after))
+
+
+async def merge_job_event(conn: AsyncConnection, event: read_model.JobEvent) -> None:
+    await merge_job(conn, event.job_id, lambda row: read_model.job_after(row, event))  # type: ignore[arg-type]
 
 
 async def record_answers(conn: AsyncConnection, event: read_model.AnswerEvent) -> None:
@@ -156,11 +172,12 @@ async def record_answers(conn: AsyncConnection, event: read_model.AnswerEvent) -
             await cursor.executemany(_INSERT_ANSWER, answers)
 
 
-async def merge_sync_record(conn: AsyncConnection, record: Record) -> str:
+async def merge_sync_record(conn: AsyncConnection, record: Record, topic: str, partition: int, offset: int) -> str:
     if isinstance(record, read_model.JOB_EVENTS) and record.job_id is not None:
         await merge_job_event(conn, record)
     if isinstance(record, read_model.ANSWER_EVENTS):
         await record_answers(conn, record)
+    await sync_records.add_record(conn, read_model.record_row(record, topic, partition, offset))
     return APPLIED
 
 
@@ -171,9 +188,43 @@ async def project_sync_record(pool: AsyncConnectionPool, topic: str, partition: 
 
     async def apply(conn: AsyncConnection) -> None:
         nonlocal outcome
-        outcome = await merge_sync_record(conn, record)
+        outcome = await merge_sync_record(conn, record, topic, partition, offset)
 
     await apply_with_retry(pool, SYNC_JOBS_CONSUMER, topic, partition, offset, apply)
+    return outcome
+
+
+# --- sync progress (control records of jobs and requests) -------------------------------------
+
+def is_progress_record(record: Record) -> bool:
+    return isinstance(record, (BatchCompleted, *read_model.CONTROL_JOB_RECORDS))
+
+
+async def merge_progress_record(conn: AsyncConnection, record: Record, topic: str, partition: int, offset: int) -> str:
+    await sync_records.add_record(conn, read_model.record_row(record, topic, partition, offset))
+    if isinstance(record, SyncPlanned):
+        await merge_job(conn, record.job_id, lambda row: read_model.job_planned(row, record))
+    return APPLIED
+
+
+async def project_progress_record(pool: AsyncConnectionPool, topic: str, partition: int, offset: int,
+                                  record: Record) -> str:
+    """Apply one job or request record of the control topic exactly once; returns the outcome."""
+    if not is_progress_record(record):
+        return NOT_PROJECTED
+    if isinstance(record, BatchCompleted):
+        # One row in one statement, no job row to lock: the orchestrator folds every batch
+        # completion, and a running job's counts are summed from these rows when read.
+        applied, added = await sync_records.add_batch(pool, PROGRESS_CONSUMER,
+                                                      read_model.batch_row(record, topic, partition, offset))
+        return (APPLIED if added else DUPLICATE_BATCH) if applied else ALREADY_APPLIED
+    outcome = ALREADY_APPLIED
+
+    async def apply(conn: AsyncConnection) -> None:
+        nonlocal outcome
+        outcome = await merge_progress_record(conn, record, topic, partition, offset)
+
+    await apply_with_retry(pool, PROGRESS_CONSUMER, topic, partition, offset, apply)
     return outcome
 
 
@@ -188,12 +239,24 @@ async def project_sources_record(worker: Worker, message: Any, record: Record | 
     an agent began is finished by all (`Consumer.wait_empty`). Found by
     tests/faults/test_rebalance.py: a second worker joining under load never got a partition.
     """
-    projected = worker.metrics.projected
+    metrics = worker.metrics
+    projected = metrics.projected
     if record is None:
         projected.labels(SOURCES_CONSUMER, UNDECODABLE).inc()
         return
+    # A record may concern both projections (a SyncPlanned: the job's plan, and the source's config file).
+    if is_progress_record(record):
+        outcome = await project_progress_record(await worker.pool(), message.topic, message.partition, message.offset, record)
+        projected.labels(PROGRESS_CONSUMER, outcome).inc()
+        if outcome == APPLIED and isinstance(record, BatchCompleted):
+            files = metrics.files
+            files.labels("processed").inc(record.processed)
+            files.labels("failed").inc(record.failed)
+            files.labels("deleted").inc(record.deleted)
+            files.labels("skipped").inc(record.skipped)
     if not is_source_event(record):
-        projected.labels(SOURCES_CONSUMER, NOT_PROJECTED).inc()
+        if not is_progress_record(record):
+            projected.labels(SOURCES_CONSUMER, NOT_PROJECTED).inc()
         return
     outcome = await project_source_event(await worker.pool(), message.topic, message.partition, message.offset, record)
     projected.labels(SOURCES_CONSUMER, outcome).inc()
@@ -215,6 +278,8 @@ def register(worker: Worker) -> None:
             outcome = await project_sync_record(await worker.pool(), message.topic, message.partition,
                                                 message.offset, record)
         projected.labels(SYNC_JOBS_CONSUMER, outcome).inc()
+        if outcome == APPLIED:
+            count_sync_record(worker.metrics, record)
 
     sync_channel = app.topic(*sync_topics, key_type=bytes, value_type=bytes, key_serializer="raw",
                              value_serializer="raw")
@@ -223,3 +288,17 @@ def register(worker: Worker) -> None:
     async def project_sync_jobs(stream):
         async for event in faust_tuning.events(stream):
             await dead_letters.guard(event.message, functools.partial(apply, event.message), "project")
+
+
+def count_sync_record(metrics: Any, record: Record) -> None:
+    """A lifecycle event or completion applied once: the completions and the answers it counts."""
+    if isinstance(record, SyncCompleted):
+        metrics.syncs_completed.labels(record.status).inc()
+        metrics.sync_seconds.labels(record.status).observe(record.duration_ms / 1000)
+    if isinstance(record, read_model.ANSWER_EVENTS):
+        answer = read_model.request_answers(record)
+        if answer:
+            metrics.requests_answered.labels(one_of(answer[0].answer, ANSWERS)).inc(len(answer))
+
+
+ANSWERS = ("started", "queued", "coalesced", "deduplicated", "rejected")

@@ -225,7 +225,9 @@ async def test_syncs_list_table_has_the_counts_and_the_error(projected, monkeypa
     assert code == 0
     header, job2, job1 = out.splitlines()
     assert header.split()[:5] == ["JOB", "SOURCE", "STATUS", "MODE", "TRIGGER"]
-    assert job1.split()[:10] == [JOB1, SRC, "succeeded", "full", "manual", "2026-03-01", "12:00:01Z", "2.0s", "7", "7"]
+    # ... BATCHES (done/planned), LISTED, PROCESSED, WRITTEN
+    assert job1.split()[:12] == [JOB1, SRC, "succeeded", "full", "manual", "2026-03-01", "12:00:01Z", "2.0s", "1/1", "7",
+                                 "6", "7"]
     assert job2.split()[2] == "cancelled" and job2.endswith("cancelled: retired")
 
 

@@ -197,8 +197,9 @@ async def test_the_swap_is_atomic_and_the_agents_continue_from_the_rebuilt_fence
     [old] = await schemas_like(settings, settings.database_schema + "\\_old\\_%")
     for table in ("sync_jobs", "sync_requests"):
         assert len(await query(settings, f"SELECT * FROM {table}", schema=old)) == len(live_rows[table])
-    assert await fences(settings, old) == {k: v for k, v in live_fences.items() if k[0] == "project_sync_jobs"}
-    assert all(o in ("already_applied",) for o in await apply_live(settings, ["sync_jobs"]))
+    assert await fences(settings, old) == {k: v for k, v in live_fences.items()
+                                           if k[0] in ("project_sync_jobs", "project_sync_progress")}
+    assert all(o in ("already_applied", "not_projected") for o in await apply_live(settings, ["sync_jobs"]))
     # ... and apply the next one to the new table.
     await produce_jobs(settings, [40])
     assert "applied" in await apply_live(settings, ["sync_jobs"])
@@ -212,7 +213,7 @@ async def test_a_dry_run_swaps_nothing(settings, monkeypatch, capsys):
     before = (await table_oids(settings), await read_model(settings), await fences(settings))
     code, out, _ = await hookstream(settings, monkeypatch, capsys, "projections", "rebuild", "--dry-run")
     assert code == 0, out
-    assert out.count("dry run: nothing swapped; the rebuilt tables were dropped") == 3
+    assert out.count("dry run: nothing swapped; the rebuilt tables were dropped") == 4
     assert (await table_oids(settings), await read_model(settings), await fences(settings)) == before
     assert not await schemas_like(settings, settings.database_schema + "\\_old\\_%")
     assert not await schemas_like(settings, settings.database_schema + "\\_rebuild\\_%")
@@ -249,7 +250,8 @@ async def test_records_the_live_agent_applies_during_the_rebuild_are_not_lost_by
             await apply_live(settings, ["sync_jobs"], pool=live_pool)
             await produce_jobs(settings, [8])
             result = await job.finish()
-        assert result.swapped and result.caught_up == 6 and result.replayed == len(lifecycle_history()) + 2 + 10
+        assert result.swapped and result.caught_up == 6
+        assert result.replayed == len(lifecycle_history()) + 2 + 10 + len(control_history())  # control: job records
         jobs = {r["job_id"] for r in await query(settings, "SELECT job_id FROM sync_jobs")}
         assert {f"git:later:{n}" for n in range(8)} <= jobs and "git:later:8" not in jobs
         # The live agent goes on, on the connection it had before the swap: 5-7 are fenced, 8 is applied.
@@ -295,8 +297,9 @@ async def test_a_live_agent_applying_all_along_loses_nothing_across_the_swap(set
             while not (stop.is_set() and idle >= 5):
                 batch = await consumer.getmany(timeout_ms=100)
                 idle = 0 if batch else idle + 1
+                logical_of = {settings.topic(t): t for t in projection.topics}
                 for tp, messages in batch.items():
-                    logical = SYNC_EVENTS if tp.topic == settings.topic(SYNC_EVENTS) else SYNC_COMPLETED
+                    logical = logical_of[tp.topic]
                     for m in messages:
                         await projection.consumer_of(logical).project(
                             pool, m.topic, m.partition, m.offset, codec.decode_topic(logical, m.value))
@@ -355,13 +358,14 @@ async def test_rollback_puts_the_replaced_tables_back_with_what_was_applied_sinc
     await apply_live(settings, ["sync_jobs"])  # applied to the rebuilt tables, after the swap
 
     code, out, _ = await hookstream(settings, monkeypatch, capsys, "projections", "list")
-    assert code == 0 and f"  {old}: applied_offsets, sync_jobs, sync_requests" in out
+    assert code == 0 and f"  {old}: applied_offsets, sync_batches, sync_jobs, sync_records, sync_requests" in out
     code, out, err = await hookstream(settings, monkeypatch, capsys, "projections", "rollback", "--from", old)
     assert code == 0, out + err
-    assert "sync_jobs: read 2 records from its fences" in out
+    # The two records of job git:later:1; control records no job record fenced are read again, not projected.
+    assert "records: 2 applied, 5 not_projected" in out, out
     rows = {r["job_id"]: r for r in await query(settings, "SELECT * FROM sync_jobs")}
     assert rows["git:demo:1"]["error"] == "edited by hand" and rows["git:later:1"]["status"] == "succeeded"
-    assert set(await apply_live(settings, ["sync_jobs"])) == {"already_applied"}
+    assert set(await apply_live(settings, ["sync_jobs"])) == {"already_applied", "not_projected"}
     assert len(await schemas_like(settings, settings.database_schema + "\\_old\\_%")) == 2
 
 
@@ -383,7 +387,7 @@ async def test_behind_a_real_worker_verify_finds_no_difference_and_the_swap_keep
 
         code, out, err = await hookstream(settings, monkeypatch, capsys, "projections", "rebuild", "--verify")
         assert code == 0, out + err
-        assert out.count("  swapped: ") == 3 and "verify: the rebuilt tables equal the live ones" in out
+        assert out.count("  swapped: ") == 4 and "verify: the rebuilt tables equal the live ones" in out
         assert await read_model(settings) == before
 
         # The worker's agents write the new tables: a sync after the swap is projected.

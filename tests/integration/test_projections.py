@@ -38,6 +38,7 @@ from app.stream.projections import (
     SYNC_COMPLETED,
     SYNC_EVENTS,
     SYNC_JOBS_CONSUMER,
+    project_progress_record,
     project_source_event,
     project_sync_record,
 )
@@ -48,7 +49,8 @@ from tests.support.services import isolated_settings, wait_until
 from tests.support.stack import WorkerProcess
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
-TABLES = {"sources": "source_id", "sync_jobs": "job_id", "sync_requests": "request_id"}
+TABLES = {"sources": "source_id", "sync_jobs": "job_id", "sync_requests": "request_id", "sync_batches": "batch_id",
+          "sync_records": "record_id"}
 
 
 def at(seconds: float) -> datetime:
@@ -58,12 +60,15 @@ def at(seconds: float) -> datetime:
 # --- helpers -----------------------------------------------------------------------------------
 
 async def project(settings, records) -> list[str]:
-    """Apply (logical topic, partition, offset, record) the way the agents do; the outcome of each."""
+    """Apply (logical topic, partition, offset, record) the way the agents do; the outcome of each
+    (of the sources projection, for a control record: both projections of the control topic apply it)."""
     pool = open_pool(settings, min_size=1, max_size=2)
     await pool.open(wait=True)
     try:
         outcomes = []
         for logical, partition, offset, record in records:
+            if logical == CONTROL:
+                await project_progress_record(pool, settings.topic(logical), partition, offset, record)
             apply = project_source_event if logical == CONTROL else project_sync_record
             outcomes.append(await apply(pool, settings.topic(logical), partition, offset, record))
         return outcomes
@@ -84,8 +89,8 @@ async def read_model(settings) -> dict[str, list[dict]]:
 
 
 async def fresh_schema(settings):
-    """The same server, an empty schema of its own: a projection rebuild target."""
-    s = isolated_settings(settings.kafka_bootstrap_servers, settings.database_url)
+    """The same server and topics, an empty schema of its own: a projection rebuild target."""
+    s = isolated_settings(settings.kafka_bootstrap_servers, settings.database_url, topic_prefix=settings.topic_prefix)
     await migrate(s)
     return s
 
@@ -162,7 +167,8 @@ async def test_source_events_project_into_sources_and_other_control_events_are_s
     assert demo["updated_at"] == at(5)
     assert (github["source_id"], github["status"], github["config"]["installation_id"]) == ("github:42", "connected", 7)
     # Skipped records take no transaction; the fence holds each partition's last source event.
-    fences = {(r["topic"], r["partition"]): r["offset"] for r in await rows(settings, "applied_offsets")}
+    fences = {(r["topic"], r["partition"]): r["offset"] for r in await rows(settings, "applied_offsets")
+              if r["consumer"] == SOURCES_CONSUMER}
     assert fences == {(settings.topic(CONTROL), 4): 6, (settings.topic(CONTROL), 1): 1}
 
 

@@ -142,7 +142,11 @@ async def test_prune_deletes_old_history_and_never_what_is_live(settings, monkey
 
     code, out, err = await hookstream(settings, monkeypatch, capsys, "db", "prune", "--older-than", "7d")
     assert code == 0, err
-    assert "deleted        1  sync_jobs" in out and "5 rows older than" in out, out
+    assert "deleted        1  sync_jobs" in out and "9 rows older than" in out, out
+    # Where the records of the pruned job and requests were (trace's positions) goes with them.
+    assert "deleted        4  sync_records" in out, out
+    left = await query(settings, "SELECT job_id, request_ids FROM sync_records")
+    assert {r["job_id"] for r in left} <= set(kept(JOBS)) | {None} and ["rx"] not in [r["request_ids"] for r in left]
     assert await ids(settings, "sync_jobs", "job_id") == kept(JOBS)
     assert await ids(settings, "sync_requests", "request_id") == kept(REQUESTS)
     assert await ids(settings, "dlq", "dead_letter_id") == kept(DEAD_LETTERS)

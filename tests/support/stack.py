@@ -94,6 +94,17 @@ class WorkerProcess(ChildProcess):
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}/metrics"
 
+    async def ready(self) -> bool:
+        """The worker's /readyz answers 200: it joined its group and resumed its streams."""
+        import aiohttp
+
+        assert self.alive(), self.log_tail()
+        try:
+            async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{self.web_port}/readyz") as r:
+                return r.status == 200
+        except aiohttp.ClientError:
+            return False
+
 
 @dataclass
 class IngressProcess(ChildProcess):

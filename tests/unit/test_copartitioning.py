@@ -37,3 +37,10 @@ def test_the_worker_builds_its_tables_with_the_declared_partitions(tmp_path):
     for changelog, source in TABLES:
         table = tables[settings.topic(changelog)]
         assert table.partitions == specs[source].partitions, changelog
+
+
+def test_the_outcomes_topic_is_partitioned_like_the_deliveries():
+    """The dedup stage writes each copy's outcome to the partition the copy was read from."""
+    specs = {s.name: s for s in load_specs(Settings().topics_dir)}
+    outcomes, deliveries = specs["hookstream.deliveries.outcomes"], specs["hookstream.deliveries"]
+    assert (outcomes.partitions, outcomes.key) == (deliveries.partitions, deliveries.key)

@@ -58,8 +58,8 @@ def resolved(env: dict[str, str]) -> dict:
     return compose
 
 
-SINGLE = resolved({"HOOKSTREAM_EVENTS_TOKEN": "t"})
-KRAFT3 = resolved({"HOOKSTREAM_EVENTS_TOKEN": "t", **KRAFT3_ENV})
+SINGLE = resolved({"HOOKSTREAM_EVENTS_TOKEN": "t", "GRAFANA_ADMIN_PASSWORD": "g"})
+KRAFT3 = resolved({"HOOKSTREAM_EVENTS_TOKEN": "t", "GRAFANA_ADMIN_PASSWORD": "g", **KRAFT3_ENV})
 
 
 def _workers(compose: dict) -> dict[str, dict]:
@@ -68,8 +68,8 @@ def _workers(compose: dict) -> dict[str, dict]:
 
 @pytest.mark.parametrize("text", [
     COMPOSE_TEXT,
-    interpolate(COMPOSE_TEXT, {"HOOKSTREAM_EVENTS_TOKEN": "t"}),
-    interpolate(COMPOSE_TEXT, {"HOOKSTREAM_EVENTS_TOKEN": "t", **KRAFT3_ENV}),
+    interpolate(COMPOSE_TEXT, {"HOOKSTREAM_EVENTS_TOKEN": "t", "GRAFANA_ADMIN_PASSWORD": "g"}),
+    interpolate(COMPOSE_TEXT, {"HOOKSTREAM_EVENTS_TOKEN": "t", "GRAFANA_ADMIN_PASSWORD": "g", **KRAFT3_ENV}),
 ], ids=["as-written", "single", "kraft3"])
 def test_compose_is_valid_against_the_compose_specification(text):
     PyOptions(apply_merge=True).from_yaml(text).validate()
@@ -187,3 +187,68 @@ def test_the_dev_defaults_are_valid():
     from app.cli.dev import DEFAULT_INSTANCES
 
     assert len(load_instances(Path(DEFAULT_INSTANCES))) == 4
+
+
+# --- metrics: Prometheus and Grafana ------------------------------------------------------------
+
+PROMETHEUS = yaml.safe_load((REPO_ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+DASHBOARD = REPO_ROOT / "deploy" / "grafana" / "dashboards" / "hookstream.json"
+
+
+def _mounted(service: str) -> dict[str, str]:
+    """Host path (relative to the repository) -> container path, for the service's bind mounts."""
+    mounts = {}
+    for volume in SINGLE["services"][service].get("volumes", []):
+        host, container, *_ = volume.split(":")
+        if host.startswith("./"):
+            mounts[host[2:]] = container
+    return mounts
+
+
+def test_prometheus_scrapes_the_ingress_and_every_worker_where_they_serve_metrics():
+    assert {"prometheus", "grafana"} <= set(SINGLE["services"])
+    assert _mounted("prometheus")["deploy/prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    jobs = {job["job_name"]: job["dns_sd_configs"][0] for job in PROMETHEUS["scrape_configs"]}
+    ingress, worker = jobs["hookstream-ingress"], jobs["hookstream-worker"]
+    assert ingress["names"] == ["ingress"] and ingress["type"] == "A"
+    assert str(ingress["port"]) == SINGLE["services"]["ingress"]["command"][-1]
+    # Every worker service, and nothing else, at the port its web listens on.
+    workers = _workers(SINGLE)
+    assert sorted(worker["names"]) == sorted(workers) and worker["type"] == "A"
+    for name, service in workers.items():
+        env = service["environment"]
+        assert worker["port"] == int(env.get("HOOKSTREAM_WORKER_WEB_PORT", Settings.model_fields["worker_web_port"].default))
+        assert env["HOOKSTREAM_WORKER_WEB_HOST"] == "0.0.0.0", name  # reachable from the Prometheus container
+
+
+def test_grafana_is_provisioned_with_the_datasource_and_the_committed_dashboard():
+    mounts = _mounted("grafana")
+    assert mounts["deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    [provider] = yaml.safe_load((REPO_ROOT / "deploy/grafana/provisioning/dashboards/hookstream.yml").read_text())["providers"]
+    assert mounts["deploy/grafana/dashboards"] == provider["options"]["path"]
+    [source] = yaml.safe_load((REPO_ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())["datasources"]
+    assert source["url"] == "http://prometheus:9090"
+    import json
+
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert panels and all(p["datasource"]["uid"] == source["uid"] for p in panels)
+
+
+def test_every_metric_the_dashboard_queries_is_one_hookstream_exports():
+    import json
+    import re
+
+    from app.ingress.metrics import IngressMetrics
+    from app.stream.metrics import WorkerMetrics
+
+    exported = set()
+    for registry in (WorkerMetrics().registry, IngressMetrics().registry):
+        for family in registry.collect():
+            exported |= {family.name, f"{family.name}_total", f"{family.name}_bucket", f"{family.name}_count",
+                         f"{family.name}_sum"}
+    queried = set()
+    for panel in json.loads(DASHBOARD.read_text())["panels"]:
+        for target in panel.get("targets", []):
+            queried |= set(re.findall(r"\b(hookstream_[a-z_]+)", target["expr"]))
+    assert queried and queried <= exported, sorted(queried - exported)

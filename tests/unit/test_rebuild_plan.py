@@ -89,21 +89,32 @@ def test_progress_gives_each_topic_and_the_rate():
 def test_the_registry_and_the_help_name_the_same_projections_topics_and_tables():
     registry = projections()
     assert tuple(registry) == NAMES == PROJECTION_NAMES
-    lines = {line.split()[0]: line for line in PROJECTIONS_TABLE.splitlines()}
+    lines: dict[str, str] = {}
+    entry = ""
+    for line in PROJECTIONS_TABLE.splitlines():  # an entry may continue on an indented line
+        first = line.split()[0]
+        if first == "->":
+            lines[entry] += line
+        else:
+            entry = first
+            lines[entry] = line
     for name, projection in registry.items():
         for text in (*projection.topics, *(t.name for t in projection.tables)):
             assert text in lines[name], (name, text)
 
 
 def test_the_registry_uses_the_agents_own_functions():
-    from app.stream import dlq, projections as read_model
+    from app.stream import dlq, ledger, projections as read_model
 
     registry = projections()
     assert registry["sources"].consumer_of("hookstream.sync.control").project is read_model.project_source_event
     assert registry["sync_jobs"].consumer_of("hookstream.sync.completed").project is read_model.project_sync_record
+    assert registry["sync_jobs"].consumer_of("hookstream.sync.control").project is read_model.project_progress_record
     assert registry["dlq"].consumer_of("hookstream.dlq").project is dlq.project_dead_letter
+    assert registry["ledger"].consumer_of("hookstream.deliveries.outcomes").project is ledger.project_outcome
     assert {c for p in registry.values() for c in p.consumer_names} == {
-        read_model.SOURCES_CONSUMER, read_model.SYNC_JOBS_CONSUMER, dlq.CONSUMER}
+        read_model.SOURCES_CONSUMER, read_model.SYNC_JOBS_CONSUMER, read_model.PROGRESS_CONSUMER, dlq.CONSUMER,
+        ledger.CONSUMER}
 
 
 def test_rebuild_help_answers_the_on_call_questions(capsys):

@@ -111,7 +111,12 @@ class Output:
         self._watch_open(accumulator, self.topics)  # a producer Faust replaced: its open batches
         return producer
 
-    async def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
+    async def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
+                   record_future: bool = True) -> None:
+        """`record_future=False`: into the partition's open batch without the future aiokafka makes
+        per record (and resolves with a RecordMetadata when the batch is acknowledged). Nothing
+        waits for it: the batch's outcome is watched as every batch of a watched topic is. Only for
+        a topic no listener takes offsets of (`acked`): a listener reads the last record's."""
         producer = self.producer
         if producer is None or producer is not self.app.producer._producer:
             producer = self._bind()
@@ -123,7 +128,14 @@ class Output:
         tp = self._tps.get((topic, partition))
         if tp is None:
             tp = self._tps[(topic, partition)] = TopicPartition(topic, partition)
-        await producer._message_accumulator.add_message(tp, key, value, producer._request_timeout_ms / 1000)
+        accumulator = producer._message_accumulator
+        if not record_future and topic not in self.acked:
+            open_batches = accumulator._batches.get(tp)
+            # aiokafka's add_message appends to the same batch (its last open one); a closed or full
+            # one refuses, and add_message below opens the next (or waits for room).
+            if open_batches and open_batches[-1]._builder.append(timestamp=None, key=key, value=value) is not None:
+                return
+        await accumulator.add_message(tp, key, value, producer._request_timeout_ms / 1000)
 
     def _partition_of(self, producer: Any, topic: str, key: bytes | None, value: bytes | None) -> int:
         """aiokafka's partitioner (murmur2 in Python), remembered per key and partition count."""
