@@ -7,11 +7,11 @@ names the field and the bound it breaks (`app.events.bounds`).
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Any, Mapping, TypeVar, cast
+from collections.abc import Mapping
+from functools import cache
+from typing import Any, TypeVar, cast
 
 import orjson
-
 from pydantic import TypeAdapter, ValidationError
 
 from app.events import TOPIC_RECORDS, ProducerEvent, Record
@@ -49,7 +49,7 @@ def decode_key(raw: bytes | None) -> str | None:
     return None if raw is None else raw.decode("utf-8", errors="replace")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _adapter(target: Any) -> TypeAdapter:
     return TypeAdapter(target)
 
@@ -80,7 +80,8 @@ def _errors(exc: ValidationError) -> list[dict[str, Any]]:
 
 def _summary(errors: list[dict[str, Any]]) -> str:
     return "does not match the model: " + "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in errors[:5])
+        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in errors[:5]
+    )
 
 
 def decode(target: type[M] | Any, raw: bytes | str) -> M:

@@ -78,17 +78,19 @@ def _resolve_secret(raw: Any, where: str, env: dict[str, str]) -> str:
         try:
             ref = SecretRef.model_validate(raw)
         except ValidationError:
-            raise ConfigError(f"{where}: a secret reference is written {{ env = \"NAME\" }}") from None
+            raise ConfigError(f'{where}: a secret reference is written {{ env = "NAME" }}') from None
         value = env.get(ref.env)
         if not value:
             raise ConfigError(f"{where}: environment variable {ref.env} is not set or empty")
         return value
     if isinstance(raw, str) and raw:
         return raw
-    raise ConfigError(f"{where}: a secret is a non-empty string or {{ env = \"NAME\" }}")
+    raise ConfigError(f'{where}: a secret is a non-empty string or {{ env = "NAME" }}')
 
 
-def parse_instances(data: dict[str, Any], source: str, env: dict[str, str] | None = None) -> dict[tuple[str, str], InstanceConfig]:
+def parse_instances(
+    data: dict[str, Any], source: str, env: dict[str, str] | None = None
+) -> dict[tuple[str, str], InstanceConfig]:
     """Validate the parsed instances document. Keys are (plugin, instance id)."""
     env = dict(os.environ) if env is None else env
     unknown = set(data) - {"instance"}
@@ -135,7 +137,9 @@ def load_instances(path: Path, env: dict[str, str] | None = None) -> dict[tuple[
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the instances file: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); TOML files are UTF-8") from None
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); TOML files are UTF-8"
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

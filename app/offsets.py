@@ -13,8 +13,8 @@ this time", listing a group's offsets and leaving a group all need it there.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -59,7 +59,7 @@ class Cluster:
         self.admin: AIOKafkaAdminClient | None = None
         self.consumer: AIOKafkaConsumer | None = None
 
-    async def __aenter__(self) -> "Cluster":
+    async def __aenter__(self) -> Cluster:
         try:
             self.admin = admin_client(self.settings)
             await self.admin.start()
@@ -72,7 +72,9 @@ class Cluster:
             await self.consumer.start()
         except (KafkaError, OSError) as exc:
             await self.__aexit__(None, None, None)
-            raise OffsetsError(f"cannot reach the Kafka broker at {self.settings.kafka_bootstrap_servers}: {exc}") from None
+            raise OffsetsError(
+                f"cannot reach the Kafka broker at {self.settings.kafka_bootstrap_servers}: {exc}"
+            ) from None
         return self
 
     async def __aexit__(self, *exc_info) -> None:
@@ -185,8 +187,9 @@ class Cluster:
             if partitions:
                 missing = sorted(set(partitions) - set(available))
                 if missing:
-                    raise OffsetsError(f"topic {topic} has no partition {', '.join(map(str, missing))} "
-                                       f"(it has 0..{max(available)})")
+                    raise OffsetsError(
+                        f"topic {topic} has no partition {', '.join(map(str, missing))} (it has 0..{max(available)})"
+                    )
                 available = [p for p in available if p in set(partitions)]
             tps.extend(TopicPartition(topic, p) for p in available)
         committed = await self.committed(group, tps)
@@ -242,8 +245,9 @@ class Cluster:
                 if batch:
                     idle_since = time.monotonic()
                 elif todo and time.monotonic() - idle_since > 60:
-                    where = ", ".join(f"[{tp.partition}] at {await reader.position(tp)} of {stop}"
-                                      for tp, (_, stop) in todo.items())
+                    where = ", ".join(
+                        f"[{tp.partition}] at {await reader.position(tp)} of {stop}" for tp, (_, stop) in todo.items()
+                    )
                     raise OffsetsError(f"reading {topic} stalled: no records for 60 s ({where})")
         finally:
             await reader.stop()

@@ -132,7 +132,9 @@ class Settings(BaseSettings):
     def _absolute_roots(cls, value: str) -> str:
         for root in value.split(os.pathsep):
             if root and not os.path.isabs(root):
-                raise ValueError(f"{root!r} is not an absolute path (roots are absolute directories separated by {os.pathsep!r})")
+                raise ValueError(
+                    f"{root!r} is not an absolute path (roots are absolute directories separated by {os.pathsep!r})"
+                )
         return value
 
     def git_root_paths(self) -> tuple[str, ...]:

@@ -14,8 +14,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from app.core.topology import MIN_INSYNC_REPLICAS, Plan, TopicSpec, TopicState, diff, with_replication
-from app.settings import Settings
 from app.instances import ConfigError
+from app.settings import Settings
 
 _REQUIRED_KEYS = {"name", "key", "value", "partitions"}
 _ALLOWED_KEYS = _REQUIRED_KEYS | {"config"}
@@ -28,8 +28,7 @@ _CLUSTER_KEYS = {
 class MissingTopics(RuntimeError):
     def __init__(self, names: list[str]) -> None:
         super().__init__(
-            f"topic(s) missing on the cluster: {', '.join(names)}. "
-            "Create them first with: hookstream topics apply"
+            f"topic(s) missing on the cluster: {', '.join(names)}. Create them first with: hookstream topics apply"
         )
         self.names = names
 

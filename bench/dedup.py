@@ -47,14 +47,14 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CHILDREN = Path(__file__).resolve().parent / "dedup_children.py"
 VARIANTS = ("noop-stock", "noop", "stage", "quix", "quix-bare", "stage-baseline")
 DEFAULT_VARIANTS = VARIANTS[:5]
-T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 INSTANCE = "bench"
 
 
@@ -78,10 +78,10 @@ class Run:
 def deliveries(events: int, keys: int, body_bytes: int, seed: int = 3) -> list[tuple[bytes, bytes]]:
     """`events` encoded deliveries over `keys` keys: every key at least once, shuffled, event
     time growing with the position (so every redelivery falls inside its 24 h window)."""
+    import orjson
+
     from app import codec
     from app.events import Delivery, SyncRequested
-
-    import orjson
 
     rng = random.Random(seed)
     order = [i % keys for i in range(events)]
@@ -92,17 +92,29 @@ def deliveries(events: int, keys: int, body_bytes: int, seed: int = 3) -> list[t
         body = bodies.get(i)
         if body is None:
             paths = []
-            event = SyncRequested(source_id=f"src-{i % 64}", occurred_at=T0, request_id=f"req-{i}",
-                                  mode="incremental", trigger="producer", paths=paths,
-                                  before="0" * 40, after=f"{i:040x}")
+            event = SyncRequested(
+                source_id=f"src-{i % 64}",
+                occurred_at=T0,
+                request_id=f"req-{i}",
+                mode="incremental",
+                trigger="producer",
+                paths=paths,
+                before="0" * 40,
+                after=f"{i:040x}",
+            )
             size = len(orjson.dumps(event.model_dump(mode="json")))
             while size < body_bytes:
                 paths.append(f"docs/section-{i % 97}/page-{len(paths)}.md")
                 size += len(paths[-1]) + 3
             event = event.model_copy(update={"paths": paths})
             body = bodies[i] = orjson.dumps(event.model_dump(mode="json"))
-        d = Delivery(delivery_id=f"d-{i:08d}", plugin="generic-hmac", instance=INSTANCE,
-                     received_at=T0 + timedelta(milliseconds=10 * position), body=body)
+        d = Delivery(
+            delivery_id=f"d-{i:08d}",
+            plugin="generic-hmac",
+            instance=INSTANCE,
+            received_at=T0 + timedelta(milliseconds=10 * position),
+            body=body,
+        )
         out.append((codec.encode_key(d.key), codec.encode(d)))
     return out
 
@@ -110,8 +122,9 @@ def deliveries(events: int, keys: int, body_bytes: int, seed: int = 3) -> list[t
 async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20, max_batch_size=1024 * 1024,
-                                max_request_size=4 * 1024 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks=1, linger_ms=20, max_batch_size=1024 * 1024, max_request_size=4 * 1024 * 1024
+    )
     await producer.start()
     try:
         pending = []
@@ -150,9 +163,13 @@ def run_variant(variant: str, args, broker, records, work: Path, instances_file:
 
     prefix = f"b{n}."
     settings = Settings(
-        kafka_bootstrap_servers=broker.bootstrap, topic_prefix=prefix, embedded_broker="tansu",
-        instances_file=instances_file, broker_session_timeout_seconds=6.0,
-        worker_data_dir=work / f"state-{n}", worker_web_port=free_port(),
+        kafka_bootstrap_servers=broker.bootstrap,
+        topic_prefix=prefix,
+        embedded_broker="tansu",
+        instances_file=instances_file,
+        broker_session_timeout_seconds=6.0,
+        worker_data_dir=work / f"state-{n}",
+        worker_web_port=free_port(),
         dedup_purge_interval_seconds=3600.0,
     )
     plan, errors = asyncio.run(topology.apply(settings))
@@ -162,14 +179,16 @@ def run_variant(variant: str, args, broker, records, work: Path, instances_file:
 
     report_path = work / f"report-{n}.json"
     env = settings.to_env()
-    env.update({
-        "BENCH_EVENTS": str(len(records)),
-        "BENCH_REPORT": str(report_path),
-        "BENCH_FAUST_TUNING": "off" if variant == "noop-stock" else args.faust_tuning,
-        "BENCH_UVLOOP": "1" if args.uvloop == "all" or variant in args.uvloop.split(",") else "0",
-        "BENCH_FAUST_CONF": args.faust_conf or "",
-        "PYTHONPATH": str(args.baseline if variant == "stage-baseline" else REPO),
-    })
+    env.update(
+        {
+            "BENCH_EVENTS": str(len(records)),
+            "BENCH_REPORT": str(report_path),
+            "BENCH_FAUST_TUNING": "off" if variant == "noop-stock" else args.faust_tuning,
+            "BENCH_UVLOOP": "1" if args.uvloop == "all" or variant in args.uvloop.split(",") else "0",
+            "BENCH_FAUST_CONF": args.faust_conf or "",
+            "PYTHONPATH": str(args.baseline if variant == "stage-baseline" else REPO),
+        }
+    )
     python = args.quix_python if variant.startswith("quix") else sys.executable
     log_path = work / f"{variant}-{n}.log"
     kind = {"noop-stock": "noop", "stage-baseline": "stage"}.get(variant, variant)
@@ -182,7 +201,9 @@ def run_variant(variant: str, args, broker, records, work: Path, instances_file:
             if not child.alive:
                 sys.exit(f"{variant} exited early; its log ({log_path}):\n{_tail(log_path)}")
             if time.monotonic() > deadline:
-                sys.exit(f"{variant} did not consume {len(records)} events within {args.timeout:.0f}s:\n{_tail(log_path)}")
+                sys.exit(
+                    f"{variant} did not consume {len(records)} events within {args.timeout:.0f}s:\n{_tail(log_path)}"
+                )
             started = report_path.with_suffix(".started").exists()
             if variant in args.profile and profiler is None and started:
                 profiler = _start_profiler(child.process.pid, work / f"{variant}-{n}.speedscope.json", args)
@@ -197,12 +218,30 @@ def run_variant(variant: str, args, broker, records, work: Path, instances_file:
 
 
 def _start_profiler(pid: int, out: Path, args) -> subprocess.Popen:
-    candidates = [shutil.which("py-spy"), Path(sys.executable).parent / "py-spy", Path(args.quix_python or "").parent / "py-spy"]
+    candidates = [
+        shutil.which("py-spy"),
+        Path(sys.executable).parent / "py-spy",
+        Path(args.quix_python or "").parent / "py-spy",
+    ]
     py_spy = next((str(c) for c in candidates if c and Path(c).is_file()), None)
     if py_spy is None:
         sys.exit("--profile needs py-spy: pip install py-spy")
-    cmd = [py_spy, "record", "--pid", str(pid), "--duration", str(args.profile_seconds), "--rate", "200",
-           "--format", "speedscope", "--output", str(out), "--nonblocking", "--gil"]
+    cmd = [
+        py_spy,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(args.profile_seconds),
+        "--rate",
+        "200",
+        "--format",
+        "speedscope",
+        "--output",
+        str(out),
+        "--nonblocking",
+        "--gil",
+    ]
     print(f"  profiling pid {pid} for {args.profile_seconds}s -> {out}", flush=True)
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -223,7 +262,11 @@ def print_table(runs: list[Run], events: int, keys: int) -> None:
     print(f"{'variant':<10} {'events/s':>10} {'events/cpu-s':>13}  runs (events/s)   checks")
     for v, rs in by.items():
         checks = rs[-1].report
-        check = "" if v.startswith("noop") else f"routed {int(checks.get('routed', 0)):,} dup {int(checks.get('duplicates', 0)):,}"
+        check = (
+            ""
+            if v.startswith("noop")
+            else f"routed {int(checks.get('routed', 0)):,} dup {int(checks.get('duplicates', 0)):,}"
+        )
         print(f"{v:<10} {med[v][0]:>10,.0f} {med[v][1]:>13,.0f}  {' '.join(f'{r.rate:,.0f}' for r in rs):<17} {check}")
     if "stage" in med:
         s = med["stage"]
@@ -243,10 +286,18 @@ def main() -> int:
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
     p.add_argument("--baseline", type=Path, help="another checkout whose stage the stage-baseline variant runs")
     p.add_argument("--quix-python", help="interpreter with quixstreams (default: this one)")
-    p.add_argument("--faust-tuning", default="on",
-                   help="on, off, or some of deliver,monitor,batching,fetchwait,events (app/stream/faust_tuning/)")
-    p.add_argument("--uvloop", nargs="?", const="all", default="",
-                   help="run on uvloop: all Faust variants, or the comma-separated ones given")
+    p.add_argument(
+        "--faust-tuning",
+        default="on",
+        help="on, off, or some of deliver,monitor,batching,fetchwait,events (app/stream/faust_tuning/)",
+    )
+    p.add_argument(
+        "--uvloop",
+        nargs="?",
+        const="all",
+        default="",
+        help="run on uvloop: all Faust variants, or the comma-separated ones given",
+    )
     p.add_argument("--faust-conf", help="JSON object of Faust settings to override (single-lever experiments)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds one run may take")
     p.add_argument("--profile", default="", help="variants to profile with py-spy (comma-separated)")
@@ -269,12 +320,16 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-dedup-"))
     instances_file = work / "instances.toml"
-    instances_file.write_text(f'[[instance]]\nplugin = "generic-hmac"\nid = "{INSTANCE}"\n'
-                              'secret = "bench secret"\ndedup_window = "24h"\n')
+    instances_file.write_text(
+        f'[[instance]]\nplugin = "generic-hmac"\nid = "{INSTANCE}"\nsecret = "bench secret"\ndedup_window = "24h"\n'
+    )
     t = time.monotonic()
     records = deliveries(args.events, args.keys, args.body_bytes)
-    print(f"built {len(records):,} deliveries over {args.keys:,} keys "
-          f"({sum(len(v) for _, v in records) / len(records):,.0f} B each) in {time.monotonic() - t:.1f}s", flush=True)
+    print(
+        f"built {len(records):,} deliveries over {args.keys:,} keys "
+        f"({sum(len(v) for _, v in records) / len(records):,.0f} B each) in {time.monotonic() - t:.1f}s",
+        flush=True,
+    )
     runs: list[Run] = []
     try:
         n = 0
@@ -289,8 +344,11 @@ def main() -> int:
                 finally:
                     broker.stop()
                 runs.append(run)
-                print(f"  {variant:<10} {run.rate:>9,.0f} events/s  {run.per_cpu:>9,.0f} events/cpu-s  "
-                      f"({run.events:,} events in {run.seconds:.1f}s, cpu {run.cpu_seconds:.1f}s)", flush=True)
+                print(
+                    f"  {variant:<10} {run.rate:>9,.0f} events/s  {run.per_cpu:>9,.0f} events/cpu-s  "
+                    f"({run.events:,} events in {run.seconds:.1f}s, cpu {run.cpu_seconds:.1f}s)",
+                    flush=True,
+                )
     finally:
         if args.keep or args.profile:
             print(f"work directory kept: {work}")

@@ -27,8 +27,8 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 EVENTS = int(os.environ.get("BENCH_EVENTS", "0"))
 REPORT = Path(os.environ.get("BENCH_REPORT", "/dev/null"))
@@ -74,7 +74,9 @@ def run_faust(kind: str) -> None:
         tuning = None
     parts = os.environ.get("BENCH_FAUST_TUNING", "on") if tuning is not None else "off"
     install_tuning = tuning.install if tuning is not None else (lambda app, *_: None)
-    if tuning is not None and parts != "on":  # "off", or some of deliver,monitor,batching,fetchwait,events (single-lever runs)
+    if (
+        tuning is not None and parts != "on"
+    ):  # "off", or some of deliver,monitor,batching,fetchwait,events (single-lever runs)
         chosen = set(parts.split(","))
 
         def install_tuning(app, fetch_max_wait_ms=None):
@@ -143,8 +145,11 @@ def run_faust(kind: str) -> None:
             m = worker.metrics
             start_probe(
                 lambda: _counter_total(m.received),
-                lambda: {"routed": _counter_total(m.routed), "duplicates": _counter_total(m.duplicates),
-                         "dead_lettered": _counter_total(m.dead_lettered)},
+                lambda: {
+                    "routed": _counter_total(m.routed),
+                    "duplicates": _counter_total(m.duplicates),
+                    "dead_lettered": _counter_total(m.dead_lettered),
+                },
             )
             return worker
 
@@ -188,11 +193,14 @@ def run_quix(kind: str) -> None:
             return value[1]
 
     source = quix.topic(settings.topic("hookstream.deliveries"), key_deserializer="bytes", value_deserializer="bytes")
-    sink = quix.topic(settings.topic("hookstream.sync.control"), key_serializer="bytes", value_serializer=SecondOfPair())
+    sink = quix.topic(
+        settings.topic("hookstream.sync.control"), key_serializer="bytes", value_serializer=SecondOfPair()
+    )
     consumed = [0]
     extra: dict = {"routed": 0, "duplicates": 0}
 
     if kind == "quix-bare":
+
         def dedup(value, key, timestamp, headers, state):
             consumed[0] += 1
             if state.get("seen") is not None:

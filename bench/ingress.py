@@ -62,7 +62,13 @@ class Result:
 
 def signed_body() -> tuple[bytes, str]:
     """A 2 KiB push-like JSON body and its X-Hub-Signature-256."""
-    head = b'{"ref": "refs/heads/main", "before": "' + b"0" * 40 + b'", "after": "' + b"1" * 40 + b'", "commits": [], "padding": "'
+    head = (
+        b'{"ref": "refs/heads/main", "before": "'
+        + b"0" * 40
+        + b'", "after": "'
+        + b"1" * 40
+        + b'", "commits": [], "padding": "'
+    )
     tail = b'"}'
     body = head + b"x" * (BODY_BYTES - len(head) - len(tail)) + tail
     assert len(body) == BODY_BYTES
@@ -105,8 +111,18 @@ def stop(process: subprocess.Popen) -> None:
 
 def run_wrk(url: str, body_file: Path, signature: str, duration: float, threads: int, connections: int) -> dict:
     cmd = [
-        "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency", "-s", str(LUA_SCRIPT),
-        url, "--", str(body_file), signature, HOOK_PATH,
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration:g}s",
+        "--latency",
+        "-s",
+        str(LUA_SCRIPT),
+        url,
+        "--",
+        str(body_file),
+        signature,
+        HOOK_PATH,
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -128,16 +144,35 @@ def cpu_seconds(pid: int | None) -> float:
     return total
 
 
-def measure(name: str, processes: int, url: str, body_file: Path, signature: str, args: argparse.Namespace, server_pid: int, broker_pid: int | None = None) -> Result:
+def measure(
+    name: str,
+    processes: int,
+    url: str,
+    body_file: Path,
+    signature: str,
+    args: argparse.Namespace,
+    server_pid: int,
+    broker_pid: int | None = None,
+) -> Result:
     run_wrk(url, body_file, signature, args.warmup, args.threads, args.connections)  # connections, metadata, caches
     server_before, broker_before = cpu_seconds(server_pid), cpu_seconds(broker_pid)
     load = os.getloadavg()[0]
     stats = run_wrk(url, body_file, signature, args.duration, args.threads, args.connections)
     server_cpu, broker_cpu = cpu_seconds(server_pid) - server_before, cpu_seconds(broker_pid) - broker_before
-    failures = stats["non_2xx"] + stats["connect_errors"] + stats["read_errors"] + stats["write_errors"] + stats["timeouts"]
+    failures = (
+        stats["non_2xx"] + stats["connect_errors"] + stats["read_errors"] + stats["write_errors"] + stats["timeouts"]
+    )
     return Result(
-        name, processes, stats["requests"], stats["duration_us"] / 1e6, stats["p50_us"] / 1000, stats["p99_us"] / 1000,
-        failures, server_cpu, broker_cpu, load,
+        name,
+        processes,
+        stats["requests"],
+        stats["duration_us"] / 1e6,
+        stats["p50_us"] / 1000,
+        stats["p99_us"] / 1000,
+        failures,
+        server_cpu,
+        broker_cpu,
+        load,
     )
 
 
@@ -176,14 +211,20 @@ def serve_bare(port: int, processes: int) -> None:
 def start_bare(port: int, processes: int, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, __file__, "--serve-bare", str(port), "--bare-processes", str(processes)],
-        stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
 def start_ingress(port: int, processes: int, env: dict[str, str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "app.cli.main", "ingress", "--port", str(port), "--processes", str(processes)],
-        stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=REPO,
+        start_new_session=True,
     )
 
 
@@ -201,7 +242,11 @@ def report(results: list[Result], bare: Result) -> None:
             f" {r.broker_cpu_seconds / r.seconds:>9.2f}c"
         )
     print("(server/broker cpu: cores used on average during the measured run; us/req: server CPU per request)")
-    print("1-minute load average before each run: " + ", ".join(f"{r.load_before:.1f}" for r in results) + f" on {os.cpu_count()} cores")
+    print(
+        "1-minute load average before each run: "
+        + ", ".join(f"{r.load_before:.1f}" for r in results)
+        + f" on {os.cpu_count()} cores"
+    )
     print()
     for r in results:
         if r is bare:
@@ -219,10 +264,16 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load before each (default 2)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="ingress process counts to measure (default 1 2)")
+    parser.add_argument(
+        "--processes", type=int, nargs="+", default=[1, 2], help="ingress process counts to measure (default 1 2)"
+    )
     parser.add_argument("--bare-processes", type=int, default=1, help="processes of the bare handler (default 1)")
-    parser.add_argument("--linger-ms", type=int, help="HOOKSTREAM_PRODUCER_LINGER_MS for the ingress (default: the setting's)")
-    parser.add_argument("--log-level", default="info", help="HOOKSTREAM_LOG_LEVEL for the ingress (default info, as shipped)")
+    parser.add_argument(
+        "--linger-ms", type=int, help="HOOKSTREAM_PRODUCER_LINGER_MS for the ingress (default: the setting's)"
+    )
+    parser.add_argument(
+        "--log-level", default="info", help="HOOKSTREAM_LOG_LEVEL for the ingress (default info, as shipped)"
+    )
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -244,7 +295,9 @@ def main() -> int:
     body_file.write_bytes(body)
     instances = workdir / "instances.toml"
     instances.write_text(f'[[instance]]\nplugin = "github"\nid = "bench"\nsecret = "{SECRET}"\n')
-    print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, {BODY_BYTES}-byte signed body; logs in {workdir}")
+    print(
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, {BODY_BYTES}-byte signed body; logs in {workdir}"
+    )
     print(f"machine: {os.cpu_count()} cores shared by wrk, the server and (for the ingress) the broker")
 
     results: list[Result] = []
@@ -252,7 +305,15 @@ def main() -> int:
     bare_server = start_bare(port, args.bare_processes, workdir / "bare.log")
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", bare_server)
-        bare = measure("bare aiohttp, 202 without Kafka", args.bare_processes, f"http://127.0.0.1:{port}", body_file, signature, args, bare_server.pid)
+        bare = measure(
+            "bare aiohttp, 202 without Kafka",
+            args.bare_processes,
+            f"http://127.0.0.1:{port}",
+            body_file,
+            signature,
+            args,
+            bare_server.pid,
+        )
         results.append(bare)
         print(f"  bare: {bare.rate:,.0f} req/s, p50 {bare.p50_ms:.1f} ms, p99 {bare.p99_ms:.1f} ms")
     finally:
@@ -280,13 +341,21 @@ def main() -> int:
             try:
                 wait_ready(f"http://127.0.0.1:{port}/readyz", server)
                 result = measure(
-                    "ingress: github verify + acks=all", processes, f"http://127.0.0.1:{port}", body_file, signature, args,
-                    server.pid, broker.process.pid,
+                    "ingress: github verify + acks=all",
+                    processes,
+                    f"http://127.0.0.1:{port}",
+                    body_file,
+                    signature,
+                    args,
+                    server.pid,
+                    broker.process.pid,
                 )
             finally:
                 stop(server)
             results.append(result)
-            print(f"  ingress x{processes}: {result.rate:,.0f} req/s, p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms")
+            print(
+                f"  ingress x{processes}: {result.rate:,.0f} req/s, p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms"
+            )
     finally:
         broker.stop()
 

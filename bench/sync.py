@@ -26,24 +26,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psycopg  # noqa: E402
+import psycopg
 
-from app import topology  # noqa: E402
-from app.core.documents import to_document  # noqa: E402
-from app.embedded.broker import EmbeddedBroker  # noqa: E402
-from app.embedded.postgres import EmbeddedPostgres  # noqa: E402
-from app.store.db import migrate  # noqa: E402
-from tests.support import gitrepo  # noqa: E402
-from tests.support.flows import completions, connected, requested, send_control  # noqa: E402
-from tests.support.services import isolated_settings  # noqa: E402
-from tests.support.stack import WorkerProcess  # noqa: E402
+from app import topology
+from app.core.documents import to_document
+from app.embedded.broker import EmbeddedBroker
+from app.embedded.postgres import EmbeddedPostgres
+from app.store.db import migrate
+from tests.support import gitrepo
+from tests.support.flows import completions, connected, requested, send_control
+from tests.support.services import isolated_settings
+from tests.support.stack import WorkerProcess
 
 
 def raw_limit(repo: Path, commit: str, url: str, table: str = "raw_documents") -> tuple[float, int, int]:
     """Seconds to read every blob with one cat-file --batch and COPY the rows; (seconds, files, bytes)."""
     tree = gitrepo.tree_of(repo, commit)
     started = time.perf_counter()
-    proc = subprocess.Popen(["git", "-C", str(repo), "cat-file", "--batch"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc = subprocess.Popen(
+        ["git", "-C", str(repo), "cat-file", "--batch"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
     ids = "".join(f"{oid}\n" for _, oid, _ in tree.values()).encode()
     out, _ = proc.communicate(ids)
     rows, pos, total = [], 0, 0
@@ -58,8 +60,10 @@ def raw_limit(repo: Path, commit: str, url: str, table: str = "raw_documents") -
     with psycopg.connect(url) as conn:
         # The same rows into a table shaped like `documents` (logged, same primary key): a TEMP
         # table would skip WAL and the index and flatter the limit.
-        conn.execute(f"CREATE TABLE {table} (source_id text, path text, content text, sha256 text, size bigint, "
-                     "language text, title text, is_binary boolean, PRIMARY KEY (source_id, path))")
+        conn.execute(
+            f"CREATE TABLE {table} (source_id text, path text, content text, sha256 text, size bigint, "
+            "language text, title text, is_binary boolean, PRIMARY KEY (source_id, path))"
+        )
         with conn.cursor().copy(f"COPY {table} FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(("raw", *row))
@@ -74,8 +78,12 @@ class CompletionWatcher:
         from aiokafka import AIOKafkaConsumer
 
         self.settings = settings
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
-                                         auto_offset_reset="earliest", fetch_max_wait_ms=5)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=5,
+        )
 
     async def start(self) -> None:
         from aiokafka.structs import TopicPartition
@@ -113,8 +121,13 @@ async def timeline(settings, since_ms: int) -> list[str]:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
-        for name in ("hookstream.sync.control", "hookstream.sync.plans", "hookstream.files.batches",
-                     "hookstream.sync.events", "hookstream.sync.completed"):
+        for name in (
+            "hookstream.sync.control",
+            "hookstream.sync.plans",
+            "hookstream.files.batches",
+            "hookstream.sync.events",
+            "hookstream.sync.completed",
+        ):
             topic = settings.topic(name)
             tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or range(8))]
             consumer.assign(tps)
@@ -126,8 +139,10 @@ async def timeline(settings, since_ms: int) -> list[str]:
                     stamps += [m.timestamp for m in messages if m.timestamp >= since_ms]
             if stamps:
                 stamps.sort()
-                lines.append(f"  {name:28} {len(stamps):6} records  first +{stamps[0] - since_ms:5} ms  "
-                             f"last +{stamps[-1] - since_ms:5} ms")
+                lines.append(
+                    f"  {name:28} {len(stamps):6} records  first +{stamps[0] - since_ms:5} ms  "
+                    f"last +{stamps[-1] - since_ms:5} ms"
+                )
                 if len(stamps) > 50:  # many records: how many were produced in each 100 ms
                     h = collections.Counter((t - since_ms) // 100 for t in stamps)
                     lines.append("     per 100 ms: " + " ".join(str(h.get(i, 0)) for i in range(min(h), max(h) + 1)))
@@ -152,7 +167,14 @@ async def rounds(broker, pg, repo: Path, commit: str, args, tmp: Path):
     s = isolated_settings(broker.bootstrap, pg.url, batch_size=args.batch_size)
     await topology.apply(s)
     await migrate(s)
-    workers = [WorkerProcess(s, tmp / f"rocks{i}", tmp / f"worker{i}.log", ).start() for i in range(args.workers)]
+    workers = [
+        WorkerProcess(
+            s,
+            tmp / f"rocks{i}",
+            tmp / f"worker{i}.log",
+        ).start()
+        for i in range(args.workers)
+    ]
     results = []
     try:
         # Warm-up: a tiny source, so group joins and table recovery are not in the figure.
@@ -171,8 +193,10 @@ async def rounds(broker, pg, repo: Path, commit: str, args, tmp: Path):
                 await send_control(s, connected(source, repo), requested(source, "full"))
                 done = await watcher.wait_for(source, timeout=900)
                 seconds = time.perf_counter() - started
-                print(f"round {n}: raw limit {raw[0]:.2f}s, hookstream {seconds:.2f}s, ratio {raw[0] / seconds:.2f}x",
-                      flush=True)
+                print(
+                    f"round {n}: raw limit {raw[0]:.2f}s, hookstream {seconds:.2f}s, ratio {raw[0] / seconds:.2f}x",
+                    flush=True,
+                )
                 if args.timeline:
                     print("timeline (record timestamps after the request):")
                     print("\n".join(await timeline(s, started_ms)))
@@ -191,9 +215,16 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=3, help="raw limit and sync measured this many times, "
-                        "alternating; the figures are the medians (this kind of machine varies by +-25%% run to run)")
-    parser.add_argument("--timeline", action="store_true", help="print when each topic's first and last record of the sync was produced")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="raw limit and sync measured this many times, "
+        "alternating; the figures are the medians (this kind of machine varies by +-25%% run to run)",
+    )
+    parser.add_argument(
+        "--timeline", action="store_true", help="print when each topic's first and last record of the sync was produced"
+    )
     parser.add_argument("--keep-logs", type=Path, help="copy the broker and worker logs here")
     args = parser.parse_args()
 
@@ -227,12 +258,18 @@ def main() -> None:
     print(f"{'raw limit (cat-file --batch + COPY)':34} {raw_s:8.2f} {raw_files / raw_s:9.0f} {mb / raw_s:7.1f}")
     print(f"{'hookstream full sync, end to end':34} {sync_s:8.2f} {done.files_listed / sync_s:9.0f} {mb / sync_s:7.1f}")
     print()
-    print(f"ratio: {raw_s / sync_s:.2f}x the raw limit (target >= 0.5x); per round: "
-          + ", ".join(f"{r[0][0] / r[1]:.2f}x" for r in results))
-    print(f"sync.completed: status={done.status} files={done.files_listed} processed={done.processed} "
-          f"skipped={done.skipped} failed={done.failed} batches={done.batches} bytes={done.bytes}")
-    print(f"batch size {args.batch_size}, {args.workers} worker(s); peak worker RSS: "
-          + ", ".join(f"{p:.0f} MiB" for p in peaks))
+    print(
+        f"ratio: {raw_s / sync_s:.2f}x the raw limit (target >= 0.5x); per round: "
+        + ", ".join(f"{r[0][0] / r[1]:.2f}x" for r in results)
+    )
+    print(
+        f"sync.completed: status={done.status} files={done.files_listed} processed={done.processed} "
+        f"skipped={done.skipped} failed={done.failed} batches={done.batches} bytes={done.bytes}"
+    )
+    print(
+        f"batch size {args.batch_size}, {args.workers} worker(s); peak worker RSS: "
+        + ", ".join(f"{p:.0f} MiB" for p in peaks)
+    )
 
 
 if __name__ == "__main__":

@@ -50,9 +50,9 @@ def _quiet_kafka_logs():
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     """The fault suite's table of figures (tests/faults), gathered from the reports'
     user_properties so that it also works when the scenarios ran in xdist workers."""
-    from tests.faults.checker import Figures, table
-
     import json
+
+    from tests.faults.checker import Figures, table
 
     seen: dict[str, Figures] = {}
     lines: dict[str, None] = {}
@@ -76,4 +76,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         terminalreporter.write_line(line)
     total = sum(f.acknowledged for f in figures)
     seconds = sum(f.seconds for f in figures)
-    terminalreporter.write_line(f"{len(figures)} scenarios, {total} acknowledged deliveries, {seconds:.0f} s of scenarios")
+    terminalreporter.write_line(
+        f"{len(figures)} scenarios, {total} acknowledged deliveries, {seconds:.0f} s of scenarios"
+    )

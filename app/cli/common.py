@@ -13,12 +13,13 @@ import argparse
 import asyncio
 import logging
 import os
-from typing import Awaitable, NoReturn, TypeVar
+from collections.abc import Awaitable
+from typing import NoReturn, TypeVar
 
 from pydantic import ValidationError
 
-from app.settings import Settings
 from app.instances import ConfigError
+from app.settings import Settings
 
 T = TypeVar("T")
 
@@ -50,8 +51,13 @@ def expected_failure(exc: BaseException) -> CliError | None:
     from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError
 
     if isinstance(exc, (KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError)):
-        where = os.environ.get("HOOKSTREAM_KAFKA_BOOTSTRAP_SERVERS") or Settings.model_fields["kafka_bootstrap_servers"].default
-        return CliError(f"cannot reach the Kafka broker at {where} (HOOKSTREAM_KAFKA_BOOTSTRAP_SERVERS): {type(exc).__name__}; is it running?")
+        where = (
+            os.environ.get("HOOKSTREAM_KAFKA_BOOTSTRAP_SERVERS")
+            or Settings.model_fields["kafka_bootstrap_servers"].default
+        )
+        return CliError(
+            f"cannot reach the Kafka broker at {where} (HOOKSTREAM_KAFKA_BOOTSTRAP_SERVERS): {type(exc).__name__}; is it running?"
+        )
     import psycopg
 
     if isinstance(exc, psycopg.OperationalError):
@@ -65,8 +71,11 @@ def setup_logging(level: str = "info", settings: Settings | None = None, instanc
     """Log to stderr in HOOKSTREAM_LOG_FORMAT, with the settings' secrets masked (app/logs.py)."""
     from app import logs
 
-    logs.configure(level, settings.log_format if settings is not None else "text",
-                   logs.secrets_of(settings, instances) if settings is not None else ())
+    logs.configure(
+        level,
+        settings.log_format if settings is not None else "text",
+        logs.secrets_of(settings, instances) if settings is not None else (),
+    )
     # Faust/aiokafka build debug records per event when the root logger is at DEBUG (docs/performance.md).
     for name in ("aiokafka", "kafka"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -45,8 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=PRUNE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    pr.add_argument("--older-than", metavar="DURATION",
-                    help="the age past which history goes: 30d, 12h, 90m (default: HOOKSTREAM_RETENTION_DAYS days)")
+    pr.add_argument(
+        "--older-than",
+        metavar="DURATION",
+        help="the age past which history goes: 30d, 12h, 90m (default: HOOKSTREAM_RETENTION_DAYS days)",
+    )
     pr.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
     pr.set_defaults(func=cmd_prune)
 
@@ -84,7 +87,9 @@ async def prune(settings: Settings, older_than: datetime, dry_run: bool) -> dict
         async with conn.transaction(force_rollback=dry_run):
             return await retention.prune(conn, settings.database_schema, older_than)
     except psycopg.errors.UndefinedTable:
-        raise CliError(f"schema {settings.database_schema} has no hookstream tables: run `hookstream db migrate`", 2) from None
+        raise CliError(
+            f"schema {settings.database_schema} has no hookstream tables: run `hookstream db migrate`", 2
+        ) from None
     finally:
         await conn.close()
 
@@ -99,6 +104,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     for table, n in counts.items():
         print(f"{verb} {n:>8}  {table}")
     total = sum(counts.values())
-    print(f"{'dry run: ' if args.dry_run else ''}{total} rows older than {cutoff.isoformat(timespec='seconds')} "
-          f"{verb} from schema {settings.database_schema}")
+    print(
+        f"{'dry run: ' if args.dry_run else ''}{total} rows older than {cutoff.isoformat(timespec='seconds')} "
+        f"{verb} from schema {settings.database_schema}"
+    )
     return 0

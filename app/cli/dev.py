@@ -55,11 +55,17 @@ defaults (one `demo` instance per plugin, secrets printed at start).
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("dev", help="run broker, PostgreSQL, worker, ingress and console locally", description=HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "dev",
+        help="run broker, PostgreSQL, worker, ingress and console locally",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="where state lives (default .hookstream/)")
     p.add_argument("--port", type=int, default=8080, help="ingress port (default 8080)")
-    p.add_argument("--worker-port", type=int, default=6066, help="the worker's /metrics and /readyz port (default 6066)")
+    p.add_argument(
+        "--worker-port", type=int, default=6066, help="the worker's /metrics and /readyz port (default 6066)"
+    )
     p.add_argument("--console-port", type=int, default=8090, help="console port (default 8090)")
     p.add_argument("--broker-port", type=int, default=0, help="broker port (default: a free one)")
     p.add_argument("--no-worker", action="store_true", help="run only the ingress and the console")
@@ -99,8 +105,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
     try:
         busy = _busy_ports(args)
         if busy:
-            raise CliError(f"port{'s' if len(busy) > 1 else ''} {', '.join(busy)} already in use (another hookstream dev, "
-                           "or another server): nothing was started; choose free ports with the options named")
+            raise CliError(
+                f"port{'s' if len(busy) > 1 else ''} {', '.join(busy)} already in use (another hookstream dev, "
+                "or another server): nothing was started; choose free ports with the options named"
+            )
         return _run(args, data, lock)
     finally:
         lock.release()
@@ -138,7 +146,10 @@ def _run(args: argparse.Namespace, data: Path, lock: DevLock) -> int:
         shutil.rmtree(data / "worker", ignore_errors=True)
         run(_prepare(settings))
 
-        ready = {"ingress": f"http://127.0.0.1:{args.port}/readyz", "console": f"http://127.0.0.1:{args.console_port}/api/overview"}
+        ready = {
+            "ingress": f"http://127.0.0.1:{args.port}/readyz",
+            "console": f"http://127.0.0.1:{args.console_port}/api/overview",
+        }
         if not args.no_worker:
             children.append(Child("worker", hookstream_argv("worker"), env, data / "worker.log").start())
             ready["worker"] = f"http://127.0.0.1:{args.worker_port}/readyz"
@@ -151,8 +162,11 @@ def _run(args: argparse.Namespace, data: Path, lock: DevLock) -> int:
             return 0
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         exited = wait_any_exit(children)
-        print(f"hookstream dev: {exited.name} exited with {exited.process.returncode}; stopping. "
-              f"The end of its log ({data / (exited.name + '.log')}):\n{_tail(data / (exited.name + '.log'))}", file=sys.stderr)
+        print(
+            f"hookstream dev: {exited.name} exited with {exited.process.returncode}; stopping. "
+            f"The end of its log ({data / (exited.name + '.log')}):\n{_tail(data / (exited.name + '.log'))}",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print("\nstopping…", file=sys.stderr)
@@ -182,8 +196,9 @@ def _banner(args, data: Path, broker, pg, settings: Settings, instances: str, to
     lines += [
         f"  console     http://127.0.0.1:{args.console_port}/  (redrive with the events token; log {data / 'console.log'})",
         f"  instances   {instances}",
-        "Other shells: " + ("hookstream commands in this directory use this stack; elsewhere, first: " if here
-                            else "first: ") + elsewhere,
+        "Other shells: "
+        + ("hookstream commands in this directory use this stack; elsewhere, first: " if here else "first: ")
+        + elsewhere,
         "Ctrl-C stops everything.",
         "",
     ]
@@ -199,8 +214,10 @@ def _wait_ready(urls: dict[str, str], children: list[Child], data: Path, timeout
         for child in children:
             if not child.alive:
                 log = data / f"{child.name}.log"
-                raise CliError(f"{child.name} exited during start (code {child.process.returncode}); "
-                               f"the end of its log ({log}):\n{_tail(log)}")
+                raise CliError(
+                    f"{child.name} exited during start (code {child.process.returncode}); "
+                    f"the end of its log ({log}):\n{_tail(log)}"
+                )
         for name, url in list(waiting.items()):
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
@@ -209,8 +226,10 @@ def _wait_ready(urls: dict[str, str], children: list[Child], data: Path, timeout
             except (urllib.error.URLError, OSError):
                 pass
         if waiting and time.monotonic() > deadline:
-            raise CliError(f"not ready within {timeout:.0f}s: {', '.join(f'{n} ({u})' for n, u in waiting.items())}; "
-                           f"see the logs in {data}")
+            raise CliError(
+                f"not ready within {timeout:.0f}s: {', '.join(f'{n} ({u})' for n, u in waiting.items())}; "
+                f"see the logs in {data}"
+            )
         if waiting:
             time.sleep(0.2)
 

@@ -15,7 +15,7 @@ import argparse
 import base64
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -24,8 +24,8 @@ from app.cli.common import CliError, load_settings, one_line, positive_int, run
 from app.core import dlq
 from app.core.poison import REDRIVE_HEADER
 from app.events import Delivery, utcnow
-from app.settings import Settings
 from app.instances import parse_duration
+from app.settings import Settings
 
 DELIVERIES_TOPIC = "hookstream.deliveries"
 PREVIEW_BYTES = 1024
@@ -87,9 +87,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--status", choices=STATUSES, default="open", help="open (default), retired, or all")
     ls.add_argument("--stage", help="only failures in this stage (decode, validate, route, fold, project, plan, batch)")
     ls.add_argument("--plugin", help="only this plugin (github, generic-hmac, ...; 'unknown' for undecodable records)")
-    ls.add_argument("--since", metavar="ISO|DURATION",
-                    help="only rows that last failed at or after this time: an ISO 8601 time "
-                    "(UTC unless it has an offset) or a duration back from now (30m, 2h, 7d)")
+    ls.add_argument(
+        "--since",
+        metavar="ISO|DURATION",
+        help="only rows that last failed at or after this time: an ISO 8601 time "
+        "(UTC unless it has an offset) or a duration back from now (30m, 2h, 7d)",
+    )
     ls.add_argument("--limit", type=positive_int, default=100, metavar="N", help="at most N rows (default 100)")
     ls.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
     ls.set_defaults(func=cmd_list)
@@ -120,7 +123,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     rd.set_defaults(func=cmd_redrive)
 
 
-
 def parse_since(text: str, now: datetime) -> datetime:
     """`--since`: an ISO 8601 time (naive means UTC) or a duration back from `now` (30m, 2h, 7d)."""
     try:
@@ -132,8 +134,10 @@ def parse_since(text: str, now: datetime) -> datetime:
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise CliError(f"--since {text!r}: not an ISO 8601 time (2026-11-01T12:00Z) nor a duration (30m, 2h, 7d)", 2) from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+        raise CliError(
+            f"--since {text!r}: not an ISO 8601 time (2026-11-01T12:00Z) nor a duration (30m, 2h, 7d)", 2
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def body_preview(body: bytes, limit: int = PREVIEW_BYTES) -> str:
@@ -147,11 +151,11 @@ def body_preview(body: bytes, limit: int = PREVIEW_BYTES) -> str:
 def _time(value: datetime | None) -> str:
     if value is None:
         return "-"
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
-
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 # --- database -------------------------------------------------------------------------------
+
 
 async def _connect(settings: Settings):
     import psycopg
@@ -174,7 +178,9 @@ async def _fetch(settings: Settings, query: str, params: tuple[Any, ...]) -> lis
         try:
             rows = await (await cursor.execute(query, params)).fetchall()
         except psycopg.errors.UndefinedTable:
-            raise CliError(f"no dlq table in schema {settings.database_schema}: run `hookstream db migrate`", 2) from None
+            raise CliError(
+                f"no dlq table in schema {settings.database_schema}: run `hookstream db migrate`", 2
+            ) from None
     finally:
         await conn.close()
     return [dlq.from_columns(r) for r in rows]
@@ -204,17 +210,23 @@ async def _find(settings: Settings, ident: str) -> dlq.DeadLetterRow:
     rows = await _fetch(settings, ROW_SELECT + " WHERE dead_letter_id = %s", (ident,))
     if not rows and len(ident) >= 6:
         pattern = ident.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        rows = await _fetch(settings, ROW_SELECT + " WHERE dead_letter_id LIKE %s ORDER BY dead_letter_id LIMIT 6",
-                            (pattern,))
+        rows = await _fetch(
+            settings, ROW_SELECT + " WHERE dead_letter_id LIKE %s ORDER BY dead_letter_id LIMIT 6", (pattern,)
+        )
     if not rows:
-        raise CliError(f"no dead letter {ident!r} in schema {settings.database_schema} (see `hookstream dlq list --status all`)")
+        raise CliError(
+            f"no dead letter {ident!r} in schema {settings.database_schema} (see `hookstream dlq list --status all`)"
+        )
     if len(rows) > 1:
         ids = ", ".join(r.dead_letter_id for r in rows[:5])
-        raise CliError(f"{ident!r} matches several dead letters ({ids}{', …' if len(rows) > 5 else ''}): give more of the id")
+        raise CliError(
+            f"{ident!r} matches several dead letters ({ids}{', …' if len(rows) > 5 else ''}): give more of the id"
+        )
     return rows[0]
 
 
 # --- list -------------------------------------------------------------------------------------
+
 
 def _summary(row: dlq.DeadLetterRow) -> dict[str, Any]:
     return {
@@ -243,8 +255,15 @@ def origin(row: dlq.DeadLetterRow) -> str:
 def format_table(rows: list[dlq.DeadLetterRow]) -> str:
     header = ("ID", "STATUS", "ATTEMPTS", "STAGE", "FROM", "LAST FAILED", "ERROR")
     lines = [
-        (r.dead_letter_id, r.status, str(r.attempts), r.stage, origin(r), _time(r.last_failed_at),
-         one_line(r.error, ERROR_WIDTH))
+        (
+            r.dead_letter_id,
+            r.status,
+            str(r.attempts),
+            r.stage,
+            origin(r),
+            _time(r.last_failed_at),
+            one_line(r.error, ERROR_WIDTH),
+        )
         for r in rows
     ]
     widths = [max(len(header[i]), *(len(line[i]) for line in lines)) for i in range(len(header) - 1)]
@@ -258,8 +277,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     settings = load_settings()
     since = parse_since(args.since, utcnow()) if args.since else None
     where, params = _filters(args.status, args.stage, args.plugin, since)
-    rows = run(_fetch(settings, ROW_SELECT + where + " ORDER BY last_failed_at DESC, dead_letter_id LIMIT %s",
-                      params + (args.limit,)))
+    rows = run(
+        _fetch(
+            settings,
+            ROW_SELECT + where + " ORDER BY last_failed_at DESC, dead_letter_id LIMIT %s",
+            params + (args.limit,),
+        )
+    )
     if args.json:
         print(orjson.dumps([_summary(r) for r in rows], option=orjson.OPT_INDENT_2).decode())
         return 0
@@ -274,9 +298,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 # --- show -------------------------------------------------------------------------------------
 
+
 def format_row(row: dlq.DeadLetterRow) -> str:
-    where = (f"{row.source_topic}[{row.source_partition}]@{row.source_offset}"
-             if row.source_topic is not None else "-")
+    where = f"{row.source_topic}[{row.source_partition}]@{row.source_offset}" if row.source_topic is not None else "-"
     lines = [
         f"dead letter    {row.dead_letter_id}",
         f"status         {row.status}" + (f" (retired {_time(row.retired_at)})" if row.retired_at else ""),
@@ -339,6 +363,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 # --- redrive ----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Redrive:
     """What a redrive republishes: a delivery marked `redrive_of`, or the raw record to its topic with the header."""
@@ -368,8 +393,10 @@ def redrive_of(row: dlq.DeadLetterRow, now: datetime) -> Delivery:
 
 def not_redrivable_reason(row: dlq.DeadLetterRow) -> str | None:
     if row.truncated:
-        return (f"keeps only the first bytes of a record too large for a dead letter: it cannot be redriven; "
-                f"the record is at {row.source_topic}[{row.source_partition}]@{row.source_offset}")
+        return (
+            f"keeps only the first bytes of a record too large for a dead letter: it cannot be redriven; "
+            f"the record is at {row.source_topic}[{row.source_partition}]@{row.source_offset}"
+        )
     if not row.redrivable:
         return "holds no delivery (its record did not decode): it cannot be redriven; fix the producer and resend"
     if row.status != dlq.OPEN:
@@ -399,19 +426,29 @@ async def _publish(settings: Settings, redrives: list[Redrive]) -> list[tuple[Re
             try:
                 if redrive.delivery is not None:
                     metadata = await publisher.publish(
-                        settings.topic(DELIVERIES_TOPIC), codec.encode_key(redrive.delivery.key), codec.encode(redrive.delivery)
+                        settings.topic(DELIVERIES_TOPIC),
+                        codec.encode_key(redrive.delivery.key),
+                        codec.encode(redrive.delivery),
                     )
                 else:
                     row = redrive.row
                     assert row.source_topic is not None and row.raw is not None  # a redrivable row has both
-                    metadata = await publisher.publish(row.source_topic, codec.encode_key(row.key), row.raw,
-                                                       headers=[(REDRIVE_HEADER, row.dead_letter_id.encode())])
+                    metadata = await publisher.publish(
+                        row.source_topic,
+                        codec.encode_key(row.key),
+                        row.raw,
+                        headers=[(REDRIVE_HEADER, row.dead_letter_id.encode())],
+                    )
             except PublishUnavailable as exc:
                 done = ", ".join(r.row.dead_letter_id for r, _ in published) or "none"
-                raise CliError(f"redrive of {redrive.row.dead_letter_id} not published: {exc} (published before it: {done})") from None
+                raise CliError(
+                    f"redrive of {redrive.row.dead_letter_id} not published: {exc} (published before it: {done})"
+                ) from None
             published.append((redrive, metadata))
-            print(f"redriven  {redrive.row.dead_letter_id}  {redrive.key}  -> "
-                  f"{metadata.topic}[{metadata.partition}]@{metadata.offset}")
+            print(
+                f"redriven  {redrive.row.dead_letter_id}  {redrive.key}  -> "
+                f"{metadata.topic}[{metadata.partition}]@{metadata.offset}"
+            )
     finally:
         await publisher.stop()
     return published
@@ -450,11 +487,15 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     if args.dry_run:
         for r in redrives:
             where = settings.topic(DELIVERIES_TOPIC) if r.delivery is not None else r.row.source_topic
-            print(f"would redrive  {r.row.dead_letter_id}  {r.key}  -> {where}  (attempts {r.row.attempts}, "
-                  f"stage {r.row.stage}: {one_line(r.row.error, ERROR_WIDTH)})")
+            print(
+                f"would redrive  {r.row.dead_letter_id}  {r.key}  -> {where}  (attempts {r.row.attempts}, "
+                f"stage {r.row.stage}: {one_line(r.row.error, ERROR_WIDTH)})"
+            )
         print(f"dry run: {len(redrives)} records would be republished")
     else:
         run(_publish(settings, redrives))
-        print(f"{len(redrives)} redriven; each row is retired once its stage has applied the redrive "
-              "(`hookstream dlq show ID`), or stays open with one more attempt if it fails again")
+        print(
+            f"{len(redrives)} redriven; each row is retired once its stage has applied the redrive "
+            "(`hookstream dlq show ID`), or stays open with one more attempt if it fails again"
+        )
     return 1 if refused and not args.all else 0

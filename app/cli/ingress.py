@@ -80,7 +80,11 @@ def cmd_ingress(args: argparse.Namespace) -> int:
     settings = load_settings()
     overrides = {
         name: value
-        for name, value in (("ingress_host", args.host), ("ingress_port", args.port), ("ingress_processes", args.processes))
+        for name, value in (
+            ("ingress_host", args.host),
+            ("ingress_port", args.port),
+            ("ingress_processes", args.processes),
+        )
         if value is not None
     }
     if not 1 <= overrides.get("ingress_processes", 1) <= 64:
@@ -96,8 +100,10 @@ def cmd_ingress(args: argparse.Namespace) -> int:
     # Through logging, not print: with HOOKSTREAM_LOG_FORMAT=json every line on stderr is JSON.
     log = logging.getLogger("hookstream.ingress")
     if not instances:
-        log.warning("hookstream ingress: no plugin instances configured (HOOKSTREAM_INSTANCES_FILE); "
-                    "every /hooks request will get 404")
+        log.warning(
+            "hookstream ingress: no plugin instances configured (HOOKSTREAM_INSTANCES_FILE); "
+            "every /hooks request will get 404"
+        )
 
     def announce(urls: list[str]) -> None:
         log.info("hookstream ingress listening on %s (%d instance(s))", ", ".join(urls), len(instances))
@@ -107,4 +113,6 @@ def cmd_ingress(args: argparse.Namespace) -> int:
     except (MissingTopics, StartupError) as exc:
         raise CliError(str(exc), 2) from None
     except OSError as exc:
-        raise CliError(f"cannot listen on {settings.ingress_host}:{settings.ingress_port}: {exc.strerror or exc}", 2) from None
+        raise CliError(
+            f"cannot listen on {settings.ingress_host}:{settings.ingress_port}: {exc.strerror or exc}", 2
+        ) from None

@@ -78,8 +78,11 @@ async def _lag(settings: Settings, group: str, args: argparse.Namespace) -> int:
     except OffsetsError as exc:
         raise CliError(str(exc)) from None
     if args.json:
-        print(orjson.dumps(lag_core.as_json(group, state.state, len(state.members), positions),
-                           option=orjson.OPT_INDENT_2).decode())
+        print(
+            orjson.dumps(
+                lag_core.as_json(group, state.state, len(state.members), positions), option=orjson.OPT_INDENT_2
+            ).decode()
+        )
         return 0
     print(f"group {group}: {state.state}, {len(state.members)} member(s)")
     if not positions:

@@ -42,8 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hookstream", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--debug", action="store_true",
-                        help="on an expected failure (a broker or database unreachable), print the traceback too")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="on an expected failure (a broker or database unreachable), print the traceback too",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

@@ -16,7 +16,12 @@ from app.settings import Settings
 EXIT_DIFFERENCES = 1
 EXIT_FAILED = 3
 
-PROJECTION_NAMES = ("sources", "sync_jobs", "dlq", "ledger")  # app.stream.projection_registry.NAMES (a test keeps them equal)
+PROJECTION_NAMES = (
+    "sources",
+    "sync_jobs",
+    "dlq",
+    "ledger",
+)  # app.stream.projection_registry.NAMES (a test keeps them equal)
 
 PROJECTIONS_TABLE = """\
   sources     hookstream.sync.control -> sources
@@ -108,42 +113,73 @@ back. Default: every projection whose tables the schema holds.
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("projections", help="rebuild PostgreSQL projections from their topics (and roll back)",
-                       description="The PostgreSQL projections: sources, sync_jobs, dlq.")
+    p = sub.add_parser(
+        "projections",
+        help="rebuild PostgreSQL projections from their topics (and roll back)",
+        description="The PostgreSQL projections: sources, sync_jobs, dlq.",
+    )
     psub = p.add_subparsers(dest="projections_command", metavar="ACTION", required=True)
 
-    ls = psub.add_parser("list", help="the projections, and old tables kept by rebuilds",
-                         description="Each projection's topics, agents and tables, then every "
-                         "<schema>_old_* and <schema>_rebuild_* schema left by a rebuild.")
+    ls = psub.add_parser(
+        "list",
+        help="the projections, and old tables kept by rebuilds",
+        description="Each projection's topics, agents and tables, then every "
+        "<schema>_old_* and <schema>_rebuild_* schema left by a rebuild.",
+    )
     ls.set_defaults(func=cmd_list)
 
-    rb = psub.add_parser("rebuild", help="replay a projection's topics into a fresh schema and swap it in",
-                         description=REBUILD_DESCRIPTION, epilog=REBUILD_EPILOG,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    rb = psub.add_parser(
+        "rebuild",
+        help="replay a projection's topics into a fresh schema and swap it in",
+        description=REBUILD_DESCRIPTION,
+        epilog=REBUILD_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _projection_argument(rb)
-    rb.add_argument("--verify", action="store_true", help="compare the rebuilt tables with the live ones; exit 1 when they differ")
+    rb.add_argument(
+        "--verify", action="store_true", help="compare the rebuilt tables with the live ones; exit 1 when they differ"
+    )
     rb.add_argument("--dry-run", action="store_true", help="rebuild and report (and --verify), swap nothing")
     rb.add_argument("--show", type=int, default=20, metavar="N", help="differing rows printed per table (default 20)")
-    rb.add_argument("--verify-wait", type=float, default=30.0, metavar="S",
-                    help="seconds --verify waits for workers behind the rebuild (default 30)")
-    rb.add_argument("--drop-old", action="store_true", help="drop the replaced tables after the swap (no rollback then)")
+    rb.add_argument(
+        "--verify-wait",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds --verify waits for workers behind the rebuild (default 30)",
+    )
+    rb.add_argument(
+        "--drop-old", action="store_true", help="drop the replaced tables after the swap (no rollback then)"
+    )
     rb.add_argument("--keep-rebuild", action="store_true", help="with --dry-run: keep the fresh schema")
-    rb.add_argument("--allow-truncated", action="store_true", help="rebuild even when retention deleted a topic's first records")
+    rb.add_argument(
+        "--allow-truncated", action="store_true", help="rebuild even when retention deleted a topic's first records"
+    )
     rb.set_defaults(func=cmd_rebuild)
 
-    rl = psub.add_parser("rollback", help="put back the tables a rebuild replaced",
-                         description=ROLLBACK_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    rl = psub.add_parser(
+        "rollback",
+        help="put back the tables a rebuild replaced",
+        description=ROLLBACK_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     rl.add_argument("--from", dest="source", required=True, metavar="SCHEMA", help="the <schema>_old_<time> schema")
     _projection_argument(rl)
     rl.set_defaults(func=cmd_rollback)
 
 
 def _projection_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--projection", action="append", choices=PROJECTION_NAMES, metavar="NAME",
-                        help=f"{', '.join(PROJECTION_NAMES)} (repeatable; default: all)")
+    parser.add_argument(
+        "--projection",
+        action="append",
+        choices=PROJECTION_NAMES,
+        metavar="NAME",
+        help=f"{', '.join(PROJECTION_NAMES)} (repeatable; default: all)",
+    )
 
 
 # -- commands ---------------------------------------------------------------------------------------
+
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
     from app.stream.rebuild import Options, RebuildError, rebuild
@@ -153,9 +189,15 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         raise CliError("--keep-rebuild goes with --dry-run (a swap moves the rebuilt tables into the live schema)", 2)
     if args.drop_old and args.dry_run:
         raise CliError("--drop-old does nothing with --dry-run", 2)
-    options = Options(swap=not args.dry_run, verify=args.verify, show=max(args.show, 0),
-                      verify_wait=max(args.verify_wait, 0.0), allow_truncated=args.allow_truncated,
-                      keep_candidate=args.keep_rebuild, drop_old=args.drop_old)
+    options = Options(
+        swap=not args.dry_run,
+        verify=args.verify,
+        show=max(args.show, 0),
+        verify_wait=max(args.verify_wait, 0.0),
+        allow_truncated=args.allow_truncated,
+        keep_candidate=args.keep_rebuild,
+        drop_old=args.drop_old,
+    )
     names = _unique(args.projection or PROJECTION_NAMES)
     try:
         results = run(rebuild(settings, names, options, _progress))
@@ -170,8 +212,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     settings = load_settings()
     options = Options(swap=True)
     try:
-        results = run(rollback(settings, args.source, _unique(args.projection) if args.projection else None,
-                               options, _progress))
+        results = run(
+            rollback(settings, args.source, _unique(args.projection) if args.projection else None, options, _progress)
+        )
     except RebuildError as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
     return _report(settings, results, options, rolled_back_from=args.source)
@@ -186,7 +229,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     settings = load_settings()
     for p in projections().values():
         topics = " + ".join(settings.topic(t) for t in p.topics)
-        print(f"{p.name:<10} {topics} -> {', '.join(t.name for t in p.tables)}  (agents: {', '.join(p.consumer_names)})")
+        print(
+            f"{p.name:<10} {topics} -> {', '.join(t.name for t in p.tables)}  (agents: {', '.join(p.consumer_names)})"
+        )
 
     async def kept() -> list:
         async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
@@ -208,6 +253,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 # -- output ---------------------------------------------------------------------------------------
 
+
 def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -223,19 +269,25 @@ def _report(settings: Settings, results: list, options, rolled_back_from: str | 
     for r in results:
         start = "from its fences" if rolled_back_from else "from the start"
         rate = f", {r.replayed / r.seconds:,.0f} records/s" if r.seconds >= 1 else ""
-        print(f"{r.projection}: read {r.replayed} records {start} to the end captured at the start "
-              f"({len(r.ends)} partitions) in {r.seconds:.1f} s{rate}, "
-              f"then {r.caught_up} more the live agents applied meanwhile")
+        print(
+            f"{r.projection}: read {r.replayed} records {start} to the end captured at the start "
+            f"({len(r.ends)} partitions) in {r.seconds:.1f} s{rate}, "
+            f"then {r.caught_up} more the live agents applied meanwhile"
+        )
         outcomes = ", ".join(f"{n} {k}" for k, n in sorted(r.outcomes.items()))
         print(f"  records: {outcomes or 'none'}")
         print(f"  rows: {', '.join(f'{t} {n}' for t, n in r.rows.items())}")
         for (topic, partition), (fence, end) in sorted(r.fences_past_end.items()):
-            print(f"  note: the live fence of {topic}[{partition}] is at {fence}, past the partition's end {end} "
-                  "(topic made again?): the rebuilt fence replaces it")
+            print(
+                f"  note: the live fence of {topic}[{partition}] is at {fence}, past the partition's end {end} "
+                "(topic made again?): the rebuilt fence replaces it"
+            )
         if r.live_behind:
             where = ", ".join(f"{t}[{p}] at {live} of {mine}" for (t, p), (live, mine) in sorted(r.live_behind.items()))
-            print(f"  note: the live agents had not yet applied records the rebuild did ({where}): "
-                  "workers stopped or behind" + ("; differences below may be just that" if options.verify else ""))
+            print(
+                f"  note: the live agents had not yet applied records the rebuild did ({where}): "
+                "workers stopped or behind" + ("; differences below may be just that" if options.verify else "")
+            )
         for diff in r.diffs:
             differs = differs or diff.differs
             first, *rows = format_table_diff(diff)
@@ -244,9 +296,12 @@ def _report(settings: Settings, results: list, options, rolled_back_from: str | 
                 print(f"      {line}")
         if r.swapped:
             what = f"the tables from {rolled_back_from}" if rolled_back_from else "the rebuilt tables"
-            kept = (f"the replaced ones are kept in schema {r.old_schema} "
-                    f"(`hookstream projections rollback --from {r.old_schema}` puts them back)"
-                    if r.old_schema else "the replaced ones were dropped (--drop-old)")
+            kept = (
+                f"the replaced ones are kept in schema {r.old_schema} "
+                f"(`hookstream projections rollback --from {r.old_schema}` puts them back)"
+                if r.old_schema
+                else "the replaced ones were dropped (--drop-old)"
+            )
             print(f"  swapped: {what} are live in {settings.database_schema}; {kept}")
         else:
             kept = f"kept in schema {r.candidate}" if options.keep_candidate else "dropped"

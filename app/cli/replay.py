@@ -9,17 +9,28 @@ from __future__ import annotations
 import argparse
 import sys
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from app import codec
 from app.cli.common import CliError, load_settings, run
 from app.core import delivery_replay as dr
-from app.core.replay import ShiftBy, Target, ToDatetime, ToEarliest, ToLatest, ToOffset, downstream, format_moves, plan, wrap
+from app.core.replay import (
+    ShiftBy,
+    Target,
+    ToDatetime,
+    ToEarliest,
+    ToLatest,
+    ToOffset,
+    downstream,
+    format_moves,
+    plan,
+    wrap,
+)
 from app.embedded import tansu_quirks
 from app.events import Delivery, utcnow
 from app.events.bounds import Identifier
-from app.settings import Settings
 from app.instances import parse_duration
+from app.settings import Settings
 
 DELIVERIES = "hookstream.deliveries"
 EXIT_REFUSED = 3
@@ -152,15 +163,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     targets.add_argument("--to-earliest", action="store_true", help="the earliest offset still on the topic")
     targets.add_argument("--to-latest", action="store_true", help="the end: skip everything not yet consumed")
     targets.add_argument("--to-offset", type=int, metavar="N", help="offset N in each selected partition")
-    targets.add_argument("--to-datetime", metavar="TIME", help="first record at or after TIME (ISO 8601 or 30m/2h/7d ago)")
-    targets.add_argument("--shift-by", type=int, metavar="N", help="N records forward (N>0) or back (N<0) from the committed offset")
+    targets.add_argument(
+        "--to-datetime", metavar="TIME", help="first record at or after TIME (ISO 8601 or 30m/2h/7d ago)"
+    )
+    targets.add_argument(
+        "--shift-by", type=int, metavar="N", help="N records forward (N>0) or back (N<0) from the committed offset"
+    )
     p.add_argument("--group", help="consumer group (default: the workers' group)")
-    p.add_argument("--topic", action="append", metavar="T", help="topic (repeatable; default: the group's committed topics)")
+    p.add_argument(
+        "--topic", action="append", metavar="T", help="topic (repeatable; default: the group's committed topics)"
+    )
     p.add_argument("--partition", action="append", type=int, metavar="P", help="partition (repeatable; default: all)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="print the plan, change nothing (the default)")
     mode.add_argument("--execute", action="store_true", help="commit the new offsets (stop the workers first)")
-    p.add_argument("--force", action="store_true", help="with --execute: remove the group's listed members first (dead ones only!)")
+    p.add_argument(
+        "--force", action="store_true", help="with --execute: remove the group's listed members first (dead ones only!)"
+    )
     p.set_defaults(func=cmd_replay)
 
     rsub = p.add_subparsers(dest="replay_command", metavar="deliveries", title="reprocessing deliveries on purpose")
@@ -180,12 +199,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     dmode.add_argument("--dry-run", action="store_true", help="read and check, publish nothing (the default)")
     dmode.add_argument("--execute", action="store_true", help="publish the re-submissions")
     d.add_argument("--epoch", help="reuse the epoch of an interrupted run instead of making a new one")
-    d.add_argument("--progress-every", type=int, default=1000, metavar="N", help="a progress line every N records read (default 1000)")
-    d.add_argument("--show", type=int, default=20, metavar="N", help="list the first N deliveries and the first N skipped (default 20)")
+    d.add_argument(
+        "--progress-every",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="a progress line every N records read (default 1000)",
+    )
+    d.add_argument(
+        "--show",
+        type=int,
+        default=20,
+        metavar="N",
+        help="list the first N deliveries and the first N skipped (default 20)",
+    )
     d.set_defaults(func=cmd_replay_deliveries)
 
 
 # -- shared ----------------------------------------------------------------------------------
+
 
 def parse_time(text: str, now: datetime, option: str) -> datetime:
     """ISO 8601 (naive means UTC) or a duration back from `now` (30m, 2h, 7d)."""
@@ -194,12 +226,16 @@ def parse_time(text: str, now: datetime, option: str) -> datetime:
     except ValueError:
         pass
     except OverflowError:
-        raise CliError(f"{option} {text!r}: reaches back before the year 1; give a shorter duration or an ISO 8601 time", 2) from None
+        raise CliError(
+            f"{option} {text!r}: reaches back before the year 1; give a shorter duration or an ISO 8601 time", 2
+        ) from None
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise CliError(f"{option} {text!r}: not an ISO 8601 time (2026-11-01T02:00Z) nor a duration back from now (90m, 2h, 7d)", 2) from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+        raise CliError(
+            f"{option} {text!r}: not an ISO 8601 time (2026-11-01T02:00Z) nor a duration back from now (90m, 2h, 7d)", 2
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def epoch_ms(when: datetime) -> int:
@@ -227,6 +263,7 @@ def _members_text(state) -> list[str]:
 
 # -- replay (offsets) ------------------------------------------------------------------------
 
+
 def target_from(args: argparse.Namespace, now: datetime) -> Target:
     if args.to_earliest:
         return ToEarliest()
@@ -240,8 +277,11 @@ def target_from(args: argparse.Namespace, now: datetime) -> Target:
         return ToDatetime(parse_time(args.to_datetime, now, "--to-datetime"))
     if args.shift_by is not None:
         return ShiftBy(args.shift_by)
-    raise CliError("choose a target: --to-earliest, --to-latest, --to-offset N, --to-datetime TIME or --shift-by N "
-                   "(see hookstream replay --help)", 2)
+    raise CliError(
+        "choose a target: --to-earliest, --to-latest, --to-offset N, --to-datetime TIME or --shift-by N "
+        "(see hookstream replay --help)",
+        2,
+    )
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -270,8 +310,11 @@ async def _replay_with(cluster, settings: Settings, group: str, target: Target, 
     else:
         topics = sorted({tp.topic for tp in await cluster.committed(group)})
         if not topics:
-            raise CliError(f"group {group} has no committed offsets: name the topics with --topic "
-                           "(e.g. --topic deliveries), or check the group with `hookstream lag --group`", 2)
+            raise CliError(
+                f"group {group} has no committed offsets: name the topics with --topic "
+                "(e.g. --topic deliveries), or check the group with `hookstream lag --group`",
+                2,
+            )
     state = await cluster.describe_group(group)
     if args.execute and state.active and args.force:
         print(f"--force: removing {len(state.members)} listed member(s) from group {group}:")
@@ -302,15 +345,25 @@ async def _replay_with(cluster, settings: Settings, group: str, target: Target, 
         committed = await cluster.committed(group, list(offsets))
         wrong = {tp: committed.get(tp) for tp, o in offsets.items() if committed.get(tp) != o}
         if wrong:
-            raise CliError("the committed offsets read back differ: " + ", ".join(
-                f"{tp.topic}[{tp.partition}] is {o}, expected {offsets[tp]}" for tp, o in wrong.items()))
+            raise CliError(
+                "the committed offsets read back differ: "
+                + ", ".join(f"{tp.topic}[{tp.partition}] is {o}, expected {offsets[tp]}" for tp, o in wrong.items())
+            )
         changed = sum(1 for m in moves if m.changes)
-        print(f"APPLIED: committed {len(offsets)} offset(s) for group {group} ({changed} changed). "
-              "The workers read from them when they start.")
+        print(
+            f"APPLIED: committed {len(offsets)} offset(s) for group {group} ({changed} changed). "
+            "The workers read from them when they start."
+        )
         after = await cluster.describe_group(group)
         if after.active:
-            print("\n".join(wrap(f"WARNING: group {group} has member(s) again: they were running, and may commit "
-                                 "over the new offsets. Stop them and run this command again.")))
+            print(
+                "\n".join(
+                    wrap(
+                        f"WARNING: group {group} has member(s) again: they were running, and may commit "
+                        "over the new offsets. Stop them and run this command again."
+                    )
+                )
+            )
             print("\n".join(_members_text(after)))
     print()
     print("\n".join(downstream(moves, settings.topic_prefix)))
@@ -340,6 +393,7 @@ def _refuse(group: str, state) -> None:
 
 # -- replay deliveries -----------------------------------------------------------------------
 
+
 def cmd_replay_deliveries(args: argparse.Namespace) -> int:
     now = utcnow()
     start = parse_time(args.from_datetime, now, "--from-datetime")
@@ -357,8 +411,11 @@ def cmd_replay_deliveries(args: argparse.Namespace) -> int:
     tansu_quirks.install(settings)
     instances = settings.instances()
     if not instances:
-        raise CliError("no plugin instances are configured (HOOKSTREAM_INSTANCES_FILE): each delivery is checked "
-                       "against the instances the workers use; point HOOKSTREAM_INSTANCES_FILE at their file", 2)
+        raise CliError(
+            "no plugin instances are configured (HOOKSTREAM_INSTANCES_FILE): each delivery is checked "
+            "against the instances the workers use; point HOOKSTREAM_INSTANCES_FILE at their file",
+            2,
+        )
     epoch = args.epoch or dr.new_epoch(now, uuid.uuid4().hex[:8])
     try:
         codec.validate(Identifier, epoch)  # it becomes each re-submitted delivery's replay_epoch
@@ -387,16 +444,30 @@ async def _replay_deliveries_with(cluster, settings, selection: dr.Selection, in
     topic = settings.topic(DELIVERIES)
     if topic not in await cluster.topics():
         raise CliError(f"no topic {topic} on the cluster (run `hookstream topics apply`)", 2)
-    filters = ", ".join(f for f in (f"plugin {selection.plugin}" if selection.plugin else "",
-                                    f"instance {selection.instance}" if selection.instance else "") if f)
-    print(f"{'EXECUTE' if args.execute else 'DRY RUN'}: re-submit deliveries received from "
-          f"{selection.start.isoformat()} to {selection.end.isoformat()}{' (' + filters + ')' if filters else ''}")
+    filters = ", ".join(
+        f
+        for f in (
+            f"plugin {selection.plugin}" if selection.plugin else "",
+            f"instance {selection.instance}" if selection.instance else "",
+        )
+        if f
+    )
+    print(
+        f"{'EXECUTE' if args.execute else 'DRY RUN'}: re-submit deliveries received from "
+        f"{selection.start.isoformat()} to {selection.end.isoformat()}{' (' + filters + ')' if filters else ''}"
+    )
     print(f"replay epoch: {epoch}{'' if args.execute else ' (not used: dry run)'}")
 
     producer = None
     if args.execute:
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, client_id="hookstream-replay",
-                                    acks="all", enable_idempotence=False, linger_ms=5, max_batch_size=256 * 1024)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            client_id="hookstream-replay",
+            acks="all",
+            enable_idempotence=False,
+            linger_ms=5,
+            max_batch_size=256 * 1024,
+        )
         try:
             await producer.start()
         except KafkaError as exc:
@@ -415,13 +486,17 @@ async def _replay_deliveries_with(cluster, settings, selection: dr.Selection, in
         pending.clear()
 
     try:
-        async for record in cluster.read_range(topic, epoch_ms(selection.start - READ_SLACK),
-                                               epoch_ms(selection.end + READ_SLACK)):
+        async for record in cluster.read_range(
+            topic, epoch_ms(selection.start - READ_SLACK), epoch_ms(selection.end + READ_SLACK)
+        ):
             tally.read += 1
             if tally.read % args.progress_every == 0:
-                print(f"... {tally.read} records read, {tally.selected} selected, "
-                      f"{tally.resubmitted + len(pending)} re-submitted (at [{record.partition}]@{record.offset})",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"... {tally.read} records read, {tally.selected} selected, "
+                    f"{tally.resubmitted + len(pending)} re-submitted (at [{record.partition}]@{record.offset})",
+                    file=sys.stderr,
+                    flush=True,
+                )
             try:
                 delivery = codec.decode(Delivery, record.value)
             except codec.DecodeError:
@@ -446,8 +521,10 @@ async def _replay_deliveries_with(cluster, settings, selection: dr.Selection, in
                     skipped_shown += 1
                 continue
             if shown < args.show:
-                print(f"{'resubmit' if args.execute else 'would   '}  {delivery.key}  {where}  received "
-                      f"{delivery.received_at.isoformat()}  {verdict.routing}")
+                print(
+                    f"{'resubmit' if args.execute else 'would   '}  {delivery.key}  {where}  received "
+                    f"{delivery.received_at.isoformat()}  {verdict.routing}"
+                )
                 shown += 1
             if producer is not None:
                 again = dr.resubmission(delivery, epoch, now)
@@ -457,8 +534,10 @@ async def _replay_deliveries_with(cluster, settings, selection: dr.Selection, in
         if pending:
             await flush()
     except KafkaError as exc:
-        raise CliError(f"publishing failed after {tally.resubmitted} re-submission(s): {exc}. Run the same command "
-                       f"again with --epoch {epoch}: deliveries already let through in this epoch are dropped.") from None
+        raise CliError(
+            f"publishing failed after {tally.resubmitted} re-submission(s): {exc}. Run the same command "
+            f"again with --epoch {epoch}: deliveries already let through in this epoch are dropped."
+        ) from None
     finally:
         if producer is not None:
             await producer.stop()
@@ -470,8 +549,14 @@ async def _replay_deliveries_with(cluster, settings, selection: dr.Selection, in
         print("\n".join(wrap(note)))
     group = await cluster.describe_group(worker_group(settings))
     if not group.active:
-        print("\n".join(wrap(f"NOTE: no worker is running in group {group.group}: re-submitted deliveries wait "
-                             f"in {topic} until one starts.")))
+        print(
+            "\n".join(
+                wrap(
+                    f"NOTE: no worker is running in group {group.group}: re-submitted deliveries wait "
+                    f"in {topic} until one starts."
+                )
+            )
+        )
     if not args.execute:
         print("DRY RUN: nothing was published. Add --execute to re-submit (a new epoch is made per run).")
     else:

@@ -46,7 +46,9 @@ def drift(directory: Path = SCHEMAS_DIR) -> list[str]:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("schemas", help="JSON Schemas of the wire models")
     ssub = p.add_subparsers(dest="schemas_command", metavar="ACTION", required=True)
-    e = ssub.add_parser("export", help="write schemas/*.json from app/events", description="Write one JSON Schema per record type.")
+    e = ssub.add_parser(
+        "export", help="write schemas/*.json from app/events", description="Write one JSON Schema per record type."
+    )
     e.add_argument("--dir", type=Path, default=SCHEMAS_DIR, help="target directory (default: the repo's schemas/)")
     e.add_argument("--check", action="store_true", help="write nothing; exit 1 when the files drift from the models")
     e.set_defaults(func=cmd_export)

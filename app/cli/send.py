@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 
 from app.cli.common import CliError, load_settings, run
-from app.settings import Settings
 from app.instances import PLUGINS
+from app.settings import Settings
 
 CONTROL_TOPIC = "hookstream.sync.control"
 HTTP_TIMEOUT_SECONDS = 30.0
@@ -44,8 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--instance", required=True, help="the instance id in the instances file")
     d.add_argument("--event", help="provider event name, for plugins that send one (GitHub: X-GitHub-Event)")
     d.add_argument("--route", help="optional last path segment: /hooks/PLUGIN/INSTANCE/ROUTE")
-    d.add_argument("--delivery-id", help="the provider's delivery id header to send; without it the id is the sha256 of the body "
-        "(plugin, instance, route), so sending the same FILE again is a duplicate")
+    d.add_argument(
+        "--delivery-id",
+        help="the provider's delivery id header to send; without it the id is the sha256 of the body "
+        "(plugin, instance, route), so sending the same FILE again is a duplicate",
+    )
     d.add_argument("--content-type", help="Content-Type to send instead of the plugin's")
     d.add_argument("--url", help="ingress base URL (default http://HOOKSTREAM_INGRESS_HOST:HOOKSTREAM_INGRESS_PORT)")
     d.add_argument("file", metavar="FILE", help="the body, byte-exact; '-' reads stdin")
@@ -59,7 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "control topic, keyed by its source_id. Exits 1 when it is not accepted.",
     )
     where = e.add_mutually_exclusive_group()
-    where.add_argument("--url", help="ingress base URL (default http://HOOKSTREAM_INGRESS_HOST:HOOKSTREAM_INGRESS_PORT)")
+    where.add_argument(
+        "--url", help="ingress base URL (default http://HOOKSTREAM_INGRESS_HOST:HOOKSTREAM_INGRESS_PORT)"
+    )
     where.add_argument("--kafka", action="store_true", help="produce to hookstream.sync.control directly (acks=all)")
     e.add_argument("file", metavar="FILE", help="the event as JSON; '-' reads stdin")
     e.set_defaults(func=cmd_send_event)
@@ -112,8 +117,10 @@ async def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, by
                 return response.status, await response.read()
     except aiohttp.ClientConnectorError as exc:
         reason = exc.os_error.strerror if exc.os_error and exc.os_error.strerror else str(exc)
-        raise CliError(f"cannot reach the ingress at {url}: {reason} (is `hookstream dev` or `hookstream ingress` running "
-                       "there? --url names another address)") from None
+        raise CliError(
+            f"cannot reach the ingress at {url}: {reason} (is `hookstream dev` or `hookstream ingress` running "
+            "there? --url names another address)"
+        ) from None
     except aiohttp.InvalidURL:
         raise CliError(f"not a usable URL: {url}", 2) from None
     except aiohttp.ClientError as exc:
@@ -203,10 +210,18 @@ def produce_event(settings: Settings, event: Any) -> dict[str, Any]:
         publisher = Publisher(settings, client_id="hookstream-send")
         await publisher.start()
         try:
-            metadata = await publisher.publish(settings.topic(CONTROL_TOPIC), codec.encode_key(event.source_id), codec.encode(event))
+            metadata = await publisher.publish(
+                settings.topic(CONTROL_TOPIC), codec.encode_key(event.source_id), codec.encode(event)
+            )
         finally:
             await publisher.stop()
-        return {"type": event.type, "key": event.source_id, "topic": metadata.topic, "partition": metadata.partition, "offset": metadata.offset}
+        return {
+            "type": event.type,
+            "key": event.source_id,
+            "topic": metadata.topic,
+            "partition": metadata.partition,
+            "offset": metadata.offset,
+        }
 
     try:
         return run(produce())

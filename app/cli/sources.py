@@ -17,7 +17,7 @@ import os
 import re
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -87,35 +87,70 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     c.add_argument("--type", required=True, choices=SOURCE_TYPES, dest="source_type", help="the source adapter")
-    c.add_argument("--path", type=Path, metavar="REPO",
-                   help="git: the repository (a work tree or a bare repository), stored as an absolute path; "
-                   "the worker reads it, so it must be the same path there")
+    c.add_argument(
+        "--path",
+        type=Path,
+        metavar="REPO",
+        help="git: the repository (a work tree or a bare repository), stored as an absolute path; "
+        "the worker reads it, so it must be the same path there",
+    )
     c.add_argument("--repository", metavar="OWNER/NAME", help="github: the repository")
-    c.add_argument("--installation-id", type=positive_int, metavar="N",
-                   help="github: the GitHub App installation that can read the repository")
-    c.add_argument("--branch", help="the branch the source tracks: its documents follow this branch's head, and "
-                   "pushes to other branches are ignored by a counted rule (default: git, HEAD's branch; "
-                   "github, the repository's default branch); connecting again with another branch is a "
-                   "config change: the next sync lists every file")
-    c.add_argument("--config-file", dest="config_files", action="append", metavar="PATH",
-                   help="git, github: the source's config file, relative to the repository root; repeat for "
-                   "several, the first found at a commit is read (default: .hookstream.yml, then .hookstream.yaml). "
-                   "Its include/exclude globs decide which paths are written (see the README)")
-    c.add_argument("--repository-id", type=positive_int, metavar="N",
-                   help="the GitHub repository id: makes the source id github:N, the id GitHub webhooks "
-                   "(pushes, installations) use for that repository")
-    c.add_argument("--organization-id", metavar="ID",
-                   help="linear: the workspace's organization id (Linear's webhooks carry it as organizationId; "
-                   "the API key must belong to it)")
-    c.add_argument("--team", dest="teams", action="append", metavar="KEY",
-                   help="linear: a team key (e.g. ENG) whose issues to sync; repeat for several (default: every team)")
-    c.add_argument("--token-env", metavar="NAME",
-                   help="linear: the worker's environment variable (LINEAR_* or HOOKSTREAM_LINEAR_*) holding this "
-                   "source's API key or OAuth token (default: HOOKSTREAM_LINEAR_API_KEY); the key itself never "
-                   "travels in the event")
-    c.add_argument("--id", dest="source_id", metavar="ID",
-                   help="the source id (default: git:<directory name>; github:N with --repository-id, "
-                   "else github:OWNER/NAME; linear:<organization id>)")
+    c.add_argument(
+        "--installation-id",
+        type=positive_int,
+        metavar="N",
+        help="github: the GitHub App installation that can read the repository",
+    )
+    c.add_argument(
+        "--branch",
+        help="the branch the source tracks: its documents follow this branch's head, and "
+        "pushes to other branches are ignored by a counted rule (default: git, HEAD's branch; "
+        "github, the repository's default branch); connecting again with another branch is a "
+        "config change: the next sync lists every file",
+    )
+    c.add_argument(
+        "--config-file",
+        dest="config_files",
+        action="append",
+        metavar="PATH",
+        help="git, github: the source's config file, relative to the repository root; repeat for "
+        "several, the first found at a commit is read (default: .hookstream.yml, then .hookstream.yaml). "
+        "Its include/exclude globs decide which paths are written (see the README)",
+    )
+    c.add_argument(
+        "--repository-id",
+        type=positive_int,
+        metavar="N",
+        help="the GitHub repository id: makes the source id github:N, the id GitHub webhooks "
+        "(pushes, installations) use for that repository",
+    )
+    c.add_argument(
+        "--organization-id",
+        metavar="ID",
+        help="linear: the workspace's organization id (Linear's webhooks carry it as organizationId; "
+        "the API key must belong to it)",
+    )
+    c.add_argument(
+        "--team",
+        dest="teams",
+        action="append",
+        metavar="KEY",
+        help="linear: a team key (e.g. ENG) whose issues to sync; repeat for several (default: every team)",
+    )
+    c.add_argument(
+        "--token-env",
+        metavar="NAME",
+        help="linear: the worker's environment variable (LINEAR_* or HOOKSTREAM_LINEAR_*) holding this "
+        "source's API key or OAuth token (default: HOOKSTREAM_LINEAR_API_KEY); the key itself never "
+        "travels in the event",
+    )
+    c.add_argument(
+        "--id",
+        dest="source_id",
+        metavar="ID",
+        help="the source id (default: git:<directory name>; github:N with --repository-id, "
+        "else github:OWNER/NAME; linear:<organization id>)",
+    )
     c.add_argument("--name", help="a display name (default: the directory name, OWNER/NAME, or the team keys)")
     add_transport_arguments(c)
     c.set_defaults(func=cmd_connect)
@@ -149,8 +184,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.set_defaults(func=cmd_list)
 
 
-
 # --- connect -----------------------------------------------------------------------------------
+
 
 def _git(path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"}
@@ -196,8 +231,15 @@ def default_git_id(root: Path) -> str:
 def connected_event(args: argparse.Namespace) -> tuple[SourceConnected, list[str]]:
     """The SourceConnected the arguments describe, and notes for the user."""
     notes: list[str] = []
-    linear_only = [flag for flag, value in (("--organization-id", args.organization_id), ("--team", args.teams),
-                                            ("--token-env", args.token_env)) if value]
+    linear_only = [
+        flag
+        for flag, value in (
+            ("--organization-id", args.organization_id),
+            ("--team", args.teams),
+            ("--token-env", args.token_env),
+        )
+        if value
+    ]
     if args.source_type != "linear" and linear_only:
         raise CliError(f"{linear_only[0]} is for --type linear", 2)
     if args.source_type == "git":
@@ -220,8 +262,10 @@ def connected_event(args: argparse.Namespace) -> tuple[SourceConnected, list[str
         config = {"repository": args.repository, "installation_id": args.installation_id}
         default_id, default_name = f"github:{args.repository}", args.repository
         if args.repository_id is None and args.source_id is None:
-            notes.append(f"the id is {default_id}; GitHub webhooks for this repository use github:<repository id>: "
-                         "give --repository-id so that its pushes reach this source")
+            notes.append(
+                f"the id is {default_id}; GitHub webhooks for this repository use github:<repository id>: "
+                "give --repository-id so that its pushes reach this source"
+            )
     if args.branch:
         config["branch"] = args.branch
     if args.config_files:
@@ -232,8 +276,13 @@ def connected_event(args: argparse.Namespace) -> tuple[SourceConnected, list[str
     if args.repository_id is not None:
         default_id = f"github:{args.repository_id}"
     try:
-        event = SourceConnected(source_id=args.source_id or default_id, occurred_at=utcnow(),
-                                source_type=args.source_type, name=args.name or default_name, config=config)
+        event = SourceConnected(
+            source_id=args.source_id or default_id,
+            occurred_at=utcnow(),
+            source_type=args.source_type,
+            name=args.name or default_name,
+            config=config,
+        )
     except ValidationError as exc:
         raise CliError(f"not a valid source: {first_error(exc)}", 2) from None
     return event, notes
@@ -243,14 +292,24 @@ def linear_config(args: argparse.Namespace) -> tuple[dict[str, Any], str, str]:
     """(config, default id, default name) of a Linear source; a CliError that says what is wrong."""
     from app.plugins.linear import source_id_for
 
-    others = [flag for flag, value in (("--path", args.path), ("--repository", args.repository),
-                                       ("--installation-id", args.installation_id), ("--branch", args.branch),
-                                       ("--repository-id", args.repository_id), ("--config-file", args.config_files))
-              if value is not None]
+    others = [
+        flag
+        for flag, value in (
+            ("--path", args.path),
+            ("--repository", args.repository),
+            ("--installation-id", args.installation_id),
+            ("--branch", args.branch),
+            ("--repository-id", args.repository_id),
+            ("--config-file", args.config_files),
+        )
+        if value is not None
+    ]
     if others:
         raise CliError(f"{others[0]} is not for --type linear", 2)
     if not args.organization_id or not _ORGANIZATION.match(args.organization_id):
-        raise CliError("--type linear needs --organization-id ID (letters, digits and '-': Linear's organization id)", 2)
+        raise CliError(
+            "--type linear needs --organization-id ID (letters, digits and '-': Linear's organization id)", 2
+        )
     teams = [t.upper() for t in args.teams or []]
     bad = [t for t in teams if not _TEAM.match(t)]
     if bad:
@@ -260,7 +319,9 @@ def linear_config(args: argparse.Namespace) -> tuple[dict[str, Any], str, str]:
         config["teams"] = sorted(set(teams))
     if args.token_env:
         if not _TOKEN_ENV.match(args.token_env):
-            raise CliError(f"--token-env {args.token_env!r}: the worker reads only LINEAR_* or HOOKSTREAM_LINEAR_* variables", 2)
+            raise CliError(
+                f"--token-env {args.token_env!r}: the worker reads only LINEAR_* or HOOKSTREAM_LINEAR_* variables", 2
+            )
         config["token_env"] = args.token_env
     name = f"Linear {', '.join(config['teams'])}" if teams else "Linear"
     return config, source_id_for(args.organization_id), name
@@ -371,9 +432,15 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     header = ("ID", "TYPE", "STATUS", "NAME", "LOCATION", "CONFIG FILE", "UPDATED")
     lines = [
-        (s.source_id, s.source_type,
-         s.status + (f" ({s.status_reason})" if s.status_reason and s.status != read_model.CONNECTED else ""),
-         s.name or "-", _location(s.config), config_file_summary(s), format_time(s.updated_at))
+        (
+            s.source_id,
+            s.source_type,
+            s.status + (f" ({s.status_reason})" if s.status_reason and s.status != read_model.CONNECTED else ""),
+            s.name or "-",
+            _location(s.config),
+            config_file_summary(s),
+            format_time(s.updated_at),
+        )
         for s in sources
     ]
     print(format_table(header, lines))
@@ -382,14 +449,21 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 # --- shared with app.cli.syncs -----------------------------------------------------------------
 
+
 def add_transport_arguments(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--kafka", action="store_true",
-                       help="produce to hookstream.sync.control directly, acks=all (the default)")
-    where.add_argument("--ingress", action="store_true",
-                       help="post to the configured ingress's POST /events (HOOKSTREAM_INGRESS_HOST/PORT, "
-                       "with HOOKSTREAM_EVENTS_TOKEN)")
-    where.add_argument("--url", help="post to POST /events of the ingress at this base URL (with HOOKSTREAM_EVENTS_TOKEN)")
+    where.add_argument(
+        "--kafka", action="store_true", help="produce to hookstream.sync.control directly, acks=all (the default)"
+    )
+    where.add_argument(
+        "--ingress",
+        action="store_true",
+        help="post to the configured ingress's POST /events (HOOKSTREAM_INGRESS_HOST/PORT, "
+        "with HOOKSTREAM_EVENTS_TOKEN)",
+    )
+    where.add_argument(
+        "--url", help="post to POST /events of the ingress at this base URL (with HOOKSTREAM_EVENTS_TOKEN)"
+    )
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
 
 
@@ -431,8 +505,11 @@ async def query(settings: Settings, statement: str, params: tuple[Any, ...] = ()
         try:
             return await (await cursor.execute(statement, params)).fetchall()
         except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
-            raise CliError(f"the read model in schema {settings.database_schema} is missing or out of date "
-                           f"({str(exc).strip().splitlines()[0]}): run `hookstream db migrate`", 2) from None
+            raise CliError(
+                f"the read model in schema {settings.database_schema} is missing or out of date "
+                f"({str(exc).strip().splitlines()[0]}): run `hookstream db migrate`",
+                2,
+            ) from None
     finally:
         await conn.close()
 
@@ -440,7 +517,7 @@ async def query(settings: Settings, statement: str, params: tuple[Any, ...] = ()
 def format_time(value: datetime | None) -> str:
     if value is None:
         return "-"
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def format_table(header: tuple[str, ...], lines: list[tuple[str, ...]]) -> str:

@@ -80,8 +80,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ls.add_argument("--source", metavar="SOURCE", help="only this source's jobs")
-    ls.add_argument("--status", choices=STATUS_CHOICES, metavar="STATUS",
-                    help=f"only jobs in this status: {', '.join(STATUS_CHOICES)} ({ACTIVE}: queued or running)")
+    ls.add_argument(
+        "--status",
+        choices=STATUS_CHOICES,
+        metavar="STATUS",
+        help=f"only jobs in this status: {', '.join(STATUS_CHOICES)} ({ACTIVE}: queued or running)",
+    )
     ls.add_argument("--limit", type=positive_int, default=20, metavar="N", help="at most N jobs (default 20)")
     ls.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
     ls.set_defaults(func=cmd_list)
@@ -118,21 +122,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     rq.add_argument("source_id", metavar="SOURCE", help="the source id (see `hookstream sources list`)")
     rq.add_argument("--full", action="store_true", help="list and sync every file, not only the changes")
-    rq.add_argument("--force", action="store_true",
-                    help="start a job even when a live idempotency key holds this request (a repeated manual sync)")
+    rq.add_argument(
+        "--force",
+        action="store_true",
+        help="start a job even when a live idempotency key holds this request (a repeated manual sync)",
+    )
     rq.add_argument("--paths", nargs="+", default=[], metavar="P", help="incremental: the paths that changed (hints)")
     rq.add_argument("--before", metavar="COMMIT", help="incremental: the commit the sender saw before (informational)")
-    rq.add_argument("--after", metavar="COMMIT",
-                    help="a commit the sync must reach at least (a lower bound; the target is always the branch head)")
-    rq.add_argument("--trigger", default="manual",
-                    help="what asked for it (default: manual); part of the idempotency key")
+    rq.add_argument(
+        "--after",
+        metavar="COMMIT",
+        help="a commit the sync must reach at least (a lower bound; the target is always the branch head)",
+    )
+    rq.add_argument(
+        "--trigger", default="manual", help="what asked for it (default: manual); part of the idempotency key"
+    )
     rq.add_argument("--request-id", help="the request id (default: a fresh one); sending it again is a duplicate")
     add_transport_arguments(rq)
     rq.set_defaults(func=cmd_request)
 
 
-
 # --- formatting --------------------------------------------------------------------------------
+
 
 def format_duration(ms: int | None) -> str:
     if ms is None:
@@ -158,19 +169,46 @@ def format_bytes(n: int) -> str:
     return f"{n} B"
 
 
-
 def job_summary(job: read_model.SyncJobRow) -> dict[str, Any]:
     return read_model.job_to_json(job)
 
 
 def jobs_table(jobs: list[read_model.SyncJobRow]) -> str:
-    header = ("JOB", "SOURCE", "STATUS", "MODE", "TRIGGER", "STARTED", "DURATION", "BATCHES", "LISTED", "PROCESSED",
-              "WRITTEN", "FAILED", "REQUESTS", "ERROR")
+    header = (
+        "JOB",
+        "SOURCE",
+        "STATUS",
+        "MODE",
+        "TRIGGER",
+        "STARTED",
+        "DURATION",
+        "BATCHES",
+        "LISTED",
+        "PROCESSED",
+        "WRITTEN",
+        "FAILED",
+        "REQUESTS",
+        "ERROR",
+    )
     lines = [
-        (j.job_id, j.source_id, j.status, j.mode or "-", j.trigger or "-",
-         format_time(j.started_at) if j.started_at else (f"queued {format_time(j.queued_at)}" if j.queued_at else "-"),
-         format_duration(j.duration_ms), batches_text(j), str(j.files_listed), str(j.processed),
-         str(j.documents_written), str(j.failed), str(len(j.request_ids)), one_line(j.error or j.cancel_reason, ERROR_WIDTH))
+        (
+            j.job_id,
+            j.source_id,
+            j.status,
+            j.mode or "-",
+            j.trigger or "-",
+            format_time(j.started_at)
+            if j.started_at
+            else (f"queued {format_time(j.queued_at)}" if j.queued_at else "-"),
+            format_duration(j.duration_ms),
+            batches_text(j),
+            str(j.files_listed),
+            str(j.processed),
+            str(j.documents_written),
+            str(j.failed),
+            str(len(j.request_ids)),
+            one_line(j.error or j.cancel_reason, ERROR_WIDTH),
+        )
         for j in jobs
     ]
     return format_table(header, lines)
@@ -213,7 +251,8 @@ def job_details(job: read_model.SyncJobRow, answers: list[read_model.RequestAnsw
         f"  skipped            {job.skipped}",
         f"  documents written  {job.documents_written}",
         f"  bytes              {job.bytes} ({format_bytes(job.bytes)})",
-        f"  batches            {job.batches}" + (f" of {job.batches_planned} planned" if job.batches_planned is not None else ""),
+        f"  batches            {job.batches}"
+        + (f" of {job.batches_planned} planned" if job.batches_planned is not None else ""),
         "error" + ("          -" if not job.error else ""),
         *("  " + line for line in (job.error or "").splitlines()),
     ]
@@ -225,13 +264,16 @@ def job_details(job: read_model.SyncJobRow, answers: list[read_model.RequestAnsw
 
 
 def answer_line(answer: read_model.RequestAnswer) -> str:
-    text = f"request {answer.request_id} for {answer.source_id} was {answer.answer} at {format_time(answer.answered_at)}"
+    text = (
+        f"request {answer.request_id} for {answer.source_id} was {answer.answer} at {format_time(answer.answered_at)}"
+    )
     if answer.reason:
         text += f": {answer.reason}"
     return text
 
 
 # --- list / show -------------------------------------------------------------------------------
+
 
 def cmd_list(args: argparse.Namespace) -> int:
     settings = load_settings()
@@ -259,8 +301,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _find(settings, ident: str) -> tuple[read_model.SyncJobRow | None, read_model.RequestAnswer | None,
-                                                list[read_model.RequestAnswer]]:
+async def _find(
+    settings, ident: str
+) -> tuple[read_model.SyncJobRow | None, read_model.RequestAnswer | None, list[read_model.RequestAnswer]]:
     """The job with this id, or the answer of the request with this id and its job."""
     answer = None
     jobs = await query(settings, _JOBS_SELECT + " WHERE job_id = %s", (ident,))
@@ -271,11 +314,15 @@ async def _find(settings, ident: str) -> tuple[read_model.SyncJobRow | None, rea
             jobs = await query(settings, _JOBS_SELECT + " WHERE job_id = %s", (answer.job_id,))
         elif answer is None:
             # A job that served the request, should its answer not be projected (yet).
-            jobs = await query(settings, _JOBS_SELECT + " WHERE request_ids @> ARRAY[%s]" + _ORDER + " LIMIT 1", (ident,))
+            jobs = await query(
+                settings, _JOBS_SELECT + " WHERE request_ids @> ARRAY[%s]" + _ORDER + " LIMIT 1", (ident,)
+            )
     job = read_model.job_from_columns(jobs[0]) if jobs else None
     served = []
     if job is not None:
-        rows = await query(settings, _ANSWERS_SELECT + " WHERE job_id = %s ORDER BY answered_at, request_id", (job.job_id,))
+        rows = await query(
+            settings, _ANSWERS_SELECT + " WHERE job_id = %s ORDER BY answered_at, request_id", (job.job_id,)
+        )
         served = [read_model.answer_from_columns(r) for r in rows]
     return job, answer, served
 
@@ -285,14 +332,17 @@ def cmd_show(args: argparse.Namespace) -> int:
     ident = args.ident.strip()
     job, answer, served = run(_find(settings, ident))
     if job is None and answer is None:
-        raise CliError(f"no sync job or request {ident!r} in schema {settings.database_schema}"
-                       + run(_what_the_ledger_says(settings, ident)))
+        raise CliError(
+            f"no sync job or request {ident!r} in schema {settings.database_schema}"
+            + run(_what_the_ledger_says(settings, ident))
+        )
     if args.json:
         out: dict[str, Any] = {"job": job_summary(job) if job else None}
         if answer is not None:
             out["request"] = {**read_model.answer_to_columns(answer), "answered_at": answer.answered_at.isoformat()}
-        out["answered_requests"] = [{**read_model.answer_to_columns(a), "answered_at": a.answered_at.isoformat()}
-                                    for a in served]
+        out["answered_requests"] = [
+            {**read_model.answer_to_columns(a), "answered_at": a.answered_at.isoformat()} for a in served
+        ]
         print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
         return 0
     if answer is not None:
@@ -309,26 +359,39 @@ async def _what_the_ledger_says(settings, ident: str) -> str:
     """Why a delivery id has no job: what the dedup stage made of the delivery, if the ledger has it."""
     from app.core.trace import outcome_text
 
-    rows = await query(settings, "SELECT * FROM deliveries WHERE delivery_id = %s OR key = %s ORDER BY key LIMIT 3",
-                       (ident, ident))
+    rows = await query(
+        settings, "SELECT * FROM deliveries WHERE delivery_id = %s OR key = %s ORDER BY key LIMIT 3", (ident, ident)
+    )
     if not rows:
-        return (" nor a delivery in the ledger (see `hookstream syncs list`; a request shows once the worker has "
-                "answered it; `hookstream trace ID` searches everything)")
-    said = "; ".join(f"delivery {r['key']}: " + outcome_text(r["outcome"], r["rule"], r["reason"], (), r["source_ids"],
-                                                            r["request_ids"]) for r in rows)
+        return (
+            " nor a delivery in the ledger (see `hookstream syncs list`; a request shows once the worker has "
+            "answered it; `hookstream trace ID` searches everything)"
+        )
+    said = "; ".join(
+        f"delivery {r['key']}: "
+        + outcome_text(r["outcome"], r["rule"], r["reason"], (), r["source_ids"], r["request_ids"])
+        for r in rows
+    )
     return f": {said} (`hookstream trace {ident}` shows the whole chain)"
 
 
 # --- request -----------------------------------------------------------------------------------
+
 
 def requested_event(args: argparse.Namespace) -> SyncRequested:
     if args.full and (args.paths or args.before):
         raise CliError("--paths and --before describe an incremental sync: leave out --full, or them", 2)
     try:
         return SyncRequested(
-            source_id=args.source_id, occurred_at=utcnow(), request_id=args.request_id or f"cli-{uuid.uuid4().hex}",
-            mode="full" if args.full else "incremental", trigger=args.trigger, paths=list(args.paths),
-            before=args.before, after=args.after, force=args.force,
+            source_id=args.source_id,
+            occurred_at=utcnow(),
+            request_id=args.request_id or f"cli-{uuid.uuid4().hex}",
+            mode="full" if args.full else "incremental",
+            trigger=args.trigger,
+            paths=list(args.paths),
+            before=args.before,
+            after=args.after,
+            force=args.force,
         )
     except ValidationError as exc:
         raise CliError(f"not a valid request: {first_error(exc)}", 2) from None
@@ -339,10 +402,16 @@ def cmd_request(args: argparse.Namespace) -> int:
     settings = load_settings()
     answer = send_producer_event(settings, event, args)
     if args.json:
-        print(orjson.dumps({**answer, "request_id": event.request_id, "source_id": event.source_id,
-                            "mode": event.mode}).decode())
+        print(
+            orjson.dumps(
+                {**answer, "request_id": event.request_id, "source_id": event.source_id, "mode": event.mode}
+            ).decode()
+        )
         return 0
     print(event.request_id)
-    print(f"{event.mode} sync of {event.source_id} requested: {describe_sent(answer)}; "
-          f"follow it with `hookstream syncs show {event.request_id}`", file=sys.stderr)
+    print(
+        f"{event.mode} sync of {event.source_id} requested: {describe_sent(answer)}; "
+        f"follow it with `hookstream syncs show {event.request_id}`",
+        file=sys.stderr,
+    )
     return 0

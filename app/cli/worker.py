@@ -26,8 +26,12 @@ Serves Prometheus counters at http://HOOKSTREAM_WORKER_WEB_HOST:PORT/metrics.
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("worker", help="run the stream worker (all agents)", description=HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "worker",
+        help="run the stream worker (all agents)",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--web-port", type=int, help="port of the worker's web server (/metrics)")
     p.add_argument("--data-dir", help="RocksDB directory (default HOOKSTREAM_WORKER_DATA_DIR)")
     p.add_argument("-l", "--loglevel", default=None, help="log level (default HOOKSTREAM_LOG_LEVEL)")
@@ -57,11 +61,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import faust
 
     for name in ("aiokafka", "faust", "mode"):
-        logging.getLogger(name).setLevel(max(logging.getLogger(name).getEffectiveLevel(), logging.WARNING if level != "debug" else logging.DEBUG))
+        logging.getLogger(name).setLevel(
+            max(logging.getLogger(name).getEffectiveLevel(), logging.WARNING if level != "debug" else logging.DEBUG)
+        )
     from app import logs
 
     # Faust sets up logging itself: from the same configuration (format, masked secrets).
     config = logs.dict_config(level, settings.log_format, logs.secrets_of(settings, instances))
-    faust.Worker(worker.app, loglevel=level, console_port=0, redirect_stdouts=False,
-                 logging_config=config).execute_from_commandline()
+    faust.Worker(
+        worker.app, loglevel=level, console_port=0, redirect_stdouts=False, logging_config=config
+    ).execute_from_commandline()
     return 0

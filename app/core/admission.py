@@ -26,7 +26,7 @@ by construction, and a job must be able to finish.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from app.core.effects import Effect, Refused
 from app.core.policy import Policy
@@ -36,10 +36,10 @@ from app.events.control import SourceConfigChanged, SourceConnected, SourceUpdat
 from app.events.sync import SyncRejected
 
 _EXTERNAL = (SyncRequested, SourceConnected, SourceUpdated, SourceConfigChanged)
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Kafka timestamps are milliseconds since the epoch; later than this, a deadline or an expiry a fold
 # adds to it could pass the year 9999, where datetimes end.
-_LAST = datetime(9000, 1, 1, tzinfo=timezone.utc)
+_LAST = datetime(9000, 1, 1, tzinfo=UTC)
 _LAST_MS = int((_LAST - _EPOCH).total_seconds() * 1000)
 
 
@@ -58,13 +58,21 @@ def clock(occurred_at: datetime, broker_time: datetime | None, policy: Policy) -
             return occurred_at, f"occurred_at {occurred_at.isoformat()} is later than a fold can count from"
         return occurred_at, None
     if occurred_at - broker_time > policy.max_clock_skew:
-        return broker_time, (f"occurred_at {occurred_at.isoformat()} is more than {_duration(policy.max_clock_skew)} "
-                             f"after the broker's time for the record ({broker_time.isoformat()}): check the sender's clock")
+        return broker_time, (
+            f"occurred_at {occurred_at.isoformat()} is more than {_duration(policy.max_clock_skew)} "
+            f"after the broker's time for the record ({broker_time.isoformat()}): check the sender's clock"
+        )
     return broker_time, None
 
 
-def fold_record(state: SourceState | None, event: ControlRecord, broker_time: datetime | None, offset: int | None,
-                policy: Policy, missing_time: bool = False) -> tuple[SourceState | None, list[Effect]]:
+def fold_record(
+    state: SourceState | None,
+    event: ControlRecord,
+    broker_time: datetime | None,
+    offset: int | None,
+    policy: Policy,
+    missing_time: bool = False,
+) -> tuple[SourceState | None, list[Effect]]:
     """Fold `event` at its broker time, refusing what the clock rule or the state bound refuses.
 
     `missing_time`: the record came from the broker but carried no usable timestamp (refused).
@@ -74,22 +82,29 @@ def fold_record(state: SourceState | None, event: ControlRecord, broker_time: da
         return state, []
     now, refusal = clock(event.occurred_at, broker_time, policy)
     if missing_time:
-        now, refusal = min(event.occurred_at, _LAST - timedelta(days=1)), "the record has no broker timestamp a clock can hold"
+        now, refusal = (
+            min(event.occurred_at, _LAST - timedelta(days=1)),
+            "the record has no broker timestamp a clock can hold",
+        )
     if refusal is None:
         new_state, effects = fold(state, event, now, offset, policy)
         if not isinstance(event, _EXTERNAL) or len(new_state.to_json()) <= policy.max_state_bytes:
             return new_state, effects
-        refusal = (f"folding it would make the source's state {len(new_state.to_json())} bytes, "
-                   f"over the bound of {policy.max_state_bytes} (HOOKSTREAM_MAX_SOURCE_STATE_BYTES)")
+        refusal = (
+            f"folding it would make the source's state {len(new_state.to_json())} bytes, "
+            f"over the bound of {policy.max_state_bytes} (HOOKSTREAM_MAX_SOURCE_STATE_BYTES)"
+        )
     return _refuse(state, event, now, offset, refusal)
 
 
-def _refuse(state: SourceState | None, event: ControlRecord, now: datetime, offset: int | None,
-            reason: str) -> tuple[SourceState | None, list[Effect]]:
+def _refuse(
+    state: SourceState | None, event: ControlRecord, now: datetime, offset: int | None, reason: str
+) -> tuple[SourceState | None, list[Effect]]:
     effects: list[Effect] = [Refused(event.type, reason)]
     if isinstance(event, SyncRequested):
-        effects.append(SyncRejected(source_id=event.source_id, occurred_at=now, request_ids=[event.request_id],
-                                    reason=reason))
+        effects.append(
+            SyncRejected(source_id=event.source_id, occurred_at=now, request_ids=[event.request_id], reason=reason)
+        )
     if state is not None and offset is not None:
         state = state.model_copy(update={"last_offset": offset})
     return state, effects

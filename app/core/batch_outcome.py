@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from app.core.documents import Document
 
@@ -19,7 +19,9 @@ class BatchCounts:
     errors: list[str] = field(default_factory=list)
 
 
-def count(docs: Sequence[Document], failures: Sequence[tuple[str, str]], deleted: int, max_errors: int = 20) -> BatchCounts:
+def count(
+    docs: Sequence[Document], failures: Sequence[tuple[str, str]], deleted: int, max_errors: int = 20
+) -> BatchCounts:
     """Invariant: every file of the batch is counted once, as processed (text document written),
     skipped (binary or oversize: a metadata-only document written), failed (not readable: nothing
     written) or deleted; `documents_written` is exactly the rows upserted."""

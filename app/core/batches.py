@@ -6,7 +6,8 @@ re-planned job (after a crash) publishes the same `jobId/batchIndex` records.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from app.events.control import SourceType
 from app.events.sync import FileBatch, FileChange

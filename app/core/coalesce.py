@@ -77,8 +77,14 @@ def merge(job: JobRequest, request: SyncRequested) -> JobRequest:
         # The trigger of a merged full job is that of the request that made it full.
         trigger = job.trigger if job.mode == "full" else request.trigger
         return job.model_copy(
-            update={"mode": "full", "trigger": trigger, "request_ids": ids, "unlisted_requests": unlisted, "paths": (),
-                    "after": after}
+            update={
+                "mode": "full",
+                "trigger": trigger,
+                "request_ids": ids,
+                "unlisted_requests": unlisted,
+                "paths": (),
+                "after": after,
+            }
         )
     paths: tuple[str, ...] = ()
     if job.paths and request.paths:

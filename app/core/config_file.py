@@ -53,12 +53,14 @@ class RepositoryConfig(BaseModel):
 
     version: Literal[1] = Field(default=1, description="The format of this file; 1 is the only one.")
     include: list[Glob] = Field(
-        default_factory=list, max_length=MAX_PATTERNS,
+        default_factory=list,
+        max_length=MAX_PATTERNS,
         description="Globs of the paths to write (relative to the repository root; `*` and `?` within a "
         "segment, `[...]` sets, `**` any number of segments). None: every path.",
     )
     exclude: list[Glob] = Field(
-        default_factory=list, max_length=MAX_PATTERNS,
+        default_factory=list,
+        max_length=MAX_PATTERNS,
         description="Globs of paths never to write, even when an include pattern matches them.",
     )
 
@@ -80,8 +82,10 @@ class _Loader(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]  # untyped in types-PyYAML
-            raise _ConfigError(f"{_where(mark)}aliases (*name) are not allowed in a config file"
-                               " (a pattern starting with '*' must be quoted: '*.md')")
+            raise _ConfigError(
+                f"{_where(mark)}aliases (*name) are not allowed in a config file"
+                " (a pattern starting with '*' must be quoted: '*.md')"
+            )
         event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in types-PyYAML
         if getattr(event, "anchor", None):
             raise _ConfigError(f"{_where(event.start_mark)}anchors (&name) are not allowed in a config file")
@@ -179,7 +183,9 @@ def parse(path: str, raw: bytes, in_effect: PathRules | None) -> ConfigFound:
 
 def refused(path: str, error: str, in_effect: PathRules | None) -> ConfigFound:
     """An invalid config file: the rules in effect stay, or nothing is written when there were none."""
-    return ConfigFound(status=INVALID, path=path, error=error[:2000], rules=in_effect if in_effect is not None else NOTHING)
+    return ConfigFound(
+        status=INVALID, path=path, error=error[:2000], rules=in_effect if in_effect is not None else NOTHING
+    )
 
 
 def _kind(value: Any) -> str:
@@ -196,8 +202,12 @@ def config_files(source_config: dict[str, Any]) -> tuple[str, ...]:
     names = source_config.get("config_files")
     if names is None:
         return DEFAULT_CONFIG_FILES
-    if (not isinstance(names, list) or not names or len(names) > MAX_CONFIG_FILES
-            or not all(isinstance(n, str) for n in names)):
+    if (
+        not isinstance(names, list)
+        or not names
+        or len(names) > MAX_CONFIG_FILES
+        or not all(isinstance(n, str) for n in names)
+    ):
         raise ValueError(f"the source's config_files must be a list of 1 to {MAX_CONFIG_FILES} paths, got {names!r}")
     for name in names:
         segments = name.split("/")

@@ -28,7 +28,7 @@ class DedupEntry:
         return orjson.dumps([self.seen_at, self.expires_at, self.partition, self.offset, list(self.epochs)])
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> "DedupEntry":
+    def from_bytes(cls, raw: bytes) -> DedupEntry:
         seen_at, expires_at, partition, offset, epochs = orjson.loads(raw)
         return cls(seen_at, expires_at, partition, offset, tuple(epochs))
 

@@ -23,15 +23,15 @@ the tolerance of anyway.) What `check` does instead, for each delivery:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Mapping
 
 from app.events import Delivery
+from app.instances import ConfigError, InstanceConfig
 from app.plugins import UnknownPlugin, get_plugin
 from app.plugins.base import Plugin, fallback_delivery_id
 from app.plugins.generic_hmac import scheme_options
-from app.instances import ConfigError, InstanceConfig
 
 # The header each plugin takes the provider's delivery id from (generic-hmac: per instance).
 ID_HEADERS = {"github": "x-github-delivery", "linear": "linear-delivery", "standard-webhooks": "webhook-id"}

@@ -18,9 +18,10 @@ so `fold` need not be idempotent for failures; retiring is idempotent anyway.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from app import codec
 from app.events import DeadLettered, Delivery, RedriveAccepted
@@ -31,9 +32,23 @@ UNKNOWN = "unknown"
 
 # The columns of the `dlq` table, in the order `DeadLetterRow` declares them.
 COLUMNS = (
-    "dead_letter_id", "key", "plugin", "instance", "stage", "error", "attempts", "status",
-    "original", "raw", "first_failed_at", "last_failed_at", "retired_at",
-    "source_topic", "source_partition", "source_offset", "truncated",
+    "dead_letter_id",
+    "key",
+    "plugin",
+    "instance",
+    "stage",
+    "error",
+    "attempts",
+    "status",
+    "original",
+    "raw",
+    "first_failed_at",
+    "last_failed_at",
+    "retired_at",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "truncated",
 )
 
 DELIVERIES_TOPIC = "hookstream.deliveries"
@@ -73,7 +88,7 @@ class DeadLetterRow:
         record of another topic that decoded (it failed later: validate, fold, project, plan, batch)."""
         if self.original is not None:
             return True
-        return (not self.of_delivery and self.raw is not None and not self.truncated and self.stage != "decode")
+        return not self.of_delivery and self.raw is not None and not self.truncated and self.stage != "decode"
 
 
 def is_deliveries_topic(topic: str) -> bool:
@@ -107,15 +122,29 @@ def failed(row: DeadLetterRow | None, record: DeadLettered) -> DeadLetterRow:
     if row is None:
         plugin, instance = plugin_and_instance(record.key, original, record.source_topic)
         return DeadLetterRow(
-            dead_letter_id=record.dead_letter_id, key=record.key, plugin=plugin, instance=instance,
-            stage=record.stage, error=record.error, attempts=record.attempt, status=OPEN,
-            original=original, raw=record.raw,
-            first_failed_at=record.failed_at, last_failed_at=record.failed_at, retired_at=None,
-            source_topic=record.source_topic, source_partition=record.source_partition,
-            source_offset=record.source_offset, truncated=record.truncated,
+            dead_letter_id=record.dead_letter_id,
+            key=record.key,
+            plugin=plugin,
+            instance=instance,
+            stage=record.stage,
+            error=record.error,
+            attempts=record.attempt,
+            status=OPEN,
+            original=original,
+            raw=record.raw,
+            first_failed_at=record.failed_at,
+            last_failed_at=record.failed_at,
+            retired_at=None,
+            source_topic=record.source_topic,
+            source_partition=record.source_partition,
+            source_offset=record.source_offset,
+            truncated=record.truncated,
         )
     if record.source_offset is not None and (row.source_topic, row.source_partition, row.source_offset) == (
-            record.source_topic, record.source_partition, record.source_offset):
+        record.source_topic,
+        record.source_partition,
+        record.source_offset,
+    ):
         return row  # the same consumed record again (a replay, a stage that stopped before committing)
     return replace(
         row,

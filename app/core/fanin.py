@@ -106,8 +106,9 @@ def _add(sums: Counts, error_index: int | None, index: int, c: Counts) -> tuple[
 
 def _counted(progress: FanIn, index: int, c: Counts) -> FanIn:
     sums, error_index = _add(progress.sums, progress.error_index, index, c)
-    return progress.model_copy(update={"done": format(progress._done() | (1 << index), "x"), "sums": sums,
-                                       "error_index": error_index})
+    return progress.model_copy(
+        update={"done": format(progress._done() | (1 << index), "x"), "sums": sums, "error_index": error_index}
+    )
 
 
 def record(progress: FanIn, done: BatchCompleted) -> FanIn:

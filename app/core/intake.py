@@ -6,9 +6,9 @@ The agent only decodes, loads the dedup entry, calls `process`, stores and sends
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
 
 from app import codec
 from app.core import poison
@@ -46,7 +46,9 @@ def dead_letter_id(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
-def dead_letter(delivery: Delivery, stage: str, error: str, partition: int, offset: int, topic: str, now: datetime) -> Send:
+def dead_letter(
+    delivery: Delivery, stage: str, error: str, partition: int, offset: int, topic: str, now: datetime
+) -> Send:
     record = DeadLettered(
         dead_letter_id=delivery.redrive_of or dead_letter_id(delivery.key),
         key=delivery.key,
@@ -80,7 +82,9 @@ def process(
     except Exception as exc:  # noqa: BLE001 — a record the stage cannot apply is dead-lettered, never dropped
         return Outcome(
             store=DELETE if entry is not None else None,
-            sends=[dead_letter(delivery, "dedup", poison.reason_of(exc), partition, offset, topic, delivery.received_at)],
+            sends=[
+                dead_letter(delivery, "dedup", poison.reason_of(exc), partition, offset, topic, delivery.received_at)
+            ],
             counted="dead_lettered",
             rule="dedup",
         )
@@ -99,20 +103,37 @@ def _process(
     if route is None or window is None:
         return Outcome(
             store=DELETE if entry is not None else None,
-            sends=[dead_letter(delivery, "route", f"unknown instance {delivery.plugin}/{delivery.instance}", partition, offset, topic, now)],
+            sends=[
+                dead_letter(
+                    delivery,
+                    "route",
+                    f"unknown instance {delivery.plugin}/{delivery.instance}",
+                    partition,
+                    offset,
+                    topic,
+                    now,
+                )
+            ],
             counted="dead_lettered",
             rule="route",
         )
     decision = decide(
-        entry, now.timestamp(), window, partition, offset,
-        replay_epoch=delivery.replay_epoch, redrive=delivery.redrive_of is not None,
+        entry,
+        now.timestamp(),
+        window,
+        partition,
+        offset,
+        replay_epoch=delivery.replay_epoch,
+        redrive=delivery.redrive_of is not None,
     )
     if decision.action is Action.DUPLICATE:
         return Outcome(counted="duplicate", reason=decision.reason)
     try:
         routed = route(delivery)
     except Exception as exc:  # noqa: BLE001 — a plugin bug dead-letters the delivery, never stops the stage
-        reason = str(exc) if isinstance(exc, RoutingError) else f"{type(exc).__name__} in {delivery.plugin} routing: {exc}"
+        reason = (
+            str(exc) if isinstance(exc, RoutingError) else f"{type(exc).__name__} in {delivery.plugin} routing: {exc}"
+        )
         return Outcome(
             store=DELETE if entry is not None else None,
             sends=[dead_letter(delivery, "route", reason, partition, offset, topic, now)],
@@ -122,11 +143,21 @@ def _process(
     ref = DeliveryRef(key=delivery.key, partition=partition, offset=offset)
     sends = [Send(CONTROL, event.source_id, _with_ref(event, delivery.key, ref)) for event in routed.events]  # type: ignore[attr-defined]
     if delivery.redrive_of:
-        sends.append(Send(DLQ, delivery.key, RedriveAccepted(
-            dead_letter_id=delivery.redrive_of, key=delivery.key, accepted_at=now,
-        )))
+        sends.append(
+            Send(
+                DLQ,
+                delivery.key,
+                RedriveAccepted(
+                    dead_letter_id=delivery.redrive_of,
+                    key=delivery.key,
+                    accepted_at=now,
+                ),
+            )
+        )
     if routed.ignored is not None:
-        return Outcome(store=decision.entry, sends=sends, counted="ignored", rule=routed.ignored.rule, reason=decision.reason)
+        return Outcome(
+            store=decision.entry, sends=sends, counted="ignored", rule=routed.ignored.rule, reason=decision.reason
+        )
     return Outcome(store=decision.entry, sends=sends, counted="routed", reason=decision.reason)
 
 

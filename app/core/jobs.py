@@ -70,8 +70,14 @@ def sync_started(source_id: str, active: ActiveJob) -> SyncStarted:
     )
 
 
-def plan_requested(source_id: str, source_type: SourceType, config: dict[str, Any], active: ActiveJob,
-                   base: str | None, rules: PathRules | None = None) -> PlanRequested:
+def plan_requested(
+    source_id: str,
+    source_type: SourceType,
+    config: dict[str, Any],
+    active: ActiveJob,
+    base: str | None,
+    rules: PathRules | None = None,
+) -> PlanRequested:
     """The plan request of `active`; `base` is the commit the documents were last written to completely,
     `rules` the path rules of the source's config file they were written with."""
     job = active.job
@@ -89,7 +95,9 @@ def plan_requested(source_id: str, source_type: SourceType, config: dict[str, An
     )
 
 
-def sync_completed(source_id: str, active: ActiveJob, status: SyncStatus, error: str | None, now: datetime) -> SyncCompleted:
+def sync_completed(
+    source_id: str, active: ActiveJob, status: SyncStatus, error: str | None, now: datetime
+) -> SyncCompleted:
     """The job's one completion: its counts are the sum over the distinct batch indexes reported."""
     job, counted = active.job, totals(active.progress)
     return SyncCompleted(

@@ -54,8 +54,14 @@ def as_json(group: str, state: str, members: int, positions: list[Position]) -> 
         "state": state,
         "members": members,
         "partitions": [
-            {"topic": p.topic, "partition": p.partition, "committed": p.committed, "earliest": p.earliest,
-             "end": p.end, "lag": lag(p)}
+            {
+                "topic": p.topic,
+                "partition": p.partition,
+                "committed": p.committed,
+                "earliest": p.earliest,
+                "end": p.end,
+                "lag": lag(p),
+            }
             for p in ordered
         ],
         "topics": topics,

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Iterable
 from functools import lru_cache
-from typing import Callable, Iterable, TypeVar
+from typing import TypeVar
 
 import orjson
 
@@ -43,8 +44,10 @@ def check_pattern(pattern: str) -> None:
     if any(ord(c) < 32 for c in pattern):
         raise ValueError(f"pattern {pattern!r} contains a control character")
     if pattern.startswith("/"):
-        raise ValueError(f"pattern {pattern!r} starts with '/': paths are relative to the repository root "
-                         f"(write {pattern.lstrip('/')!r})")
+        raise ValueError(
+            f"pattern {pattern!r} starts with '/': paths are relative to the repository root "
+            f"(write {pattern.lstrip('/')!r})"
+        )
     if pattern.endswith("/"):
         raise ValueError(f"pattern {pattern!r} ends with '/': write {pattern + '**'!r} for everything under it")
     for segment in pattern.split("/"):

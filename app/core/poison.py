@@ -75,18 +75,36 @@ def id_of(logical_topic: str, key: bytes | None, value: bytes) -> str:
     return digest.hexdigest()[:24]
 
 
-def dead_letter(*, dead_letter_id: str, stage: str, error: str, key: bytes | None, value: bytes, topic: str,
-                partition: int | None, offset: int | None, failed_at: datetime, original: Delivery | None = None,
-                limit: int = MAX_DEAD_LETTER_BYTES) -> DeadLettered:
+def dead_letter(
+    *,
+    dead_letter_id: str,
+    stage: str,
+    error: str,
+    key: bytes | None,
+    value: bytes,
+    topic: str,
+    partition: int | None,
+    offset: int | None,
+    failed_at: datetime,
+    original: Delivery | None = None,
+    limit: int = MAX_DEAD_LETTER_BYTES,
+) -> DeadLettered:
     """The dead letter of the record `value` consumed at `topic[partition]@offset`, at most `limit` bytes encoded.
 
     A record of the deliveries topic that decoded is kept as `original` (a redrive
     republishes it as a delivery); every other as `raw`.
     """
     record = DeadLettered(
-        dead_letter_id=dead_letter_id, key=(key or b"").decode("utf-8", "replace"), stage=stage,
-        error=error[:MAX_ERROR_LENGTH], failed_at=failed_at, source_topic=topic, source_partition=partition,
-        source_offset=offset, original=original, raw=None if original is not None else value,
+        dead_letter_id=dead_letter_id,
+        key=(key or b"").decode("utf-8", "replace"),
+        stage=stage,
+        error=error[:MAX_ERROR_LENGTH],
+        failed_at=failed_at,
+        source_topic=topic,
+        source_partition=partition,
+        source_offset=offset,
+        original=original,
+        raw=None if original is not None else value,
     )
     return bounded(record, value, limit)
 
@@ -97,10 +115,18 @@ def bounded(record: DeadLettered, value: bytes, limit: int = MAX_DEAD_LETTER_BYT
     size = len(record.__pydantic_serializer__.to_json(record))
     if size <= limit:
         return record
-    note = (f" [the record is {len(value)} bytes, too large to keep whole: its first bytes are kept; "
-            f"it is at {record.source_topic}[{record.source_partition}]@{record.source_offset}]")
-    shell = record.model_copy(update={"original": None, "raw": b"", "truncated": True,
-                                      "error": record.error[: MAX_ERROR_LENGTH - len(note)] + note})
+    note = (
+        f" [the record is {len(value)} bytes, too large to keep whole: its first bytes are kept; "
+        f"it is at {record.source_topic}[{record.source_partition}]@{record.source_offset}]"
+    )
+    shell = record.model_copy(
+        update={
+            "original": None,
+            "raw": b"",
+            "truncated": True,
+            "error": record.error[: MAX_ERROR_LENGTH - len(note)] + note,
+        }
+    )
     room = limit - len(shell.__pydantic_serializer__.to_json(shell)) - 16
     keep = max(0, room) // 4 * 3  # raw travels base64-encoded: 4 characters per 3 bytes
     return shell.model_copy(update={"raw": value[:keep]})
@@ -116,7 +142,9 @@ def control_key_problem(key: bytes | None, source_id: str) -> str | None:
     if key is None:
         return f"a control record must be keyed by its source id ({source_id[:200]!r}); it has no key"
     if key != source_id.encode("utf-8", "surrogatepass"):
-        return f"a control record keyed {key[:200]!r} is for source {source_id[:200]!r}: it must be keyed by its source id"
+        return (
+            f"a control record keyed {key[:200]!r} is for source {source_id[:200]!r}: it must be keyed by its source id"
+        )
     return None
 
 
@@ -132,13 +160,25 @@ def unstorable(record: BaseModel) -> str | None:
 
 def _problem(value: Any, where: str) -> str | None:
     if isinstance(value, str):
-        return f"{where or 'a value'} contains a NUL character (PostgreSQL text cannot hold it)" if "\x00" in value else None
+        return (
+            f"{where or 'a value'} contains a NUL character (PostgreSQL text cannot hold it)"
+            if "\x00" in value
+            else None
+        )
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
-        return f"{where or 'a value'} is a {value.bit_length()}-bit integer, beyond a 64-bit one" if abs(value) > MAX_INT64 else None
+        return (
+            f"{where or 'a value'} is a {value.bit_length()}-bit integer, beyond a 64-bit one"
+            if abs(value) > MAX_INT64
+            else None
+        )
     if isinstance(value, float):
-        return None if math.isfinite(value) else f"{where or 'a value'} is {value} (JSON and PostgreSQL have no such number)"
+        return (
+            None
+            if math.isfinite(value)
+            else f"{where or 'a value'} is {value} (JSON and PostgreSQL have no such number)"
+        )
     if isinstance(value, dict):
         for k, v in value.items():
             path = f"{where}.{_name(k)}" if where else _name(k)

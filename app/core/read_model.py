@@ -28,9 +28,10 @@ The projections apply each consumed record once (offset fence,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
-from typing import Any, Literal, Mapping, Union
+from typing import Any, Literal, Union
 
 from app.core.config_file import is_newer_config
 from app.events.config import CONFIGURED, INVALID, UNCONFIGURED
@@ -82,6 +83,7 @@ Answer = Literal["started", "queued", "coalesced", "deduplicated", "rejected", "
 
 # --- sources -----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class SourceRow:
     source_id: str
@@ -120,13 +122,27 @@ def source_after(row: SourceRow | None, event: SourceEvent) -> SourceRow | None:
     if isinstance(event, SourceConnected):
         if row is None:
             return SourceRow(
-                source_id=event.source_id, source_type=event.source_type, name=event.name, status=CONNECTED,
-                config=dict(event.config), config_status=None, config_path=None, config_commit=None,
-                status_reason=None, updated_at=at,
+                source_id=event.source_id,
+                source_type=event.source_type,
+                name=event.name,
+                status=CONNECTED,
+                config=dict(event.config),
+                config_status=None,
+                config_path=None,
+                config_commit=None,
+                status_reason=None,
+                updated_at=at,
             )
         # A reconnection replaces type and config; the name and the config file's status survive it.
-        return replace(row, source_type=event.source_type, name=event.name if event.name is not None else row.name,
-                       status=CONNECTED, config=dict(event.config), status_reason=None, updated_at=at)
+        return replace(
+            row,
+            source_type=event.source_type,
+            name=event.name if event.name is not None else row.name,
+            status=CONNECTED,
+            config=dict(event.config),
+            status_reason=None,
+            updated_at=at,
+        )
     if row is None:
         return None
     if isinstance(event, SourceDisconnected):
@@ -135,16 +151,28 @@ def source_after(row: SourceRow | None, event: SourceEvent) -> SourceRow | None:
         found = event.config
         if found is None or not is_newer_config(row.config_job_id, event.job_id):
             return row
-        return replace(row, config_status=found.status, config_path=found.path, config_commit=event.commit,
-                       config_error=found.error, config_rules=found.rules.model_dump(mode="json"),
-                       config_job_id=event.job_id, updated_at=at)
+        return replace(
+            row,
+            config_status=found.status,
+            config_path=found.path,
+            config_commit=event.commit,
+            config_error=found.error,
+            config_rules=found.rules.model_dump(mode="json"),
+            config_job_id=event.job_id,
+            updated_at=at,
+        )
     if isinstance(event, SourceUpdated):
-        return replace(row, name=event.name if event.name is not None else row.name,
-                       config={**row.config, **event.config}, updated_at=at)
+        return replace(
+            row,
+            name=event.name if event.name is not None else row.name,
+            config={**row.config, **event.config},
+            updated_at=at,
+        )
     raise TypeError(f"not a source event: {type(event).__name__}")
 
 
 # --- sync jobs ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class SyncJobRow:
@@ -198,7 +226,9 @@ def job_after(row: SyncJobRow | None, event: JobEvent) -> SyncJobRow:
     if job_id is None:
         raise ValueError(f"{event.type} for {event.source_id} names no job")
     if row is None:
-        row = SyncJobRow(job_id=job_id, source_id=event.source_id, mode=None, trigger=None, request_ids=(), status=QUEUED)
+        row = SyncJobRow(
+            job_id=job_id, source_id=event.source_id, mode=None, trigger=None, request_ids=(), status=QUEUED
+        )
     elif row.job_id != job_id:
         raise ValueError(f"{event.type} of job {job_id!r} merged into the row of {row.job_id!r}")
 
@@ -289,11 +319,16 @@ def job_planned(row: SyncJobRow | None, event: SyncPlanned) -> SyncJobRow:
     row = replace(row, batches_planned=event.batch_count, planned_at=event.occurred_at)
     if row.is_final:
         return row
-    return replace(row, status=_higher_status(row.status, RUNNING), files_listed=event.file_count,
-                   commit=event.commit if event.commit is not None else row.commit)
+    return replace(
+        row,
+        status=_higher_status(row.status, RUNNING),
+        files_listed=event.file_count,
+        commit=event.commit if event.commit is not None else row.commit,
+    )
 
 
 # --- batches and records -----------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class BatchRow:
@@ -320,11 +355,22 @@ BATCH_COLUMNS = tuple(f.name for f in fields(BatchRow))
 
 def batch_row(event: BatchCompleted, topic: str, partition: int, offset: int) -> BatchRow:
     return BatchRow(
-        batch_id=f"{event.job_id}/{event.batch_index}", job_id=event.job_id, batch_index=event.batch_index,
-        source_id=event.source_id, processed=event.processed, failed=event.failed, deleted=event.deleted,
-        skipped=event.skipped, documents_written=event.documents_written, bytes=event.bytes,
-        cancelled=event.cancelled, error=event.errors[0][:500] if event.errors else None,
-        completed_at=event.occurred_at, topic=topic, partition=partition, offset=offset,
+        batch_id=f"{event.job_id}/{event.batch_index}",
+        job_id=event.job_id,
+        batch_index=event.batch_index,
+        source_id=event.source_id,
+        processed=event.processed,
+        failed=event.failed,
+        deleted=event.deleted,
+        skipped=event.skipped,
+        documents_written=event.documents_written,
+        bytes=event.bytes,
+        cancelled=event.cancelled,
+        error=event.errors[0][:500] if event.errors else None,
+        completed_at=event.occurred_at,
+        topic=topic,
+        partition=partition,
+        offset=offset,
     )
 
 
@@ -363,9 +409,16 @@ def record_row(record: Any, topic: str, partition: int, offset: int) -> RecordRo
         raise TypeError(f"not a record of a job or request: {type(record).__name__}")
     delivery = getattr(record, "delivery", None)
     return RecordRow(
-        record_id=f"{topic}/{partition}/{offset}", topic=topic, partition=partition, offset=offset, type=record.type,
-        source_id=record.source_id, job_id=job_id, request_ids=request_ids,
-        delivery_key=delivery.key if delivery is not None else None, occurred_at=at,
+        record_id=f"{topic}/{partition}/{offset}",
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        type=record.type,
+        source_id=record.source_id,
+        job_id=job_id,
+        request_ids=request_ids,
+        delivery_key=delivery.key if delivery is not None else None,
+        occurred_at=at,
     )
 
 
@@ -391,6 +444,7 @@ def record_from_columns(values: Mapping[str, Any]) -> RecordRow:
 
 
 # --- request answers ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class RequestAnswer:
@@ -425,11 +479,14 @@ def request_answers(event: AnswerEvent) -> list[RequestAnswer]:
         answer, job_id, reason = "ignored", event.job_id, f"ignored by rule {event.rule}"
     else:
         raise TypeError(f"not an answer to a request: {type(event).__name__}")
-    return [RequestAnswer(request_id=rid, answer=answer, job_id=job_id, reason=reason, **common)
-            for rid in dict.fromkeys(event.request_ids)]
+    return [
+        RequestAnswer(request_id=rid, answer=answer, job_id=job_id, reason=reason, **common)
+        for rid in dict.fromkeys(event.request_ids)
+    ]
 
 
 # --- columns -----------------------------------------------------------------------------------
+
 
 def source_to_columns(row: SourceRow) -> dict[str, Any]:
     """Column values for `sources`; PostgreSQL text and jsonb cannot hold NUL, written as U+FFFD."""

@@ -15,9 +15,10 @@ from the tables that replace them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 TopicPartition = tuple[str, int]
 
@@ -29,20 +30,26 @@ def schema_names(live: str, at: datetime) -> tuple[str, str]:
     stamp = at.strftime("%Y%m%d%H%M%S")
     candidate, old = f"{live}_rebuild_{stamp}", f"{live}_old_{stamp}"
     if len(candidate) > MAX_IDENTIFIER:
-        raise ValueError(f"schema name {candidate!r} is longer than PostgreSQL's {MAX_IDENTIFIER} characters: "
-                         f"use a shorter HOOKSTREAM_DATABASE_SCHEMA than {live!r}")
+        raise ValueError(
+            f"schema name {candidate!r} is longer than PostgreSQL's {MAX_IDENTIFIER} characters: "
+            f"use a shorter HOOKSTREAM_DATABASE_SCHEMA than {live!r}"
+        )
     return candidate, old
 
 
-def deleted_before_start(earliest: Mapping[TopicPartition, int],
-                         starts: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+def deleted_before_start(
+    earliest: Mapping[TopicPartition, int], starts: Mapping[TopicPartition, int]
+) -> dict[TopicPartition, int]:
     """The earliest offset of each partition whose records from `starts` on are not all there any more
     (retention deleted them): the rows those records made cannot be rebuilt."""
     return {tp: earliest[tp] for tp, start in starts.items() if earliest.get(tp, 0) > start}
 
 
-def reads_to_catch_up(positions: Mapping[TopicPartition, int], live_fences: Mapping[TopicPartition, int],
-                      ends: Mapping[TopicPartition, int]) -> dict[TopicPartition, tuple[int, int]]:
+def reads_to_catch_up(
+    positions: Mapping[TopicPartition, int],
+    live_fences: Mapping[TopicPartition, int],
+    ends: Mapping[TopicPartition, int],
+) -> dict[TopicPartition, tuple[int, int]]:
     """[start, stop) per partition the candidate must still read to hold what the live fences say.
 
     A live fence past the partition's end (a topic deleted and made again while its
@@ -58,22 +65,27 @@ def reads_to_catch_up(positions: Mapping[TopicPartition, int], live_fences: Mapp
     return reads
 
 
-def fences_past_the_end(live_fences: Mapping[TopicPartition, int],
-                        ends: Mapping[TopicPartition, int]) -> dict[TopicPartition, tuple[int, int]]:
+def fences_past_the_end(
+    live_fences: Mapping[TopicPartition, int], ends: Mapping[TopicPartition, int]
+) -> dict[TopicPartition, tuple[int, int]]:
     """(fence, end) of each live fence at or past its partition's end: the offsets it names do not exist."""
     return {tp: (fence, ends[tp]) for tp, fence in live_fences.items() if tp in ends and fence >= ends[tp]}
 
 
-def live_behind(candidate_fences: Mapping[TopicPartition, int],
-                live_fences: Mapping[TopicPartition, int]) -> dict[TopicPartition, tuple[int, int]]:
+def live_behind(
+    candidate_fences: Mapping[TopicPartition, int], live_fences: Mapping[TopicPartition, int]
+) -> dict[TopicPartition, tuple[int, int]]:
     """(live fence, candidate fence) where the candidate applied a record the live agent has not yet: lag.
 
     Both sides apply the same records through the same function, so equal fences
     mean equal inputs; a candidate ahead means the live tables are missing that
     partition's newest records (the workers are behind, or stopped).
     """
-    return {tp: (live_fences.get(tp, -1), fence) for tp, fence in candidate_fences.items()
-            if fence > live_fences.get(tp, -1)}
+    return {
+        tp: (live_fences.get(tp, -1), fence)
+        for tp, fence in candidate_fences.items()
+        if fence > live_fences.get(tp, -1)
+    }
 
 
 # --- differences --------------------------------------------------------------------------------
@@ -105,8 +117,9 @@ class TableDiff:
         return bool(self.only_live or self.only_rebuilt or self.differing)
 
 
-def row_diff(key: Any, live: Mapping[str, Any] | None, rebuilt: Mapping[str, Any] | None,
-             columns: tuple[str, ...]) -> RowDiff:
+def row_diff(
+    key: Any, live: Mapping[str, Any] | None, rebuilt: Mapping[str, Any] | None, columns: tuple[str, ...]
+) -> RowDiff:
     """How one row differs between the sides, over `columns` (the key and ignored columns left out)."""
     if live is None:
         return RowDiff(key, REBUILT)
@@ -142,6 +155,7 @@ def _short(value: Any, width: int) -> str:
 
 
 # --- progress ----------------------------------------------------------------------------------
+
 
 def format_progress(label: str, done: Mapping[str, int], totals: Mapping[str, int], rate: float) -> str:
     """`label: topic 1200/5000 (24%), topic 80/80 (100%); 950 records/s`."""

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import textwrap
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Union
+from typing import Union
 
 
 @dataclass(frozen=True)
@@ -153,8 +154,18 @@ def format_moves(moves: list[Move]) -> str:
         by_topic[m.topic].append(m)
     for topic, group in by_topic.items():
         for m in group:
-            rows.append((m.topic, str(m.partition), _offset(m.current), str(m.new), str(m.earliest), str(m.end),
-                         f"{m.reprocessed:+d}" if m.reprocessed else "0", m.note))
+            rows.append(
+                (
+                    m.topic,
+                    str(m.partition),
+                    _offset(m.current),
+                    str(m.new),
+                    str(m.earliest),
+                    str(m.end),
+                    f"{m.reprocessed:+d}" if m.reprocessed else "0",
+                    m.note,
+                )
+            )
         if len(group) > 1:
             total = sum(m.reprocessed for m in group)
             rows.append((f"  total {topic}", "", "", "", "", "", f"{total:+d}" if total else "0", ""))
@@ -226,7 +237,8 @@ STAGES: dict[str, Stage] = {
         "offset-fenced in PostgreSQL: records already applied are skipped (attempts count failures, not reads).",
     ),
     "hookstream.deliveries.outcomes": Stage(
-        "project_delivery_ledger", "offset-fenced in PostgreSQL: records already applied are skipped; "
+        "project_delivery_ledger",
+        "offset-fenced in PostgreSQL: records already applied are skipped; "
         "a copy is one ledger row however often its outcome is read.",
     ),
     "hookstream.dedup.changelog": Stage(
@@ -270,7 +282,7 @@ def logical_name(topic: str, prefix: str) -> str | None:
     if prefix:
         if not topic.startswith(prefix):
             return None
-        topic = topic[len(prefix):]
+        topic = topic[len(prefix) :]
     return topic if topic in STAGES else None
 
 
@@ -300,5 +312,6 @@ def downstream(moves: list[Move], prefix: str) -> list[str]:
 def wrap(line: str, width: int = WIDTH) -> list[str]:
     """A long line as several, continued four columns deeper than it starts."""
     indent = line[: len(line) - len(line.lstrip())]
-    return textwrap.wrap(line, width, initial_indent="", subsequent_indent=indent + "    ",
-                         break_on_hyphens=False) or [""]
+    return textwrap.wrap(line, width, initial_indent="", subsequent_indent=indent + "    ", break_on_hyphens=False) or [
+        ""
+    ]

@@ -24,8 +24,9 @@ same effects. Invariants it keeps:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -185,7 +186,9 @@ def _requested(state: SourceState, ev: SyncRequested, now: datetime, offset: int
         job = merge(state.pending, ev)
         state = _claim(state.model_copy(update={"pending": job}), key, job.job_id, "queued", now, policy)
         return state, [
-            SyncCoalesced(source_id=state.source_id, occurred_at=now, request_ids=[rid], job_id=job.job_id, mode=job.mode)
+            SyncCoalesced(
+                source_id=state.source_id, occurred_at=now, request_ids=[rid], job_id=job.job_id, mode=job.mode
+            )
         ]
     job_id = f"{state.source_id}:{offset}" if offset is not None else f"{state.source_id}:local-{state.jobs_created}"
     job = job_for(job_id, ev, now)
@@ -193,7 +196,9 @@ def _requested(state: SourceState, ev: SyncRequested, now: datetime, offset: int
     if state.active is None:
         return _start(_claim(state, key, job_id, "running", now, policy), job, now, policy)
     state = _claim(state.model_copy(update={"pending": job}), key, job_id, "queued", now, policy)
-    return state, [SyncQueued(source_id=state.source_id, occurred_at=now, request_ids=[rid], job_id=job_id, mode=job.mode)]
+    return state, [
+        SyncQueued(source_id=state.source_id, occurred_at=now, request_ids=[rid], job_id=job_id, mode=job.mode)
+    ]
 
 
 def _seen(state: SourceState, request_id: str) -> bool:
@@ -246,8 +251,11 @@ def _start(state: SourceState, job: JobRequest, now: datetime, policy: Policy) -
     effects: list[Effect] = [sync_started(state.source_id, active)]
     if not state.store_ensured:
         effects.append(EnsureSource(state.source_id, state.source_type, dict(state.config), state.name))
-    effects.append(plan_requested(state.source_id, state.source_type, state.config, active, state.synced_commit,
-                                  state.config_rules))
+    effects.append(
+        plan_requested(
+            state.source_id, state.source_type, state.config, active, state.synced_commit, state.config_rules
+        )
+    )
     state = _with_status(state, job.job_id, "running")
     return state.model_copy(update={"active": active, "store_ensured": True}), effects
 
@@ -263,11 +271,13 @@ def _finish(state: SourceState, status: SyncStatus, error: str | None, now: date
         # A job that ends before its fan-in: batches not yet started are to be skipped.
         effects.append(JobCancelled(job_id=job.job_id, source_id=state.source_id, cancelled_at=now))
     effects.append(completed)
-    state = _with_status(state, job.job_id, status).model_copy(update={
-        "active": None,
-        "last_result": LastResult(job_id=job.job_id, status=status, finished_at=now),
-        "synced_commit": completed.commit if status == "succeeded" and not completed.failed else None,
-    })
+    state = _with_status(state, job.job_id, status).model_copy(
+        update={
+            "active": None,
+            "last_result": LastResult(job_id=job.job_id, status=status, finished_at=now),
+            "synced_commit": completed.commit if status == "succeeded" and not completed.failed else None,
+        }
+    )
     if state.pending is not None and state.connection == "connected":
         queued = state.pending
         state, started = _start(state.model_copy(update={"pending": None}), queued, now, policy)
@@ -275,7 +285,9 @@ def _finish(state: SourceState, status: SyncStatus, error: str | None, now: date
     return state, effects
 
 
-def _finish_if_complete(state: SourceState, active: ActiveJob, now: datetime, policy: Policy, effects: list[Effect]) -> Step:
+def _finish_if_complete(
+    state: SourceState, active: ActiveJob, now: datetime, policy: Policy, effects: list[Effect]
+) -> Step:
     state = state.model_copy(update={"active": active})
     if not is_complete(active.progress):
         return state, effects
@@ -359,11 +371,19 @@ def _connected(state: SourceState, ev: SourceConnected, now: datetime, offset: i
 def _config_change_request(ev: SourceConnected | SourceUpdated, offset: int | None, jobs_created: int) -> SyncRequested:
     """The full sync a change of a source's config asks for; its id is derived from the event's offset."""
     where = str(offset) if offset is not None else f"local-{jobs_created}"
-    return SyncRequested(source_id=ev.source_id, occurred_at=ev.occurred_at, request_id=f"config-change:{where}",
-                         mode="full", trigger="config_change", force=True)
+    return SyncRequested(
+        source_id=ev.source_id,
+        occurred_at=ev.occurred_at,
+        request_id=f"config-change:{where}",
+        mode="full",
+        trigger="config_change",
+        force=True,
+    )
 
 
-def _disconnected(state: SourceState, ev: SourceDisconnected, now: datetime, offset: int | None, policy: Policy) -> Step:
+def _disconnected(
+    state: SourceState, ev: SourceDisconnected, now: datetime, offset: int | None, policy: Policy
+) -> Step:
     """Cancel the active job (partial counts) and the queued one; forget every idempotency key."""
     queued = state.pending
     state = state.model_copy(update={"connection": "disconnected", "pending": None})
@@ -402,13 +422,21 @@ def _config_found(state: SourceState, ev: SyncPlanned) -> SourceState:
     found = ev.config
     if found is None or not is_newer_config(state.config_job, ev.job_id):
         return state
-    return state.model_copy(update={
-        "config_status": found.status, "config_path": found.path, "config_commit": ev.commit,
-        "config_error": found.error, "config_rules": found.rules, "config_job": ev.job_id,
-    })
+    return state.model_copy(
+        update={
+            "config_status": found.status,
+            "config_path": found.path,
+            "config_commit": ev.commit,
+            "config_error": found.error,
+            "config_rules": found.rules,
+            "config_job": ev.job_id,
+        }
+    )
 
 
-def _config_changed(state: SourceState, ev: SourceConfigChanged, now: datetime, offset: int | None, policy: Policy) -> Step:
+def _config_changed(
+    state: SourceState, ev: SourceConfigChanged, now: datetime, offset: int | None, policy: Policy
+) -> Step:
     """Superseded (a delivery claimed a config file without reading it): counted, changes nothing."""
     return state, [Ignored("config_claim_superseded", ev.type)]
 

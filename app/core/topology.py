@@ -32,8 +32,11 @@ def with_replication(specs: list[TopicSpec], replication_factor: int, min_insync
             f"not {min_insync_replicas}"
         )
     return [
-        replace(spec, replication_factor=replication_factor,
-                config={**spec.config, MIN_INSYNC_REPLICAS: str(min_insync_replicas)})
+        replace(
+            spec,
+            replication_factor=replication_factor,
+            config={**spec.config, MIN_INSYNC_REPLICAS: str(min_insync_replicas)},
+        )
         for spec in specs
     ]
 

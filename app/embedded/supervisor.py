@@ -28,7 +28,7 @@ class Child:
     stop_timeout: float = 15.0
     process: subprocess.Popen | None = field(default=None, repr=False)
 
-    def start(self) -> "Child":
+    def start(self) -> Child:
         out = open(self.log_path, "ab") if self.log_path else None
         self.process = subprocess.Popen(
             self.argv,

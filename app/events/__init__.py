@@ -8,7 +8,9 @@ and `hookstream send event` accept.
 
 from __future__ import annotations
 
-from typing import Annotated, Union
+import functools
+import operator
+from typing import Annotated
 
 from pydantic import Field
 
@@ -54,7 +56,8 @@ from app.events.sync import (
 def _union(*models: type[Record]):
     if len(models) == 1:
         return models[0]
-    return Annotated[Union[models], Field(discriminator="type")]  # type: ignore[valid-type]
+    # A union built at run time from the tuple (`A | B | ...`), discriminated by `type`.
+    return Annotated[functools.reduce(operator.or_, models), Field(discriminator="type")]
 
 
 ControlRecord = _union(*CONTROL_EVENTS)

@@ -7,7 +7,7 @@ decode (1 today), so a record from a newer writer is refused, never misread.
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, PlainSerializer, WithJsonSchema
@@ -44,4 +44,4 @@ Timestamp = AwareDatetime
 
 def utcnow() -> datetime:
     """The wall clock, for edges only (ingress, CLI). Folds take time from events."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

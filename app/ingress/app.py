@@ -41,10 +41,10 @@ from app.events import Delivery, Record, SourceConnected, SourceUpdated, utcnow
 from app.events.bounds import MAX_INSTANCE_LENGTH, MAX_PLUGIN_LENGTH, MAX_ROUTE_LENGTH
 from app.ingress.metrics import UNKNOWN_PLUGIN, IngressMetrics
 from app.ingress.publisher import Publisher, PublishUnavailable, RecordTooLarge
+from app.instances import InstanceConfig
 from app.plugins import PLUGINS
 from app.plugins.base import Plugin, UnreadableDelivery, VerificationError
 from app.settings import Settings
-from app.instances import InstanceConfig
 from app.sources.roots import PathOutsideRoots, check_git_path
 from app.topology import require_topics
 
@@ -67,7 +67,9 @@ METRICS = web.AppKey("metrics", IngressMetrics)
 class IngressError(Exception):
     """An answer other than 2xx: status, machine-readable code, human message, extra headers."""
 
-    def __init__(self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None, **extra: Any) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -110,7 +112,9 @@ async def read_limited_body(request: web.Request, limit: int, timeout: float) ->
         async with asyncio.timeout(timeout):
             return await _read_body(request, limit)
     except TimeoutError:
-        raise IngressError(408, "request_timeout", f"the body did not arrive within {timeout:g} s; the connection is closed") from None
+        raise IngressError(
+            408, "request_timeout", f"the body did not arrive within {timeout:g} s; the connection is closed"
+        ) from None
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
@@ -122,7 +126,9 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
         except ConnectionResetError:
             raise ClientDisconnected() from None
         except web.RequestPayloadError:
-            raise IngressError(400, "malformed_body_framing", "the body ended early or its chunked framing is malformed") from None
+            raise IngressError(
+                400, "malformed_body_framing", "the body ended early or its chunked framing is malformed"
+            ) from None
         if not chunk:
             break
         size += len(chunk)
@@ -144,7 +150,9 @@ def plain_headers(request: web.Request) -> dict[str, str]:
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
-                raise IngressError(400, "invalid_header", f"the value of the {name} header is not valid UTF-8") from None
+                raise IngressError(
+                    400, "invalid_header", f"the value of the {name} header is not valid UTF-8"
+                ) from None
         headers[name.lower()] = value
     return headers
 
@@ -170,7 +178,9 @@ def _bearer_token(headers: Mapping[str, str]) -> str | None:
 
 
 def _is_json(content_type: str) -> bool:
-    return content_type == "application/json" or (content_type.startswith("application/") and content_type.endswith("+json"))
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
 
 
 class DeliveryIngress:
@@ -210,7 +220,11 @@ class DeliveryIngress:
             instance = request.match_info["instance"]
             log.info(
                 "rejected plugin=%s instance=%.130r status=%d error=%s message=%.300r",
-                label, instance if _INSTANCE_SEGMENT.fullmatch(instance) else "?", error.status, error.code, error.message,
+                label,
+                instance if _INSTANCE_SEGMENT.fullmatch(instance) else "?",
+                error.status,
+                error.code,
+                error.message,
             )
         self.metrics.count_delivery(label, response.status)
         return response
@@ -224,19 +238,33 @@ class DeliveryIngress:
         if plugin is None:
             known = ", ".join(sorted(self.plugins))
             if not _PLUGIN_SEGMENT.fullmatch(plugin_name):
-                raise IngressError(404, "unknown_plugin", f"the plugin segment is not a plugin name (lower-case letters, digits and -); known: {known}")
+                raise IngressError(
+                    404,
+                    "unknown_plugin",
+                    f"the plugin segment is not a plugin name (lower-case letters, digits and -); known: {known}",
+                )
             raise IngressError(404, "unknown_plugin", f"no plugin named {plugin_name!r}; known: {known}")
         instance = self.instances.get((plugin_name, instance_id))
         if instance is None:
             if not _INSTANCE_SEGMENT.fullmatch(instance_id):
-                raise IngressError(404, "unknown_instance", f"the instance segment is not an instance id (1 to {MAX_INSTANCE_LENGTH} letters, digits and . _ -)")
-            raise IngressError(404, "unknown_instance", f"no {plugin_name} instance named {instance_id!r} is configured")
+                raise IngressError(
+                    404,
+                    "unknown_instance",
+                    f"the instance segment is not an instance id (1 to {MAX_INSTANCE_LENGTH} letters, digits and . _ -)",
+                )
+            raise IngressError(
+                404, "unknown_instance", f"no {plugin_name} instance named {instance_id!r} is configured"
+            )
         if route is not None and not _ROUTE_SEGMENT.fullmatch(route):
-            raise IngressError(400, "invalid_route", f"the route segment must be 1 to {MAX_ROUTE_LENGTH} letters, digits and . _ ~ -")
+            raise IngressError(
+                400, "invalid_route", f"the route segment must be 1 to {MAX_ROUTE_LENGTH} letters, digits and . _ ~ -"
+            )
         refuse_content_encoding(request)
         headers = plain_headers(request)
 
-        raw = await read_limited_body(request, self.settings.body_limit_bytes, self.settings.ingress_body_timeout_seconds)
+        raw = await read_limited_body(
+            request, self.settings.body_limit_bytes, self.settings.ingress_body_timeout_seconds
+        )
         self.metrics.count_bytes(plugin_name, len(raw))
         try:
             verified = plugin.verify(raw, headers, instance, route, time.time())
@@ -256,13 +284,18 @@ class DeliveryIngress:
                 body=raw,
             )
         except ValidationError as exc:  # e.g. a kept header over its bound: authentic, but not recordable
-            raise IngressError(400, "unreadable_delivery", f"the delivery cannot be recorded: it {codec.decode_error(exc)}") from None
+            raise IngressError(
+                400, "unreadable_delivery", f"the delivery cannot be recorded: it {codec.decode_error(exc)}"
+            ) from None
         await self._publish(DELIVERIES_TOPIC, self.deliveries_topic, delivery.key, codec.encode(delivery))
         # Debug, not info: a line per accepted delivery cost ~20 % of the ingress's CPU in
         # bench/ingress.py. Rejections are logged at info, and /metrics counts everything.
         log.debug(
             "accepted plugin=%s instance=%s delivery=%s status=202 bytes=%d",
-            plugin_name, instance_id, delivery.delivery_id, len(raw),
+            plugin_name,
+            instance_id,
+            delivery.delivery_id,
+            len(raw),
         )
         return json_response(202, {"deliveryId": delivery.delivery_id})
 
@@ -281,18 +314,32 @@ class DeliveryIngress:
 
     async def _receive_event(self, request: web.Request) -> web.Response:
         if self.events_token is None:
-            raise IngressError(404, "events_disabled", "POST /events is disabled: set HOOKSTREAM_EVENTS_TOKEN to enable it")
+            raise IngressError(
+                404, "events_disabled", "POST /events is disabled: set HOOKSTREAM_EVENTS_TOKEN to enable it"
+            )
         headers = plain_headers(request)
         token = _bearer_token(headers)
         if token is None:
-            raise IngressError(401, "missing_token", "send the events token as `Authorization: Bearer <token>`", {"WWW-Authenticate": "Bearer"})
+            raise IngressError(
+                401,
+                "missing_token",
+                "send the events token as `Authorization: Bearer <token>`",
+                {"WWW-Authenticate": "Bearer"},
+            )
         if not hmac.compare_digest(token.encode(), self.events_token):
-            raise IngressError(401, "invalid_token", "the bearer token is not the configured events token", {"WWW-Authenticate": "Bearer"})
+            raise IngressError(
+                401,
+                "invalid_token",
+                "the bearer token is not the configured events token",
+                {"WWW-Authenticate": "Bearer"},
+            )
         if not _is_json(request.content_type):
             raise IngressError(415, "unsupported_media_type", "POST /events takes Content-Type: application/json")
         refuse_content_encoding(request)
 
-        raw = await read_limited_body(request, self.settings.body_limit_bytes, self.settings.ingress_body_timeout_seconds)
+        raw = await read_limited_body(
+            request, self.settings.body_limit_bytes, self.settings.ingress_body_timeout_seconds
+        )
         self.metrics.count_bytes("events", len(raw))
         try:
             event = codec.decode_producer_event(raw)
@@ -324,7 +371,9 @@ class DeliveryIngress:
         else:
             return
         if not isinstance(path, str) or not path:
-            raise IngressError(422, "invalid_event", "the event's config.path must be the git repository's absolute path")
+            raise IngressError(
+                422, "invalid_event", "the event's config.path must be the git repository's absolute path"
+            )
         try:
             check_git_path(path, self.git_roots)
         except PathOutsideRoots as exc:
@@ -361,7 +410,9 @@ class DeliveryIngress:
         try:
             existing = await self.publisher.existing_topics()
         except PublishUnavailable as exc:
-            return error_response(IngressError(503, "not_ready", str(exc), {"Retry-After": str(self.settings.retry_after_seconds)}))
+            return error_response(
+                IngressError(503, "not_ready", str(exc), {"Retry-After": str(self.settings.retry_after_seconds)})
+            )
         except RuntimeError:  # the publisher has not started (yet)
             return error_response(IngressError(503, "not_ready", "the Kafka producer has not started yet"))
         missing = sorted(self.required_topics - existing)
@@ -399,9 +450,14 @@ async def json_errors(request: web.Request, handler) -> web.StreamResponse:
         where = route.canonical if route is not None else "an unrouted path"
         log.error(
             "unexpected %s on %s %s (answered 500)\n%s",
-            type(exc).__name__, request.method, where, "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
+            type(exc).__name__,
+            request.method,
+            where,
+            "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
         )
-        return error_response(IngressError(500, "internal_error", "the ingress failed on this request; nothing was accepted"))
+        return error_response(
+            IngressError(500, "internal_error", "the ingress failed on this request; nothing was accepted")
+        )
 
 
 def create_app(
@@ -446,8 +502,10 @@ def create_app(
         if ingress.git_roots:
             log.info("git sources must lie under HOOKSTREAM_GIT_ROOTS: %s", ", ".join(ingress.git_roots))
         else:
-            log.warning("git source paths are unrestricted: HOOKSTREAM_GIT_ROOTS is unset, so a producer may "
-                        "connect a git source at any path the workers can read")
+            log.warning(
+                "git source paths are unrestricted: HOOKSTREAM_GIT_ROOTS is unset, so a producer may "
+                "connect a git source at any path the workers can read"
+            )
         try:
             await require_topics(settings, list(REQUIRED_TOPICS))
         except (KafkaError, OSError) as exc:

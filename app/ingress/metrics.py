@@ -58,7 +58,7 @@ class IngressMetrics:
         )
         self.received_bytes = Counter(
             "hookstream_ingress_received_bytes_total",
-            "Request body bytes read by the ingress, by plugin (\"events\" for POST /events).",
+            'Request body bytes read by the ingress, by plugin ("events" for POST /events).',
             ["plugin"],
             registry=self.registry,
         )

@@ -71,8 +71,15 @@ def describe_parser_error(exc: BaseException | None, max_field_size: int, max_he
     if isinstance(exc, http_exceptions.BadStatusLine):
         return 400, "malformed_request", "the request line is not an HTTP/1.x request line"
     if isinstance(exc, http_exceptions.InvalidHeader) or text.startswith("Invalid header"):
-        return 400, "malformed_header", "a header is malformed (a name that is not a token, or a control character such as NUL in a value)"
-    if isinstance(exc, (http_exceptions.TransferEncodingError, http_exceptions.ContentLengthError)) or "chunk" in text.lower():
+        return (
+            400,
+            "malformed_header",
+            "a header is malformed (a name that is not a token, or a control character such as NUL in a value)",
+        )
+    if (
+        isinstance(exc, (http_exceptions.TransferEncodingError, http_exceptions.ContentLengthError))
+        or "chunk" in text.lower()
+    ):
         return 400, "malformed_body_framing", "the body's framing is malformed (chunked encoding or Content-Length)"
     if "Content-Length" in text or "Transfer-Encoding" in text:
         return 400, "malformed_body_framing", "Content-Length or Transfer-Encoding is malformed"
@@ -137,7 +144,9 @@ class IngressProtocol(RequestHandler):
         if transport is None or self._force_close or transport.is_closing():
             return
         timeout = self._rules.header_timeout_seconds
-        body = _json_bytes("request_timeout", f"no complete request head arrived within {timeout:g} s; the connection is closed")
+        body = _json_bytes(
+            "request_timeout", f"no complete request head arrived within {timeout:g} s; the connection is closed"
+        )
         transport.write(
             b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\n"
             b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
@@ -159,7 +168,11 @@ class IngressProtocol(RequestHandler):
             log.info("rejected a malformed request: status=%d error=%s (%s)", status, code, type(exc).__name__)
         else:
             code, text = "internal_error", "the ingress failed on this request; nothing was accepted"
-            log.error("unexpected %s outside the application's handlers (status=%d)", type(exc).__name__ if exc else "error", status)
+            log.error(
+                "unexpected %s outside the application's handlers (status=%d)",
+                type(exc).__name__ if exc else "error",
+                status,
+            )
         if request.writer.output_size > 0:
             # Part of an answer is out already: nothing coherent can follow on this connection.
             raise ConnectionError("an answer was partly sent; closing the connection")
@@ -184,7 +197,9 @@ class IngressProtocol(RequestHandler):
 class IngressServer(Server):
     """aiohttp's low-level server, making `IngressProtocol` connections."""
 
-    def __init__(self, handler: Callable[[BaseRequest], Awaitable[web.StreamResponse]], *, rules: ConnectionRules, **kwargs: Any) -> None:
+    def __init__(
+        self, handler: Callable[[BaseRequest], Awaitable[web.StreamResponse]], *, rules: ConnectionRules, **kwargs: Any
+    ) -> None:
         super().__init__(handler, **kwargs)
         self.rules = rules
 

@@ -92,8 +92,9 @@ class Publisher:
             raise RuntimeError("Publisher.start() was not awaited")
         return self._producer
 
-    async def publish(self, topic: str, key: bytes, value: bytes,
-                      headers: list[tuple[str, bytes]] | None = None) -> RecordMetadata:
+    async def publish(
+        self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None
+    ) -> RecordMetadata:
         """Write one record and wait for the broker's acknowledgement, at most publish_timeout_seconds."""
         producer = self.producer
         timeout = self.settings.publish_timeout_seconds
@@ -105,7 +106,9 @@ class Publisher:
         except TimeoutError:
             raise PublishUnavailable(f"the broker did not acknowledge within {timeout:g}s") from None
         except (MessageSizeTooLargeError, RecordListTooLargeError) as exc:
-            raise RecordTooLarge(f"{len(value)} bytes exceed the broker's record size limit ({type(exc).__name__})") from None
+            raise RecordTooLarge(
+                f"{len(value)} bytes exceed the broker's record size limit ({type(exc).__name__})"
+            ) from None
         except KafkaError as exc:
             raise PublishUnavailable(f"the broker refused the record: {type(exc).__name__}") from None
 
@@ -114,7 +117,7 @@ class Publisher:
         timeout = min(self.settings.publish_timeout_seconds, 5.0) if timeout is None else timeout
         try:
             metadata = await asyncio.wait_for(self.producer.client.fetch_all_metadata(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise PublishUnavailable(f"the broker did not answer a metadata request within {timeout:g}s") from None
         except KafkaError as exc:
             raise PublishUnavailable(f"the broker did not answer a metadata request: {exc}") from None

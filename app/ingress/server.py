@@ -25,8 +25,8 @@ from aiohttp import web
 
 from app.ingress.app import create_app
 from app.ingress.protocol import IngressRunner
-from app.settings import Settings
 from app.instances import InstanceConfig
+from app.settings import Settings
 
 log = logging.getLogger("hookstream.ingress")
 
@@ -46,7 +46,9 @@ async def serve(
     runner = IngressRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.ingress_host, settings.ingress_port, reuse_port=reuse_port or None, backlog=1024)
+        site = web.TCPSite(
+            runner, settings.ingress_host, settings.ingress_port, reuse_port=reuse_port or None, backlog=1024
+        )
         await site.start()
         urls = [f"http://{host}:{port}" for host, port, *_ in runner.addresses]
         if on_listening is not None:
@@ -110,7 +112,9 @@ def _supervise(
 
     context = multiprocessing.get_context("fork")
     processes = [
-        context.Process(target=_process_main, args=(settings, instances, i), name=f"hookstream-ingress-{i}", daemon=False)
+        context.Process(
+            target=_process_main, args=(settings, instances, i), name=f"hookstream-ingress-{i}", daemon=False
+        )
         for i in range(count)
     ]
     for process in processes:
@@ -126,7 +130,11 @@ def _supervise(
     status = 0
     try:
         if on_listening is not None:
-            on_listening([f"http://{settings.ingress_host}:{settings.ingress_port} ({count} processes, pids {', '.join(str(p.pid) for p in processes)})"])
+            on_listening(
+                [
+                    f"http://{settings.ingress_host}:{settings.ingress_port} ({count} processes, pids {', '.join(str(p.pid) for p in processes)})"
+                ]
+            )
         while not stopping:
             ended = multiprocessing.connection.wait([p.sentinel for p in processes], timeout=0.5)
             if ended and not stopping:
@@ -134,7 +142,12 @@ def _supervise(
                     if process.sentinel in ended:
                         # The sentinel closes a moment before the process can be reaped: join, not poll.
                         process.join(5)
-                        log.error("ingress process %s (pid %s) exited with %s; stopping the others", process.name, process.pid, process.exitcode)
+                        log.error(
+                            "ingress process %s (pid %s) exited with %s; stopping the others",
+                            process.name,
+                            process.pid,
+                            process.exitcode,
+                        )
                 status = 1
                 break
     finally:

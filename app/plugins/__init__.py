@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
+from app.instances import ConfigError, InstanceConfig
 from app.plugins.base import (
     Ignored,
     Plugin,
     Routed,
     RoutingError,
     UnreadableDelivery,
-    Verified,
     VerificationError,
+    Verified,
     fallback_delivery_id,
 )
 from app.plugins.generic_hmac import plugin as generic_hmac
 from app.plugins.github import plugin as github
 from app.plugins.linear import plugin as linear
 from app.plugins.standard_webhooks import plugin as standard_webhooks
-from app.instances import ConfigError, InstanceConfig
 
 PLUGINS: dict[str, Plugin] = {p.name: p for p in (github, standard_webhooks, linear, generic_hmac)}
 

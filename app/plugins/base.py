@@ -7,8 +7,9 @@ time (`now`, seconds since the epoch) come in as parameters.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol
+from typing import Protocol
 
 from app.events import Delivery, Record
 from app.instances import InstanceConfig
@@ -58,10 +59,14 @@ class RoutingError(Exception):
 class Plugin(Protocol):
     name: str
 
-    def verify(self, raw: bytes, headers: Mapping[str, str], instance: InstanceConfig, route: str | None, now: float) -> Verified:
+    def verify(
+        self, raw: bytes, headers: Mapping[str, str], instance: InstanceConfig, route: str | None, now: float
+    ) -> Verified:
         """Check the signature over the raw bytes; `headers` have lower-cased names."""
 
-    def sign(self, raw: bytes, instance: InstanceConfig, now: float, delivery_id: str | None = None, event: str | None = None) -> dict[str, str]:
+    def sign(
+        self, raw: bytes, instance: InstanceConfig, now: float, delivery_id: str | None = None, event: str | None = None
+    ) -> dict[str, str]:
         """The headers a sender would attach (used by `hookstream send delivery` and tests)."""
 
     def route(self, delivery: Delivery, instance: InstanceConfig) -> Routed:

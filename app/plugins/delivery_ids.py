@@ -19,7 +19,9 @@ MAX_DELIVERY_ID_LENGTH = 200
 _USABLE = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_DELIVERY_ID_LENGTH)
 
 
-def resolve_delivery_id(header_value: str | None, header: str, plugin: str, instance: str, route: str | None, raw: bytes) -> str:
+def resolve_delivery_id(
+    header_value: str | None, header: str, plugin: str, instance: str, route: str | None, raw: bytes
+) -> str:
     """The provider's id from `header_value` (named `header` in errors), or the fallback when absent."""
     if header_value is None:
         return fallback_delivery_id(plugin, instance, route, raw)

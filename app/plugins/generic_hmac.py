@@ -26,11 +26,12 @@ secret; then the delivery id.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from app.events import Delivery
-from app.plugins.base import Routed, Verified, VerificationError
+from app.instances import ConfigError, InstanceConfig
+from app.plugins.base import Routed, VerificationError, Verified
 from app.plugins.delivery_ids import resolve_delivery_id
 from app.plugins.options import choice_option, duration_option, text_option, where
 from app.plugins.rules import kept_headers, route_by_rules, rule_set
@@ -46,7 +47,6 @@ from app.plugins.signatures import (
     secret_keys,
     stripe_elements,
 )
-from app.instances import ConfigError, InstanceConfig
 
 ENCODINGS = ("hex", "base64", "base64url")
 SCHEMES = ("hmac", "stripe", "slack")
@@ -75,13 +75,20 @@ def scheme_options(instance: InstanceConfig) -> SchemeOptions:
     if scheme != "hmac":
         for key in _HMAC_ONLY:
             if key in instance.options:
-                raise ConfigError(f"{where(instance, key)}: applies to scheme `hmac` only; scheme `{scheme}` fixes its own header and digest")
+                raise ConfigError(
+                    f"{where(instance, key)}: applies to scheme `hmac` only; scheme `{scheme}` fixes its own header and digest"
+                )
     elif "tolerance_seconds" in instance.options:
-        raise ConfigError(f"{where(instance, 'tolerance_seconds')}: scheme `hmac` signs no timestamp; use scheme `stripe` or `slack`")
+        raise ConfigError(
+            f"{where(instance, 'tolerance_seconds')}: scheme `hmac` signs no timestamp; use scheme `stripe` or `slack`"
+        )
     return SchemeOptions(
         scheme=scheme,
-        header={"hmac": text_option(instance, "header", "X-Signature") or "X-Signature",
-                "stripe": STRIPE_HEADER, "slack": SLACK_SIGNATURE_HEADER}[scheme],
+        header={
+            "hmac": text_option(instance, "header", "X-Signature") or "X-Signature",
+            "stripe": STRIPE_HEADER,
+            "slack": SLACK_SIGNATURE_HEADER,
+        }[scheme],
         algorithm=choice_option(instance, "algorithm", "sha256", tuple(ALGORITHMS)),
         encoding=choice_option(instance, "encoding", "hex", ENCODINGS),
         prefix=text_option(instance, "prefix", "", allow_empty=True) or "",
@@ -105,7 +112,9 @@ class GenericHmac:
         scheme_options(instance)
         rule_set(instance)
 
-    def verify(self, raw: bytes, headers: Mapping[str, str], instance: InstanceConfig, route: str | None, now: float) -> Verified:
+    def verify(
+        self, raw: bytes, headers: Mapping[str, str], instance: InstanceConfig, route: str | None, now: float
+    ) -> Verified:
         scheme = scheme_options(instance)
         value = headers.get(scheme.header.lower())
         if value is None:
@@ -123,25 +132,38 @@ class GenericHmac:
             delivery_header_value = headers.get(scheme.id_header.lower())
             if delivery_header_value is not None:
                 kept[scheme.id_header.lower()] = delivery_header_value
-        delivery_id = resolve_delivery_id(delivery_header_value, scheme.id_header or "", self.name, instance.id, route, raw)
+        delivery_id = resolve_delivery_id(
+            delivery_header_value, scheme.id_header or "", self.name, instance.id, route, raw
+        )
         return Verified(delivery_id=delivery_id, headers=kept)
 
     def _verify_hmac(self, raw: bytes, value: str, instance: InstanceConfig, scheme: SchemeOptions) -> None:
         if not value.startswith(scheme.prefix):
             raise VerificationError(f"{scheme.header} must start with {scheme.prefix!r}")
-        signature = decode_signature(value[len(scheme.prefix) :], scheme.encoding, scheme.header, digest_size(scheme.algorithm))
+        signature = decode_signature(
+            value[len(scheme.prefix) :], scheme.encoding, scheme.header, digest_size(scheme.algorithm)
+        )
         if not matches_any([signature], secret_keys(instance), raw, scheme.algorithm):
             raise VerificationError(f"{scheme.header} does not match the body under any configured secret")
 
-    def _verify_stripe(self, raw: bytes, value: str, instance: InstanceConfig, scheme: SchemeOptions, now: float) -> None:
+    def _verify_stripe(
+        self, raw: bytes, value: str, instance: InstanceConfig, scheme: SchemeOptions, now: float
+    ) -> None:
         timestamp, v1 = stripe_elements(value, scheme.header)
         checked_timestamp(timestamp, f"{scheme.header} t=", now, scheme.tolerance)
         signatures = [decode_hex(s, f"{scheme.header} v1 signature {n}", 32) for n, s in enumerate(v1, start=1)]
         if not matches_any(signatures, secret_keys(instance), stripe_signed_content(timestamp, raw)):
             raise VerificationError(f"no {scheme.header} v1 signature matches under any configured secret")
 
-    def _verify_slack(self, raw: bytes, value: str, headers: Mapping[str, str], instance: InstanceConfig,
-                      scheme: SchemeOptions, now: float) -> None:
+    def _verify_slack(
+        self,
+        raw: bytes,
+        value: str,
+        headers: Mapping[str, str],
+        instance: InstanceConfig,
+        scheme: SchemeOptions,
+        now: float,
+    ) -> None:
         timestamp = headers.get(SLACK_TIMESTAMP_HEADER.lower())
         if timestamp is None:
             raise VerificationError(f"missing {SLACK_TIMESTAMP_HEADER} header")
@@ -153,7 +175,9 @@ class GenericHmac:
         if not matches_any([signature], secret_keys(instance), slack_signed_content(timestamp, raw)):
             raise VerificationError(f"{scheme.header} does not match under any configured secret")
 
-    def sign(self, raw: bytes, instance: InstanceConfig, now: float, delivery_id: str | None = None, event: str | None = None) -> dict[str, str]:
+    def sign(
+        self, raw: bytes, instance: InstanceConfig, now: float, delivery_id: str | None = None, event: str | None = None
+    ) -> dict[str, str]:
         """Signed with the first secret; the id header is sent only when configured and `delivery_id` is given."""
         scheme = scheme_options(instance)
         key = secret_keys(instance)[0]
@@ -165,7 +189,9 @@ class GenericHmac:
             headers[SLACK_TIMESTAMP_HEADER] = timestamp
             headers[scheme.header] = "v0=" + hmac_digest(key, slack_signed_content(timestamp, raw)).hex()
         else:
-            headers[scheme.header] = scheme.prefix + encode_signature(hmac_digest(key, raw, scheme.algorithm), scheme.encoding)
+            headers[scheme.header] = scheme.prefix + encode_signature(
+                hmac_digest(key, raw, scheme.algorithm), scheme.encoding
+            )
         if scheme.id_header is not None and delivery_id is not None:
             headers[scheme.id_header] = delivery_id
         return headers

@@ -14,15 +14,15 @@ Routing rules live in `github_routing`.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from app.events import Delivery
-from app.plugins.base import Routed, Verified, VerificationError
+from app.instances import InstanceConfig
+from app.plugins.base import Routed, VerificationError, Verified
 from app.plugins.delivery_ids import resolve_delivery_id
 from app.plugins.github_routing import config_file_names, route_github
 from app.plugins.options import text_option
 from app.plugins.signatures import decode_hex, hmac_digest, matches_any, secret_keys
-from app.instances import InstanceConfig
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 SIGNATURE_PREFIX = "sha256="
@@ -39,7 +39,9 @@ class GitHub:
         text_option(instance, "tracked_branch", None)
         config_file_names(instance)
 
-    def verify(self, raw: bytes, headers: Mapping[str, str], instance: InstanceConfig, route: str | None, now: float) -> Verified:
+    def verify(
+        self, raw: bytes, headers: Mapping[str, str], instance: InstanceConfig, route: str | None, now: float
+    ) -> Verified:
         value = headers.get(SIGNATURE_HEADER.lower())
         if value is None:
             raise VerificationError(f"missing {SIGNATURE_HEADER} header")
@@ -49,10 +51,14 @@ class GitHub:
         signature = decode_hex(value[len(SIGNATURE_PREFIX) :], SIGNATURE_HEADER, 32)
         if not matches_any([signature], secret_keys(instance), raw):
             raise VerificationError(f"{SIGNATURE_HEADER} does not match the body under any configured secret")
-        delivery_id = resolve_delivery_id(headers.get(DELIVERY_HEADER.lower()), DELIVERY_HEADER, self.name, instance.id, route, raw)
+        delivery_id = resolve_delivery_id(
+            headers.get(DELIVERY_HEADER.lower()), DELIVERY_HEADER, self.name, instance.id, route, raw
+        )
         return Verified(delivery_id=delivery_id, headers={k: headers[k] for k in KEPT_HEADERS if k in headers})
 
-    def sign(self, raw: bytes, instance: InstanceConfig, now: float, delivery_id: str | None = None, event: str | None = None) -> dict[str, str]:
+    def sign(
+        self, raw: bytes, instance: InstanceConfig, now: float, delivery_id: str | None = None, event: str | None = None
+    ) -> dict[str, str]:
         """Signed with the first configured secret, as GitHub would; no id header unless given."""
         headers = {
             "Content-Type": "application/json",

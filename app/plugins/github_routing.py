@@ -32,9 +32,10 @@ Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs
 
 from pydantic import ValidationError
@@ -50,10 +51,10 @@ from app.events import (
 )
 from app.events.base import Record
 from app.events.bounds import path_hints_fit
+from app.instances import ConfigError, InstanceConfig
 from app.plugins.base import Ignored, Routed, RoutingError
 from app.plugins.options import text_list_option, text_option
 from app.plugins.payloads import json_object, rule_part
-from app.instances import ConfigError, InstanceConfig
 
 # GitHub's push schema: "The array includes a maximum of 2048 commits." A push
 # listing that many may have been cut off. (Timeline-shaped payloads list at
@@ -64,23 +65,84 @@ BRANCH_PREFIX = "refs/heads/"
 TAG_PREFIX = "refs/tags/"
 # GitHub's webhook event names (docs "Webhook events and payloads"). An `X-GitHub-Event`
 # outside this set is not signed by GitHub's HMAC (only the body is): it must not mint a label.
-KNOWN_EVENTS = frozenset((
-    "branch_protection_configuration", "branch_protection_rule", "check_run", "check_suite",
-    "code_scanning_alert", "commit_comment", "create", "custom_property", "custom_property_values",
-    "delete", "dependabot_alert", "deploy_key", "deployment", "deployment_protection_rule",
-    "deployment_review", "deployment_status", "discussion", "discussion_comment", "fork",
-    "github_app_authorization", "gollum", "installation", "installation_repositories",
-    "installation_target", "issue_comment", "issues", "label", "marketplace_purchase", "member",
-    "membership", "merge_group", "meta", "milestone", "org_block", "organization", "package",
-    "page_build", "personal_access_token_request", "ping", "project", "project_card", "project_column",
-    "projects_v2", "projects_v2_item", "projects_v2_status_update", "public", "pull_request",
-    "pull_request_review", "pull_request_review_comment", "pull_request_review_thread", "push",
-    "registry_package", "release", "repository", "repository_advisory", "repository_dispatch",
-    "repository_import", "repository_ruleset", "repository_vulnerability_alert", "secret_scanning_alert",
-    "secret_scanning_alert_location", "secret_scanning_scan", "security_advisory",
-    "security_and_analysis", "sponsorship", "star", "status", "sub_issues", "team", "team_add", "watch",
-    "workflow_dispatch", "workflow_job", "workflow_run",
-))
+KNOWN_EVENTS = frozenset(
+    (
+        "branch_protection_configuration",
+        "branch_protection_rule",
+        "check_run",
+        "check_suite",
+        "code_scanning_alert",
+        "commit_comment",
+        "create",
+        "custom_property",
+        "custom_property_values",
+        "delete",
+        "dependabot_alert",
+        "deploy_key",
+        "deployment",
+        "deployment_protection_rule",
+        "deployment_review",
+        "deployment_status",
+        "discussion",
+        "discussion_comment",
+        "fork",
+        "github_app_authorization",
+        "gollum",
+        "installation",
+        "installation_repositories",
+        "installation_target",
+        "issue_comment",
+        "issues",
+        "label",
+        "marketplace_purchase",
+        "member",
+        "membership",
+        "merge_group",
+        "meta",
+        "milestone",
+        "org_block",
+        "organization",
+        "package",
+        "page_build",
+        "personal_access_token_request",
+        "ping",
+        "project",
+        "project_card",
+        "project_column",
+        "projects_v2",
+        "projects_v2_item",
+        "projects_v2_status_update",
+        "public",
+        "pull_request",
+        "pull_request_review",
+        "pull_request_review_comment",
+        "pull_request_review_thread",
+        "push",
+        "registry_package",
+        "release",
+        "repository",
+        "repository_advisory",
+        "repository_dispatch",
+        "repository_import",
+        "repository_ruleset",
+        "repository_vulnerability_alert",
+        "secret_scanning_alert",
+        "secret_scanning_alert_location",
+        "secret_scanning_scan",
+        "security_advisory",
+        "security_and_analysis",
+        "sponsorship",
+        "star",
+        "status",
+        "sub_issues",
+        "team",
+        "team_add",
+        "watch",
+        "workflow_dispatch",
+        "workflow_job",
+        "workflow_run",
+    )
+)
 # Events whose `action` is chosen by whoever triggered them, not enumerated by GitHub.
 SENDER_CHOSEN_ACTIONS = frozenset(("repository_dispatch",))
 
@@ -184,8 +246,9 @@ def config_file_names(instance: InstanceConfig) -> tuple[str, ...]:
         raise ConfigError(f"instance {instance.plugin}/{instance.id} options.config_files: {exc}") from None
 
 
-def _connected(origin: _Origin, repository: dict[str, Any], installation_id: int | None,
-               instance: InstanceConfig) -> SourceConnected:
+def _connected(
+    origin: _Origin, repository: dict[str, Any], installation_id: int | None, instance: InstanceConfig
+) -> SourceConnected:
     full_name = _full_name(repository)
     config: dict[str, Any] = {"repository": full_name}
     if installation_id is not None:
@@ -197,14 +260,19 @@ def _connected(origin: _Origin, repository: dict[str, Any], installation_id: int
     return SourceConnected(**origin.fields(_source_id(repository)), source_type="github", name=full_name, config=config)
 
 
-def _connections(origin: _Origin, repositories: list[dict[str, Any]], installation_id: int | None,
-                 instance: InstanceConfig) -> list[Record]:
+def _connections(
+    origin: _Origin, repositories: list[dict[str, Any]], installation_id: int | None, instance: InstanceConfig
+) -> list[Record]:
     """Connect each repository, then ask each to be looked at: the first sync lists everything and
     reads the config file; a reconnected source diffs from where its documents are."""
     connected = [_connected(origin, r, installation_id, instance) for r in repositories]
     looks: list[Record] = [
-        SyncRequested(**origin.fields(c.source_id), request_id=f"{origin.delivery_id}/{c.source_id}",
-                      mode="incremental", trigger="connect")
+        SyncRequested(
+            **origin.fields(c.source_id),
+            request_id=f"{origin.delivery_id}/{c.source_id}",
+            mode="incremental",
+            trigger="connect",
+        )
         for c in connected
     ]
     return [*connected, *looks]
@@ -311,7 +379,9 @@ def _installation(origin: _Origin, payload: dict[str, Any], action: object, inst
     return _ignored("installation", action)
 
 
-def _installation_repositories(origin: _Origin, payload: dict[str, Any], action: object, instance: InstanceConfig) -> Routed:
+def _installation_repositories(
+    origin: _Origin, payload: dict[str, Any], action: object, instance: InstanceConfig
+) -> Routed:
     event = "installation_repositories"
     if action == "added":
         installation_id = _installation_id(payload)
@@ -319,7 +389,9 @@ def _installation_repositories(origin: _Origin, payload: dict[str, Any], action:
         return _per_repository(connected, event, action)
     if action == "removed":
         reason = f"{event}.removed"
-        return _per_repository([_disconnected(origin, r, reason) for r in _list(payload, "repositories_removed")], event, action)
+        return _per_repository(
+            [_disconnected(origin, r, reason) for r in _list(payload, "repositories_removed")], event, action
+        )
     return _ignored(event, action)
 
 

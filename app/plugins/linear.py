@@ -26,20 +26,19 @@ data, is dead-lettered.
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
 from app.events import Delivery, DeliveryRef, SyncRequested
-from app.plugins.base import Ignored, Routed, RoutingError, UnreadableDelivery, Verified, VerificationError
+from app.instances import InstanceConfig
+from app.plugins.base import Ignored, Routed, RoutingError, UnreadableDelivery, VerificationError, Verified
 from app.plugins.delivery_ids import resolve_delivery_id
 from app.plugins.options import duration_option
 from app.plugins.payloads import json_object
 from app.plugins.signatures import decode_hex, hmac_digest, matches_any, secret_keys
-from app.instances import InstanceConfig
 
 SIGNATURE_HEADER = "Linear-Signature"
 DELIVERY_HEADER = "Linear-Delivery"
@@ -48,11 +47,30 @@ KEPT_HEADERS = ("linear-delivery", "linear-event")
 DEFAULT_TOLERANCE_SECONDS = 60.0
 SYNCED_TYPES = ("Issue", "Comment")
 # Linear's webhook types (its SDK's LinearWebhookEventType): bounded rule names, whatever a body says.
-KNOWN_TYPES = frozenset((
-    "Attachment", "AuditEntry", "Comment", "Customer", "CustomerNeed", "Cycle", "Document", "Initiative",
-    "InitiativeUpdate", "Issue", "IssueLabel", "Project", "ProjectUpdate", "Reaction", "User", "IssueSLA",
-    "OAuthApp", "AppUserNotification", "PermissionChange", "AgentSessionEvent",
-))
+KNOWN_TYPES = frozenset(
+    (
+        "Attachment",
+        "AuditEntry",
+        "Comment",
+        "Customer",
+        "CustomerNeed",
+        "Cycle",
+        "Document",
+        "Initiative",
+        "InitiativeUpdate",
+        "Issue",
+        "IssueLabel",
+        "Project",
+        "ProjectUpdate",
+        "Reaction",
+        "User",
+        "IssueSLA",
+        "OAuthApp",
+        "AppUserNotification",
+        "PermissionChange",
+        "AgentSessionEvent",
+    )
+)
 _ORGANIZATION = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _HINT = re.compile(r"^[\x21-\x7e]{1,200}$")
 
@@ -68,7 +86,9 @@ class Linear:
     def validate_options(self, instance: InstanceConfig) -> None:
         duration_option(instance, "tolerance_seconds", DEFAULT_TOLERANCE_SECONDS)
 
-    def verify(self, raw: bytes, headers: Mapping[str, str], instance: InstanceConfig, route: str | None, now: float) -> Verified:
+    def verify(
+        self, raw: bytes, headers: Mapping[str, str], instance: InstanceConfig, route: str | None, now: float
+    ) -> Verified:
         value = headers.get(SIGNATURE_HEADER.lower())
         if value is None:
             raise VerificationError(f"missing {SIGNATURE_HEADER} header")
@@ -89,10 +109,14 @@ class Linear:
         if -age_ms > tolerance * 1000:
             raise VerificationError(f"webhookTimestamp is further in the future than the {tolerance:g} s tolerance")
 
-        delivery_id = resolve_delivery_id(headers.get(DELIVERY_HEADER.lower()), DELIVERY_HEADER, self.name, instance.id, route, raw)
+        delivery_id = resolve_delivery_id(
+            headers.get(DELIVERY_HEADER.lower()), DELIVERY_HEADER, self.name, instance.id, route, raw
+        )
         return Verified(delivery_id=delivery_id, headers={k: headers[k] for k in KEPT_HEADERS if k in headers})
 
-    def sign(self, raw: bytes, instance: InstanceConfig, now: float, delivery_id: str | None = None, event: str | None = None) -> dict[str, str]:
+    def sign(
+        self, raw: bytes, instance: InstanceConfig, now: float, delivery_id: str | None = None, event: str | None = None
+    ) -> dict[str, str]:
         """Signed with the first secret. The body must already carry `webhookTimestamp`: it is signed content."""
         headers = {
             "Content-Type": "application/json",
@@ -118,7 +142,9 @@ class Linear:
         if not isinstance(data, dict):
             raise RoutingError(f"a Linear {kind} delivery without a data object")
         issue = data if kind == "Issue" else data.get("issue")
-        hints = _hints(issue if isinstance(issue, dict) else {}, data.get("id") if kind == "Issue" else data.get("issueId"))
+        hints = _hints(
+            issue if isinstance(issue, dict) else {}, data.get("id") if kind == "Issue" else data.get("issueId")
+        )
         if not hints:
             if kind == "Comment":
                 return Routed(ignored=Ignored("linear.Comment.not_on_issue"))
@@ -136,7 +162,9 @@ class Linear:
                 after=updated if isinstance(updated, str) and _HINT.match(updated) else None,
             )
         except ValidationError as exc:
-            raise RoutingError(f"a Linear {kind} delivery makes no valid sync request: {exc.errors()[0]['msg']}") from None
+            raise RoutingError(
+                f"a Linear {kind} delivery makes no valid sync request: {exc.errors()[0]['msg']}"
+            ) from None
         return Routed(events=(request,))
 
 

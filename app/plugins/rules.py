@@ -33,18 +33,19 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import orjson
 from pydantic import ValidationError
 
 from app.events import Delivery, DeliveryRef, SyncRequested
+from app.instances import ConfigError, InstanceConfig
 from app.plugins.base import Ignored, Routed, RoutingError
 from app.plugins.payloads import json_object
 from app.plugins.producer_events import route_producer_event
-from app.instances import ConfigError, InstanceConfig
 
 Action = Literal["sync", "ignore", "producer-event"]
 ACTIONS = ("sync", "ignore", "producer-event")
@@ -164,7 +165,9 @@ def _parse(plugin: str, instance_id: str, options_json: bytes) -> RuleSet:
         label = f"{where}.rules[{index}]" + (f" ({name!r})" if isinstance(name, str) else "")
         rule = _rule(raw, label)
         if rule.name == UNMATCHED_RULE or any(r.name == rule.name for r in rules):
-            raise ConfigError(f"{label}.name: {rule.name!r} is taken (by another rule or the default {UNMATCHED_RULE!r})")
+            raise ConfigError(
+                f"{label}.name: {rule.name!r} is taken (by another rule or the default {UNMATCHED_RULE!r})"
+            )
         rules.append(rule)
     headers = tuple(sorted({c.header for r in rules for c in r.conditions if c.header is not None}))
     return RuleSet(tuple(rules), unmatched, headers, configured=True)
@@ -195,7 +198,9 @@ def _rule(raw: Any, label: str) -> Rule:
         return Rule(name, conditions, action)
     template = raw.get("source_id")
     if not isinstance(template, str) or not template:
-        raise ConfigError(f"{label}.source_id: a sync rule needs a source id template, e.g. \"billing:{{/data/account_id}}\"")
+        raise ConfigError(
+            f'{label}.source_id: a sync rule needs a source id template, e.g. "billing:{{/data/account_id}}"'
+        )
     mode = raw.get("mode", "incremental")
     if mode not in ("incremental", "full"):
         raise ConfigError(f"{label}.mode: {mode!r} is not one of incremental, full")
@@ -204,18 +209,28 @@ def _rule(raw: Any, label: str) -> Rule:
         raise ConfigError(f"{label}.trigger: must be a string of 1 to 64 characters")
     if mode == "full" and "paths" in raw:
         raise ConfigError(f"{label}.paths: a full sync lists everything; hint paths are for mode incremental")
-    return Rule(name, conditions, "sync", _template(template, f"{label}.source_id"), mode, trigger,
-                _pointer_option(raw, "paths", label), _pointer_option(raw, "after", label))
+    return Rule(
+        name,
+        conditions,
+        "sync",
+        _template(template, f"{label}.source_id"),
+        mode,
+        trigger,
+        _pointer_option(raw, "paths", label),
+        _pointer_option(raw, "after", label),
+    )
 
 
 def _condition(raw: Any, label: str) -> Condition:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{label}: must be a table like {{ pointer = \"/type\", equals = \"invoice.paid\" }}")
+        raise ConfigError(f'{label}: must be a table like {{ pointer = "/type", equals = "invoice.paid" }}')
     subjects = [k for k in ("header", "pointer") if k in raw]
     tests = [k for k in TESTS if k in raw]
     unknown = sorted(set(raw) - {"header", "pointer", *TESTS})
     if unknown:
-        raise ConfigError(f"{label}: unknown key(s) {unknown}; a condition has header or pointer, and one of {', '.join(TESTS)}")
+        raise ConfigError(
+            f"{label}: unknown key(s) {unknown}; a condition has header or pointer, and one of {', '.join(TESTS)}"
+        )
     if len(subjects) != 1:
         raise ConfigError(f"{label}: give exactly one of header, pointer")
     if len(tests) != 1:
@@ -289,7 +304,9 @@ def route_by_rules(delivery: Delivery, instance: InstanceConfig) -> Routed:
         if rule.matches(delivery.headers, body):
             return _apply(rule, delivery, instance, body)
     if rules.unmatched == "dead-letter":
-        raise RoutingError(f"no rule of {instance.plugin}/{instance.id} matches this delivery (options.unmatched = \"dead-letter\")")
+        raise RoutingError(
+            f'no rule of {instance.plugin}/{instance.id} matches this delivery (options.unmatched = "dead-letter")'
+        )
     return Routed(ignored=Ignored(f"{instance.id}.{UNMATCHED_RULE}"))
 
 
@@ -314,7 +331,9 @@ def _apply(rule: Rule, delivery: Delivery, instance: InstanceConfig, body: dict[
         )
     except ValidationError as exc:
         err = exc.errors(include_url=False, include_input=False)[0]
-        raise RoutingError(f"rule {rule.name!r} makes no valid sync request: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        raise RoutingError(
+            f"rule {rule.name!r} makes no valid sync request: {'.'.join(map(str, err['loc']))}: {err['msg']}"
+        ) from None
     return Routed(events=(request,))
 
 
@@ -327,7 +346,9 @@ def _text(rule: Rule, body: Any, pointer: str, required: bool = True) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not _TEMPLATE_VALUE.fullmatch(value):
-        raise RoutingError(f"rule {rule.name!r}: {pointer} is not a string or integer of 1 to 200 visible ASCII characters")
+        raise RoutingError(
+            f"rule {rule.name!r}: {pointer} is not a string or integer of 1 to 200 visible ASCII characters"
+        )
     return value
 
 

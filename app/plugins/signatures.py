@@ -19,10 +19,11 @@ import binascii
 import hashlib
 import hmac
 import re
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from app.plugins.base import VerificationError
 from app.instances import InstanceConfig
+from app.plugins.base import VerificationError
 
 ALGORITHMS: dict[str, Callable[..., Any]] = {
     "sha1": hashlib.sha1,

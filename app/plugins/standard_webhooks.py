@@ -33,10 +33,11 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 from app.events import Delivery
-from app.plugins.base import Routed, Verified, VerificationError
+from app.instances import ConfigError, InstanceConfig
+from app.plugins.base import Routed, VerificationError, Verified
 from app.plugins.delivery_ids import resolve_delivery_id
 from app.plugins.options import duration_option
 from app.plugins.rules import kept_headers, route_by_rules, rule_set
@@ -48,7 +49,6 @@ from app.plugins.signatures import (
     hmac_digest,
     matches_any,
 )
-from app.instances import ConfigError, InstanceConfig
 
 ID_HEADER = "webhook-id"
 TIMESTAMP_HEADER = "webhook-timestamp"
@@ -65,7 +65,9 @@ def _prefixed_base64(instance: InstanceConfig, index: int, value: str, prefix: s
     except (binascii.Error, ValueError):
         key = b""
     if not key:
-        raise ConfigError(f"instance {instance.plugin}/{instance.id} secrets[{index}]: starts with {prefix} but the rest is not non-empty base64")
+        raise ConfigError(
+            f"instance {instance.plugin}/{instance.id} secrets[{index}]: starts with {prefix} but the rest is not non-empty base64"
+        )
     return key
 
 
@@ -76,7 +78,11 @@ def signing_keys(instance: InstanceConfig) -> list[bytes]:
         value = secret.get_secret_value()
         if value.startswith(PUBLIC_KEY_PREFIX):
             continue
-        keys.append(_prefixed_base64(instance, index, value, SECRET_PREFIX) if value.startswith(SECRET_PREFIX) else value.encode("utf-8"))
+        keys.append(
+            _prefixed_base64(instance, index, value, SECRET_PREFIX)
+            if value.startswith(SECRET_PREFIX)
+            else value.encode("utf-8")
+        )
     return keys
 
 
@@ -129,7 +135,9 @@ class StandardWebhooks:
         public_keys(instance)
         rule_set(instance)
 
-    def verify(self, raw: bytes, headers: Mapping[str, str], instance: InstanceConfig, route: str | None, now: float) -> Verified:
+    def verify(
+        self, raw: bytes, headers: Mapping[str, str], instance: InstanceConfig, route: str | None, now: float
+    ) -> Verified:
         msg_id = headers.get(ID_HEADER)
         timestamp = headers.get(TIMESTAMP_HEADER)
         signature = headers.get(SIGNATURE_HEADER)
@@ -139,7 +147,9 @@ class StandardWebhooks:
             raise VerificationError(f"missing {TIMESTAMP_HEADER} header")
         if not signature:
             raise VerificationError(f"missing {SIGNATURE_HEADER} header")
-        checked_timestamp(timestamp, TIMESTAMP_HEADER, now, duration_option(instance, "tolerance_seconds", DEFAULT_TOLERANCE_SECONDS))
+        checked_timestamp(
+            timestamp, TIMESTAMP_HEADER, now, duration_option(instance, "tolerance_seconds", DEFAULT_TOLERANCE_SECONDS)
+        )
         hmac_keys, verifying_keys = signing_keys(instance), public_keys(instance)
         versions = {**({"v1": 32} if hmac_keys else {}), **({"v1a": 64} if verifying_keys else {})}
         found = _signatures(signature, versions)
@@ -153,15 +163,23 @@ class StandardWebhooks:
         kept = {**kept_headers(instance, headers), ID_HEADER: msg_id, TIMESTAMP_HEADER: timestamp}
         return Verified(delivery_id=delivery_id, headers=kept)
 
-    def sign(self, raw: bytes, instance: InstanceConfig, now: float, delivery_id: str | None = None, event: str | None = None) -> dict[str, str]:
+    def sign(
+        self, raw: bytes, instance: InstanceConfig, now: float, delivery_id: str | None = None, event: str | None = None
+    ) -> dict[str, str]:
         """Signed (v1) with the first HMAC secret. Without `delivery_id` the id is the fallback hash of the
         body, so re-sending the same body is the same message (it dedups), as it would at the ingress.
         A public key cannot sign: an instance with only `whpk_` keys raises ConfigError."""
-        msg_id = delivery_id if delivery_id is not None else resolve_delivery_id(None, ID_HEADER, self.name, instance.id, None, raw)
+        msg_id = (
+            delivery_id
+            if delivery_id is not None
+            else resolve_delivery_id(None, ID_HEADER, self.name, instance.id, None, raw)
+        )
         timestamp = str(math.floor(now))
         keys = signing_keys(instance)
         if not keys:
-            raise ConfigError(f"instance {instance.plugin}/{instance.id} has only public keys (whpk_): it verifies v1a signatures but cannot sign")
+            raise ConfigError(
+                f"instance {instance.plugin}/{instance.id} has only public keys (whpk_): it verifies v1a signatures but cannot sign"
+            )
         digest = hmac_digest(keys[0], signed_content(msg_id, timestamp, raw))
         return {
             "Content-Type": "application/json",

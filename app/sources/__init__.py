@@ -1,10 +1,10 @@
 """Source adapters: `git` (a local repository), `github` (the REST API), `linear` (issues, GraphQL).
 
-    async with get_adapter(plan.source_type, plan.source_config, options) as adapter:
-        listing = await adapter.list_changes(plan)
-        async with contextlib.aclosing(adapter.fetch(listing.upserts)) as fetched:
-            async for change, content, error in fetched:
-                ...
+async with get_adapter(plan.source_type, plan.source_config, options) as adapter:
+    listing = await adapter.list_changes(plan)
+    async with contextlib.aclosing(adapter.fetch(listing.upserts)) as fetched:
+        async for change, content, error in fetched:
+            ...
 """
 
 from __future__ import annotations
@@ -22,8 +22,17 @@ from app.sources.base import (
     TransientSourceError,
 )
 
-__all__ = ["FileAt", "Fetched", "Listing", "MissingExtraError", "SourceAdapter", "SourceError", "SourceOptions",
-           "TransientSourceError", "get_adapter"]
+__all__ = [
+    "FileAt",
+    "Fetched",
+    "Listing",
+    "MissingExtraError",
+    "SourceAdapter",
+    "SourceError",
+    "SourceOptions",
+    "TransientSourceError",
+    "get_adapter",
+]
 
 SOURCE_TYPES = ("git", "github", "linear")
 

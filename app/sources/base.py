@@ -23,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 from app.core.convergence import head_lags, listing_for
 from app.core.retry import RetryPolicy
@@ -215,7 +216,7 @@ class SourceAdapter:
     async def aclose(self) -> None:
         return None
 
-    async def __aenter__(self) -> "SourceAdapter":
+    async def __aenter__(self) -> SourceAdapter:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

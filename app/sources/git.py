@@ -31,7 +31,7 @@ import asyncio
 import logging
 import os
 import re
-from typing import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -87,7 +87,9 @@ class GitSource(SourceAdapter):
             self.config = GitConfig.model_validate(config)
         except ValidationError as exc:
             err = exc.errors()[0]
-            raise SourceError(f"git source config {'.'.join(map(str, err['loc']))}: {err['msg']} (expected {{\"path\": \"/repo\", \"branch\": optional}})") from None
+            raise SourceError(
+                f'git source config {".".join(map(str, err["loc"]))}: {err["msg"]} (expected {{"path": "/repo", "branch": optional}})'
+            ) from None
         self.options = options or SourceOptions()
         self.path = check_git_path(self.config.path, self.options.git_roots)  # HOOKSTREAM_GIT_ROOTS
         # Long-lived `git cat-file --batch` processes (the worker keeps adapters per source),
@@ -127,7 +129,10 @@ class GitSource(SourceAdapter):
     async def _spawn(self, *args: str, stdin: int | None = None) -> asyncio.subprocess.Process:
         try:
             return await asyncio.create_subprocess_exec(
-                self.options.git_binary, "-C", self.path, *args,
+                self.options.git_binary,
+                "-C",
+                self.path,
+                *args,
                 stdin=stdin if stdin is not None else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -138,7 +143,9 @@ class GitSource(SourceAdapter):
                 start_new_session=True,
             )
         except FileNotFoundError:
-            raise SourceError(f"the git executable {self.options.git_binary!r} was not found; install git or set its path") from None
+            raise SourceError(
+                f"the git executable {self.options.git_binary!r} was not found; install git or set its path"
+            ) from None
 
     async def _git(self, *args: str) -> bytes:
         proc = await self._spawn(*args)
@@ -160,7 +167,9 @@ class GitSource(SourceAdapter):
         _, err = await proc.communicate()
         if proc.returncode != 0:
             detail = err.decode("utf-8", errors="replace").strip().splitlines()
-            raise SourceError(f"{self.path!r} is not a git repository ({detail[-1] if detail else 'git rev-parse failed'})")
+            raise SourceError(
+                f"{self.path!r} is not a git repository ({detail[-1] if detail else 'git rev-parse failed'})"
+            )
 
     async def _diagnosed(self, exc: SourceError) -> SourceError:
         """The error to report for a failed git command: the repository's own problem when it has one."""
@@ -267,7 +276,7 @@ class GitSource(SourceAdapter):
         if commit.startswith("-") or "\n" in path or "\n" in commit:
             return FileAt(None, f"{path!r} at {commit!r} is not a name git can look up")
         proc = await self._spawn("cat-file", "--batch-check", stdin=asyncio.subprocess.PIPE)
-        out, err = await proc.communicate(f"{commit}:{path}\n".encode("utf-8"))
+        out, err = await proc.communicate(f"{commit}:{path}\n".encode())
         if proc.returncode != 0:
             raise await self._diagnosed(GitCommandError(("cat-file", "--batch-check"), proc.returncode, err))
         parts = out.decode("utf-8", errors="replace").split()
@@ -317,8 +326,14 @@ class GitSource(SourceAdapter):
                     for oid in pending:
                         header = await proc.stdout.readline()
                         if not header:
-                            err = (await proc.stderr.read()).decode("utf-8", errors="replace").strip() if proc.stderr else ""
-                            raise _ReaderDied(f"git cat-file --batch ended early in {self.path!r}: {err or 'no message'}")
+                            err = (
+                                (await proc.stderr.read()).decode("utf-8", errors="replace").strip()
+                                if proc.stderr
+                                else ""
+                            )
+                            raise _ReaderDied(
+                                f"git cat-file --batch ended early in {self.path!r}: {err or 'no message'}"
+                            )
                         parts = header.split()
                         if parts[0] != oid:
                             raise SourceError(f"git cat-file --batch answered {header[:100]!r} for {oid.decode()}")
@@ -326,13 +341,17 @@ class GitSource(SourceAdapter):
                         if len(parts) == 2 and parts[1] in (b"missing", b"ambiguous"):
                             answered += 1
                             for change in changes:
-                                yield Fetched(change, None, f"blob {oid.decode()} is {parts[1].decode()} in {self.path!r}")
+                                yield Fetched(
+                                    change, None, f"blob {oid.decode()} is {parts[1].decode()} in {self.path!r}"
+                                )
                             continue
                         kind, size = parts[1], int(parts[2])
                         try:
                             content = await proc.stdout.readexactly(size + 1)
                         except asyncio.IncompleteReadError:
-                            raise _ReaderDied(f"git cat-file --batch ended in the middle of an object in {self.path!r}") from None
+                            raise _ReaderDied(
+                                f"git cat-file --batch ended in the middle of an object in {self.path!r}"
+                            ) from None
                         content = content[:-1]  # the newline after every object
                         answered += 1
                         for change in changes:
@@ -351,7 +370,9 @@ class GitSource(SourceAdapter):
                     if restarts > _READER_RESTARTS:
                         # Transient unless the repository itself is the problem (`_diagnosed` then says so):
                         # the batch stage retries it with backoff before it counts the files failed.
-                        raise await self._diagnosed(TransientSourceError(f"{died} (after {_READER_RESTARTS} fresh processes)")) from None
+                        raise await self._diagnosed(
+                            TransientSourceError(f"{died} (after {_READER_RESTARTS} fresh processes)")
+                        ) from None
                     log.warning("%s; %d blob(s) left, reading them with a fresh process", died, len(pending) - answered)
                     pending = pending[answered:]
                 finally:

@@ -35,7 +35,8 @@ import asyncio
 import base64
 import binascii
 import re
-from typing import Any, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -75,7 +76,9 @@ class GitHubSource(SourceAdapter):
     head_may_lag = True
     reads_config_files = True
 
-    def __init__(self, config: dict, options: SourceOptions | None = None, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self, config: dict, options: SourceOptions | None = None, session: aiohttp.ClientSession | None = None
+    ) -> None:
         try:
             self.config = GitHubConfig.model_validate(config)
         except ValidationError as exc:
@@ -90,7 +93,9 @@ class GitHubSource(SourceAdapter):
         self._session = session
         self._owns_session = session is None
         if self.options.github_app_id and self.options.github_private_key and self.config.installation_id is None:
-            raise SourceError(f"github source {self.config.repository}: installation_id is required with GitHub App authentication")
+            raise SourceError(
+                f"github source {self.config.repository}: installation_id is required with GitHub App authentication"
+            )
 
     async def aclose(self) -> None:
         if self._owns_session and self._session is not None:
@@ -101,7 +106,11 @@ class GitHubSource(SourceAdapter):
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.options.http_timeout_seconds),
-                headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION, "User-Agent": "hookstream"},
+                headers={
+                    "Accept": "application/vnd.github+json",
+                    "X-GitHub-Api-Version": API_VERSION,
+                    "User-Agent": "hookstream",
+                },
             )
         return self._session
 
@@ -125,7 +134,9 @@ class GitHubSource(SourceAdapter):
             if cached is not None and not refresh and cached.fresh(self.options.clock()):
                 return cached.token
             jwt = app_jwt(str(self.options.github_app_id), self.options.github_private_key or "", self.options.clock())
-            resp = await self._send("POST", f"/app/installations/{self.config.installation_id}/access_tokens", f"Bearer {jwt}")
+            resp = await self._send(
+                "POST", f"/app/installations/{self.config.installation_id}/access_tokens", f"Bearer {jwt}"
+            )
             if resp.status != 201 or not isinstance(resp.body, dict) or not isinstance(resp.body.get("token"), str):
                 raise SourceError(
                     f"GitHub refused an installation token for installation {self.config.installation_id} "
@@ -146,12 +157,18 @@ class GitHubSource(SourceAdapter):
         if resp.status == 200 or resp.status in allow:
             return resp
         if resp.status in (401, 403):
-            raise SourceError(f"GitHub denied {path} (HTTP {resp.status}: {_message(resp.body)}); check the installation's access to {self.config.repository}")
+            raise SourceError(
+                f"GitHub denied {path} (HTTP {resp.status}: {_message(resp.body)}); check the installation's access to {self.config.repository}"
+            )
         if resp.status == 404:
-            raise SourceError(f"GitHub has no {path} (HTTP 404): the repository, commit or tree does not exist or is not visible to this installation")
+            raise SourceError(
+                f"GitHub has no {path} (HTTP 404): the repository, commit or tree does not exist or is not visible to this installation"
+            )
         raise SourceError(f"GitHub answered HTTP {resp.status} for {path}: {_message(resp.body)}")
 
-    async def _send(self, method: str, path: str, authorization: str | None, params: dict[str, str] | None = None) -> _Response:
+    async def _send(
+        self, method: str, path: str, authorization: str | None, params: dict[str, str] | None = None
+    ) -> _Response:
         """One request, retried through rate limits, 5xx, timeouts and connection errors (bounded: `Attempts`)."""
         headers = {"Authorization": authorization} if authorization else {}
         attempts = Attempts(self.options, "GitHub", path)
@@ -160,7 +177,7 @@ class GitHubSource(SourceAdapter):
                 async with self._http().request(method, self.api_url + path, params=params, headers=headers) as r:
                     raw = await r.read()
                     status, resp_headers = r.status, r.headers
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 await attempts.backoff(f"unreachable at {self.api_url} ({type(exc).__name__}: {exc})")
                 continue
             body = _json(raw)
@@ -183,8 +200,10 @@ class GitHubSource(SourceAdapter):
         resp = await self._get(f"{self.repo_path}/commits/{quote(ref, safe='/')}", allow=(404, 422))
         sha = resp.body.get("sha") if isinstance(resp.body, dict) else None
         if resp.status != 200 or not isinstance(sha, str):
-            raise SourceError(f"branch {ref!r} of GitHub repository {self.config.repository} has no commit "
-                              f"(HTTP {resp.status}: {_message(resp.body)})")
+            raise SourceError(
+                f"branch {ref!r} of GitHub repository {self.config.repository} has no commit "
+                f"(HTTP {resp.status}: {_message(resp.body)})"
+            )
         return sha
 
     async def is_ancestor(self, ancestor: str, descendant: str) -> bool:
@@ -227,7 +246,10 @@ class GitHubSource(SourceAdapter):
         async def subtree(entry: dict[str, Any]) -> list[dict[str, Any]]:
             sub_prefix = f"{prefix}{entry['path']}/"
             async with gate:
-                sub = _tree((await self._get(f"{self.repo_path}/git/trees/{entry['sha']}", {"recursive": "1"})).body, entry["sha"])
+                sub = _tree(
+                    (await self._get(f"{self.repo_path}/git/trees/{entry['sha']}", {"recursive": "1"})).body,
+                    entry["sha"],
+                )
             if sub.get("truncated"):
                 return await self._walk(entry["sha"], sub_prefix, gate)
             return [dict(e, path=sub_prefix + e["path"]) for e in sub["tree"]]
@@ -242,7 +264,10 @@ class GitHubSource(SourceAdapter):
         if status is None:
             return None, f"the documents' commit {base[:12]} is unknown to GitHub"
         if status not in ("ahead", "identical"):
-            return None, f"the documents' commit {base[:12]} is not an ancestor of {commit[:12]} (compare status {status!r})"
+            return (
+                None,
+                f"the documents' commit {base[:12]} is not an ancestor of {commit[:12]} (compare status {status!r})",
+            )
         if len(listed) >= COMPARE_FILE_CAP:
             return None, f"the compare lists {len(listed)} files, GitHub's cap: the list may be incomplete"
         changes: dict[str, FileChange] = {}
@@ -270,7 +295,9 @@ class GitHubSource(SourceAdapter):
         if isinstance(body, list):
             return FileAt(None, "is a directory, not a file")
         if not isinstance(body, dict) or not isinstance(body.get("type"), str):
-            raise SourceError(f"GitHub's contents of {path!r} at {commit[:12]} are not in the documented shape: {str(body)[:200]}")
+            raise SourceError(
+                f"GitHub's contents of {path!r} at {commit[:12]} are not in the documented shape: {str(body)[:200]}"
+            )
         if body["type"] != "file":
             return FileAt(None, f"is a {body['type']}, not a file")
         size = body.get("size")
@@ -358,5 +385,7 @@ def _blob(change: FileChange, body: Any) -> Fetched:
         return Fetched(change, None, f"blob {change.blob} of {change.path!r} is not valid base64: {exc}")
     size = body.get("size")
     if isinstance(size, int) and size != len(content):
-        return Fetched(change, None, f"blob {change.blob} of {change.path!r} is {len(content)} bytes, GitHub says {size}")
+        return Fetched(
+            change, None, f"blob {change.blob} of {change.path!r} is {len(content)} bytes, GitHub says {size}"
+        )
     return Fetched(change, content)

@@ -41,8 +41,9 @@ content is rewritten with the same hash). Without a `Date`, the newest
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
-from typing import Any, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -95,7 +96,7 @@ class LinearConfig(BaseModel):
 
 
 def format_point(at: datetime) -> str:
-    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
 
 
 def parse_point(value: str) -> datetime | None:
@@ -109,7 +110,9 @@ def parse_point(value: str) -> datetime | None:
 class LinearSource(SourceAdapter):
     source_type = "linear"
 
-    def __init__(self, config: dict, options: SourceOptions | None = None, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self, config: dict, options: SourceOptions | None = None, session: aiohttp.ClientSession | None = None
+    ) -> None:
         try:
             self.config = LinearConfig.model_validate(config)
         except ValidationError as exc:
@@ -126,10 +129,14 @@ class LinearSource(SourceAdapter):
         if self.config.token_env is not None:
             token = self.options.environ.get(self.config.token_env)
             if not token:
-                raise SourceError(f"linear source {self.config.organization_id}: the worker's environment has no {self.config.token_env} (its token_env)")
+                raise SourceError(
+                    f"linear source {self.config.organization_id}: the worker's environment has no {self.config.token_env} (its token_env)"
+                )
             return token
         if not self.options.linear_api_key:
-            raise SourceError("no Linear API key: set HOOKSTREAM_LINEAR_API_KEY on the worker, or give the source a token_env")
+            raise SourceError(
+                "no Linear API key: set HOOKSTREAM_LINEAR_API_KEY on the worker, or give the source a token_env"
+            )
         return self.options.linear_api_key
 
     async def aclose(self) -> None:
@@ -151,11 +158,15 @@ class LinearSource(SourceAdapter):
         data = (await self.api.query("HookstreamScope", SCOPE_QUERY, {})).data
         org = _name(data.get("organization"), "id")
         if org != self.config.organization_id:
-            raise SourceError(f"the Linear API key belongs to organization {org!r}, not to this source's {self.config.organization_id!r}")
+            raise SourceError(
+                f"the Linear API key belongs to organization {org!r}, not to this source's {self.config.organization_id!r}"
+            )
         found = {_name(t, "key") for t in _nodes(data.get("teams"))}
         missing = [t for t in self.config.teams if t not in found]
         if missing:
-            raise SourceError(f"Linear organization {org} has no team(s) {missing} that this key can read (teams found: {sorted(found)})")
+            raise SourceError(
+                f"Linear organization {org} has no team(s) {missing} that this key can read (teams found: {sorted(found)})"
+            )
         self._teams_checked = True
 
     # -- listing ------------------------------------------------------------
@@ -174,12 +185,16 @@ class LinearSource(SourceAdapter):
         if since_at is None:
             nodes, first_answer = await self._list(self._scope_filter(), include_archived=False)
             listed = {issue_path(n["identifier"]): _upsert(n) for n in nodes if self._in_scope(n) and _live(n)}
-            return Listing(sorted(listed.values(), key=lambda f: f.path), self._sync_point(first_answer, nodes, None), "full")
-        window: dict[str, Any] = {"or": [
-            {"updatedAt": {"gte": format_point(since_at)}},
-            {"archivedAt": {"gte": format_point(since_at)}},
-            {"comments": {"some": {"updatedAt": {"gte": format_point(since_at)}}}},
-        ]}
+            return Listing(
+                sorted(listed.values(), key=lambda f: f.path), self._sync_point(first_answer, nodes, None), "full"
+            )
+        window: dict[str, Any] = {
+            "or": [
+                {"updatedAt": {"gte": format_point(since_at)}},
+                {"archivedAt": {"gte": format_point(since_at)}},
+                {"comments": {"some": {"updatedAt": {"gte": format_point(since_at)}}}},
+            ]
+        }
         scope = self._scope_filter()
         nodes, first_answer = await self._list({"and": [scope, window]} if scope else window, include_archived=True)
         changes: dict[str, FileChange] = {}
@@ -189,13 +204,18 @@ class LinearSource(SourceAdapter):
         files = sorted(changes.values(), key=lambda f: f.path)
         return Listing(files, self._sync_point(first_answer, nodes, since_at), "diff")
 
-    async def _list(self, issue_filter: dict[str, Any] | None, include_archived: bool) -> tuple[list[dict[str, Any]], Answer | None]:
+    async def _list(
+        self, issue_filter: dict[str, Any] | None, include_archived: bool
+    ) -> tuple[list[dict[str, Any]], Answer | None]:
         nodes: list[dict[str, Any]] = []
         first: Answer | None = None
         after: str | None = None
         while True:
-            answer = await self.api.query("HookstreamIssueListing", LIST_QUERY,
-                                          {"filter": issue_filter, "after": after, "includeArchived": include_archived})
+            answer = await self.api.query(
+                "HookstreamIssueListing",
+                LIST_QUERY,
+                {"filter": issue_filter, "after": after, "includeArchived": include_archived},
+            )
             first = first or answer
             connection = answer.data.get("issues")
             page = _nodes(connection)
@@ -209,7 +229,9 @@ class LinearSource(SourceAdapter):
         identifiers are deleted too. Only paths of the source's teams are ever deleted: a webhook
         about another team's issue must not count deletes of documents this source never had.
         An upsert wins over a delete of the same path."""
-        identifiers = [p for p in node.get("previousIdentifiers") or [] if isinstance(p, str) and p != node["identifier"]]
+        identifiers = [
+            p for p in node.get("previousIdentifiers") or [] if isinstance(p, str) and p != node["identifier"]
+        ]
         if self._in_scope(node) and _live(node):
             changes[issue_path(node["identifier"])] = _upsert(node)
         else:
@@ -270,7 +292,9 @@ class LinearSource(SourceAdapter):
         if not _live(node):
             return Fetched(change, None, f"issue {node.get('identifier')} was archived or trashed since it was listed")
         if issue_path(str(node.get("identifier"))) != change.path:
-            return Fetched(change, None, f"issue {change.blob} is {node.get('identifier')} now (moved since it was listed)")
+            return Fetched(
+                change, None, f"issue {change.blob} is {node.get('identifier')} now (moved since it was listed)"
+            )
         labels = await self._all(node, "labels", "name")
         comments = await self._all(node, "comments", _COMMENT)
         return Fetched(change, render_issue(node, labels, comments))
@@ -281,7 +305,11 @@ class LinearSource(SourceAdapter):
         items = list(_nodes(connection))
         after = _next_cursor(connection)
         while after is not None:
-            data = (await self.api.query("HookstreamIssueMore", MORE_QUERY % (field, selection), {"id": node["id"], "after": after})).data
+            data = (
+                await self.api.query(
+                    "HookstreamIssueMore", MORE_QUERY % (field, selection), {"id": node["id"], "after": after}
+                )
+            ).data
             connection = (data.get("issue") or {}).get(field)
             items.extend(_nodes(connection))
             after = _next_cursor(connection)

@@ -20,9 +20,8 @@ Personal API keys are sent as `Authorization: <key>`, OAuth access tokens
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -53,7 +52,9 @@ def authorization(token: str) -> str:
 class LinearApi:
     """A session to one GraphQL endpoint with one credential."""
 
-    def __init__(self, url: str, token: str, options: SourceOptions, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self, url: str, token: str, options: SourceOptions, session: aiohttp.ClientSession | None = None
+    ) -> None:
         self.url, self.options = url, options
         self._authorization = authorization(token)
         self._session = session
@@ -80,20 +81,24 @@ class LinearApi:
             try:
                 async with self._http().post(self.url, data=body, headers={"Authorization": self._authorization}) as r:
                     raw, status, headers = await r.read(), r.status, r.headers
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 await attempts.backoff(f"unreachable at {self.url} ({type(exc).__name__}: {exc})")
                 continue
             payload = _json(raw)
             errors = payload.get("errors") if isinstance(payload, dict) else None
             codes = _error_codes(errors)
             if status == 429 or "RATELIMITED" in codes:
-                await attempts.rate_limited(_rate_limit_wait(headers, self.options.clock(), attempts.attempt), "rate limited")
+                await attempts.rate_limited(
+                    _rate_limit_wait(headers, self.options.clock(), attempts.attempt), "rate limited"
+                )
                 continue
             if status in _RETRYABLE_STATUS:
                 await attempts.backoff(f"answering HTTP {status}")
                 continue
             if status in (401, 403) or "AUTHENTICATION_ERROR" in codes or "FORBIDDEN" in codes:
-                raise SourceError(f"Linear refused the API key (HTTP {status}: {_messages(errors, raw)}); check HOOKSTREAM_LINEAR_API_KEY or the source's token_env")
+                raise SourceError(
+                    f"Linear refused the API key (HTTP {status}: {_messages(errors, raw)}); check HOOKSTREAM_LINEAR_API_KEY or the source's token_env"
+                )
             if errors:
                 raise SourceError(f"Linear rejected query {name} (HTTP {status}): {_messages(errors, raw)}")
             data = payload.get("data") if isinstance(payload, dict) else None
@@ -156,4 +161,4 @@ def _server_time(value: str | None) -> datetime | None:
         parsed = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -64,6 +64,9 @@ def render_issue(issue: dict[str, Any], labels: list[dict[str, Any]], comments: 
     for comment in ordered:
         reply = " (reply)" if isinstance(comment.get("parent"), dict) else ""
         edited = f", edited {comment['editedAt']}" if comment.get("editedAt") else ""
-        lines += [f"### {_person(comment.get('user')) or 'Unknown author'}, {comment.get('createdAt')}{edited}{reply}", ""]
+        lines += [
+            f"### {_person(comment.get('user')) or 'Unknown author'}, {comment.get('createdAt')}{edited}{reply}",
+            "",
+        ]
         lines += [(comment.get("body") or "").strip(), ""]
     return "\n".join(lines).encode("utf-8")

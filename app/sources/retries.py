@@ -60,8 +60,12 @@ class Attempts:
         self.attempt += 1
 
 
-async def retry_transient(work: Callable[[], Awaitable[T]], options: SourceOptions, what: str,
-                          on_retry: Callable[[SourceError], None] | None = None) -> T:
+async def retry_transient(
+    work: Callable[[], Awaitable[T]],
+    options: SourceOptions,
+    what: str,
+    on_retry: Callable[[SourceError], None] | None = None,
+) -> T:
     """`await work()`, tried again while it raises a transient `SourceError`, at most
     `options.max_retries` times; then the last error is raised, its message saying how often."""
     retry = 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -25,17 +25,28 @@ ON CONFLICT (source_id, path) DO UPDATE SET
 """
 
 
-async def upsert(conn: psycopg.AsyncConnection, source_id: str, docs: Sequence[Document], commit: str | None, job_id: str) -> int:
+async def upsert(
+    conn: psycopg.AsyncConnection, source_id: str, docs: Sequence[Document], commit: str | None, job_id: str
+) -> int:
     """Write `docs`; a re-processed batch converges on the same rows (never a duplicate or a
     unique-violation). Returns the number of documents written (deterministic: len(docs))."""
     if not docs:
         return 0
-    await conn.execute(_UPSERT, {
-        "source_id": source_id, "commit": commit, "job_id": job_id,
-        "paths": [d.path for d in docs], "contents": [d.content for d in docs], "sha256s": [d.sha256 for d in docs],
-        "sizes": [d.size for d in docs], "languages": [d.language for d in docs], "titles": [d.title for d in docs],
-        "binaries": [d.is_binary for d in docs],
-    })
+    await conn.execute(
+        _UPSERT,
+        {
+            "source_id": source_id,
+            "commit": commit,
+            "job_id": job_id,
+            "paths": [d.path for d in docs],
+            "contents": [d.content for d in docs],
+            "sha256s": [d.sha256 for d in docs],
+            "sizes": [d.size for d in docs],
+            "languages": [d.language for d in docs],
+            "titles": [d.title for d in docs],
+            "binaries": [d.is_binary for d in docs],
+        },
+    )
     return len(docs)
 
 
@@ -60,19 +71,23 @@ async def claim_writes(conn: psycopg.AsyncConnection, source_id: str, job_seq: i
     """
     # The common case, one round trip: the fence is already this job's; share it. A newer
     # job's uncommitted claim makes this wait, then re-read the row and find no match.
-    shared = await (await conn.execute(
-        "SELECT 1 FROM document_write_fences WHERE source_id = %s AND job_seq = %s FOR SHARE",
-        (source_id, job_seq),
-    )).fetchone()
+    shared = await (
+        await conn.execute(
+            "SELECT 1 FROM document_write_fences WHERE source_id = %s AND job_seq = %s FOR SHARE",
+            (source_id, job_seq),
+        )
+    ).fetchone()
     if shared is not None:
         return True
     # No fence yet, or an older job's: move it (no lock held here, so no upgrade deadlock).
-    row = await (await conn.execute(
-        "INSERT INTO document_write_fences (source_id, job_seq) VALUES (%s, %s) "
-        "ON CONFLICT (source_id) DO UPDATE SET job_seq = EXCLUDED.job_seq, updated_at = now() "
-        "WHERE document_write_fences.job_seq <= EXCLUDED.job_seq RETURNING job_seq",
-        (source_id, job_seq),
-    )).fetchone()
+    row = await (
+        await conn.execute(
+            "INSERT INTO document_write_fences (source_id, job_seq) VALUES (%s, %s) "
+            "ON CONFLICT (source_id) DO UPDATE SET job_seq = EXCLUDED.job_seq, updated_at = now() "
+            "WHERE document_write_fences.job_seq <= EXCLUDED.job_seq RETURNING job_seq",
+            (source_id, job_seq),
+        )
+    ).fetchone()
     return row is not None
 
 
@@ -81,7 +96,9 @@ async def paths(conn: psycopg.AsyncConnection, source_id: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-async def ensure_source(conn: psycopg.AsyncConnection, source_id: str, source_type: str, config: dict, name: str | None) -> None:
+async def ensure_source(
+    conn: psycopg.AsyncConnection, source_id: str, source_type: str, config: dict, name: str | None
+) -> None:
     """The source's `sources` row exists (idempotent; the projection owns its later changes)."""
     await conn.execute(
         "INSERT INTO sources (source_id, source_type, name, status, config) VALUES (%s, %s, %s, 'connected', %s) "

@@ -42,14 +42,22 @@ def _kept(row) -> KeptPlan | None:
 
 async def kept(conn: psycopg.AsyncConnection, source_id: str) -> KeptPlan | None:
     """The plan of the source's latest planned job, if any."""
-    cur = await conn.execute("SELECT job_id, commit, files, listing, config FROM sync_plans WHERE source_id = %s",
-                             (source_id,))
+    cur = await conn.execute(
+        "SELECT job_id, commit, files, listing, config FROM sync_plans WHERE source_id = %s", (source_id,)
+    )
     return _kept(await cur.fetchone())
 
 
-async def keep(conn: psycopg.AsyncConnection, source_id: str, job_id: str, job_seq: int, commit: str | None,
-               files: list[FileChange], listing: ListingKind | None = None,
-               config: ConfigFound | None = None) -> KeptPlan:
+async def keep(
+    conn: psycopg.AsyncConnection,
+    source_id: str,
+    job_id: str,
+    job_seq: int,
+    commit: str | None,
+    files: list[FileChange],
+    listing: ListingKind | None = None,
+    config: ConfigFound | None = None,
+) -> KeptPlan:
     """Keep this plan unless a plan of this job or a later one is kept already; returns the plan that is kept."""
     cur = await conn.execute(
         "INSERT INTO sync_plans (source_id, job_id, job_seq, commit, files, listing, config) "
@@ -59,8 +67,15 @@ async def keep(conn: psycopg.AsyncConnection, source_id: str, job_id: str, job_s
         "planned_at = now() WHERE sync_plans.job_seq < EXCLUDED.job_seq RETURNING job_id",
         # pydantic's serializer writes the JSON in one call (10,000 files: 7 ms, 31 ms through
         # model_dump and the json module); the kept plan is read back only when it is not this one.
-        (source_id, job_id, job_seq, commit, _FILES.dump_json(files).decode(), listing,
-         config.model_dump_json() if config is not None else None),
+        (
+            source_id,
+            job_id,
+            job_seq,
+            commit,
+            _FILES.dump_json(files).decode(),
+            listing,
+            config.model_dump_json() if config is not None else None,
+        ),
     )
     if await cur.fetchone() is not None:
         return KeptPlan(job_id, commit, list(files), listing, config)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -30,12 +30,14 @@ async def _locked_fence(conn: psycopg.AsyncConnection, consumer: str, topic: str
     (two consumers overlapping in a rebalance serialize even on a partition's first record),
     and on conflict the no-op update locks the existing row and returns its offset.
     """
-    row = await (await conn.execute(
-        'INSERT INTO applied_offsets (consumer, topic, partition, "offset") VALUES (%s, %s, %s, -1) '
-        'ON CONFLICT (consumer, topic, partition) DO UPDATE SET "offset" = applied_offsets."offset" '
-        'RETURNING "offset"',
-        (consumer, topic, partition),
-    )).fetchone()
+    row = await (
+        await conn.execute(
+            'INSERT INTO applied_offsets (consumer, topic, partition, "offset") VALUES (%s, %s, %s, -1) '
+            'ON CONFLICT (consumer, topic, partition) DO UPDATE SET "offset" = applied_offsets."offset" '
+            'RETURNING "offset"',
+            (consumer, topic, partition),
+        )
+    ).fetchone()
     assert row is not None  # an INSERT ... RETURNING returns its row
     return int(row[0])
 
@@ -48,7 +50,9 @@ async def _store_fence(conn: psycopg.AsyncConnection, consumer: str, topic: str,
     )
 
 
-async def apply_once(conn: psycopg.AsyncConnection, consumer: str, topic: str, partition: int, offset: int, apply: Apply) -> bool:
+async def apply_once(
+    conn: psycopg.AsyncConnection, consumer: str, topic: str, partition: int, offset: int, apply: Apply
+) -> bool:
     """Run `apply(conn)` and record the offset in one transaction. False when already applied."""
     async with conn.transaction():
         if await _locked_fence(conn, consumer, topic, partition) >= offset:
@@ -58,8 +62,9 @@ async def apply_once(conn: psycopg.AsyncConnection, consumer: str, topic: str, p
     return True
 
 
-async def apply_run_once(conn: psycopg.AsyncConnection, consumer: str, topic: str, partition: int, last_offset: int,
-                         apply: ApplyRun) -> bool:
+async def apply_run_once(
+    conn: psycopg.AsyncConnection, consumer: str, topic: str, partition: int, last_offset: int, apply: ApplyRun
+) -> bool:
     """`apply_once` for a run of one partition's records ending at `last_offset`, in one transaction:
     `apply(conn, fence)` applies those above the fence. False when the whole run was applied already."""
     async with conn.transaction():
@@ -71,31 +76,73 @@ async def apply_run_once(conn: psycopg.AsyncConnection, consumer: str, topic: st
     return True
 
 
-async def apply_with_retry(pool: AsyncConnectionPool, consumer: str, topic: str, partition: int, offset: int,
-                           apply: Apply, max_backoff: float = 5.0) -> bool:
+async def apply_with_retry(
+    pool: AsyncConnectionPool,
+    consumer: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    apply: Apply,
+    max_backoff: float = 5.0,
+) -> bool:
     """`apply_once`, retried while PostgreSQL is unreachable: the agent blocks (and does not ack)
     rather than skip a record, so nothing is counted that was not written."""
-    return await _retried(pool, lambda conn: apply_once(conn, consumer, topic, partition, offset, apply),
-                          consumer, topic, partition, offset, max_backoff)
+    return await _retried(
+        pool,
+        lambda conn: apply_once(conn, consumer, topic, partition, offset, apply),
+        consumer,
+        topic,
+        partition,
+        offset,
+        max_backoff,
+    )
 
 
-async def apply_run_with_retry(pool: AsyncConnectionPool, consumer: str, topic: str, partition: int, last_offset: int,
-                               apply: ApplyRun, max_backoff: float = 5.0) -> bool:
+async def apply_run_with_retry(
+    pool: AsyncConnectionPool,
+    consumer: str,
+    topic: str,
+    partition: int,
+    last_offset: int,
+    apply: ApplyRun,
+    max_backoff: float = 5.0,
+) -> bool:
     """`apply_run_once`, retried like `apply_with_retry`."""
-    return await _retried(pool, lambda conn: apply_run_once(conn, consumer, topic, partition, last_offset, apply),
-                          consumer, topic, partition, last_offset, max_backoff)
+    return await _retried(
+        pool,
+        lambda conn: apply_run_once(conn, consumer, topic, partition, last_offset, apply),
+        consumer,
+        topic,
+        partition,
+        last_offset,
+        max_backoff,
+    )
 
 
-async def _retried(pool: AsyncConnectionPool, attempt: Callable[[psycopg.AsyncConnection], Awaitable[bool]],
-                   consumer: str, topic: str, partition: int, offset: int, max_backoff: float) -> bool:
+async def _retried(
+    pool: AsyncConnectionPool,
+    attempt: Callable[[psycopg.AsyncConnection], Awaitable[bool]],
+    consumer: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    max_backoff: float,
+) -> bool:
     backoff = 0.1
     while True:
         try:
             async with pool.connection() as conn:
                 return await attempt(conn)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            log.warning("PostgreSQL unavailable (%s); retrying %s %s[%d]@%d in %.1fs",
-                        exc.__class__.__name__, consumer, topic, partition, offset, backoff)
+            log.warning(
+                "PostgreSQL unavailable (%s); retrying %s %s[%d]@%d in %.1fs",
+                exc.__class__.__name__,
+                consumer,
+                topic,
+                partition,
+                offset,
+                backoff,
+            )
             await asyncio.sleep(backoff)
             backoff = min(max_backoff, backoff * 2)
 
@@ -123,13 +170,26 @@ def fenced_insert(table: str, columns: tuple[str, ...], key: str) -> str:
     )
 
 
-async def insert_once_with_retry(pool: AsyncConnectionPool, consumer: str, topic: str, partition: int, offset: int,
-                                 statement: str, row: dict[str, object], max_backoff: float = 5.0) -> tuple[bool, bool]:
+async def insert_once_with_retry(
+    pool: AsyncConnectionPool,
+    consumer: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    statement: str,
+    row: dict[str, object],
+    max_backoff: float = 5.0,
+) -> tuple[bool, bool]:
     """Run a `fenced_insert` statement as its own transaction (one round trip, no BEGIN/COMMIT of
     its own: a third of `apply_once`'s cost on the orchestrator's path), retried like
     `apply_with_retry`. Returns (applied now, row inserted)."""
-    params = {**row, "fence_consumer": consumer, "fence_topic": topic, "fence_partition": partition,
-              "fence_offset": offset}
+    params = {
+        **row,
+        "fence_consumer": consumer,
+        "fence_topic": topic,
+        "fence_partition": partition,
+        "fence_offset": offset,
+    }
     answer = (False, False)
 
     async def attempt(conn: psycopg.AsyncConnection) -> bool:

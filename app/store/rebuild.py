@@ -68,8 +68,9 @@ async def _regclass(conn: AsyncConnection, schema: str, table: str) -> Any:
 
 async def fences(conn: AsyncConnection, schema: str, consumers: tuple[str, ...]) -> dict[TopicPartition, int]:
     """The highest applied offset per (topic, partition) of these consumers (a topic has one consumer)."""
-    query = sql.SQL('SELECT topic, partition, "offset" FROM {}.applied_offsets WHERE consumer = ANY(%s) '
-                    'AND "offset" >= 0').format(sql.Identifier(schema))
+    query = sql.SQL(
+        'SELECT topic, partition, "offset" FROM {}.applied_offsets WHERE consumer = ANY(%s) AND "offset" >= 0'
+    ).format(sql.Identifier(schema))
     rows = await (await conn.execute(query, (list(consumers),))).fetchall()
     return {(topic, partition): offset for topic, partition, offset in rows}
 
@@ -81,7 +82,9 @@ async def lock_fences(conn: AsyncConnection, schema: str, timeout_seconds: float
     statement of the transaction, rather than queue behind a long-running transaction
     with every agent queued behind us."""
     await conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(timeout_seconds * 1000)}ms")))
-    await conn.execute(sql.SQL("LOCK TABLE {}.applied_offsets IN SHARE ROW EXCLUSIVE MODE").format(sql.Identifier(schema)))
+    await conn.execute(
+        sql.SQL("LOCK TABLE {}.applied_offsets IN SHARE ROW EXCLUSIVE MODE").format(sql.Identifier(schema))
+    )
 
 
 async def row_count(conn: AsyncConnection, schema: str, table: str) -> int:
@@ -91,15 +94,19 @@ async def row_count(conn: AsyncConnection, schema: str, table: str) -> int:
 
 async def compared_columns(conn: AsyncConnection, live: str, candidate: str, table: Table) -> tuple[str, ...]:
     """The table's columns but its key and ignored ones; both sides must have the same."""
-    query = ("SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
-             "ORDER BY ordinal_position")
+    query = (
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+        "ORDER BY ordinal_position"
+    )
     sides = []
     for schema in (live, candidate):
         sides.append(tuple(r[0] for r in await (await conn.execute(query, (schema, table.name))).fetchall()))
     if set(sides[0]) != set(sides[1]):
-        raise ValueError(f"{table.name} has other columns in {live} than in {candidate}: "
-                         f"only live {sorted(set(sides[0]) - set(sides[1]))}, "
-                         f"only rebuilt {sorted(set(sides[1]) - set(sides[0]))}")
+        raise ValueError(
+            f"{table.name} has other columns in {live} than in {candidate}: "
+            f"only live {sorted(set(sides[0]) - set(sides[1]))}, "
+            f"only rebuilt {sorted(set(sides[1]) - set(sides[0]))}"
+        )
     return tuple(c for c in sides[1] if c != table.key and c not in table.ignored)
 
 
@@ -108,35 +115,62 @@ async def diff_table(conn: AsyncConnection, live: str, candidate: str, table: Ta
     columns = await compared_columns(conn, live, candidate, table)
     ident = sql.Identifier
     key = ident(table.key)
-    distinct = sql.SQL("ROW({}) IS DISTINCT FROM ROW({})").format(
-        sql.SQL(", ").join(sql.SQL("l.{}").format(ident(c)) for c in columns),
-        sql.SQL(", ").join(sql.SQL("r.{}").format(ident(c)) for c in columns),
-    ) if columns else sql.SQL("false")
+    distinct = (
+        sql.SQL("ROW({}) IS DISTINCT FROM ROW({})").format(
+            sql.SQL(", ").join(sql.SQL("l.{}").format(ident(c)) for c in columns),
+            sql.SQL(", ").join(sql.SQL("r.{}").format(ident(c)) for c in columns),
+        )
+        if columns
+        else sql.SQL("false")
+    )
     join = sql.SQL("FROM {}.{} l FULL JOIN {}.{} r ON l.{} = r.{}").format(
-        ident(live), ident(table.name), ident(candidate), ident(table.name), key, key)
-    counts = await (await conn.execute(sql.SQL(
-        "SELECT count(*) FILTER (WHERE r.{k} IS NULL), count(*) FILTER (WHERE l.{k} IS NULL), "
-        "count(*) FILTER (WHERE l.{k} IS NOT NULL AND r.{k} IS NOT NULL AND {distinct}) {join}"
-    ).format(k=key, distinct=distinct, join=join))).fetchone()
+        ident(live), ident(table.name), ident(candidate), ident(table.name), key, key
+    )
+    counts = await (
+        await conn.execute(
+            sql.SQL(
+                "SELECT count(*) FILTER (WHERE r.{k} IS NULL), count(*) FILTER (WHERE l.{k} IS NULL), "
+                "count(*) FILTER (WHERE l.{k} IS NOT NULL AND r.{k} IS NOT NULL AND {distinct}) {join}"
+            ).format(k=key, distinct=distinct, join=join)
+        )
+    ).fetchone()
     only_live, only_rebuilt, differing = counts
     shown = []
     if show > 0 and (only_live or only_rebuilt or differing):
         cursor = conn.cursor(row_factory=dict_row)
-        rows = await (await cursor.execute(sql.SQL(
-            "SELECT COALESCE(l.{k}, r.{k}) AS key, CASE WHEN l.{k} IS NULL THEN NULL ELSE to_jsonb(l) END AS live, "
-            "CASE WHEN r.{k} IS NULL THEN NULL ELSE to_jsonb(r) END AS rebuilt {join} "
-            "WHERE l.{k} IS NULL OR r.{k} IS NULL OR {distinct} ORDER BY 1 LIMIT %s"
-        ).format(k=key, distinct=distinct, join=join), (show,))).fetchall()
+        rows = await (
+            await cursor.execute(
+                sql.SQL(
+                    "SELECT COALESCE(l.{k}, r.{k}) AS key, CASE WHEN l.{k} IS NULL THEN NULL ELSE to_jsonb(l) END AS live, "
+                    "CASE WHEN r.{k} IS NULL THEN NULL ELSE to_jsonb(r) END AS rebuilt {join} "
+                    "WHERE l.{k} IS NULL OR r.{k} IS NULL OR {distinct} ORDER BY 1 LIMIT %s"
+                ).format(k=key, distinct=distinct, join=join),
+                (show,),
+            )
+        ).fetchall()
         shown = [row_diff(r["key"], r["live"], r["rebuilt"], columns) for r in rows]
     return TableDiff(
-        table=table.name, key=table.key,
-        live_rows=await row_count(conn, live, table.name), rebuilt_rows=await row_count(conn, candidate, table.name),
-        only_live=only_live, only_rebuilt=only_rebuilt, differing=differing, shown=tuple(shown),
+        table=table.name,
+        key=table.key,
+        live_rows=await row_count(conn, live, table.name),
+        rebuilt_rows=await row_count(conn, candidate, table.name),
+        only_live=only_live,
+        only_rebuilt=only_rebuilt,
+        differing=differing,
+        shown=tuple(shown),
     )
 
 
-async def swap(conn: AsyncConnection, live: str, candidate: str, old: str, tables: tuple[Table, ...],
-               consumers: tuple[str, ...], topics: list[str], note: str) -> None:
+async def swap(
+    conn: AsyncConnection,
+    live: str,
+    candidate: str,
+    old: str,
+    tables: tuple[Table, ...],
+    consumers: tuple[str, ...],
+    topics: list[str],
+    note: str,
+) -> None:
     """Inside the caller's transaction, after `lock_fences`: the candidate's tables and its fence rows
     (of `consumers` on `topics`) become the live ones; the live ones move to `old` (tables, and fence
     rows in `old.applied_offsets`)."""
@@ -144,19 +178,33 @@ async def swap(conn: AsyncConnection, live: str, candidate: str, old: str, table
     await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident(old)))
     await conn.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(ident(old), sql.Literal(note)))
     for table in tables:
-        await conn.execute(sql.SQL("ALTER TABLE {}.{} SET SCHEMA {}").format(ident(live), ident(table.name), ident(old)))
-        await conn.execute(sql.SQL("ALTER TABLE {}.{} SET SCHEMA {}").format(ident(candidate), ident(table.name), ident(live)))
-    await conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {}.applied_offsets (LIKE {}.applied_offsets INCLUDING ALL)")
-                       .format(ident(old), ident(live)))
+        await conn.execute(
+            sql.SQL("ALTER TABLE {}.{} SET SCHEMA {}").format(ident(live), ident(table.name), ident(old))
+        )
+        await conn.execute(
+            sql.SQL("ALTER TABLE {}.{} SET SCHEMA {}").format(ident(candidate), ident(table.name), ident(live))
+        )
+    await conn.execute(
+        sql.SQL("CREATE TABLE IF NOT EXISTS {}.applied_offsets (LIKE {}.applied_offsets INCLUDING ALL)").format(
+            ident(old), ident(live)
+        )
+    )
     mine = sql.SQL("consumer = ANY(%(consumers)s) AND topic = ANY(%(topics)s)")
     params = {"consumers": list(consumers), "topics": topics}
-    await conn.execute(sql.SQL("INSERT INTO {}.applied_offsets SELECT * FROM {}.applied_offsets WHERE {} "
-                               "ON CONFLICT DO NOTHING").format(ident(old), ident(live), mine), params)
+    await conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.applied_offsets SELECT * FROM {}.applied_offsets WHERE {} ON CONFLICT DO NOTHING"
+        ).format(ident(old), ident(live), mine),
+        params,
+    )
     await conn.execute(sql.SQL("DELETE FROM {}.applied_offsets WHERE {}").format(ident(live), mine), params)
-    await conn.execute(sql.SQL(
-        'INSERT INTO {}.applied_offsets (consumer, topic, partition, "offset") '
-        'SELECT consumer, topic, partition, "offset" FROM {}.applied_offsets WHERE {} AND "offset" >= 0'
-    ).format(ident(live), ident(candidate), mine), params)
+    await conn.execute(
+        sql.SQL(
+            'INSERT INTO {}.applied_offsets (consumer, topic, partition, "offset") '
+            'SELECT consumer, topic, partition, "offset" FROM {}.applied_offsets WHERE {} AND "offset" >= 0'
+        ).format(ident(live), ident(candidate), mine),
+        params,
+    )
 
 
 async def drop_schema(conn: AsyncConnection, schema: str) -> None:
@@ -165,13 +213,15 @@ async def drop_schema(conn: AsyncConnection, schema: str) -> None:
 
 async def leftovers(conn: AsyncConnection, live: str) -> list[tuple[str, str | None, list[str]]]:
     """(schema, comment, tables) of every `<live>_old_*` and `<live>_rebuild_*` schema, oldest first."""
-    rows = await (await conn.execute(
-        "SELECT n.nspname, obj_description(n.oid, 'pg_namespace'), "
-        "COALESCE(array_agg(c.relname ORDER BY c.relname) FILTER (WHERE c.relname IS NOT NULL), '{}') "
-        "FROM pg_namespace n LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind = 'r' "
-        "WHERE n.nspname LIKE %s OR n.nspname LIKE %s GROUP BY n.oid, n.nspname ORDER BY right(n.nspname, 14), 1",
-        (_like_prefix(live) + "\\_old\\_%", _like_prefix(live) + "\\_rebuild\\_%"),
-    )).fetchall()
+    rows = await (
+        await conn.execute(
+            "SELECT n.nspname, obj_description(n.oid, 'pg_namespace'), "
+            "COALESCE(array_agg(c.relname ORDER BY c.relname) FILTER (WHERE c.relname IS NOT NULL), '{}') "
+            "FROM pg_namespace n LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind = 'r' "
+            "WHERE n.nspname LIKE %s OR n.nspname LIKE %s GROUP BY n.oid, n.nspname ORDER BY right(n.nspname, 14), 1",
+            (_like_prefix(live) + "\\_old\\_%", _like_prefix(live) + "\\_rebuild\\_%"),
+        )
+    ).fetchall()
     return [(name, comment, list(tables)) for name, comment, tables in rows]
 
 

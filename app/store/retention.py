@@ -40,53 +40,91 @@ def _absent(alias: str, table: str, key: str, absent_from: str | None) -> sql.Co
     if absent_from is None:
         return sql.SQL("")
     return sql.SQL(" AND NOT EXISTS (SELECT 1 FROM {}.{} o WHERE o.{} = {}.{})").format(
-        sql.Identifier(absent_from), sql.Identifier(table), sql.Identifier(key), sql.Identifier(alias), sql.Identifier(key))
+        sql.Identifier(absent_from),
+        sql.Identifier(table),
+        sql.Identifier(key),
+        sql.Identifier(alias),
+        sql.Identifier(key),
+    )
 
 
-async def prune_sync_jobs(conn: AsyncConnection, schema: str, older_than: datetime, live_schema: str | None = None,
-                          absent_from: str | None = None) -> Counts:
+async def prune_sync_jobs(
+    conn: AsyncConnection,
+    schema: str,
+    older_than: datetime,
+    live_schema: str | None = None,
+    absent_from: str | None = None,
+) -> Counts:
     """Finished jobs and answered requests older than `older_than`; `live_schema` holds the kept plans."""
     s, live = sql.Identifier(schema), sql.Identifier(live_schema or schema)
-    jobs = await conn.execute(sql.SQL(
-        "DELETE FROM {s}.sync_jobs j WHERE j.status = ANY(%(final)s) "
-        "AND j.finished_at < %(cutoff)s "  # a finished job has its time (a completion's, a cancellation's)
-        "AND NOT EXISTS (SELECT 1 FROM {live}.sync_plans p WHERE p.job_id = j.job_id)").format(s=s, live=live)
+    jobs = await conn.execute(
+        sql.SQL(
+            "DELETE FROM {s}.sync_jobs j WHERE j.status = ANY(%(final)s) "
+            "AND j.finished_at < %(cutoff)s "  # a finished job has its time (a completion's, a cancellation's)
+            "AND NOT EXISTS (SELECT 1 FROM {live}.sync_plans p WHERE p.job_id = j.job_id)"
+        ).format(s=s, live=live)
         + _absent("j", "sync_jobs", "job_id", absent_from),
-        {"final": list(FINAL_STATUSES), "cutoff": older_than})
-    requests = await conn.execute(sql.SQL(
-        "DELETE FROM {s}.sync_requests r WHERE r.answered_at < %(cutoff)s "
-        "AND (r.job_id IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.sync_jobs j WHERE j.job_id = r.job_id))").format(s=s)
+        {"final": list(FINAL_STATUSES), "cutoff": older_than},
+    )
+    requests = await conn.execute(
+        sql.SQL(
+            "DELETE FROM {s}.sync_requests r WHERE r.answered_at < %(cutoff)s "
+            "AND (r.job_id IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.sync_jobs j WHERE j.job_id = r.job_id))"
+        ).format(s=s)
         + _absent("r", "sync_requests", "request_id", absent_from),
-        {"cutoff": older_than})
-    batches = await conn.execute(sql.SQL(
-        "DELETE FROM {s}.sync_batches b WHERE b.completed_at < %(cutoff)s "
-        "AND NOT EXISTS (SELECT 1 FROM {s}.sync_jobs j WHERE j.job_id = b.job_id)").format(s=s)
+        {"cutoff": older_than},
+    )
+    batches = await conn.execute(
+        sql.SQL(
+            "DELETE FROM {s}.sync_batches b WHERE b.completed_at < %(cutoff)s "
+            "AND NOT EXISTS (SELECT 1 FROM {s}.sync_jobs j WHERE j.job_id = b.job_id)"
+        ).format(s=s)
         + _absent("b", "sync_batches", "batch_id", absent_from),
-        {"cutoff": older_than})
-    records = await conn.execute(sql.SQL(
-        "DELETE FROM {s}.sync_records r WHERE r.occurred_at < %(cutoff)s AND CASE WHEN r.job_id IS NULL "
-        "THEN NOT EXISTS (SELECT 1 FROM {s}.sync_requests q WHERE q.request_id = ANY(r.request_ids)) "
-        "ELSE NOT EXISTS (SELECT 1 FROM {s}.sync_jobs j WHERE j.job_id = r.job_id) END").format(s=s)
+        {"cutoff": older_than},
+    )
+    records = await conn.execute(
+        sql.SQL(
+            "DELETE FROM {s}.sync_records r WHERE r.occurred_at < %(cutoff)s AND CASE WHEN r.job_id IS NULL "
+            "THEN NOT EXISTS (SELECT 1 FROM {s}.sync_requests q WHERE q.request_id = ANY(r.request_ids)) "
+            "ELSE NOT EXISTS (SELECT 1 FROM {s}.sync_jobs j WHERE j.job_id = r.job_id) END"
+        ).format(s=s)
         + _absent("r", "sync_records", "record_id", absent_from),
-        {"cutoff": older_than})
-    return {"sync_jobs": jobs.rowcount, "sync_requests": requests.rowcount, "sync_batches": batches.rowcount,
-            "sync_records": records.rowcount}
+        {"cutoff": older_than},
+    )
+    return {
+        "sync_jobs": jobs.rowcount,
+        "sync_requests": requests.rowcount,
+        "sync_batches": batches.rowcount,
+        "sync_records": records.rowcount,
+    }
 
 
-async def prune_dlq(conn: AsyncConnection, schema: str, older_than: datetime, live_schema: str | None = None,
-                    absent_from: str | None = None) -> Counts:
+async def prune_dlq(
+    conn: AsyncConnection,
+    schema: str,
+    older_than: datetime,
+    live_schema: str | None = None,
+    absent_from: str | None = None,
+) -> Counts:
     """Dead letters retired before `older_than`."""
-    retired = await conn.execute(sql.SQL(
-        "DELETE FROM {}.dlq d WHERE d.status = 'retired' AND d.retired_at < %s").format(sql.Identifier(schema))
-        + _absent("d", "dlq", "dead_letter_id", absent_from), (older_than,))
+    retired = await conn.execute(
+        sql.SQL("DELETE FROM {}.dlq d WHERE d.status = 'retired' AND d.retired_at < %s").format(sql.Identifier(schema))
+        + _absent("d", "dlq", "dead_letter_id", absent_from),
+        (older_than,),
+    )
     return {"dlq": retired.rowcount}
 
 
 LEDGER_MODULE = "app.store.ledger"
 
 
-async def prune_ledger(conn: AsyncConnection, schema: str, older_than: datetime, live_schema: str | None = None,
-                       absent_from: str | None = None) -> Counts:
+async def prune_ledger(
+    conn: AsyncConnection,
+    schema: str,
+    older_than: datetime,
+    live_schema: str | None = None,
+    absent_from: str | None = None,
+) -> Counts:
     """The delivery ledger's rows older than `older_than`: the hook for `app.store.ledger.prune(conn,
     older_than) -> (copies, deliveries)`, when this build has that module (nothing otherwise).
 

@@ -11,8 +11,8 @@ from typing import Any
 import faust
 
 from app.embedded import tansu_quirks
-from app.settings import Settings
 from app.instances import InstanceConfig
+from app.settings import Settings
 from app.stream import faust_tuning
 from app.stream.metrics import WorkerMetrics
 
@@ -130,8 +130,12 @@ class Worker:
         """The Faust topic for a declared topic (raw bytes in and out; the codec decodes)."""
         if logical not in self.topics:
             self.topics[logical] = self.app.topic(
-                self.settings.topic(logical), key_type=bytes, value_type=bytes,
-                key_serializer="raw", value_serializer="raw", **kwargs,
+                self.settings.topic(logical),
+                key_type=bytes,
+                value_type=bytes,
+                key_serializer="raw",
+                value_serializer="raw",
+                **kwargs,
             )
         return self.topics[logical]
 
@@ -146,8 +150,14 @@ class Worker:
         """
         if logical not in self.topics:
             self.topics[logical] = self.app.topic(
-                self.settings.topic(logical), key_type=bytes, value_type=bytes,
-                key_serializer="raw", value_serializer="raw", acks=False, maxsize=131_072, allow_empty=True,
+                self.settings.topic(logical),
+                key_type=bytes,
+                value_type=bytes,
+                key_serializer="raw",
+                value_serializer="raw",
+                acks=False,
+                maxsize=131_072,
+                allow_empty=True,
             )
         return self.topics[logical]
 
@@ -155,8 +165,11 @@ class Worker:
 def is_ready(app: faust.App) -> bool:
     recovery = getattr(app.tables, "recovery", None)
     return bool(
-        app.rebalancing_count > 0 and not app.rebalancing and recovery is not None
-        and recovery.completed.is_set() and app.flow_control.is_active()
+        app.rebalancing_count > 0
+        and not app.rebalancing
+        and recovery is not None
+        and recovery.completed.is_set()
+        and app.flow_control.is_active()
     )
 
 
@@ -193,7 +206,9 @@ def create_worker(settings: Settings, instances: dict[tuple[str, str], InstanceC
         consumer_auto_offset_reset="earliest",
         autodiscover=False,
     )
-    faust_tuning.install(app, settings.consumer_fetch_max_wait_ms)  # every change to Faust's own behaviour, each with its reason and test
+    faust_tuning.install(
+        app, settings.consumer_fetch_max_wait_ms
+    )  # every change to Faust's own behaviour, each with its reason and test
     worker = Worker(app, settings, instances if instances is not None else settings.instances(), WorkerMetrics())
 
     from prometheus_client import generate_latest
@@ -207,8 +222,11 @@ def create_worker(settings: Settings, instances: dict[tuple[str, str], InstanceC
         """200 once the worker has joined its group, recovered its tables and resumed its streams
         (what `hookstream dev` waits for before it says "up"), 503 until then and during a rebalance."""
         ready = is_ready(app)
-        body = {"ready": ready, "partitions": len(app.consumer.assignment()) if ready else 0,
-                "rebalancing": bool(app.rebalancing)}
+        body = {
+            "ready": ready,
+            "partitions": len(app.consumer.assignment()) if ready else 0,
+            "rebalancing": bool(app.rebalancing),
+        }
         return web.json(body, status=200 if ready else 503)
 
     for name in STREAM_MODULES:

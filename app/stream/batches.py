@@ -40,8 +40,9 @@ def register(worker: Worker) -> None:
     batches_topic = worker.topic(BATCHES)
     control = worker.topic("hookstream.sync.control")
     dead_letters = DeadLetters.of(worker, "process_file_batches", BATCHES)
-    cancelled = CancelledJobs(settings, on_undecodable=DeadLetters.of(
-        worker, "follow_cancellations", "hookstream.sync.cancellations").send)
+    cancelled = CancelledJobs(
+        settings, on_undecodable=DeadLetters.of(worker, "follow_cancellations", "hookstream.sync.cancellations").send
+    )
     policy = retry_policy(settings)
     retries = worker.metrics.retries.labels("batch")
 
@@ -52,23 +53,34 @@ def register(worker: Worker) -> None:
     async def report(batch: FileBatch, **counts) -> None:
         """Attached to the batch's offset: Faust publishes it before that offset is committed,
         so a crash before the publish re-processes the batch (rows converge, the fold counts it once)."""
-        done = BatchCompleted(source_id=batch.source_id, occurred_at=utcnow(), job_id=batch.job_id,
-                              batch_index=batch.batch_index, **counts)
+        done = BatchCompleted(
+            source_id=batch.source_id,
+            occurred_at=utcnow(),
+            job_id=batch.job_id,
+            batch_index=batch.batch_index,
+            **counts,
+        )
         await control.send(key=codec.encode_key(batch.source_id), value=codec.encode(done))
 
     async def apply(message) -> None:
         try:
             batch: FileBatch = codec.decode(FileBatch, message.value)
         except codec.DecodeError as exc:
-            raise CannotApply("decode", f"{exc} (no job to report to: its key says {codec.decode_key(message.key)!r})") from None
+            raise CannotApply(
+                "decode", f"{exc} (no job to report to: its key says {codec.decode_key(message.key)!r})"
+            ) from None
         if batch.job_id in cancelled and header(message, REDRIVEN_PLAN_HEADER) is None:
             await report(batch, cancelled=True)
             return
         started = time.monotonic()
         try:
             counts = await process_batch(
-                batch, lambda b: worker.adapter(b.source_type, b.source_config), await worker.pool(),
-                settings.max_text_bytes, retry=policy, on_retry=lambda exc: retries.inc(),
+                batch,
+                lambda b: worker.adapter(b.source_type, b.source_config),
+                await worker.pool(),
+                settings.max_text_bytes,
+                retry=policy,
+                on_retry=lambda exc: retries.inc(),
             )
         except Exception as exc:  # a batch that cannot be written counts all its files failed
             if is_infrastructure(exc):
@@ -78,17 +90,30 @@ def register(worker: Worker) -> None:
             await report(batch, failed=len(batch.files), errors=[f"nothing of the batch was written: {reason}"])
             raise CannotApply("batch", reason) from exc
         if counts is None:
-            log.info("batch %s/%d not written: a later job of %s has taken its documents",
-                     batch.job_id, batch.batch_index, batch.source_id)
+            log.info(
+                "batch %s/%d not written: a later job of %s has taken its documents",
+                batch.job_id,
+                batch.batch_index,
+                batch.source_id,
+            )
             await report(batch, cancelled=True)
             return
         worker.metrics.batch_seconds.observe(time.monotonic() - started)
-        await report(batch, processed=counts.processed, failed=counts.failed, deleted=counts.deleted,
-                     skipped=counts.skipped, documents_written=counts.documents_written, bytes=counts.bytes,
-                     errors=counts.errors)
+        await report(
+            batch,
+            processed=counts.processed,
+            failed=counts.failed,
+            deleted=counts.deleted,
+            skipped=counts.skipped,
+            documents_written=counts.documents_written,
+            bytes=counts.bytes,
+            errors=counts.errors,
+        )
         if counts.failed:
-            raise CannotApply("batch", f"{counts.failed} of {len(batch.files)} files failed: "
-                              + "; ".join(counts.errors[:MAX_REASONS]))
+            raise CannotApply(
+                "batch",
+                f"{counts.failed} of {len(batch.files)} files failed: " + "; ".join(counts.errors[:MAX_REASONS]),
+            )
 
     # Several actors share the agent's buffer, so one batch's PostgreSQL round trips and
     # fsync overlap another's fetch. Offsets still commit only once every batch below

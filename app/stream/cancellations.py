@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
@@ -25,8 +26,9 @@ log = logging.getLogger(__name__)
 
 
 class CancelledJobs:
-    def __init__(self, settings: Settings,
-                 on_undecodable: Callable[[Any, str, str], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, on_undecodable: Callable[[Any, str, str], Awaitable[None]] | None = None
+    ) -> None:
         self.settings = settings
         # (message, stage, reason): where a record that does not decode goes (DeadLetters.send).
         self.on_undecodable = on_undecodable
@@ -38,8 +40,12 @@ class CancelledJobs:
 
     async def follow(self) -> None:
         topic = self.settings.topic("hookstream.sync.cancellations")
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", fetch_max_wait_ms=100)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=100,
+        )
         await consumer.start()
         try:
             partitions = consumer.partitions_for_topic(topic)

@@ -16,8 +16,8 @@ from app import codec
 from app.core import intake, labels, ledger, poison
 from app.core.dedup import DedupEntry, purgeable
 from app.events import DeadLettered, Delivery, utcnow
-from app.plugins import get_plugin
 from app.instances import PLUGINS
+from app.plugins import get_plugin
 from app.stream import faust_tuning
 from app.stream.app import Worker
 
@@ -58,7 +58,8 @@ def register(worker: Worker) -> None:
                 return None, None  # not cached: an instance may be configured later
             plugin = get_plugin(delivery.plugin)
             found = routers[(delivery.plugin, delivery.instance)] = (
-                instance.dedup_window_seconds, functools.partial(plugin.route, instance=instance),
+                instance.dedup_window_seconds,
+                functools.partial(plugin.route, instance=instance),
             )
         return found
 
@@ -73,18 +74,34 @@ def register(worker: Worker) -> None:
             try:
                 delivery = codec.decode(Delivery, message.value)
             except codec.DecodeError as exc:
-                record = poison.bounded(DeadLettered(
-                    dead_letter_id=hashlib.sha256(key_bytes + message.value).hexdigest()[:24],
-                    key=key_bytes.decode("utf-8", "replace"), stage="decode", error=str(exc)[:2000],
-                    failed_at=utcnow(), source_topic=deliveries_topic_name,
-                    source_partition=message.partition, source_offset=message.offset, raw=message.value,
-                ), message.value)
+                record = poison.bounded(
+                    DeadLettered(
+                        dead_letter_id=hashlib.sha256(key_bytes + message.value).hexdigest()[:24],
+                        key=key_bytes.decode("utf-8", "replace"),
+                        stage="decode",
+                        error=str(exc)[:2000],
+                        failed_at=utcnow(),
+                        source_topic=deliveries_topic_name,
+                        source_partition=message.partition,
+                        source_offset=message.offset,
+                        raw=message.value,
+                    ),
+                    message.value,
+                )
                 metrics.dead_lettered.labels("unknown", "decode").inc()
                 metrics.records_dead_lettered.labels("deduplicate_deliveries", "decode").inc()
                 await faust_tuning.send_raw(app, sink_names[intake.DLQ], key_bytes, codec.encode(record))
-                await output.send(outcomes_topic, key_bytes, codec.encode_fields(ledger.undecodable_fields(
-                    record.key, message.partition, message.offset, record.error, record.failed_at)), message.partition,
-                    record_future=False)
+                await output.send(
+                    outcomes_topic,
+                    key_bytes,
+                    codec.encode_fields(
+                        ledger.undecodable_fields(
+                            record.key, message.partition, message.offset, record.error, record.failed_at
+                        )
+                    ),
+                    message.partition,
+                    record_future=False,
+                )
                 continue
             count = counters.of(delivery.plugin)
             count.received.inc()
@@ -102,15 +119,21 @@ def register(worker: Worker) -> None:
             elif outcome.store is not None:
                 await table_writer.set(key_bytes, outcome.store.to_bytes())
             for send in outcome.sends:
-                await faust_tuning.send_raw(app, sink_names[send.topic], codec.encode_key(send.key), codec.encode(send.record))
+                await faust_tuning.send_raw(
+                    app, sink_names[send.topic], codec.encode_key(send.key), codec.encode(send.record)
+                )
                 if send.topic == intake.CONTROL:
                     counters.event(delivery.plugin, send.record.type).inc()
             # The ledger's record of this copy, after its effects. The outcomes topic is keyed and
             # partitioned like the deliveries: the copy's own partition, with no partitioner run, and
             # no per-record future (its batch's outcome is watched; nothing awaits the record).
-            await output.send(outcomes_topic, key_bytes, codec.encode_fields(
-                ledger.outcome_fields(delivery, message.partition, message.offset, outcome)), message.partition,
-                record_future=False)
+            await output.send(
+                outcomes_topic,
+                key_bytes,
+                codec.encode_fields(ledger.outcome_fields(delivery, message.partition, message.offset, outcome)),
+                message.partition,
+                record_future=False,
+            )
             count.count(outcome)
 
     @app.timer(interval=settings.dedup_purge_interval_seconds, on_leader=False)
@@ -157,7 +180,7 @@ class _Counters:
         self.plugins: dict[str, _PluginCounters] = {}
         self.events: dict[tuple[str, str], object] = {}
 
-    def of(self, plugin: str) -> "_PluginCounters":
+    def of(self, plugin: str) -> _PluginCounters:
         found = self.plugins.get(plugin)
         if found is None:
             label = labels.one_of(plugin, PLUGINS)

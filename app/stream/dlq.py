@@ -57,8 +57,9 @@ async def fold_into_row(conn: AsyncConnection, record: DeadLettered | RedriveAcc
     row = dlq.from_columns(found) if found is not None else None
     after = dlq.fold(row, record)
     if after is None:
-        log.warning("%s for %s (%s): no dead letter with that id to retire",
-                    record.type, record.dead_letter_id, record.key)
+        log.warning(
+            "%s for %s (%s): no dead letter with that id to retire", record.type, record.dead_letter_id, record.key
+        )
         return None
     if after != row:
         values = dlq.to_columns(after)
@@ -67,8 +68,9 @@ async def fold_into_row(conn: AsyncConnection, record: DeadLettered | RedriveAcc
     return after
 
 
-async def project_dead_letter(pool: AsyncConnectionPool, topic: str, partition: int, offset: int,
-                              record: DeadLettered | RedriveAccepted) -> bool:
+async def project_dead_letter(
+    pool: AsyncConnectionPool, topic: str, partition: int, offset: int, record: DeadLettered | RedriveAccepted
+) -> bool:
     """Apply one consumed record exactly once; False when its offset was applied already."""
 
     async def apply(conn: AsyncConnection) -> None:
@@ -81,11 +83,17 @@ def register(worker: Worker) -> None:
     app = worker.app
     source = worker.topic(DLQ)
     registry = worker.metrics.registry
-    projected = Counter("hookstream_dlq_records_projected", "hookstream.dlq records applied to the dlq table",
-                        ["type"], registry=registry)
-    unprojectable = Counter("hookstream_dlq_records_unprojectable",
-                            "dead letters of hookstream.dlq records that could not be projected either (the chain stops)",
-                            registry=registry)
+    projected = Counter(
+        "hookstream_dlq_records_projected",
+        "hookstream.dlq records applied to the dlq table",
+        ["type"],
+        registry=registry,
+    )
+    unprojectable = Counter(
+        "hookstream_dlq_records_unprojectable",
+        "dead letters of hookstream.dlq records that could not be projected either (the chain stops)",
+        registry=registry,
+    )
     dead_letters = DeadLetters.of(worker, CONSUMER, DLQ)
 
     async def apply(message) -> None:
@@ -103,8 +111,14 @@ def register(worker: Worker) -> None:
                 # The dead letter of a record of this very topic could not be projected either: a
                 # dead letter of it would be one more such record. It stays on the topic, counted.
                 unprojectable.inc()
-                log.error("dead letter %s of %s[%s]@%s cannot be projected: %s", record.dead_letter_id,
-                          record.source_topic, record.source_partition, record.source_offset, reason_of(exc))
+                log.error(
+                    "dead letter %s of %s[%s]@%s cannot be projected: %s",
+                    record.dead_letter_id,
+                    record.source_topic,
+                    record.source_partition,
+                    record.source_offset,
+                    reason_of(exc),
+                )
                 return
             raise CannotApply("project", reason_of(exc)) from exc
         if applied:

@@ -45,8 +45,12 @@ CONTROL = "hookstream.sync.control"
 
 
 def policy_from(settings) -> Policy:
-    return Policy(deadline_seconds=settings.sync_deadline_seconds, idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
-                  max_state_bytes=settings.max_source_state_bytes, max_clock_skew_seconds=settings.max_clock_skew_seconds)
+    return Policy(
+        deadline_seconds=settings.sync_deadline_seconds,
+        idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
+        max_state_bytes=settings.max_source_state_bytes,
+        max_clock_skew_seconds=settings.max_clock_skew_seconds,
+    )
 
 
 def sendable(effects: list[Effect]) -> list[tuple[Destination, bytes]]:
@@ -59,8 +63,10 @@ def sendable(effects: list[Effect]) -> list[tuple[Destination, bytes]]:
         assert where is not None
         value = codec.encode(effect)
         if len(value) > MAX_RECORD_BYTES:
-            raise CannotApply("fold", f"its {effect.type} effect would be {len(value)} bytes, over the "
-                              f"{MAX_RECORD_BYTES} a record may have")
+            raise CannotApply(
+                "fold",
+                f"its {effect.type} effect would be {len(value)} bytes, over the {MAX_RECORD_BYTES} a record may have",
+            )
         out.append((where, value))
     return out
 
@@ -70,7 +76,11 @@ def register(worker: Worker) -> None:
     control = worker.topic(CONTROL)
     policy = policy_from(settings)
     sources = app.Table(
-        "sources", default=None, partitions=8, key_type=bytes, value_type=bytes,
+        "sources",
+        default=None,
+        partitions=8,
+        key_type=bytes,
+        value_type=bytes,
         changelog_topic=worker.changelog_topic("hookstream.sources.changelog"),
     )
     sinks: dict[str, object] = {}
@@ -84,7 +94,9 @@ def register(worker: Worker) -> None:
     async def ensure(effect: EnsureSource) -> None:
         await in_transaction(
             await worker.pool(),
-            lambda conn: documents.ensure_source(conn, effect.source_id, effect.source_type, effect.config, effect.name),
+            lambda conn: documents.ensure_source(
+                conn, effect.source_id, effect.source_type, effect.config, effect.name
+            ),
             f"ensuring source {effect.source_id}",
         )
 
@@ -107,8 +119,9 @@ def register(worker: Worker) -> None:
             # The fold's clock is the record's broker timestamp (app.core.admission).
             timestamp_ms = round(message.timestamp * 1000) if message.timestamp is not None else None
             broker_time = broker_datetime(timestamp_ms)
-            new_state, effects = fold_record(state, record, broker_time, message.offset, policy,
-                                             missing_time=broker_time is None)
+            new_state, effects = fold_record(
+                state, record, broker_time, message.offset, policy, missing_time=broker_time is None
+            )
             outgoing = sendable(effects)
             state_value = new_state.to_json() if new_state is not None and new_state is not state else None
         # The record's PostgreSQL writes come before its effects and its state, so a record
@@ -123,11 +136,18 @@ def register(worker: Worker) -> None:
             if isinstance(effect, Ignored):
                 metrics.control_ignored.labels(effect.reason).inc()
             elif isinstance(effect, Refused):
-                log.warning("control event %s at %d/%d refused: %s", effect.event_type, message.partition,
-                            message.offset, effect.reason)
+                log.warning(
+                    "control event %s at %d/%d refused: %s",
+                    effect.event_type,
+                    message.partition,
+                    message.offset,
+                    effect.reason,
+                )
                 metrics.control_refused.labels(effect.event_type).inc()
-        pending = [await sink(where.topic).send(key=codec.encode_key(where.key), value=value, force=True)
-                   for where, value in outgoing]
+        pending = [
+            await sink(where.topic).send(key=codec.encode_key(where.key), value=value, force=True)
+            for where, value in outgoing
+        ]
         if pending:
             # Send now: awaiting the acks alone would wait out the producer's linger on
             # every control event (50 ms: the orchestrator then folds ~20 events a second).

@@ -58,38 +58,64 @@ def register(worker: Worker) -> None:
         async def once():
             return await plan_job(request, adapter, await worker.pool(), settings.batch_size, retry=policy)
 
-        return await retry_transient(once, adapter.options, f"planning job {request.job_id}",
-                                     on_retry=lambda exc: retries.inc())
+        return await retry_transient(
+            once, adapter.options, f"planning job {request.job_id}", on_retry=lambda exc: retries.inc()
+        )
 
     async def apply(message) -> None:
         try:
             request: PlanRequested = codec.decode(PlanRequested, message.value)
         except codec.DecodeError as exc:
-            raise CannotApply("decode", f"{exc} (no job to fail: its key says {codec.decode_key(message.key)!r})") from None
+            raise CannotApply(
+                "decode", f"{exc} (no job to fail: its key says {codec.decode_key(message.key)!r})"
+            ) from None
         try:
             planned = await plan(request)
         except Exception as exc:  # every failure ends the job, and its plan request is dead-lettered
             if is_infrastructure(exc):
                 raise  # the broker or PostgreSQL: tried again as it is (DeadLetters.guard)
             log.warning("job %s: planning failed: %s", request.job_id, exc)
-            await send_and_wait(control, request.source_id, PlanFailed(
-                source_id=request.source_id, occurred_at=utcnow(), job_id=request.job_id, error=reason_of(exc),
-            ))
+            await send_and_wait(
+                control,
+                request.source_id,
+                PlanFailed(
+                    source_id=request.source_id,
+                    occurred_at=utcnow(),
+                    job_id=request.job_id,
+                    error=reason_of(exc),
+                ),
+            )
             raise CannotApply("plan", reason_of(exc)) from exc
         if planned is None:
             log.info("job %s: not planned, a later job of %s was planned since", request.job_id, request.source_id)
             return
         # A redriven plan's job has ended (its plan had failed): its batches say so, to be written all the same.
         headers = [(REDRIVEN_PLAN_HEADER, b"1")] if redrive_of(message) is not None else None
-        await asyncio.gather(*(send_and_wait(batches_topic, batch_key(b.job_id, b.batch_index), b, headers)
-                               for b in planned.batches))
-        await send_and_wait(control, request.source_id, SyncPlanned(
-            source_id=request.source_id, occurred_at=utcnow(), job_id=request.job_id,
-            batch_count=len(planned.batches), file_count=len(planned.files), commit=planned.commit, listing=planned.listing,
-            config=planned.config,
-        ))
-        log.info("job %s: planned %d files in %d batches (%s, commit %s)",
-                 request.job_id, len(planned.files), len(planned.batches), planned.how, (planned.commit or "?")[:12])
+        await asyncio.gather(
+            *(send_and_wait(batches_topic, batch_key(b.job_id, b.batch_index), b, headers) for b in planned.batches)
+        )
+        await send_and_wait(
+            control,
+            request.source_id,
+            SyncPlanned(
+                source_id=request.source_id,
+                occurred_at=utcnow(),
+                job_id=request.job_id,
+                batch_count=len(planned.batches),
+                file_count=len(planned.files),
+                commit=planned.commit,
+                listing=planned.listing,
+                config=planned.config,
+            ),
+        )
+        log.info(
+            "job %s: planned %d files in %d batches (%s, commit %s)",
+            request.job_id,
+            len(planned.files),
+            len(planned.batches),
+            planned.how,
+            (planned.commit or "?")[:12],
+        )
 
     @app.agent(plans, name="plan_syncs", concurrency=1)
     async def plan_syncs(stream):

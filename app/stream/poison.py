@@ -54,7 +54,9 @@ def is_infrastructure(exc: BaseException) -> bool:
     A record too large for the broker is the record's fault."""
     if isinstance(exc, (MessageSizeTooLargeError, RecordListTooLargeError)):
         return False
-    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError, KafkaError, ConnectionError, TimeoutError))
+    return isinstance(
+        exc, (psycopg.OperationalError, psycopg.InterfaceError, KafkaError, ConnectionError, TimeoutError)
+    )
 
 
 @contextlib.contextmanager
@@ -113,12 +115,20 @@ class DeadLetters:
                 if is_infrastructure(exc):
                     delay = INFRASTRUCTURE_BACKOFF.delay(tries, 0.5)
                     tries += 1
-                    log.warning("%s: %s[%d]@%d met %s; trying it again in %.1fs", self.agent, message.topic,
-                                message.partition, message.offset, poison.reason_of(exc), delay)
+                    log.warning(
+                        "%s: %s[%d]@%d met %s; trying it again in %.1fs",
+                        self.agent,
+                        message.topic,
+                        message.partition,
+                        message.offset,
+                        poison.reason_of(exc),
+                        delay,
+                    )
                     await asyncio.sleep(delay)
                     continue
-                log.exception("%s: %s[%d]@%d cannot be applied", self.agent, message.topic, message.partition,
-                              message.offset)
+                log.exception(
+                    "%s: %s[%d]@%d cannot be applied", self.agent, message.topic, message.partition, message.offset
+                )
                 await self.send(message, default_stage, poison.reason_of(exc))
                 return False
             await self.accepted(message)
@@ -129,12 +139,26 @@ class DeadLetters:
         logical = self.topics.get(message.topic, message.topic)
         value = message.value or b""
         record = poison.dead_letter(
-            dead_letter_id=poison.id_of(logical, message.key, value), stage=stage, error=reason, key=message.key,
-            value=value, topic=message.topic, partition=message.partition, offset=message.offset,
-            failed_at=utcnow(), original=original,
+            dead_letter_id=poison.id_of(logical, message.key, value),
+            stage=stage,
+            error=reason,
+            key=message.key,
+            value=value,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            failed_at=utcnow(),
+            original=original,
         )
-        log.warning("%s: dead-lettered %s[%d]@%d at stage %s: %s", self.agent, message.topic, message.partition,
-                    message.offset, stage, record.error[:300])
+        log.warning(
+            "%s: dead-lettered %s[%d]@%d at stage %s: %s",
+            self.agent,
+            message.topic,
+            message.partition,
+            message.offset,
+            stage,
+            record.error[:300],
+        )
         await faust_tuning.send_raw(self.app, self.dlq_topic, message.key, codec.encode(record))
         self.counter.labels(self.agent, stage).inc()
 
@@ -143,8 +167,15 @@ class DeadLetters:
         dead_letter_id = redrive_of(message)
         if dead_letter_id is None:
             return
-        confirmation = RedriveAccepted(dead_letter_id=dead_letter_id, key=codec.decode_key(message.key) or "",
-                                       accepted_at=utcnow())
+        confirmation = RedriveAccepted(
+            dead_letter_id=dead_letter_id, key=codec.decode_key(message.key) or "", accepted_at=utcnow()
+        )
         await faust_tuning.send_raw(self.app, self.dlq_topic, message.key, codec.encode(confirmation))
-        log.info("%s: redrive of dead letter %s accepted (%s[%d]@%d)", self.agent, dead_letter_id, message.topic,
-                 message.partition, message.offset)
+        log.info(
+            "%s: redrive of dead letter %s accepted (%s[%d]@%d)",
+            self.agent,
+            dead_letter_id,
+            message.topic,
+            message.partition,
+            message.offset,
+        )

@@ -13,8 +13,9 @@ a projection: the rebuild moves those tables and rows together.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -62,30 +63,44 @@ class Projection:
 
 def projections() -> dict[str, Projection]:
     """Every projection by name, in `NAMES` order."""
-    from app.stream import dlq, ledger, projections as read_model
+    from app.stream import dlq, ledger
+    from app.stream import projections as read_model
 
     found = (
         Projection(
-            "sources", "sources: connection, config and config status per source",
+            "sources",
+            "sources: connection, config and config status per source",
             (Consumer(read_model.SOURCES_CONSUMER, (read_model.CONTROL,), read_model.project_source_event),),
             (Table("sources", "source_id"),),
         ),
         Projection(
-            "sync_jobs", "sync_jobs, sync_requests, sync_batches and sync_records: every job's lifecycle, counts "
+            "sync_jobs",
+            "sync_jobs, sync_requests, sync_batches and sync_records: every job's lifecycle, counts "
             "(live while it runs) and batches, every request's answer, and where each of their records is",
-            (Consumer(read_model.SYNC_JOBS_CONSUMER, (read_model.SYNC_EVENTS, read_model.SYNC_COMPLETED),
-                      read_model.project_sync_record),
-             Consumer(read_model.PROGRESS_CONSUMER, (read_model.CONTROL,), read_model.project_progress_record)),
-            (Table("sync_jobs", "job_id"), Table("sync_requests", "request_id"), Table("sync_batches", "batch_id"),
-             Table("sync_records", "record_id")),
+            (
+                Consumer(
+                    read_model.SYNC_JOBS_CONSUMER,
+                    (read_model.SYNC_EVENTS, read_model.SYNC_COMPLETED),
+                    read_model.project_sync_record,
+                ),
+                Consumer(read_model.PROGRESS_CONSUMER, (read_model.CONTROL,), read_model.project_progress_record),
+            ),
+            (
+                Table("sync_jobs", "job_id"),
+                Table("sync_requests", "request_id"),
+                Table("sync_batches", "batch_id"),
+                Table("sync_records", "record_id"),
+            ),
         ),
         Projection(
-            "dlq", "dlq: one row per dead letter, its attempts and whether a redrive retired it",
+            "dlq",
+            "dlq: one row per dead letter, its attempts and whether a redrive retired it",
             (Consumer(dlq.CONSUMER, (dlq.DLQ,), dlq.project_dead_letter),),
             (Table("dlq", "dead_letter_id"),),
         ),
         Projection(
-            "ledger", "delivery_copies and deliveries: every delivery copy the dedup stage consumed, and its outcome",
+            "ledger",
+            "delivery_copies and deliveries: every delivery copy the dedup stage consumed, and its outcome",
             (Consumer(ledger.CONSUMER, (ledger.OUTCOMES_TOPIC,), ledger.project_outcome),),
             (Table("delivery_copies", "copy_id"), Table("deliveries", "key")),
         ),

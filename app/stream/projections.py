@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
@@ -78,7 +79,9 @@ def _columns(names: tuple[str, ...]) -> sql.Composable:
 
 def _upsert(table: str, names: tuple[str, ...], key: str) -> sql.Composed:
     return sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}").format(
-        sql.Identifier(table), _columns(names), sql.SQL(", ").join(sql.Placeholder(c) for c in names),
+        sql.Identifier(table),
+        _columns(names),
+        sql.SQL(", ").join(sql.Placeholder(c) for c in names),
         sql.Identifier(key),
         sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in names if c != key),
     )
@@ -86,14 +89,18 @@ def _upsert(table: str, names: tuple[str, ...], key: str) -> sql.Composed:
 
 def _insert(table: str, names: tuple[str, ...], key: str) -> sql.Composed:
     return sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO NOTHING RETURNING {}").format(
-        sql.Identifier(table), _columns(names), sql.SQL(", ").join(sql.Placeholder(c) for c in names),
-        sql.Identifier(key), sql.Identifier(key),
+        sql.Identifier(table),
+        _columns(names),
+        sql.SQL(", ").join(sql.Placeholder(c) for c in names),
+        sql.Identifier(key),
+        sql.Identifier(key),
     )
 
 
 def _select_for_update(table: str, names: tuple[str, ...], key: str) -> sql.Composed:
     return sql.SQL("SELECT {} FROM {} WHERE {} = %s FOR UPDATE").format(
-        _columns(names), sql.Identifier(table), sql.Identifier(key))
+        _columns(names), sql.Identifier(table), sql.Identifier(key)
+    )
 
 
 _SELECT_SOURCE = _select_for_update("sources", read_model.SOURCE_COLUMNS, "source_id")
@@ -102,10 +109,12 @@ _SELECT_JOB = _select_for_update("sync_jobs", read_model.JOB_COLUMNS, "job_id")
 _INSERT_JOB = _insert("sync_jobs", read_model.JOB_COLUMNS, "job_id")
 _UPSERT_JOB = _upsert("sync_jobs", read_model.JOB_COLUMNS, "job_id")
 _INSERT_ANSWER = sql.SQL("INSERT INTO sync_requests ({}) VALUES ({}) ON CONFLICT (request_id) DO NOTHING").format(
-    _columns(read_model.REQUEST_COLUMNS), sql.SQL(", ").join(sql.Placeholder(c) for c in read_model.REQUEST_COLUMNS))
+    _columns(read_model.REQUEST_COLUMNS), sql.SQL(", ").join(sql.Placeholder(c) for c in read_model.REQUEST_COLUMNS)
+)
 
 
 # --- sources -----------------------------------------------------------------------------------
+
 
 def is_source_event(record: Record) -> bool:
     return read_model.is_source_event(record)
@@ -126,8 +135,9 @@ async def merge_source_event(conn: AsyncConnection, event: read_model.SourceEven
     return APPLIED
 
 
-async def project_source_event(pool: AsyncConnectionPool, topic: str, partition: int, offset: int,
-                               record: Record) -> str:
+async def project_source_event(
+    pool: AsyncConnectionPool, topic: str, partition: int, offset: int, record: Record
+) -> str:
     """Apply one control record to `sources` exactly once; returns the outcome."""
     if not is_source_event(record):
         return NOT_PROJECTED
@@ -143,8 +153,10 @@ async def project_source_event(pool: AsyncConnectionPool, topic: str, partition:
 
 # --- sync jobs ---------------------------------------------------------------------------------
 
-async def merge_job(conn: AsyncConnection, job_id: str,
-                    merge: Callable[[read_model.SyncJobRow | None], read_model.SyncJobRow]) -> None:
+
+async def merge_job(
+    conn: AsyncConnection, job_id: str, merge: Callable[[read_model.SyncJobRow | None], read_model.SyncJobRow]
+) -> None:
     """Lock the job's row (inserting it first if there is none), merge into it, write it back."""
     cursor = conn.cursor(row_factory=dict_row)
     found = await (await cursor.execute(_SELECT_JOB, (job_id,))).fetchone()
@@ -181,8 +193,9 @@ async def merge_sync_record(conn: AsyncConnection, record: Record, topic: str, p
     return APPLIED
 
 
-async def project_sync_record(pool: AsyncConnectionPool, topic: str, partition: int, offset: int,
-                              record: Record) -> str:
+async def project_sync_record(
+    pool: AsyncConnectionPool, topic: str, partition: int, offset: int, record: Record
+) -> str:
     """Apply one lifecycle event or completion exactly once; returns the outcome."""
     outcome = ALREADY_APPLIED
 
@@ -196,6 +209,7 @@ async def project_sync_record(pool: AsyncConnectionPool, topic: str, partition: 
 
 # --- sync progress (control records of jobs and requests) -------------------------------------
 
+
 def is_progress_record(record: Record) -> bool:
     return isinstance(record, (BatchCompleted, *read_model.CONTROL_JOB_RECORDS))
 
@@ -207,16 +221,18 @@ async def merge_progress_record(conn: AsyncConnection, record: Record, topic: st
     return APPLIED
 
 
-async def project_progress_record(pool: AsyncConnectionPool, topic: str, partition: int, offset: int,
-                                  record: Record) -> str:
+async def project_progress_record(
+    pool: AsyncConnectionPool, topic: str, partition: int, offset: int, record: Record
+) -> str:
     """Apply one job or request record of the control topic exactly once; returns the outcome."""
     if not is_progress_record(record):
         return NOT_PROJECTED
     if isinstance(record, BatchCompleted):
         # One row in one statement, no job row to lock: the orchestrator folds every batch
         # completion, and a running job's counts are summed from these rows when read.
-        applied, added = await sync_records.add_batch(pool, PROGRESS_CONSUMER,
-                                                      read_model.batch_row(record, topic, partition, offset))
+        applied, added = await sync_records.add_batch(
+            pool, PROGRESS_CONSUMER, read_model.batch_row(record, topic, partition, offset)
+        )
         return (APPLIED if added else DUPLICATE_BATCH) if applied else ALREADY_APPLIED
     outcome = ALREADY_APPLIED
 
@@ -229,6 +245,7 @@ async def project_progress_record(pool: AsyncConnectionPool, topic: str, partiti
 
 
 # --- agents ------------------------------------------------------------------------------------
+
 
 async def project_sources_record(worker: Worker, message: Any, record: Record | None) -> None:
     """`project_sources` for one control record, called by `orchestrate_syncs` for each it consumes.
@@ -246,7 +263,9 @@ async def project_sources_record(worker: Worker, message: Any, record: Record | 
         return
     # A record may concern both projections (a SyncPlanned: the job's plan, and the source's config file).
     if is_progress_record(record):
-        outcome = await project_progress_record(await worker.pool(), message.topic, message.partition, message.offset, record)
+        outcome = await project_progress_record(
+            await worker.pool(), message.topic, message.partition, message.offset, record
+        )
         projected.labels(PROGRESS_CONSUMER, outcome).inc()
         if outcome == APPLIED and isinstance(record, BatchCompleted):
             files = metrics.files
@@ -275,14 +294,16 @@ def register(worker: Worker) -> None:
             projected.labels(SYNC_JOBS_CONSUMER, UNDECODABLE).inc()
             raise CannotApply("decode", str(exc)) from None
         with stage("project"):  # PostgreSQL refused it: the transaction (and its fence) rolled back
-            outcome = await project_sync_record(await worker.pool(), message.topic, message.partition,
-                                                message.offset, record)
+            outcome = await project_sync_record(
+                await worker.pool(), message.topic, message.partition, message.offset, record
+            )
         projected.labels(SYNC_JOBS_CONSUMER, outcome).inc()
         if outcome == APPLIED:
             count_sync_record(worker.metrics, record)
 
-    sync_channel = app.topic(*sync_topics, key_type=bytes, value_type=bytes, key_serializer="raw",
-                             value_serializer="raw")
+    sync_channel = app.topic(
+        *sync_topics, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
 
     @app.agent(sync_channel, name=SYNC_JOBS_CONSUMER, concurrency=1)
     async def project_sync_jobs(stream):

@@ -31,9 +31,9 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from aiokafka import AIOKafkaConsumer
@@ -117,7 +117,9 @@ class TopicReader:
             await self.consumer.start()
         except (KafkaError, OSError) as exc:
             await self.consumer.stop()
-            raise RebuildError(f"cannot reach the Kafka broker at {self.settings.kafka_bootstrap_servers}: {exc}") from None
+            raise RebuildError(
+                f"cannot reach the Kafka broker at {self.settings.kafka_bootstrap_servers}: {exc}"
+            ) from None
 
     async def stop(self) -> None:
         await self.consumer.stop()
@@ -128,8 +130,9 @@ class TopicReader:
             await self.consumer._client.force_metadata_update()  # a topic created after start
             found = self.consumer.partitions_for_topic(topic)
         if not found:
-            raise RebuildError(f"topic {topic} does not exist: run `hookstream topics apply` "
-                               "(and check HOOKSTREAM_TOPIC_PREFIX)")
+            raise RebuildError(
+                f"topic {topic} does not exist: run `hookstream topics apply` (and check HOOKSTREAM_TOPIC_PREFIX)"
+            )
         return [(topic, p) for p in sorted(found)]
 
     async def bounds(self, tps: list[TopicPartition]) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
@@ -137,8 +140,10 @@ class TopicReader:
         kafka = [KafkaTopicPartition(t, p) for t, p in tps]
         earliest = await self.consumer.beginning_offsets(kafka)
         end = await self.consumer.end_offsets(kafka)
-        return ({(k.topic, k.partition): earliest[k] for k in kafka},
-                {(k.topic, k.partition): max(end[k], earliest[k]) for k in kafka})
+        return (
+            {(k.topic, k.partition): earliest[k] for k in kafka},
+            {(k.topic, k.partition): max(end[k], earliest[k]) for k in kafka},
+        )
 
     async def read(self, ranges: dict[TopicPartition, tuple[int, int]]):
         """Yield batches, {partition: its next records in order}, of every record in [start, stop) of
@@ -152,8 +157,10 @@ class TopicReader:
         idle_since = time.monotonic()
         while todo:
             batch = await self.consumer.getmany(*todo, timeout_ms=500, max_records=2000)
-            wanted = {(tp.topic, tp.partition): [r for r in records if r.offset < todo.get(tp, -1)]
-                      for tp, records in batch.items()}
+            wanted = {
+                (tp.topic, tp.partition): [r for r in records if r.offset < todo.get(tp, -1)]
+                for tp, records in batch.items()
+            }
             if any(wanted.values()):
                 yield {tp: records for tp, records in wanted.items() if records}
             for tp in list(todo):
@@ -163,16 +170,26 @@ class TopicReader:
             if batch:
                 idle_since = time.monotonic()
             elif todo and time.monotonic() - idle_since > STALL_SECONDS:
-                where = ", ".join(f"{tp.topic}[{tp.partition}] at {await self.consumer.position(tp)} of {stop}"
-                                  for tp, stop in todo.items())
+                where = ", ".join(
+                    f"{tp.topic}[{tp.partition}] at {await self.consumer.position(tp)} of {stop}"
+                    for tp, stop in todo.items()
+                )
                 raise RebuildError(f"reading stalled: no records for {STALL_SECONDS:.0f} s ({where})")
 
 
 class ProjectionRebuild:
     """One projection's rebuild into `candidate`: `replay()`, then `finish()` (catch up, compare, swap)."""
 
-    def __init__(self, settings: Settings, projection: Projection, candidate: str, old: str, options: Options,
-                 say: Say, note: str = "hookstream projections rebuild: the live tables it replaced") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        projection: Projection,
+        candidate: str,
+        old: str,
+        options: Options,
+        say: Say,
+        note: str = "hookstream projections rebuild: the live tables it replaced",
+    ) -> None:
         self.settings, self.projection, self.options, self.say, self.note = settings, projection, options, say, note
         self.live, self.candidate, self.old = settings.database_schema, candidate, old
         self.candidate_settings = settings.model_copy(update={"database_schema": candidate})
@@ -184,12 +201,17 @@ class ProjectionRebuild:
         # The live agents' functions, on connections to the candidate schema. Commits do not wait for the
         # disk (twice as fast here): a server crash could lose the last ones, so a restart during the
         # rebuild fails it (in `_locked`); the swap's own commit waits, and makes all of them durable.
-        self.pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=APPLY_CONNECTIONS, open=False,
-                                        kwargs={"options": f"-c search_path={candidate} -c synchronous_commit=off"})
+        self.pool = AsyncConnectionPool(
+            settings.database_url,
+            min_size=1,
+            max_size=APPLY_CONNECTIONS,
+            open=False,
+            kwargs={"options": f"-c search_path={candidate} -c synchronous_commit=off"},
+        )
         self.server_started_at = None
         self.conn: psycopg.AsyncConnection | None = None
 
-    async def __aenter__(self) -> "ProjectionRebuild":
+    async def __aenter__(self) -> ProjectionRebuild:
         await self.reader.start()
         try:
             await self.pool.open(wait=True, timeout=30)
@@ -224,10 +246,12 @@ class ProjectionRebuild:
             raise RebuildError(
                 f"{self.projection.name}: retention deleted records the rebuild needs ({where}); "
                 "the rows they made would be missing. --dry-run --verify --allow-truncated shows "
-                "what that loses; --allow-truncated rebuilds from what is left.")
+                "what that loses; --allow-truncated rebuilds from what is left."
+            )
         self.positions = {tp: max(starts[tp], earliest[tp]) for tp in self.tps}
-        self.result.replayed = await self._read({tp: (self.positions[tp], ends[tp]) for tp in self.tps},
-                                                f"replaying {self.projection.name}")
+        self.result.replayed = await self._read(
+            {tp: (self.positions[tp], ends[tp]) for tp in self.tps}, f"replaying {self.projection.name}"
+        )
         short = {tp: (self.positions[tp], ends[tp]) for tp in self.tps if self.positions[tp] < ends[tp]}
         if short:
             raise RebuildError(f"{self.projection.name}: the replay stopped short of the captured end: {short}")
@@ -279,8 +303,9 @@ class ProjectionRebuild:
         except codec.DecodeError as exc:
             # What the live agent does: count it, say where it is, project nothing (no fence row).
             self.result.outcomes[UNDECODABLE] += 1
-            log.warning("undecodable record on %s[%d]@%d, not projected: %s",
-                        record.topic, record.partition, record.offset, exc)
+            log.warning(
+                "undecodable record on %s[%d]@%d, not projected: %s", record.topic, record.partition, record.offset, exc
+            )
             return
         consumer = self.projection.consumer_of(logical)
         outcome = await consumer.project(self.pool, record.topic, record.partition, record.offset, decoded)
@@ -315,9 +340,11 @@ class ProjectionRebuild:
                 break
             if not said:
                 said = True
-                self.say(f"{self.projection.name}: waiting up to {self.options.verify_wait:.0f} s for the live "
-                         f"projection to apply what the rebuild did ({_partitions(behind)}); "
-                         "stopped workers never will (--verify-wait 0 compares at once)")
+                self.say(
+                    f"{self.projection.name}: waiting up to {self.options.verify_wait:.0f} s for the live "
+                    f"projection to apply what the rebuild did ({_partitions(behind)}); "
+                    "stopped workers never will (--verify-wait 0 compares at once)"
+                )
             await asyncio.sleep(0.5)
 
         if self.options.swap or self.options.verify:
@@ -329,7 +356,8 @@ class ProjectionRebuild:
                 raise RebuildError(
                     f"{self.projection.name}: lost PostgreSQL during the swap ({str(exc).strip()}). The swap is one "
                     "transaction: if `hookstream projections list` shows a new <schema>_old_<time> schema holding "
-                    f"the {self.projection.name} tables, it happened; otherwise nothing changed.") from None
+                    f"the {self.projection.name} tables, it happened; otherwise nothing changed."
+                ) from None
         else:  # a plain dry run: nothing needs the agents paused
             self.result.live_behind = plan.live_behind(await self._candidate_fences(), await self._live_fences())
         for table in self.projection.tables:
@@ -346,9 +374,12 @@ class ProjectionRebuild:
                     raise RebuildError(
                         f"{self.projection.name}: a lock on the live tables was not granted within "
                         f"{self.options.lock_timeout:g} s, {attempt} times: a long transaction holds them "
-                        "(see pg_stat_activity). Nothing was swapped.") from None
-                self.say(f"{self.projection.name}: a lock was not granted within {self.options.lock_timeout:g} s; "
-                         f"trying again ({attempt}/{self.options.lock_attempts})")
+                        "(see pg_stat_activity). Nothing was swapped."
+                    ) from None
+                self.say(
+                    f"{self.projection.name}: a lock was not granted within {self.options.lock_timeout:g} s; "
+                    f"trying again ({attempt}/{self.options.lock_attempts})"
+                )
                 await asyncio.sleep(1.0)
 
     async def _locked(self) -> None:
@@ -356,8 +387,10 @@ class ProjectionRebuild:
         async with self.conn.transaction(force_rollback=not self.options.swap):
             await store.lock_fences(self.conn, self.live, self.options.lock_timeout)
             if await store.server_started_at(self.conn) != self.server_started_at:
-                raise RebuildError(f"{self.projection.name}: PostgreSQL restarted during the rebuild; the rebuilt "
-                                   "tables may miss its last writes. Nothing was swapped: run the rebuild again.")
+                raise RebuildError(
+                    f"{self.projection.name}: PostgreSQL restarted during the rebuild; the rebuilt "
+                    "tables may miss its last writes. Nothing was swapped: run the rebuild again."
+                )
             live = await self._live_fences()
             await self._catch_up(live)
             self.result.live_behind = plan.live_behind(await self._candidate_fences(), live)
@@ -365,14 +398,23 @@ class ProjectionRebuild:
                 # Only then is a row the live tables lack one they pruned (and not one they have yet to apply).
                 await self._prune_alike()
             if self.options.verify:
-                self.result.diffs = [await store.diff_table(self.conn, self.live, self.candidate, table, self.options.show)
-                                     for table in self.projection.tables]
+                self.result.diffs = [
+                    await store.diff_table(self.conn, self.live, self.candidate, table, self.options.show)
+                    for table in self.projection.tables
+                ]
             if self.options.swap:
-                await store.swap(self.conn, self.live, self.candidate, self.old, self.projection.tables,
-                                 self.projection.consumer_names, list(self.logical), self.note)
+                await store.swap(
+                    self.conn,
+                    self.live,
+                    self.candidate,
+                    self.old,
+                    self.projection.tables,
+                    self.projection.consumer_names,
+                    list(self.logical),
+                    self.note,
+                )
         self.result.swapped = self.options.swap
         self.result.old_schema = self.old if self.options.swap else None
-
 
     async def _prune_alike(self) -> None:
         """The live tables lose their history past HOOKSTREAM_RETENTION_DAYS (`app.store.retention`), the
@@ -382,18 +424,22 @@ class ProjectionRebuild:
         if step is None:
             return
         assert self.conn is not None
-        older_than = datetime.now(timezone.utc) - timedelta(days=self.settings.retention_days)
+        older_than = datetime.now(UTC) - timedelta(days=self.settings.retention_days)
         await step(self.conn, self.candidate, older_than, self.live, self.live)
 
 
 def _partitions(behind: dict[TopicPartition, tuple[int, int]]) -> str:
-    return ", ".join(f"{t}[{p}] live at {live}, rebuilt at {rebuilt}" for (t, p), (live, rebuilt) in sorted(behind.items()))
+    return ", ".join(
+        f"{t}[{p}] live at {live}, rebuilt at {rebuilt}" for (t, p), (live, rebuilt) in sorted(behind.items())
+    )
 
 
 # -- the run --------------------------------------------------------------------------------------
 
-async def rebuild(settings: Settings, names: list[str], options: Options, say: Say,
-                  at: datetime | None = None) -> list[Result]:
+
+async def rebuild(
+    settings: Settings, names: list[str], options: Options, say: Say, at: datetime | None = None
+) -> list[Result]:
     """Rebuild the named projections one after the other into one candidate schema; see the module docstring."""
     results: list[Result] = []
     async with _exclusive_run(settings, names) as (run_conn, registry):
@@ -418,8 +464,9 @@ async def rebuild(settings: Settings, names: list[str], options: Options, say: S
     return results
 
 
-async def rollback(settings: Settings, source: str, names: list[str] | None, options: Options, say: Say,
-                   at: datetime | None = None) -> list[Result]:
+async def rollback(
+    settings: Settings, source: str, names: list[str] | None, options: Options, say: Say, at: datetime | None = None
+) -> list[Result]:
     """Put the tables a rebuild replaced (kept in `source`, a `<schema>_old_<time>` schema) back.
 
     The same steps as a rebuild with `source` as the candidate, continued from its
@@ -432,8 +479,13 @@ async def rollback(settings: Settings, source: str, names: list[str] | None, opt
         _, old = await _fresh_schema_names(run_conn, settings, at)
         if not await store.schema_exists(run_conn, source):
             raise RebuildError(f"no schema {source} (`hookstream projections list` shows the old tables kept)")
-        kept = [n for n in registry if not await store.missing_tables(
-            run_conn, source, [t.name for t in registry[n].tables] + ["applied_offsets"])]
+        kept = [
+            n
+            for n in registry
+            if not await store.missing_tables(
+                run_conn, source, [t.name for t in registry[n].tables] + ["applied_offsets"]
+            )
+        ]
         for name in names or ():
             if name not in kept:
                 raise RebuildError(f"schema {source} holds no {name} tables to roll back to")
@@ -470,16 +522,19 @@ async def _drop_quietly(conn: psycopg.AsyncConnection, schema: str, say: Say) ->
 
 
 def _note(what: str) -> str:
-    return (f"hookstream projections {what} at {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC: "
-            "the live tables it replaced, and their fence rows (applied_offsets)")
+    return (
+        f"hookstream projections {what} at {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: "
+        "the live tables it replaced, and their fence rows (applied_offsets)"
+    )
 
 
-async def _fresh_schema_names(conn: psycopg.AsyncConnection, settings: Settings,
-                              at: datetime | None) -> tuple[str, str]:
+async def _fresh_schema_names(
+    conn: psycopg.AsyncConnection, settings: Settings, at: datetime | None
+) -> tuple[str, str]:
     """(candidate, old) names no schema has yet: a run in the same second as the last one waits a second."""
     for _ in range(3):
         try:
-            names = plan.schema_names(settings.database_schema, at or datetime.now(timezone.utc))
+            names = plan.schema_names(settings.database_schema, at or datetime.now(UTC))
         except ValueError as exc:
             raise RebuildError(str(exc)) from None
         if not any([await store.schema_exists(conn, name) for name in names]):
@@ -512,8 +567,10 @@ async def _exclusive_run(settings: Settings, names: list[str] | None):
     async with conn:
         live = settings.database_schema
         if not await store.try_run_lock(conn, live):
-            raise RebuildError(f"another `hookstream projections rebuild` or `rollback` is running on schema {live}; "
-                               "wait for it to finish")
+            raise RebuildError(
+                f"another `hookstream projections rebuild` or `rollback` is running on schema {live}; "
+                "wait for it to finish"
+            )
         await _preflight(conn, live, [registry[n] for n in names])
         yield conn, registry
 
@@ -523,11 +580,14 @@ async def _preflight(conn: psycopg.AsyncConnection, live: str, chosen: list[Proj
     expected = {name for name, _ in db.migration_files()}
     applied = await store.migrations(conn, live)
     if not applied:
-        raise RebuildError(f"schema {live} has no hookstream tables: check HOOKSTREAM_DATABASE_SCHEMA, "
-                           "or run `hookstream db migrate`")
+        raise RebuildError(
+            f"schema {live} has no hookstream tables: check HOOKSTREAM_DATABASE_SCHEMA, or run `hookstream db migrate`"
+        )
     if expected - applied:
-        raise RebuildError(f"schema {live} lacks migrations {sorted(expected - applied)}: run `hookstream db migrate` first "
-                           "(the rebuilt tables would have other columns than the live ones)")
+        raise RebuildError(
+            f"schema {live} lacks migrations {sorted(expected - applied)}: run `hookstream db migrate` first "
+            "(the rebuilt tables would have other columns than the live ones)"
+        )
     for projection in chosen:
         missing = await store.missing_tables(conn, live, [t.name for t in projection.tables] + ["applied_offsets"])
         if missing:

@@ -34,12 +34,16 @@ def register(worker: Worker) -> None:
             return
         older_than = utcnow() - timedelta(days=settings.retention_days)
         counts = await in_transaction(
-            await worker.pool(), lambda conn: retention.prune(conn, settings.database_schema, older_than),
+            await worker.pool(),
+            lambda conn: retention.prune(conn, settings.database_schema, older_than),
             "pruning history",
         )
         for table, n in counts.items():
             if n:
                 worker.metrics.pruned.labels(table).inc(n)
         if any(counts.values()):
-            log.info("pruned history older than %s: %s", older_than.isoformat(timespec="seconds"),
-                     ", ".join(f"{n} {table}" for table, n in counts.items() if n))
+            log.info(
+                "pruned history older than %s: %s",
+                older_than.isoformat(timespec="seconds"),
+                ", ".join(f"{n} {table}" for table, n in counts.items() if n),
+            )

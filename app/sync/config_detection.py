@@ -12,7 +12,7 @@ The first name of the source's `config_files` (default `.hookstream.yml`, then
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from app.core import config_file
 from app.events import FileChange
@@ -24,7 +24,9 @@ def touches_config(files: Iterable[FileChange], names: tuple[str, ...]) -> bool:
     return any(f.path in names for f in files)
 
 
-async def config_at(adapter: SourceAdapter, commit: str, names: tuple[str, ...], in_effect: PathRules | None) -> ConfigFound:
+async def config_at(
+    adapter: SourceAdapter, commit: str, names: tuple[str, ...], in_effect: PathRules | None
+) -> ConfigFound:
     """What the config file is at `commit`; `in_effect` are the rules the documents were written with.
     SourceError when the source cannot be read (the job fails, as any listing failure does)."""
     for name in names:

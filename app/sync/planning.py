@@ -29,7 +29,8 @@ from app.core.jobs import job_sequence, plan_again
 from app.core.retry import RetryPolicy
 from app.events import ConfigFound, FileBatch, FileChange, ListingKind, PlanRequested
 from app.sources import Listing, SourceAdapter
-from app.store import documents, plans as kept_plans
+from app.store import documents
+from app.store import plans as kept_plans
 from app.store.db import in_transaction
 from app.sync.config_detection import config_at, touches_config
 
@@ -47,16 +48,18 @@ class Plan:
     config: ConfigFound | None = None
 
 
-async def plan_job(request: PlanRequested, adapter: SourceAdapter, pool, batch_size: int,
-                   retry: RetryPolicy | None = None) -> Plan | None:
+async def plan_job(
+    request: PlanRequested, adapter: SourceAdapter, pool, batch_size: int, retry: RetryPolicy | None = None
+) -> Plan | None:
     """The plan of `request`'s job, or None when a later job of its source was planned (or has written)
     since: this request is then a replay of a finished job's. SourceError when the source cannot be listed;
     with `retry`, StoreUnavailable when PostgreSQL stays unreachable past it."""
     seq = job_sequence(request.job_id)
     kept = None
     if seq is not None:
-        kept = await in_transaction(pool, lambda conn: kept_plans.kept(conn, request.source_id), "reading the kept plan",
-                                    retry=retry)
+        kept = await in_transaction(
+            pool, lambda conn: kept_plans.kept(conn, request.source_id), "reading the kept plan", retry=retry
+        )
         decision = plan_again(request.job_id, kept.job_id if kept is not None else None)
         if decision == "stale":
             return None
@@ -81,8 +84,9 @@ async def plan_job(request: PlanRequested, adapter: SourceAdapter, pool, batch_s
             files = listed + [FileChange(path=p, change="delete") for p in sorted(have - keep_paths)]
         if seq is None:
             return kept_plans.KeptPlan(request.job_id, listing.commit, files, listing.kind, config)
-        return await kept_plans.keep(conn, request.source_id, request.job_id, seq, listing.commit, files,
-                                     listing.kind, config)
+        return await kept_plans.keep(
+            conn, request.source_id, request.job_id, seq, listing.commit, files, listing.kind, config
+        )
 
     planned = await in_transaction(pool, keep, "keeping the plan", retry=retry)
     if planned is None or planned.job_id != request.job_id:
@@ -93,7 +97,9 @@ async def plan_job(request: PlanRequested, adapter: SourceAdapter, pool, batch_s
     return _cut(request, planned.commit, planned.listing, planned.files, batch_size, how, planned.config)
 
 
-async def _with_config(request: PlanRequested, adapter: SourceAdapter, listing: Listing) -> tuple[Listing, ConfigFound | None]:
+async def _with_config(
+    request: PlanRequested, adapter: SourceAdapter, listing: Listing
+) -> tuple[Listing, ConfigFound | None]:
     """Read the config file at the listing's commit when it may differ from the one the documents
     were written with; a listing becomes full when the config selects other paths than they were."""
     if not adapter.reads_config_files or listing.commit is None:
@@ -104,14 +110,23 @@ async def _with_config(request: PlanRequested, adapter: SourceAdapter, listing: 
         return listing, None  # the config file is the one at the documents' commit
     config = await config_at(adapter, listing.commit, names, request.rules)
     if listing.kind != "full" and not path_rules.same_selection(config.rules, request.rules):
-        why = ("the config file selects other paths" if known
-               else "the config the documents were written with is unknown")
+        why = (
+            "the config file selects other paths" if known else "the config the documents were written with is unknown"
+        )
         listing = Listing(await adapter.list_full(listing.commit), listing.commit, "full", why)
     return listing, config
 
 
-def _cut(request: PlanRequested, commit: str | None, listing: ListingKind | None, files: list[FileChange],
-         batch_size: int, how: str, config: ConfigFound | None = None) -> Plan:
-    batches = file_batches(request.job_id, request.source_id, request.source_type, request.source_config,
-                           commit, files, batch_size)
+def _cut(
+    request: PlanRequested,
+    commit: str | None,
+    listing: ListingKind | None,
+    files: list[FileChange],
+    batch_size: int,
+    how: str,
+    config: ConfigFound | None = None,
+) -> Plan:
+    batches = file_batches(
+        request.job_id, request.source_id, request.source_type, request.source_config, commit, files, batch_size
+    )
     return Plan(commit, listing or "full", files, batches, how, config)

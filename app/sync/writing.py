@@ -11,7 +11,7 @@ report.
 from __future__ import annotations
 
 import contextlib
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from app.core.batch_outcome import BatchCounts, count
 from app.core.documents import Document, to_document
@@ -37,8 +37,12 @@ async def write_batch(conn, batch: FileBatch, docs: list[Document], deletes: lis
 AdapterFor = Callable[[FileBatch], Awaitable[SourceAdapter]]
 
 
-async def read_batch(batch: FileBatch, adapter_for: AdapterFor, max_text_bytes: int,
-                     on_retry: Callable[[SourceError], None] | None = None) -> tuple[list[Document], list[tuple[str, str]]]:
+async def read_batch(
+    batch: FileBatch,
+    adapter_for: AdapterFor,
+    max_text_bytes: int,
+    on_retry: Callable[[SourceError], None] | None = None,
+) -> tuple[list[Document], list[tuple[str, str]]]:
     """The batch's upserts as documents, and (path, why) for every file that could not be read.
 
     A transient failure of the whole read (a git reader that kept dying) is retried with
@@ -59,24 +63,34 @@ async def read_batch(batch: FileBatch, adapter_for: AdapterFor, max_text_bytes: 
 
     try:
         adapter = await adapter_for(batch)
-        return await retry_transient(lambda: read(adapter), adapter.options,
-                                     f"reading batch {batch.job_id}/{batch.batch_index}", on_retry)
+        return await retry_transient(
+            lambda: read(adapter), adapter.options, f"reading batch {batch.job_id}/{batch.batch_index}", on_retry
+        )
     except SourceError as exc:
         # The whole batch is unreadable: every file in it failed, nothing written.
         return [], [(f.path, str(exc)) for f in upserts]
 
 
-async def process_batch(batch: FileBatch, adapter_for: AdapterFor, pool, max_text_bytes: int,
-                        retry: RetryPolicy | None = None,
-                        on_retry: Callable[[SourceError], None] | None = None) -> BatchCounts | None:
+async def process_batch(
+    batch: FileBatch,
+    adapter_for: AdapterFor,
+    pool,
+    max_text_bytes: int,
+    retry: RetryPolicy | None = None,
+    on_retry: Callable[[SourceError], None] | None = None,
+) -> BatchCounts | None:
     """Read and write one batch; its counts, or None when a later job of its source holds the fence.
 
     With `retry`, a PostgreSQL that stays unreachable past it raises `StoreUnavailable`
     (nothing of the batch is written: the transaction never committed)."""
     docs, failures = await read_batch(batch, adapter_for, max_text_bytes, on_retry)
     deletes = [f.path for f in batch.files if f.change == "delete"]
-    deleted = await in_transaction(pool, lambda conn: write_batch(conn, batch, docs, deletes),
-                                   f"batch {batch.job_id}/{batch.batch_index}", retry=retry)
+    deleted = await in_transaction(
+        pool,
+        lambda conn: write_batch(conn, batch, docs, deletes),
+        f"batch {batch.job_id}/{batch.batch_index}",
+        retry=retry,
+    )
     if deleted is None:
         return None
     return count(docs, failures, deleted)

@@ -18,8 +18,8 @@ import pytest
 from pydantic import SecretStr
 
 from app.embedded.ports import free_port
-from app.plugins import get_plugin
 from app.instances import load_instances
+from app.plugins import get_plugin
 from tests.support import gitrepo
 from tests.support.flows import connected, document_digests, github_push, lifecycle, send_control, settled
 from tests.support.services import isolated_settings
@@ -35,8 +35,15 @@ async def stack(broker, postgres, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("convergence")
     instances = write_instances(tmp / "instances.toml", [{"plugin": "github", "id": "gh", "secret": SECRET}])
-    s = isolated_settings(broker.bootstrap, postgres.url, instances_file=instances, batch_size=20,
-                          ingress_port=free_port(), events_token=SecretStr("t"), deadline_check_interval_seconds=0.5)
+    s = isolated_settings(
+        broker.bootstrap,
+        postgres.url,
+        instances_file=instances,
+        batch_size=20,
+        ingress_port=free_port(),
+        events_token=SecretStr("t"),
+        deadline_check_interval_seconds=0.5,
+    )
     await topology.apply(s)
     await migrate(s)
     worker = WorkerProcess(s, tmp / "rocks", tmp / "worker.log").start()
@@ -74,7 +81,8 @@ async def assert_converged(settings, source_id: str, repo, ref: str) -> None:
     wrong = sorted(p for p in set(want) & set(have) if want[p] != have[p])
     assert not (missing or extra or wrong), (
         f"{source_id} differs from {ref}: {len(missing)} missing {missing[:3]}, {len(extra)} extra {extra[:3]}, "
-        f"{len(wrong)} with other content {wrong[:3]}")
+        f"{len(wrong)} with other content {wrong[:3]}"
+    )
 
 
 def move(repo, branch: str, commit: str) -> None:
@@ -88,8 +96,13 @@ def history(n_files: int = 30, seed: int = 0) -> list[dict]:
     return [
         files,
         {names[0]: b"second version\n", "added/in-c2.md": b"# c2\n", names[1]: None},
-        {names[2]: b"third version\n", "added/in-c3.md": b"# c3\n", "added/in-c2.md": None,
-         names[3]: None, "renamed/" + names[3].rsplit("/", 1)[-1]: files[names[3]]},
+        {
+            names[2]: b"third version\n",
+            "added/in-c3.md": b"# c3\n",
+            "added/in-c2.md": None,
+            names[3]: None,
+            "renamed/" + names[3].rsplit("/", 1)[-1]: files[names[3]],
+        },
         {names[4]: b"fourth version\n", "added/in-c4.md": b"# c4\n"},
     ]
 

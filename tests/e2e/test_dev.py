@@ -13,8 +13,8 @@ import urllib.request
 import aiohttp
 
 from app.embedded.ports import free_port
-from app.plugins import get_plugin
 from app.instances import load_instances
+from app.plugins import get_plugin
 from tests.support.services import wait_until
 
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("HOOKSTREAM_")}
@@ -22,8 +22,14 @@ CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("HOOKSTREAM
 
 def hookstream(cwd, *argv: str, stdin: bytes | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     """A `hookstream` command from another shell: no HOOKSTREAM_* variable set."""
-    return subprocess.run([sys.executable, "-m", "app.cli.main", *argv], cwd=cwd, input=stdin, capture_output=True,
-                          timeout=timeout, env={**CLEAN_ENV, "PYTHONPATH": os.getcwd()})
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli.main", *argv],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        env={**CLEAN_ENV, "PYTHONPATH": os.getcwd()},
+    )
 
 
 async def test_dev_runs_everything_refuses_a_second_dev_and_busy_ports_and_serves_other_shells(tmp_path):
@@ -33,13 +39,31 @@ async def test_dev_runs_everything_refuses_a_second_dev_and_busy_ports_and_serve
     out_path = tmp_path / "dev.out"
     log = open(out_path, "wb")
     # In tmp_path with the default data directory (.hookstream/), as a user would run it.
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli.main", "dev", "--port", str(port), "--worker-port",
-                             str(worker_port), "--console-port", str(console_port)],
-                            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**CLEAN_ENV, "PYTHONPATH": os.getcwd()})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "app.cli.main",
+            "dev",
+            "--port",
+            str(port),
+            "--worker-port",
+            str(worker_port),
+            "--console-port",
+            str(console_port),
+        ],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**CLEAN_ENV, "PYTHONPATH": os.getcwd()},
+    )
     try:
-        await wait_until(lambda: b"hookstream dev is up" in out_path.read_bytes() or proc.poll() is not None,
-                         timeout=120, what="dev to be up")
+        await wait_until(
+            lambda: b"hookstream dev is up" in out_path.read_bytes() or proc.poll() is not None,
+            timeout=120,
+            what="dev to be up",
+        )
         assert proc.poll() is None, out_path.read_text()
         # "up" means the worker has joined its group: its /readyz answers at once.
         with urllib.request.urlopen(f"http://127.0.0.1:{worker_port}/readyz", timeout=2) as r:
@@ -50,15 +74,35 @@ async def test_dev_runs_everything_refuses_a_second_dev_and_busy_ports_and_serve
         assert "initdb" in (tmp_path / ".hookstream" / "postgres.log").read_text()
 
         # A second dev on the same data directory is refused, before it touches anything.
-        second = hookstream(tmp_path, "dev", "--port", str(free_port()), "--worker-port", str(free_port()),
-                            "--console-port", str(free_port()))
+        second = hookstream(
+            tmp_path,
+            "dev",
+            "--port",
+            str(free_port()),
+            "--worker-port",
+            str(free_port()),
+            "--console-port",
+            str(free_port()),
+        )
         assert second.returncode == 1, second.stderr
         assert b"is in use by another `hookstream dev` (pid " + str(proc.pid).encode() in second.stderr
         # A dev elsewhere on a port in use is refused before anything starts.
         other = tmp_path / "other"
-        third = hookstream(tmp_path, "dev", "--data-dir", str(other), "--port", str(port), "--worker-port",
-                           str(free_port()), "--console-port", str(free_port()))
-        assert third.returncode == 1 and f"port {port} (--port (ingress)) already in use".encode() in third.stderr, third.stderr
+        third = hookstream(
+            tmp_path,
+            "dev",
+            "--data-dir",
+            str(other),
+            "--port",
+            str(port),
+            "--worker-port",
+            str(free_port()),
+            "--console-port",
+            str(free_port()),
+        )
+        assert third.returncode == 1 and f"port {port} (--port (ingress)) already in use".encode() in third.stderr, (
+            third.stderr
+        )
         assert not (other / "broker.log").exists() and not (other / "pg").exists()
         # The first one is unharmed.
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
@@ -66,9 +110,24 @@ async def test_dev_runs_everything_refuses_a_second_dev_and_busy_ports_and_serve
 
         # Another shell in the same directory: the README's commands, no variables, dev on port `port`.
         lag = hookstream(tmp_path, "lag")
-        assert lag.returncode == 0 and lag.stdout.startswith(b"group hookstream:") and b"Traceback" not in lag.stderr, lag
-        sent = hookstream(tmp_path, "send", "delivery", "--plugin", "github", "--instance", "demo", "--event", "ping",
-                          "--delivery-id", "dev-ping-0", "-", stdin=b'{"zen": "Design for failure."}')
+        assert lag.returncode == 0 and lag.stdout.startswith(b"group hookstream:") and b"Traceback" not in lag.stderr, (
+            lag
+        )
+        sent = hookstream(
+            tmp_path,
+            "send",
+            "delivery",
+            "--plugin",
+            "github",
+            "--instance",
+            "demo",
+            "--event",
+            "ping",
+            "--delivery-id",
+            "dev-ping-0",
+            "-",
+            stdin=b'{"zen": "Design for failure."}',
+        )
         assert sent.returncode == 0 and b"dev-ping-0" in sent.stdout, sent
 
         async def traced():

@@ -58,14 +58,23 @@ async def stack(broker, postgres, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("github-e2e")
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = tmp / "app-key.pem"
-    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
+    pem.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     github = FakeGitHub(WallClock(), APP_ID, key.public_key(), "acme/widgets", installation_id=INSTALLATION)
     await github.start()
     instances = write_instances(tmp / "instances.toml", [{"plugin": "github", "id": "gh", "secret": SECRET}])
-    s = isolated_settings(broker.bootstrap, postgres.url, instances_file=instances, batch_size=4,
-                          ingress_port=free_port(), events_token=SecretStr("t"), github_api_url=github.url,
-                          github_app_id=APP_ID, github_private_key_file=pem)
+    s = isolated_settings(
+        broker.bootstrap,
+        postgres.url,
+        instances_file=instances,
+        batch_size=4,
+        ingress_port=free_port(),
+        events_token=SecretStr("t"),
+        github_api_url=github.url,
+        github_app_id=APP_ID,
+        github_private_key_file=pem,
+    )
     await topology.apply(s)
     await migrate(s)
     worker = WorkerProcess(s, tmp / "rocks", tmp / "worker.log").start()
@@ -91,8 +100,9 @@ async def deliver(settings, ingress: IngressProcess, event: str, body: bytes) ->
 def installation_created() -> bytes:
     data = json.loads((PAYLOADS / "installation_created.json").read_text())
     data["installation"] = {**data["installation"], "id": INSTALLATION}
-    data["repositories"] = [{"id": REPO_ID, "node_id": "R_kgDOABPJ1Q", "name": "widgets", "full_name": "acme/widgets",
-                             "private": True}]
+    data["repositories"] = [
+        {"id": REPO_ID, "node_id": "R_kgDOABPJ1Q", "name": "widgets", "full_name": "acme/widgets", "private": True}
+    ]
     return orjson.dumps(data)
 
 
@@ -103,13 +113,16 @@ def expected(github: FakeGitHub, include=(), exclude=()) -> dict[str, str]:
 
 
 async def source_row(settings) -> dict | None:
-    async with await psycopg.AsyncConnection.connect(settings.database_url,
-                                                     options=f"-c search_path={settings.database_schema}") as conn:
+    async with await psycopg.AsyncConnection.connect(
+        settings.database_url, options=f"-c search_path={settings.database_schema}"
+    ) as conn:
         cur = conn.cursor(row_factory=psycopg.rows.dict_row)
         return await (await cur.execute("SELECT * FROM sources WHERE source_id = %s", (SOURCE,))).fetchone()
 
 
-async def push(settings, ingress, github: FakeGitHub, before: str, files: dict[str, bytes], **changed) -> tuple[str, str]:
+async def push(
+    settings, ingress, github: FakeGitHub, before: str, files: dict[str, bytes], **changed
+) -> tuple[str, str]:
     """Commit `files` on main in the fake and deliver GitHub's push for it; (commit, delivery id)."""
     after = github.commit(files, parent=before)
     return after, await deliver(settings, ingress, "push", github_push(REPO_ID, before, after, **changed))
@@ -119,9 +132,13 @@ async def test_an_installation_connects_a_github_source_and_pushes_keep_it_equal
     settings, worker, ingress, github = stack
     tree = {
         ".hookstream.yml": b"# what hookstream indexes\nexclude: ['vendor/**']\n",
-        "README.md": b"# Widgets\n", "docs/guide.md": b"# Guide\n", "docs/faq.md": b"# FAQ\n",
-        "src/widgets/core.py": b"def widget():\n    return 1\n", "assets/logo.png": b"\x89PNG\r\n\x1a\n\0\x01",
-        "vendor/lib/dep.js": b"module.exports = 1;\n", "vendor/lib/other.js": b"module.exports = 2;\n",
+        "README.md": b"# Widgets\n",
+        "docs/guide.md": b"# Guide\n",
+        "docs/faq.md": b"# FAQ\n",
+        "src/widgets/core.py": b"def widget():\n    return 1\n",
+        "assets/logo.png": b"\x89PNG\r\n\x1a\n\0\x01",
+        "vendor/lib/dep.js": b"module.exports = 1;\n",
+        "vendor/lib/other.js": b"module.exports = 2;\n",
     }
     c1 = github.commit(tree)
     # GitHub's limits on the way: the primary (403, reset in a second) and a secondary one (429, retry-after).
@@ -132,19 +149,36 @@ async def test_an_installation_connects_a_github_source_and_pushes_keep_it_equal
     done = await settled(settings, SOURCE, sent, alive=worker.alive)
 
     assert await document_digests(settings, SOURCE) == expected(github, exclude=["vendor/**"]), worker.log_tail()
-    assert (done[-1].trigger, done[-1].listing, done[-1].commit, done[-1].status) == ("connect", "full", c1, "succeeded")
+    assert (done[-1].trigger, done[-1].listing, done[-1].commit, done[-1].status) == (
+        "connect",
+        "full",
+        c1,
+        "succeeded",
+    )
     assert not github.queued_failures, "both rate-limited answers were served and waited out"
     assert "POST /app/installations/42/access_tokens" in github.requests
     assert any(r.startswith("GET /repos/acme/widgets/contents/.hookstream.yml?ref=") for r in github.requests)
     row = await source_row(settings)
-    assert (row["source_type"], row["name"], row["config"]["installation_id"]) == ("github", "acme/widgets", INSTALLATION)
+    assert (row["source_type"], row["name"], row["config"]["installation_id"]) == (
+        "github",
+        "acme/widgets",
+        INSTALLATION,
+    )
     assert (row["config_status"], row["config_path"], row["config_commit"]) == ("configured", ".hookstream.yml", c1)
 
     # A push: modified, added and removed files, and an excluded one changed. A diff through compare.
     tree2 = {**tree, "docs/guide.md": b"# Guide v2\n", "docs/new.md": b"# New\n", "vendor/lib/dep.js": b"v2\n"}
     del tree2["docs/faq.md"]
-    c2, delivery = await push(settings, ingress, github, c1, tree2, added=["docs/new.md"],
-                              modified=["docs/guide.md", "vendor/lib/dep.js"], removed=["docs/faq.md"])
+    c2, delivery = await push(
+        settings,
+        ingress,
+        github,
+        c1,
+        tree2,
+        added=["docs/new.md"],
+        modified=["docs/guide.md", "vendor/lib/dep.js"],
+        removed=["docs/faq.md"],
+    )
     sent.append(delivery)
     done = await settled(settings, SOURCE, sent, alive=worker.alive)
     assert await document_digests(settings, SOURCE) == expected(github, exclude=["vendor/**"])
@@ -152,22 +186,41 @@ async def test_an_installation_connects_a_github_source_and_pushes_keep_it_equal
     assert any(r.startswith(f"GET /repos/acme/widgets/compare/{c1}...{c2}") for r in github.requests)
 
     # The config changes: only markdown, and never docs/drafts. A full sync; what it no longer selects is deleted.
-    tree3 = {**tree2, ".hookstream.yml": b"include: ['**/*.md']\nexclude: ['docs/drafts/**']\n",
-             "docs/drafts/wip.md": b"# WIP\n"}
-    c3, delivery = await push(settings, ingress, github, c2, tree3, added=["docs/drafts/wip.md"],
-                              modified=[".hookstream.yml"])
+    tree3 = {
+        **tree2,
+        ".hookstream.yml": b"include: ['**/*.md']\nexclude: ['docs/drafts/**']\n",
+        "docs/drafts/wip.md": b"# WIP\n",
+    }
+    c3, delivery = await push(
+        settings, ingress, github, c2, tree3, added=["docs/drafts/wip.md"], modified=[".hookstream.yml"]
+    )
     sent.append(delivery)
     done = await settled(settings, SOURCE, sent, alive=worker.alive)
     want = expected(github, include=["**/*.md"], exclude=["docs/drafts/**"])
-    assert await document_digests(settings, SOURCE) == want and set(want) == {"README.md", "docs/guide.md", "docs/new.md"}
+    assert await document_digests(settings, SOURCE) == want and set(want) == {
+        "README.md",
+        "docs/guide.md",
+        "docs/new.md",
+    }
     # .hookstream.yml, src/widgets/core.py and assets/logo.png are no longer selected.
     assert (done[-1].mode, done[-1].trigger, done[-1].listing, done[-1].deleted) == ("full", "config_change", "full", 3)
 
     # A broken config file: reported, and the rules in effect stay while other changes sync.
-    tree4 = {**tree3, ".hookstream.yml": b"include: ['**/*.md'\n", "docs/guide.md": b"# Guide v3\n",
-             "src/widgets/more.py": b"x = 2\n"}
-    c4, delivery = await push(settings, ingress, github, c3, tree4, added=["src/widgets/more.py"],
-                              modified=[".hookstream.yml", "docs/guide.md"])
+    tree4 = {
+        **tree3,
+        ".hookstream.yml": b"include: ['**/*.md'\n",
+        "docs/guide.md": b"# Guide v3\n",
+        "src/widgets/more.py": b"x = 2\n",
+    }
+    c4, delivery = await push(
+        settings,
+        ingress,
+        github,
+        c3,
+        tree4,
+        added=["src/widgets/more.py"],
+        modified=[".hookstream.yml", "docs/guide.md"],
+    )
     sent.append(delivery)
     await settled(settings, SOURCE, sent, alive=worker.alive)
     assert await document_digests(settings, SOURCE) == expected(github, include=["**/*.md"], exclude=["docs/drafts/**"])
@@ -183,4 +236,8 @@ async def test_an_installation_connects_a_github_source_and_pushes_keep_it_equal
     assert await document_digests(settings, SOURCE) == expected(github)
     row = await source_row(settings)
     assert (row["config_status"], row["config_path"], row["config_commit"], row["config_error"]) == (
-        "unconfigured", None, c5, None)
+        "unconfigured",
+        None,
+        c5,
+        None,
+    )

@@ -7,7 +7,7 @@ large events made a state record the broker refused, and the worker exited.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
@@ -33,9 +33,15 @@ async def stack(broker, postgres, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("hostile")
     instances = write_instances(tmp / "instances.toml", [{"plugin": "github", "id": "gh", "secret": "x"}])
-    s = isolated_settings(broker.bootstrap, postgres.url, instances_file=instances, ingress_port=free_port(),
-                          events_token=SecretStr(TOKEN), max_source_state_bytes=STATE_BOUND,
-                          idempotency_ttl_seconds=300.0)
+    s = isolated_settings(
+        broker.bootstrap,
+        postgres.url,
+        instances_file=instances,
+        ingress_port=free_port(),
+        events_token=SecretStr(TOKEN),
+        max_source_state_bytes=STATE_BOUND,
+        idempotency_ttl_seconds=300.0,
+    )
     await topology.apply(s)
     await migrate(s)
     worker = WorkerProcess(s, tmp / "rocks", tmp / "worker.log").start()
@@ -48,8 +54,11 @@ async def stack(broker, postgres, tmp_path_factory):
 
 async def post_event(ingress: IngressProcess, event) -> int:
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{ingress.url}/events", data=codec.encode(event),
-                             headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}) as r:
+        async with http.post(
+            f"{ingress.url}/events",
+            data=codec.encode(event),
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        ) as r:
             return r.status
 
 
@@ -57,10 +66,19 @@ async def test_a_request_dated_in_the_year_9000_is_rejected_and_holds_no_key(sta
     settings, worker, ingress = stack
     gitrepo.build_repo(tmp_path / "repo", files={"a.md": b"# a\n"})
     source = "git:clock"
-    await post_event(ingress, SourceConnected(source_id=source, occurred_at=now(), source_type="git",
-                                              config={"path": str(tmp_path / "repo")}))
-    far = SyncRequested(source_id=source, occurred_at=datetime(9000, 1, 1, tzinfo=timezone.utc), request_id="far-future",
-                        mode="full", trigger="manual")
+    await post_event(
+        ingress,
+        SourceConnected(
+            source_id=source, occurred_at=now(), source_type="git", config={"path": str(tmp_path / "repo")}
+        ),
+    )
+    far = SyncRequested(
+        source_id=source,
+        occurred_at=datetime(9000, 1, 1, tzinfo=UTC),
+        request_id="far-future",
+        mode="full",
+        trigger="manual",
+    )
     assert await post_event(ingress, far) == 202
     await settled(settings, source, ["far-future"], alive=worker.alive)
     (rejected,) = [e for e in await lifecycle(settings, source) if e.type == "sync.rejected"]
@@ -72,8 +90,13 @@ async def test_a_request_dated_in_the_year_9000_is_rejected_and_holds_no_key(sta
     (done,) = await settled(settings, source, ["now-1"], alive=worker.alive)
     assert done.request_ids == ["now-1"] and done.status == "succeeded"
     # And a date near the end of time neither overflows the fold nor stops the worker.
-    end = SyncRequested(source_id=source, occurred_at=datetime(9999, 12, 31, 23, 59, tzinfo=timezone.utc),
-                        request_id="end-of-time", mode="incremental", trigger="manual")
+    end = SyncRequested(
+        source_id=source,
+        occurred_at=datetime(9999, 12, 31, 23, 59, tzinfo=UTC),
+        request_id="end-of-time",
+        mode="incremental",
+        trigger="manual",
+    )
     assert await post_event(ingress, end) == 202
     await settled(settings, source, ["end-of-time"], alive=worker.alive)
     assert worker.alive()
@@ -83,8 +106,9 @@ async def test_events_that_would_grow_a_source_past_its_bound_are_refused_and_th
     settings, worker, ingress = stack
     gitrepo.build_repo(tmp_path / "repo", files={"a.md": b"# a\n"})
     source = "git:bounded"
-    connect = SourceConnected(source_id=source, occurred_at=now(), source_type="git", name="n" * 200,
-                              config={"path": str(tmp_path / "repo")})
+    connect = SourceConnected(
+        source_id=source, occurred_at=now(), source_type="git", name="n" * 200, config={"path": str(tmp_path / "repo")}
+    )
     assert await post_event(ingress, connect) == 202
     for i in range(4):  # each within every field bound (a name of at most 200); together past the state's
         update = SourceUpdated(source_id=source, occurred_at=now(), config={f"k{i}": "v" * 3000})
@@ -93,10 +117,13 @@ async def test_events_that_would_grow_a_source_past_its_bound_are_refused_and_th
     async def refused():
         text = await _metrics(worker)
         return 'hookstream_control_refused_total{type="source.updated"}' in text and text
+
     text = await wait_until(refused, timeout=60, what="the refusal counted")
     assert worker.alive()
     # The source still works: a request after the refused update is run.
-    request = SyncRequested(source_id=source, occurred_at=now(), request_id="after-refusal", mode="full", trigger="manual")
+    request = SyncRequested(
+        source_id=source, occurred_at=now(), request_id="after-refusal", mode="full", trigger="manual"
+    )
     assert await post_event(ingress, request) == 202
     (done,) = await settled(settings, source, ["after-refusal"], alive=worker.alive)
     assert done.status == "succeeded"

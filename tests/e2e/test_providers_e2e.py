@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import aiohttp
 import orjson
@@ -72,8 +72,15 @@ async def stack(broker, postgres, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("providers")
     linear = await FakeLinear(FakeClock(time.time()), organization_id=ORG).start()
     (tmp / "instances.toml").write_text(INSTANCES)
-    s = isolated_settings(broker.bootstrap, postgres.url, instances_file=tmp / "instances.toml", batch_size=5,
-                          linear_api_url=linear.url, linear_api_key=linear.api_key, producer_linger_ms=1)
+    s = isolated_settings(
+        broker.bootstrap,
+        postgres.url,
+        instances_file=tmp / "instances.toml",
+        batch_size=5,
+        linear_api_url=linear.url,
+        linear_api_key=linear.api_key,
+        producer_linger_ms=1,
+    )
     await topology.apply(s)
     await migrate(s)
     worker = WorkerProcess(s, tmp / "rocks", tmp / "worker.log").start()
@@ -100,7 +107,9 @@ async def post(stack, plugin: str, instance: str, body: bytes, headers: dict[str
 async def linear_webhook(stack, payload: dict, delivery_id: str) -> None:
     settings, worker, linear, instances, session, url = stack
     body = orjson.dumps(payload)
-    headers = get_plugin("linear").sign(body, instances[("linear", "acme")], time.time(), delivery_id=delivery_id, event=payload["type"])
+    headers = get_plugin("linear").sign(
+        body, instances[("linear", "acme")], time.time(), delivery_id=delivery_id, event=payload["type"]
+    )
     await post(stack, "linear", "acme", body, headers)
 
 
@@ -116,6 +125,7 @@ def rendered(linear: FakeLinear) -> dict[str, str]:
 
 async def converged(settings, worker, linear: FakeLinear, source: str) -> dict[str, str]:
     """Wait until the source's documents equal the API's issues (a condition, with a deadline)."""
+
     async def equal():
         if not worker.alive():
             raise AssertionError(f"the worker died:\n{worker.log_tail()}")
@@ -131,12 +141,22 @@ async def test_linear_webhooks_through_the_ingress_keep_the_source_equal_to_the_
     linear.add_team("ENG", "Engineering")
     linear.add_team("OPS", "Operations")
     for n in range(9):
-        issue = linear.add_issue("ENG" if n % 3 else "OPS", f"Issue {n}", description=f"What {n} is about.", priority=n % 5,
-                                 labels=["bug"] if n % 2 else [], assignee="Grace Hopper" if n % 4 == 0 else None)
+        issue = linear.add_issue(
+            "ENG" if n % 3 else "OPS",
+            f"Issue {n}",
+            description=f"What {n} is about.",
+            priority=n % 5,
+            labels=["bug"] if n % 2 else [],
+            assignee="Grace Hopper" if n % 4 == 0 else None,
+        )
         if n % 3 == 0:
             linear.comment(issue.identifier, f"A note on {n}")
-    await send_control(settings, SourceConnected(source_id=source, occurred_at=now(), source_type="linear", name="Acme",
-                                                 config={"organization_id": ORG}))
+    await send_control(
+        settings,
+        SourceConnected(
+            source_id=source, occurred_at=now(), source_type="linear", name="Acme", config={"organization_id": ORG}
+        ),
+    )
 
     # 1. Later, a first webhook: the source has no sync point yet, so its first sync lists everything.
     linear.clock.now += 600
@@ -151,8 +171,14 @@ async def test_linear_webhooks_through_the_ingress_keep_the_source_equal_to_the_
     comment = linear.comment("OPS-1", "Reproduced on staging.")
     gone = linear.delete("ENG-3")
     archived = linear.archive("ENG-4")
-    for n, payload in enumerate([linear.webhook("update", retitled), linear.webhook("create", linear.by_identifier("OPS-1"), comment),
-                                   linear.webhook("remove", gone), linear.webhook("update", archived)]):
+    for n, payload in enumerate(
+        [
+            linear.webhook("update", retitled),
+            linear.webhook("create", linear.by_identifier("OPS-1"), comment),
+            linear.webhook("remove", gone),
+            linear.webhook("update", archived),
+        ]
+    ):
         await linear_webhook(stack, payload, f"lin-2-{n}")
     await linear_webhook(stack, linear.webhook("update", retitled), "lin-2-0")  # the redelivery
     rows = await converged(settings, worker, linear, source)
@@ -172,26 +198,44 @@ async def test_linear_webhooks_through_the_ingress_keep_the_source_equal_to_the_
     assert done[0].files_listed == 9 and max(c.files_listed for c in done[1:]) <= 6, [c.files_listed for c in done]
 
 
-async def test_a_standard_webhooks_senders_payload_is_routed_by_a_rule_and_another_ignored_by_the_default(stack, tmp_path):
+async def test_a_standard_webhooks_senders_payload_is_routed_by_a_rule_and_another_ignored_by_the_default(
+    stack, tmp_path
+):
     settings, worker, linear, instances, session, url = stack
     repo = tmp_path / "billing-docs"
     (head,) = gitrepo.build_repo(repo, files={"invoices/README.md": b"# Invoices\n", "policy.md": b"Net 30.\n"})
-    await send_control(settings, SourceConnected(source_id="git:billing-docs", occurred_at=now(), source_type="git",
-                                                 config={"path": str(repo)}))
+    await send_control(
+        settings,
+        SourceConnected(source_id="git:billing-docs", occurred_at=now(), source_type="git", config={"path": str(repo)}),
+    )
     sender = standardwebhooks.Webhook(WHSEC)  # the third party's own library signs
 
     async def deliver(msg_id: str, payload: dict) -> None:
         body = orjson.dumps(payload)
-        signature = sender.sign(msg_id, datetime.now(tz=timezone.utc), body.decode())
-        headers = {"webhook-id": msg_id, "webhook-timestamp": str(int(time.time())), "webhook-signature": signature,
-                   "content-type": "application/json"}
+        signature = sender.sign(msg_id, datetime.now(tz=UTC), body.decode())
+        headers = {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(int(time.time())),
+            "webhook-signature": signature,
+            "content-type": "application/json",
+        }
         await post(stack, "standard-webhooks", "billing", body, headers)
 
-    await deliver("msg_invoice_1", {"type": "invoice.paid", "timestamp": "2024-05-02T10:21:07Z", "data": {"repository": "billing-docs"}})
-    await deliver("msg_customer_1", {"type": "customer.created", "timestamp": "2024-05-02T10:21:08Z", "data": {"id": "cus_1"}})
+    await deliver(
+        "msg_invoice_1",
+        {"type": "invoice.paid", "timestamp": "2024-05-02T10:21:07Z", "data": {"repository": "billing-docs"}},
+    )
+    await deliver(
+        "msg_customer_1", {"type": "customer.created", "timestamp": "2024-05-02T10:21:08Z", "data": {"id": "cus_1"}}
+    )
 
     (done,) = await completions(settings, "git:billing-docs", alive=worker.alive)
-    assert (done.status, done.trigger, done.request_ids, done.commit) == ("succeeded", "invoice", ["msg_invoice_1"], head)
+    assert (done.status, done.trigger, done.request_ids, done.commit) == (
+        "succeeded",
+        "invoice",
+        ["msg_invoice_1"],
+        head,
+    )
     assert set(await documents(settings, "git:billing-docs")) == set(gitrepo.tree_of(repo, head))
 
     async def counted() -> str | None:

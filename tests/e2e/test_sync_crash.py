@@ -10,7 +10,7 @@ from tests.support.stack import WorkerProcess
 
 async def test_a_worker_killed_mid_sync_converges_on_the_undisturbed_result(settings, tmp_path):
     repo = tmp_path / "repo"
-    sha, = gitrepo.build_repo(repo, files=gitrepo.synthetic_files(2500, seed=8))
+    (sha,) = gitrepo.build_repo(repo, files=gitrepo.synthetic_files(2500, seed=8))
     oracle = gitrepo.tree_of(repo, sha)
     s = settings.model_copy(update={"batch_size": 25})
     worker = WorkerProcess(s, tmp_path / "rocks", tmp_path / "worker-1.log").start()

@@ -8,8 +8,17 @@ import pytest
 
 from tests.support import gitrepo, globs
 from tests.support.flows import (
-    completions, connected, disconnected, document_digests, documents, github_delivery, github_push, lifecycle, now,
-    requested, send_control,
+    completions,
+    connected,
+    disconnected,
+    document_digests,
+    documents,
+    github_delivery,
+    github_push,
+    lifecycle,
+    now,
+    requested,
+    send_control,
 )
 from tests.support.kafka import produce, read_all
 from tests.support.services import isolated_settings, wait_until
@@ -23,12 +32,21 @@ async def stack(broker, postgres, tmp_path_factory):
     from app.store.db import migrate
 
     tmp = tmp_path_factory.mktemp("stack")
-    instances = write_instances(tmp / "instances.toml", [
-        {"plugin": "github", "id": "gh", "secret": "s3cret"},
-        {"plugin": "generic-hmac", "id": "a", "secret": "s1"},
-    ])
-    s = isolated_settings(broker.bootstrap, postgres.url, instances_file=instances, batch_size=20,
-                          idempotency_ttl_seconds=4.0, deadline_check_interval_seconds=0.5)
+    instances = write_instances(
+        tmp / "instances.toml",
+        [
+            {"plugin": "github", "id": "gh", "secret": "s3cret"},
+            {"plugin": "generic-hmac", "id": "a", "secret": "s1"},
+        ],
+    )
+    s = isolated_settings(
+        broker.bootstrap,
+        postgres.url,
+        instances_file=instances,
+        batch_size=20,
+        idempotency_ttl_seconds=4.0,
+        deadline_check_interval_seconds=0.5,
+    )
     await topology.apply(s)
     await migrate(s)
     worker = WorkerProcess(s, tmp / "rocks", tmp / "worker.log").start()
@@ -40,7 +58,9 @@ def repo_with_history(path):
     """Several commits with renames, deletions and a binary file; returns (shas, final tree)."""
     files = gitrepo.synthetic_files(300, seed=3)
     first = dict(files)
-    second = {"pkg00/mod00/renamed.py": files["pkg00/mod00/file_00000.py"] if "pkg00/mod00/file_00000.py" in files else b"x\n"}
+    second = {
+        "pkg00/mod00/renamed.py": files["pkg00/mod00/file_00000.py"] if "pkg00/mod00/file_00000.py" in files else b"x\n"
+    }
     victims = sorted(files)[1:11]
     for v in victims:
         second[v] = None
@@ -83,12 +103,12 @@ async def test_a_redelivered_push_is_processed_once_and_syncs_only_the_pushed_pa
     """Background case 1: the provider redelivers a push; one sync runs, incremental."""
     settings, worker = stack
     repo = tmp_path / "repo"
-    base, = gitrepo.build_repo(repo, files={"a.md": b"# A\n", "b.md": b"# B\n", "c.md": b"# C\n"})
+    (base,) = gitrepo.build_repo(repo, files={"a.md": b"# A\n", "b.md": b"# B\n", "c.md": b"# C\n"})
     source = "github:4242"  # a git mirror carrying the GitHub repository's id
     await send_control(settings, connected(source, repo), requested(source, "full"))
     await completions(settings, source, alive=worker.alive)
 
-    head, = gitrepo.build_repo(repo, commits=[{"a.md": b"# A v2\n", "b.md": None, "d.md": b"# D\n"}])
+    (head,) = gitrepo.build_repo(repo, commits=[{"a.md": b"# A v2\n", "b.md": None, "d.md": b"# D\n"}])
     body = github_push(4242, base, head, added=["d.md"], modified=["a.md"], removed=["b.md"])
     push = github_delivery("gh", "push-1", body)
     await produce(settings, "hookstream.deliveries", [push, push])  # the redelivery
@@ -118,7 +138,9 @@ async def test_rapid_manual_restarts_inside_the_ttl_start_nothing_new_and_after_
     burst = [requested(source, "full", occurred_at=t0 + timedelta(milliseconds=100 * i)) for i in range(4)]
     await send_control(settings, connected(source, repo), *burst)
     await completions(settings, source, alive=worker.alive)
-    events = await wait_until(lambda: _types(settings, source, "sync.deduplicated", 3), timeout=30, what="3 deduplications")
+    events = await wait_until(
+        lambda: _types(settings, source, "sync.deduplicated", 3), timeout=30, what="3 deduplications"
+    )
     assert len(events) == 3
     # Past the TTL in event time (the fold's clock is the events' timestamps): one new run.
     later = [requested(source, "full", occurred_at=t0 + timedelta(seconds=10 + i)) for i in range(2)]
@@ -138,11 +160,11 @@ async def test_a_config_file_change_runs_a_full_sync_that_applies_it_and_a_remov
     synced commit: its exclude deletes what it no longer selects; a push removing it → `unconfigured`."""
     settings, worker = stack
     repo = tmp_path / "repo"
-    base, = gitrepo.build_repo(repo, files={"a.md": b"# A\n", "b.md": b"# B\n", "secret/k.md": b"# K\n"})
+    (base,) = gitrepo.build_repo(repo, files={"a.md": b"# A\n", "b.md": b"# B\n", "secret/k.md": b"# K\n"})
     source = "github:5151"
     await send_control(settings, connected(source, repo), requested(source, "full"))
     await completions(settings, source, alive=worker.alive)
-    head, = gitrepo.build_repo(repo, commits=[{".hookstream.yml": b"exclude: ['secret/**']\n", "b.md": b"# B2\n"}])
+    (head,) = gitrepo.build_repo(repo, commits=[{".hookstream.yml": b"exclude: ['secret/**']\n", "b.md": b"# B2\n"}])
     body = github_push(5151, base, head, added=[".hookstream.yml"], modified=["b.md"])
     await produce(settings, "hookstream.deliveries", [github_delivery("gh", "cfg-1", body)])
     runs = await completions(settings, source, at_least=2, alive=worker.alive)
@@ -151,7 +173,7 @@ async def test_a_config_file_change_runs_a_full_sync_that_applies_it_and_a_remov
     row = await wait_until(lambda: _config_row(settings, source, head), timeout=30, what="sources.config_status")
     assert row[1:] == ("configured", ".hookstream.yml")
 
-    gone, = gitrepo.build_repo(repo, commits=[{".hookstream.yml": None}])
+    (gone,) = gitrepo.build_repo(repo, commits=[{".hookstream.yml": None}])
     body = github_push(5151, head, gone, removed=[".hookstream.yml"])
     await produce(settings, "hookstream.deliveries", [github_delivery("gh", "cfg-2", body)])
     runs = await completions(settings, source, at_least=3, alive=worker.alive)
@@ -169,10 +191,14 @@ async def _config_row(settings, source, commit: str):
     """(status, config_status, config_path) once the config file was read at `commit`."""
     import psycopg
 
-    async with await psycopg.AsyncConnection.connect(settings.database_url,
-                                                     options=f"-c search_path={settings.database_schema}") as conn:
-        row = await (await conn.execute("SELECT status, config_status, config_path, config_commit FROM sources "
-                                        "WHERE source_id = %s", (source,))).fetchone()
+    async with await psycopg.AsyncConnection.connect(
+        settings.database_url, options=f"-c search_path={settings.database_schema}"
+    ) as conn:
+        row = await (
+            await conn.execute(
+                "SELECT status, config_status, config_path, config_commit FROM sources WHERE source_id = %s", (source,)
+            )
+        ).fetchone()
     return row[:3] if row is not None and row[3] == commit else None
 
 
@@ -180,17 +206,49 @@ async def test_requests_on_one_source_queue_and_coalesce_while_another_source_ru
     """Background case 4: one active job per source; later requests coalesce into one queued job."""
     settings, worker = stack
     big, small = tmp_path / "big", tmp_path / "small"
-    c0, c1, c2, c3 = gitrepo.build_repo(big, commits=[gitrepo.synthetic_files(400, seed=9), {"x.md": b"x\n"}, {"y.md": b"y\n"}, {"z.md": b"z\n"}])
+    c0, c1, c2, c3 = gitrepo.build_repo(
+        big, commits=[gitrepo.synthetic_files(400, seed=9), {"x.md": b"x\n"}, {"y.md": b"y\n"}, {"z.md": b"z\n"}]
+    )
     gitrepo.build_repo(small, files=gitrepo.synthetic_files(30, seed=1))
     t0 = now()
     first = requested("git:busy", "full", occurred_at=t0)
     incrementals = [
-        requested("git:busy", "incremental", trigger="push", before=c0, after=c1, paths=["x.md"], occurred_at=t0 + timedelta(milliseconds=10)),
-        requested("git:busy", "incremental", trigger="push", before=c1, after=c2, paths=["y.md"], occurred_at=t0 + timedelta(milliseconds=20)),
-        requested("git:busy", "incremental", trigger="push", before=c2, after=c3, paths=["z.md"], occurred_at=t0 + timedelta(milliseconds=30)),
+        requested(
+            "git:busy",
+            "incremental",
+            trigger="push",
+            before=c0,
+            after=c1,
+            paths=["x.md"],
+            occurred_at=t0 + timedelta(milliseconds=10),
+        ),
+        requested(
+            "git:busy",
+            "incremental",
+            trigger="push",
+            before=c1,
+            after=c2,
+            paths=["y.md"],
+            occurred_at=t0 + timedelta(milliseconds=20),
+        ),
+        requested(
+            "git:busy",
+            "incremental",
+            trigger="push",
+            before=c2,
+            after=c3,
+            paths=["z.md"],
+            occurred_at=t0 + timedelta(milliseconds=30),
+        ),
     ]
-    await send_control(settings, connected("git:busy", big), connected("git:side", small), first, *incrementals,
-                       requested("git:side", "full", occurred_at=t0 + timedelta(milliseconds=40)))
+    await send_control(
+        settings,
+        connected("git:busy", big),
+        connected("git:side", small),
+        first,
+        *incrementals,
+        requested("git:side", "full", occurred_at=t0 + timedelta(milliseconds=40)),
+    )
     busy = await completions(settings, "git:busy", at_least=2, alive=worker.alive)
     side = await completions(settings, "git:side", alive=worker.alive)
     await assert_no_more_completions(settings, "git:busy", 2)
@@ -243,7 +301,9 @@ async def test_a_job_past_its_deadline_completes_timed_out_and_ignores_late_batc
     gitrepo.build_repo(repo, files=gitrepo.synthetic_files(3000, seed=4))
     source = "git:deadline"
     # Requested two hours ago in event time: its one-hour deadline has passed when it starts.
-    await send_control(settings, connected(source, repo), requested(source, "full", occurred_at=now() - timedelta(hours=2)))
+    await send_control(
+        settings, connected(source, repo), requested(source, "full", occurred_at=now() - timedelta(hours=2))
+    )
     (done,) = await completions(settings, source, alive=worker.alive)
     assert done.status == "timed_out", done
     assert done.processed + done.skipped < 3000

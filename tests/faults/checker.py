@@ -28,8 +28,8 @@ then reads the topics afresh and PostgreSQL and computes one row of figures:
 from __future__ import annotations
 
 import hashlib
-import re
 import math
+import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -37,7 +37,15 @@ from pathlib import Path
 
 import psycopg
 
-from app.events import PlanRequested, SyncCompleted, SyncDeduplicated, SyncIgnored, SyncRejected, SyncRequested, SyncStarted
+from app.events import (
+    PlanRequested,
+    SyncCompleted,
+    SyncDeduplicated,
+    SyncIgnored,
+    SyncRejected,
+    SyncRequested,
+    SyncStarted,
+)
 from app.settings import Settings
 from tests.faults.harness import FaultStack, TopicTail, read_topics
 from tests.faults.load import MirrorRepo, Provider
@@ -53,9 +61,18 @@ DLQ = "hookstream.dlq"
 TAILED = (CONTROL, EVENTS, COMPLETED)
 
 # Every scenario's row, printed as a table at the end of the session (conftest.py).
-FIGURES: list["Figures"] = []
+FIGURES: list[Figures] = []
 
-COLUMNS = ("scenario", "acknowledged", "lost", "routed twice", "syncs twice", "docs differing", "counts differing", "seconds")
+COLUMNS = (
+    "scenario",
+    "acknowledged",
+    "lost",
+    "routed twice",
+    "syncs twice",
+    "docs differing",
+    "counts differing",
+    "seconds",
+)
 
 
 @dataclass
@@ -71,8 +88,16 @@ class Figures:
     details: list[str] = field(default_factory=list)
 
     def cells(self) -> tuple:
-        return (self.scenario, self.acknowledged, self.lost, self.routed_twice, self.syncs_twice,
-                self.docs_differing, self.counts_differing, f"{self.seconds:.1f}")
+        return (
+            self.scenario,
+            self.acknowledged,
+            self.lost,
+            self.routed_twice,
+            self.syncs_twice,
+            self.docs_differing,
+            self.counts_differing,
+            f"{self.seconds:.1f}",
+        )
 
     @property
     def clean(self) -> bool:
@@ -113,7 +138,9 @@ def _answered(tail: TopicTail, sources: set[str]) -> tuple[set[str], set[str], s
     return routed, answered, started, completed
 
 
-async def settle(stack: FaultStack, tail: TopicTail, provider: Provider, repos: list[MirrorRepo], timeout: float = 90.0) -> str:
+async def settle(
+    stack: FaultStack, tail: TopicTail, provider: Provider, repos: list[MirrorRepo], timeout: float = 90.0
+) -> str:
     """Wait until the system has done everything it acknowledged; returns what was still open on timeout."""
     sources = {r.source_id for r in repos}
     requests = set(provider.accepted)
@@ -144,14 +171,19 @@ async def _projected_jobs(settings: Settings, job_ids: set[str]) -> int:
     if not job_ids:
         return 0
     async with await _connect(settings) as conn:
-        row = await (await conn.execute(
-            "SELECT count(*) FROM sync_jobs WHERE job_id = ANY(%s) AND status IN ('succeeded','failed','cancelled','timed_out')",
-            (list(job_ids),))).fetchone()
+        row = await (
+            await conn.execute(
+                "SELECT count(*) FROM sync_jobs WHERE job_id = ANY(%s) AND status IN ('succeeded','failed','cancelled','timed_out')",
+                (list(job_ids),),
+            )
+        ).fetchone()
     return row[0]
 
 
 async def _connect(settings: Settings) -> psycopg.AsyncConnection:
-    return await psycopg.AsyncConnection.connect(settings.database_url, options=f"-c search_path={settings.database_schema}")
+    return await psycopg.AsyncConnection.connect(
+        settings.database_url, options=f"-c search_path={settings.database_schema}"
+    )
 
 
 # -- git, read independently of app.sources ----------------------------------------------------
@@ -214,7 +246,7 @@ class GitOracle:
                 header_end = out.index(b"\n", pos)
                 _, kind, size = out[pos:header_end].split()
                 size = int(size)
-                content = out[header_end + 1: header_end + 1 + size]
+                content = out[header_end + 1 : header_end + 1 + size]
                 pos = header_end + 1 + size + 1
                 self._blobs[oid] = (hashlib.sha256(content).hexdigest(), size, _skipped(content, self.max_text_bytes))
         return {o: self._blobs[o] for o in oids}
@@ -236,14 +268,23 @@ def _skipped(content: bytes, max_text_bytes: int) -> bool:
 COUNT_FIELDS = ("files_listed", "processed", "failed", "deleted", "skipped", "documents_written", "bytes", "batches")
 
 
-async def check(scenario: str, stack: FaultStack, provider: Provider, repos: list[MirrorRepo], started: float,
-                settled: str = "", read_idle: float = 0.6) -> Figures:
+async def check(
+    scenario: str,
+    stack: FaultStack,
+    provider: Provider,
+    repos: list[MirrorRepo],
+    started: float,
+    settled: str = "",
+    read_idle: float = 0.6,
+) -> Figures:
     settings = stack.settings
     sources = {r.source_id: r for r in repos}
     fig = Figures(scenario, acknowledged=provider.acknowledged)
     if settled:
         fig.details.append(settled)
-    topics = await read_topics(settings, (DELIVERIES, CONTROL, PLANS, EVENTS, COMPLETED, DLQ), idle=read_idle, timeout=120)
+    topics = await read_topics(
+        settings, (DELIVERIES, CONTROL, PLANS, EVENTS, COMPLETED, DLQ), idle=read_idle, timeout=120
+    )
 
     # Lost: acknowledged, then not in Kafka, not routed, or never answered.
     in_kafka = {d.key for d, _, _ in topics[DELIVERIES]}
@@ -272,14 +313,21 @@ async def check(scenario: str, stack: FaultStack, provider: Provider, repos: lis
         elif request_id not in answered:
             fig.lost += 1
             said = [(type(e).__name__, e.job_id, p, o) for e, p, o in topics[EVENTS] if request_id in e.request_ids]
-            fig.details.append(f"lost: request {request_id} was routed at {sorted(routings[request_id])} "
-                               f"but never answered; lifecycle {said}")
+            fig.details.append(
+                f"lost: request {request_id} was routed at {sorted(routings[request_id])} "
+                f"but never answered; lifecycle {said}"
+            )
     if settled:
         fig.details.extend(await _diagnose_running(settings, topics, completions, sources))
-        lost_jobs = {j for d in fig.details if d.startswith("lost: request") for j in re.findall(r"'SyncStarted', '([^']+)'", d)}
+        lost_jobs = {
+            j for d in fig.details if d.startswith("lost: request") for j in re.findall(r"'SyncStarted', '([^']+)'", d)
+        }
         for job in sorted(lost_jobs)[:2]:
-            versions = [(type(e).__name__, len(e.request_ids), p, o, e.occurred_at.isoformat()[11:23])
-                        for e, p, o in topics[EVENTS] if e.job_id == job]
+            versions = [
+                (type(e).__name__, len(e.request_ids), p, o, e.occurred_at.isoformat()[11:23])
+                for e, p, o in topics[EVENTS]
+                if e.job_id == job
+            ]
             done = [(len(c.request_ids), p, o, c.started_at.isoformat()[11:23]) for c, p, o in completions.get(job, [])]
             fig.details.append(f"job {job}: lifecycle {versions}; completions {done}")
     dead = [d for d, _, _ in topics[DLQ]]
@@ -310,19 +358,37 @@ async def check(scenario: str, stack: FaultStack, provider: Provider, repos: lis
     jobs_rows = await _sync_jobs(settings, set(completions))
     bad_jobs: set[str] = set()
     for source_id, repo in sources.items():
-        ordered = sorted((copies[0][1], copies[0][2], job_id) for job_id, copies in completions.items()
-                         if copies[0][0].source_id == source_id)
-        _check_source(fig, repo, [completions[j] for _, _, j in ordered], plans, rows.get(source_id, {}), jobs_rows,
-                      settings, bad_jobs)
+        ordered = sorted(
+            (copies[0][1], copies[0][2], job_id)
+            for job_id, copies in completions.items()
+            if copies[0][0].source_id == source_id
+        )
+        _check_source(
+            fig,
+            repo,
+            [completions[j] for _, _, j in ordered],
+            plans,
+            rows.get(source_id, {}),
+            jobs_rows,
+            settings,
+            bad_jobs,
+        )
     fig.counts_differing = len(bad_jobs)
     fig.seconds = time.monotonic() - started
     FIGURES.append(fig)
     return fig
 
 
-def _check_source(fig: Figures, repo: MirrorRepo, jobs: list[list[tuple[SyncCompleted, int, int]]],
-                  plans: dict[str, PlanRequested], rows: dict[str, tuple[str, int, str]], jobs_rows: dict[str, dict],
-                  settings: Settings, bad_jobs: set[str]) -> None:
+def _check_source(
+    fig: Figures,
+    repo: MirrorRepo,
+    jobs: list[list[tuple[SyncCompleted, int, int]]],
+    plans: dict[str, PlanRequested],
+    rows: dict[str, tuple[str, int, str]],
+    jobs_rows: dict[str, dict],
+    settings: Settings,
+    bad_jobs: set[str],
+) -> None:
     git = GitOracle(repo.path, settings.max_text_bytes)
     sim: dict[str, tuple[str, int, str]] = {}  # path -> (sha256, size, job id): what the rows should be
     reached: str | None = None  # the commit the last job converged to
@@ -350,7 +416,12 @@ def _check_source(fig: Figures, repo: MirrorRepo, jobs: list[list[tuple[SyncComp
             bad(job, f"went back from {reached[:10]} to {done.commit[:10]}")
         reached = done.commit
         base = plan.base
-        if plan.mode == "incremental" and base is not None and git.is_commit(base) and git.is_ancestor(base, done.commit):
+        if (
+            plan.mode == "incremental"
+            and base is not None
+            and git.is_commit(base)
+            and git.is_ancestor(base, done.commit)
+        ):
             upserts, deletes = git.diff(base, done.commit) if base != done.commit else ({}, [])
         else:
             upserts = git.tree(done.commit)
@@ -359,8 +430,13 @@ def _check_source(fig: Figures, repo: MirrorRepo, jobs: list[list[tuple[SyncComp
         skipped = sum(1 for oid in upserts.values() if blobs[oid][2])
         listed = len(upserts) + len(deletes)
         expected = {
-            "files_listed": listed, "processed": len(upserts) - skipped, "failed": 0, "deleted": len(deletes),
-            "skipped": skipped, "documents_written": len(upserts), "bytes": sum(blobs[o][1] for o in upserts.values()),
+            "files_listed": listed,
+            "processed": len(upserts) - skipped,
+            "failed": 0,
+            "deleted": len(deletes),
+            "skipped": skipped,
+            "documents_written": len(upserts),
+            "bytes": sum(blobs[o][1] for o in upserts.values()),
             "batches": math.ceil(listed / settings.batch_size),
         }
         reported = {f: getattr(done, f) for f in COUNT_FIELDS}
@@ -371,7 +447,11 @@ def _check_source(fig: Figures, repo: MirrorRepo, jobs: list[list[tuple[SyncComp
             bad(job, "no sync_jobs row")
         else:
             projected = {f: row[f] for f in COUNT_FIELDS}
-            if projected != reported or row["status"] != done.status or sorted(row["request_ids"]) != sorted(done.request_ids):
+            if (
+                projected != reported
+                or row["status"] != done.status
+                or sorted(row["request_ids"]) != sorted(done.request_ids)
+            ):
                 bad(job, f"sync_jobs row {row['status']} {_delta(projected, reported)} vs sync.completed")
                 fig.details.append(f"  its completion is at (partition, offset) {[(p, o) for _, p, o in copies]}")
         for path in deletes:
@@ -399,15 +479,27 @@ def _check_source(fig: Figures, repo: MirrorRepo, jobs: list[list[tuple[SyncComp
         fig.docs_differing += len(differing)
         sample = sorted(differing)[:3]
         idx = {c: i for i, c in enumerate(repo.commits)}
-        trail = [(c[0][0].job_id.rsplit(":", 1)[1], plans[c[0][0].job_id].mode[0] if c[0][0].job_id in plans else "?",
-                  idx.get(plans[c[0][0].job_id].base) if c[0][0].job_id in plans else None, idx.get(c[0][0].commit))
-                 for c in jobs[-6:]]
-        fig.details.append(f"  {repo.source_id}'s last jobs (offset, mode, base, commit as commit index; head "
-                           f"{idx.get(git.head())}): {trail}")
-        fig.details.append(f"docs: {repo.source_id}: {len(differing)} paths differ, e.g. "
-                           + "; ".join(f"{p}: row {(rows.get(p) or ('-',))[0][:10]}, jobs' oracle "
-                                       f"{(sim.get(p) or ('-',))[0][:10]}, head {blobs[tree[p]][0][:10] if p in tree else '-'}"
-                                       for p in sample))
+        trail = [
+            (
+                c[0][0].job_id.rsplit(":", 1)[1],
+                plans[c[0][0].job_id].mode[0] if c[0][0].job_id in plans else "?",
+                idx.get(plans[c[0][0].job_id].base) if c[0][0].job_id in plans else None,
+                idx.get(c[0][0].commit),
+            )
+            for c in jobs[-6:]
+        ]
+        fig.details.append(
+            f"  {repo.source_id}'s last jobs (offset, mode, base, commit as commit index; head "
+            f"{idx.get(git.head())}): {trail}"
+        )
+        fig.details.append(
+            f"docs: {repo.source_id}: {len(differing)} paths differ, e.g. "
+            + "; ".join(
+                f"{p}: row {(rows.get(p) or ('-',))[0][:10]}, jobs' oracle "
+                f"{(sim.get(p) or ('-',))[0][:10]}, head {blobs[tree[p]][0][:10] if p in tree else '-'}"
+                for p in sample
+            )
+        )
 
 
 async def _diagnose_running(settings: Settings, topics: dict, completions: dict, sources) -> list[str]:
@@ -422,12 +514,18 @@ async def _diagnose_running(settings: Settings, topics: dict, completions: dict,
     out = []
     for job in running[:3]:
         plans_ = [(p, o) for r, p, o in topics[PLANS] if r.job_id == job]
-        planned = [(r.batch_count, p, o) for r, p, o in topics[CONTROL] if isinstance(r, SyncPlanned) and r.job_id == job]
-        reported = sorted({r.batch_index for r, _, _ in topics[CONTROL] if isinstance(r, BatchCompleted) and r.job_id == job})
+        planned = [
+            (r.batch_count, p, o) for r, p, o in topics[CONTROL] if isinstance(r, SyncPlanned) and r.job_id == job
+        ]
+        reported = sorted(
+            {r.batch_index for r, _, _ in topics[CONTROL] if isinstance(r, BatchCompleted) and r.job_id == job}
+        )
         on_topic = sorted({(r.batch_index, p, o) for r, p, o in batches["hookstream.files.batches"] if r.job_id == job})
         missing = [b for b in on_topic if b[0] not in reported]
-        out.append(f"running {job}: plan requests at {plans_}, planned {planned}, {len(reported)} batches reported, "
-                   f"{len(on_topic)} batch records, unreported {missing[:10]}")
+        out.append(
+            f"running {job}: plan requests at {plans_}, planned {planned}, {len(reported)} batches reported, "
+            f"{len(on_topic)} batch records, unreported {missing[:10]}"
+        )
     return out
 
 
@@ -438,8 +536,9 @@ def _delta(got: dict, want: dict) -> str:
 async def _documents(settings: Settings, sources: set[str]) -> dict[str, dict[str, tuple[str, int, str]]]:
     out: dict[str, dict[str, tuple[str, int, str]]] = defaultdict(dict)
     async with await _connect(settings) as conn:
-        cur = await conn.execute("SELECT source_id, path, sha256, size, job_id FROM documents WHERE source_id = ANY(%s)",
-                                 (sorted(sources),))
+        cur = await conn.execute(
+            "SELECT source_id, path, sha256, size, job_id FROM documents WHERE source_id = ANY(%s)", (sorted(sources),)
+        )
         for source_id, path, sha, size, job_id in await cur.fetchall():
             out[source_id][path] = (sha, size, job_id)
     return out
@@ -456,11 +555,13 @@ async def _sync_jobs(settings: Settings, job_ids: set[str]) -> dict[str, dict]:
 
 def assert_clean(fig: Figures, provider: Provider, stack: FaultStack) -> None:
     # The diagnosis first, then the (possibly many) lost requests one by one.
-    problems = [d for d in fig.details if not d.startswith("lost: ")] + [d for d in fig.details if d.startswith("lost: ")]
+    problems = [d for d in fig.details if not d.startswith("lost: ")] + [
+        d for d in fig.details if d.startswith("lost: ")
+    ]
     if provider.abandoned:
         problems.append(f"{len(provider.abandoned)} deliveries never got a 2xx within the provider's bounds")
     if provider.unexpected:
         problems.append(f"unexpected answers: {provider.unexpected[:3]}")
-    assert fig.clean and not provider.abandoned and not provider.unexpected, (
-        "\n".join(["", *table([fig]), provider.summary(), *problems[:40], stack.log_tails()])
+    assert fig.clean and not provider.abandoned and not provider.unexpected, "\n".join(
+        ["", *table([fig]), provider.summary(), *problems[:40], stack.log_tails()]
     )

@@ -19,8 +19,12 @@ LONG_SCALE = 5
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--long", action="store_true", default=False,
-                     help=f"fault suite: {LONG_SCALE}x the deliveries of the CI size (manual runs)")
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help=f"fault suite: {LONG_SCALE}x the deliveries of the CI size (manual runs)",
+    )
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,6 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
@@ -33,10 +32,9 @@ from app import codec, topology
 from app.embedded.broker import EmbeddedBroker
 from app.embedded.ports import free_port, wait_for_port
 from app.embedded.postgres import EmbeddedPostgres
-from app.embedded.supervisor import Child, hookstream_argv
 from app.settings import Settings
 from app.store.db import migrate
-from tests.support.services import isolated_settings, wait_until
+from tests.support.services import isolated_settings
 from tests.support.stack import IngressProcess, WorkerProcess, write_instances
 
 log = logging.getLogger(__name__)
@@ -46,8 +44,12 @@ PRODUCER_INSTANCE = "producer"
 EVENTS_TOKEN = "faults-token"
 S3_BUCKET = "tansu"
 # The tansu binary reads these for its `s3://` storage (object_store's AWS variables).
-S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-                  "AWS_ALLOW_HTTP": "true"}
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ALLOW_HTTP": "true",
+}
 
 
 def instances() -> list[dict]:
@@ -73,11 +75,15 @@ class S3Server:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> "S3Server":
+    def start(self, timeout: float = 30.0) -> S3Server:
         self.port = self.port or free_port()
         out = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                        stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         out.close()
         wait_for_port("127.0.0.1", self.port, timeout, alive=lambda: self.process.poll() is None)
         request = urllib.request.Request(f"{self.endpoint}/{S3_BUCKET}", method="PUT")
@@ -98,8 +104,9 @@ class S3Server:
 
 def durable_broker(s3: S3Server, log_path: Path) -> EmbeddedBroker:
     """tansu on `s3://` storage: topics, records and committed offsets survive a restart (docs/local-broker.md)."""
-    return EmbeddedBroker(storage=f"s3://{S3_BUCKET}/", log_path=log_path,
-                          env={"AWS_ENDPOINT": s3.endpoint, **S3_CREDENTIALS})
+    return EmbeddedBroker(
+        storage=f"s3://{S3_BUCKET}/", log_path=log_path, env={"AWS_ENDPOINT": s3.endpoint, **S3_CREDENTIALS}
+    )
 
 
 def _pg_ctl(pg: EmbeddedPostgres, *args: str) -> None:
@@ -145,7 +152,7 @@ class FaultStack:
     _started: int = 0
 
     @classmethod
-    async def create(cls, broker: EmbeddedBroker, postgres: EmbeddedPostgres, tmp: Path, **overrides) -> "FaultStack":
+    async def create(cls, broker: EmbeddedBroker, postgres: EmbeddedPostgres, tmp: Path, **overrides) -> FaultStack:
         """Topics, schema and settings of the scenario's own; nothing started yet."""
         tmp.mkdir(parents=True, exist_ok=True)
         values = dict(
@@ -177,8 +184,9 @@ class FaultStack:
     def start_worker(self, data_dir: Path | None = None) -> WorkerProcess:
         """A new worker child; `data_dir` reuses a (killed) worker's RocksDB directory."""
         self._started += 1
-        worker = WorkerProcess(self.settings, data_dir or self.tmp / f"rocks-{self._started}",
-                               self.tmp / f"worker-{self._started}.log").start()
+        worker = WorkerProcess(
+            self.settings, data_dir or self.tmp / f"rocks-{self._started}", self.tmp / f"worker-{self._started}.log"
+        ).start()
         self.workers.append(worker)
         return worker
 
@@ -246,9 +254,13 @@ class TopicTail:
         self._task: asyncio.Task | None = None
         self.errors = 0
 
-    async def start(self) -> "TopicTail":
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", fetch_max_wait_ms=50)
+    async def start(self) -> TopicTail:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=50,
+        )
         await consumer.start()
         tps = []
         for topic in self._by_topic:
@@ -293,10 +305,16 @@ class TopicTail:
             await self._consumer.stop()
 
 
-async def read_topics(settings: Settings, logicals: tuple[str, ...], idle: float = 0.6, timeout: float = 60.0) -> dict[str, list]:
+async def read_topics(
+    settings: Settings, logicals: tuple[str, ...], idle: float = 0.6, timeout: float = 60.0
+) -> dict[str, list]:
     """Everything on `logicals`, read by a fresh consumer until quiet: (record, partition, offset) per topic."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=50)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=50,
+    )
     await consumer.start()
     by_topic = {settings.topic(name): name for name in logicals}
     out: dict[str, list] = {name: [] for name in logicals}
@@ -322,4 +340,3 @@ async def read_topics(settings: Settings, logicals: tuple[str, ...], idle: float
     finally:
         await consumer.stop()
     return out
-

@@ -25,16 +25,16 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 
 from app import codec
 from app.events import SourceConnected, SyncRequested
+from app.instances import load_instances
 from app.plugins import get_plugin
 from app.settings import Settings
-from app.instances import load_instances
 from tests.faults.harness import GITHUB_INSTANCE, PRODUCER_INSTANCE
 from tests.support import gitrepo
 from tests.support.flows import github_push
@@ -55,8 +55,13 @@ class MirrorRepo:
         return len(self.commits) - 1
 
     def connected(self) -> SourceConnected:
-        return SourceConnected(source_id=self.source_id, occurred_at=datetime.now(timezone.utc), source_type="git",
-                               name=f"mirror {self.repo_id}", config={"path": str(self.path)})
+        return SourceConnected(
+            source_id=self.source_id,
+            occurred_at=datetime.now(UTC),
+            source_type="git",
+            name=f"mirror {self.repo_id}",
+            config={"path": str(self.path)},
+        )
 
 
 def build_mirror(path: Path, repo_id: int, files: int, pushes: int, seed: int) -> MirrorRepo:
@@ -72,7 +77,11 @@ def build_mirror(path: Path, repo_id: int, files: int, pushes: int, seed: int) -
         change: dict[str, bytes | None] = {}
         for p in modified:
             binary = rng.random() < 0.08
-            change[p] = (b"\0bin %d %d" % (i, rng.randrange(10**6))) if binary else f"push {i} of {p}: {rng.random()}\n".encode()
+            change[p] = (
+                (b"\0bin %d %d" % (i, rng.randrange(10**6)))
+                if binary
+                else f"push {i} of {p}: {rng.random()}\n".encode()
+            )
         added = f"pushed/p{i:04d}_{rng.randrange(10**6)}.md"
         change[added] = f"# push {i}\n\n{rng.random()}\n".encode()
         removed = []
@@ -157,9 +166,10 @@ class Provider:
         self._redeliveries: list[asyncio.Task] = []
         self.http: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> "Provider":
-        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15),
-                                          connector=aiohttp.TCPConnector(limit=64))
+    async def __aenter__(self) -> Provider:
+        self.http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=15), connector=aiohttp.TCPConnector(limit=64)
+        )
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -174,19 +184,33 @@ class Provider:
 
     def push(self, repo: MirrorRepo, index: int) -> Outgoing:
         changed = repo.changes[index]
-        body = github_push(repo.repo_id, repo.commits[index - 1], repo.commits[index], added=changed["added"],
-                           modified=changed["modified"], removed=changed["removed"])
+        body = github_push(
+            repo.repo_id,
+            repo.commits[index - 1],
+            repo.commits[index],
+            added=changed["added"],
+            modified=changed["modified"],
+            removed=changed["removed"],
+        )
         delivery_id = str(uuid.UUID(int=self.rng.getrandbits(128)))
-        headers = get_plugin("github").sign(body, self.instances[("github", GITHUB_INSTANCE)], time.time(),
-                                           delivery_id=delivery_id, event="push")
+        headers = get_plugin("github").sign(
+            body, self.instances[("github", GITHUB_INSTANCE)], time.time(), delivery_id=delivery_id, event="push"
+        )
         return Outgoing("push", repo.source_id, delivery_id, f"/hooks/github/{GITHUB_INSTANCE}", body, headers)
 
     def manual(self, source_id: str, trigger: str = "manual") -> Outgoing:
         request_id = f"m-{uuid.UUID(int=self.rng.getrandbits(128)).hex[:16]}"
-        event = SyncRequested(source_id=source_id, occurred_at=datetime.now(timezone.utc), request_id=request_id,
-                              mode="full", trigger=trigger)
+        event = SyncRequested(
+            source_id=source_id,
+            occurred_at=datetime.now(UTC),
+            request_id=request_id,
+            mode="full",
+            trigger=trigger,
+        )
         body = codec.encode(event)
-        headers = get_plugin("generic-hmac").sign(body, self.instances[("generic-hmac", PRODUCER_INSTANCE)], time.time())
+        headers = get_plugin("generic-hmac").sign(
+            body, self.instances[("generic-hmac", PRODUCER_INSTANCE)], time.time()
+        )
         return Outgoing("manual", source_id, request_id, f"/hooks/generic-hmac/{PRODUCER_INSTANCE}", body, headers)
 
     # -- delivering, like a provider -------------------------------------------------------
@@ -203,7 +227,7 @@ class Provider:
                     status = response.status
                     answer = await response.read()
                     retry_after = float(response.headers.get("Retry-After", 0) or 0)
-            except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
+            except (TimeoutError, aiohttp.ClientError, ConnectionError):
                 status, answer = 0, b""
             self.statuses[status] += 1
             if 200 <= status < 300:
@@ -294,5 +318,7 @@ class Provider:
         await asyncio.gather(*self._redeliveries)
 
     def summary(self) -> str:
-        return (f"acknowledged={self.acknowledged} unique={len(self.accepted)} redelivered={self.redelivered} "
-                f"abandoned={len(self.abandoned)} statuses={dict(self.statuses)}")
+        return (
+            f"acknowledged={self.acknowledged} unique={len(self.accepted)} redelivered={self.redelivered} "
+            f"abandoned={len(self.abandoned)} statuses={dict(self.statuses)}"
+        )

@@ -1,32 +1,36 @@
 """One scenario (or one phase of one): its sources, its load running in the background, its eyes, its check.
 
-    repos = await mirrors(stack, tmp, count=12, files=100, pushes=80, seed=1, first_id=1000)
-    async with Scenario("worker kill -9 mid-dedup", stack, repos, Traffic(pushes=80, seconds=10)) as sc:
-        await sc.until(lambda: sc.routed() >= 200, "the first routings")
-        ...the fault...
-        await sc.finish()        # load done, settled, checked, asserted; the row is recorded
+repos = await mirrors(stack, tmp, count=12, files=100, pushes=80, seed=1, first_id=1000)
+async with Scenario("worker kill -9 mid-dedup", stack, repos, Traffic(pushes=80, seconds=10)) as sc:
+    await sc.until(lambda: sc.routed() >= 200, "the first routings")
+    ...the fault...
+    await sc.finish()        # load done, settled, checked, asserted; the row is recorded
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Awaitable, Callable
 
 import psycopg
 
 from app.events import BatchCompleted, SyncCompleted, SyncPlanned, SyncRequested
-from tests.faults.checker import CONTROL, COMPLETED, TAILED, Figures, assert_clean, check, settle
+from tests.faults.checker import COMPLETED, CONTROL, TAILED, Figures, assert_clean, check, settle
 from tests.faults.harness import FaultStack, TopicTail
 from tests.faults.load import MirrorRepo, Provider, Traffic, build_mirror
 from tests.support.flows import send_control
 from tests.support.services import wait_until
 
 
-async def mirrors(stack: FaultStack, tmp: Path, count: int, files: int, pushes: int, seed: int, first_id: int) -> list[MirrorRepo]:
+async def mirrors(
+    stack: FaultStack, tmp: Path, count: int, files: int, pushes: int, seed: int, first_id: int
+) -> list[MirrorRepo]:
     """`count` repositories and their connected `github:<id>` git-mirror sources."""
-    repos = [build_mirror(tmp / f"repo-{first_id + i}", first_id + i, files, pushes, seed * 1000 + i) for i in range(count)]
+    repos = [
+        build_mirror(tmp / f"repo-{first_id + i}", first_id + i, files, pushes, seed * 1000 + i) for i in range(count)
+    ]
     await send_control(stack.settings, *(r.connected() for r in repos))
     return repos
 
@@ -39,17 +43,30 @@ async def connected(stack: FaultStack, repos: list[MirrorRepo], timeout: float =
     async def projected() -> bool:
         if not stack.alive():
             raise AssertionError(f"a worker died during start\n{stack.log_tails()}")
-        async with await psycopg.AsyncConnection.connect(s.database_url, options=f"-c search_path={s.database_schema}") as conn:
-            row = await (await conn.execute(
-                "SELECT count(*) FROM sources WHERE source_id = ANY(%s) AND status = 'connected'", (ids,))).fetchone()
+        async with await psycopg.AsyncConnection.connect(
+            s.database_url, options=f"-c search_path={s.database_schema}"
+        ) as conn:
+            row = await (
+                await conn.execute(
+                    "SELECT count(*) FROM sources WHERE source_id = ANY(%s) AND status = 'connected'", (ids,)
+                )
+            ).fetchone()
         return row[0] == len(ids)
 
     await wait_until(projected, timeout=timeout, interval=0.1, what="the sources connected in the read model")
 
 
 class Scenario:
-    def __init__(self, name: str, stack: FaultStack, repos: list[MirrorRepo], traffic: Traffic, seed: int = 0,
-                 settle_timeout: float = 120.0, read_idle: float = 0.6) -> None:
+    def __init__(
+        self,
+        name: str,
+        stack: FaultStack,
+        repos: list[MirrorRepo],
+        traffic: Traffic,
+        seed: int = 0,
+        settle_timeout: float = 120.0,
+        read_idle: float = 0.6,
+    ) -> None:
         self.name = name
         self.stack = stack
         self.repos = repos
@@ -62,7 +79,7 @@ class Scenario:
         self.load: asyncio.Task | None = None
         self.started = 0.0
 
-    async def __aenter__(self) -> "Scenario":
+    async def __aenter__(self) -> Scenario:
         self.started = time.monotonic()
         await self.tail.start()
         await self.provider.__aenter__()
@@ -79,10 +96,16 @@ class Scenario:
     # -- what the scenario watches ---------------------------------------------------------
 
     def routed(self) -> int:
-        return sum(1 for r in self.tail.records[CONTROL] if isinstance(r, SyncRequested) and r.source_id in self.sources)
+        return sum(
+            1 for r in self.tail.records[CONTROL] if isinstance(r, SyncRequested) and r.source_id in self.sources
+        )
 
     def completed(self, source_id: str | None = None) -> list[SyncCompleted]:
-        return [c for c in self.tail.records[COMPLETED] if c.source_id in self.sources and (source_id is None or c.source_id == source_id)]
+        return [
+            c
+            for c in self.tail.records[COMPLETED]
+            if c.source_id in self.sources and (source_id is None or c.source_id == source_id)
+        ]
 
     def fan_in_midway(self, min_batches: int = 3, source_id: str | None = None, at_least: float = 0.0) -> str | None:
         """A job whose plan is known and some, not all, of its batches have reported (at least the
@@ -108,11 +131,17 @@ class Scenario:
 
     async def rows(self, source_id: str) -> int:
         s = self.stack.settings
-        async with await psycopg.AsyncConnection.connect(s.database_url, options=f"-c search_path={s.database_schema}") as conn:
-            row = await (await conn.execute("SELECT count(*) FROM documents WHERE source_id = %s", (source_id,))).fetchone()
+        async with await psycopg.AsyncConnection.connect(
+            s.database_url, options=f"-c search_path={s.database_schema}"
+        ) as conn:
+            row = await (
+                await conn.execute("SELECT count(*) FROM documents WHERE source_id = %s", (source_id,))
+            ).fetchone()
         return row[0]
 
-    async def until(self, predicate: Callable[[], Awaitable[object] | object], what: str, timeout: float = 60.0) -> None:
+    async def until(
+        self, predicate: Callable[[], Awaitable[object] | object], what: str, timeout: float = 60.0
+    ) -> None:
         """Wait for a condition of the running scenario; the load must still be running, a worker alive."""
 
         async def ready():

@@ -12,7 +12,9 @@ from tests.faults.load import Traffic
 from tests.faults.scenario import Scenario, connected, mirrors
 
 
-async def test_an_ingress_killed_under_load_has_every_retried_delivery_routed_once(broker, postgres, tmp_path, load_scale):
+async def test_an_ingress_killed_under_load_has_every_retried_delivery_routed_once(
+    broker, postgres, tmp_path, load_scale
+):
     stack = await FaultStack.create(broker, postgres, tmp_path / "stack")
     try:
         await stack.start(workers=1)

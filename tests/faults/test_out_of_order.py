@@ -24,8 +24,9 @@ async def test_pushes_reordered_and_lost_still_converge_on_the_branch_head(broke
         await stack.start(workers=1)
         repos = await mirrors(stack, tmp_path, 10, files=80, pushes=120 * load_scale, seed=21, first_id=21000)
         await connected(stack, repos)
-        traffic = Traffic(pushes=120 * load_scale, seconds=15.0 * load_scale, manual_every=0, redeliver=0.1,
-                          reorder=0.10, lose=0.05)
+        traffic = Traffic(
+            pushes=120 * load_scale, seconds=15.0 * load_scale, manual_every=0, redeliver=0.1, reorder=0.10, lose=0.05
+        )
         async with Scenario("pushes 10 % reordered, 5 % lost", stack, repos, traffic, seed=21) as sc:
             await sc.finish()
             assert sc.provider.late >= 50 and sc.provider.lost >= 25, (sc.provider.late, sc.provider.lost)
@@ -34,7 +35,8 @@ async def test_pushes_reordered_and_lost_still_converge_on_the_branch_head(broke
 
 
 async def test_a_history_of_300_commits_replayed_as_pushes_at_20_a_second_ends_at_the_head(
-        broker, postgres, tmp_path, load_scale, request):
+    broker, postgres, tmp_path, load_scale, request
+):
     stack = await FaultStack.create(broker, postgres, tmp_path / "stack")
     try:
         await stack.start(workers=1)
@@ -47,9 +49,11 @@ async def test_a_history_of_300_commits_replayed_as_pushes_at_20_a_second_ends_a
             fig = await sc.finish()
             jobs = len({c.job_id for c in sc.completed()})
             coalesced = sum(1 for e in sc.tail.records[EVENTS] if isinstance(e, SyncCoalesced))
-        line = (f"history replay: {pushes} pushes (+{sc.provider.redelivered} redelivered) of a {pushes + 1}-commit "
-                f"history, {jobs} jobs, {coalesced} requests coalesced, {time.monotonic() - started:.1f} s; "
-                f"documents equal git ls-tree of the head ({fig.docs_differing} paths differ)")
+        line = (
+            f"history replay: {pushes} pushes (+{sc.provider.redelivered} redelivered) of a {pushes + 1}-commit "
+            f"history, {jobs} jobs, {coalesced} requests coalesced, {time.monotonic() - started:.1f} s; "
+            f"documents equal git ls-tree of the head ({fig.docs_differing} paths differ)"
+        )
         request.node.user_properties.append(("summary_line", line))
         assert jobs < pushes, "pushes that arrive while a job runs coalesce"
     finally:

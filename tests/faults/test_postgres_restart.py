@@ -29,7 +29,9 @@ async def test_postgresql_restarted_mid_sync_counts_only_what_was_written(broker
         await connected(stack, repos + [big])
         traffic = Traffic(pushes=140 * load_scale, seconds=18.0 * load_scale, manual_every=10, redeliver=0.1)
         async with Scenario("PostgreSQL restart mid-sync", stack, repos + [big], traffic, seed=7) as sc:
-            await sc.until(lambda: sc.fan_in_midway(20, big.source_id, at_least=0.1), "the big source's full sync under way")
+            await sc.until(
+                lambda: sc.fan_in_midway(20, big.source_id, at_least=0.1), "the big source's full sync under way"
+            )
             await asyncio.to_thread(crash_postgres, pg)
             await asyncio.sleep(DOWN_SECONDS)  # the fault itself: PostgreSQL stays down this long
             await asyncio.to_thread(start_postgres_again, pg)

@@ -24,14 +24,17 @@ async def two_stacks_worth(broker, postgres, tmp_path, seed: int, first_id: int,
     return stack, repos, big, traffic
 
 
-async def test_a_worker_joining_mid_sync_then_the_first_killed_loses_and_doubles_nothing(broker, postgres, tmp_path, load_scale):
+async def test_a_worker_joining_mid_sync_then_the_first_killed_loses_and_doubles_nothing(
+    broker, postgres, tmp_path, load_scale
+):
     stack, repos, big, traffic = await two_stacks_worth(broker, postgres, tmp_path, 4, 4000, load_scale)
     try:
         await stack.start(workers=1)
         await connected(stack, repos + [big])
         first = stack.workers[0]
-        async with Scenario("rebalance: join mid-sync, kill the first", stack, repos + [big], traffic, seed=4,
-                            settle_timeout=30) as sc:
+        async with Scenario(
+            "rebalance: join mid-sync, kill the first", stack, repos + [big], traffic, seed=4, settle_timeout=30
+        ) as sc:
             await sc.until(lambda: sc.fan_in_midway(20, big.source_id), "the big source's first full sync under way")
             first_job = sc.fan_in_midway(20, big.source_id)
             second = stack.start_worker()
@@ -41,8 +44,10 @@ async def test_a_worker_joining_mid_sync_then_the_first_killed_loses_and_doubles
 
             await sc.until(both_in_the_group, "the group stable with both workers", timeout=60)
             await sc.provider.send(sc.provider.manual(big.source_id), traffic)
-            await sc.until(lambda: sc.fan_in_midway(20, big.source_id, at_least=0.1) not in (None, first_job),
-                           "the big source's second full sync under way")
+            await sc.until(
+                lambda: sc.fan_in_midway(20, big.source_id, at_least=0.1) not in (None, first_job),
+                "the big source's second full sync under way",
+            )
             stack.kill_worker(first)
             await sc.finish()
             assert second.alive()

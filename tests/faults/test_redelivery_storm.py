@@ -13,7 +13,9 @@ from tests.faults.load import Traffic
 from tests.faults.scenario import Scenario, connected, mirrors
 
 
-async def test_a_redelivery_storm_across_a_worker_restart_routes_every_delivery_once(broker, postgres, tmp_path, load_scale):
+async def test_a_redelivery_storm_across_a_worker_restart_routes_every_delivery_once(
+    broker, postgres, tmp_path, load_scale
+):
     stack = await FaultStack.create(broker, postgres, tmp_path / "stack")
     try:
         await stack.start(workers=1)

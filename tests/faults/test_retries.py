@@ -42,9 +42,12 @@ FAST_RETRIES = dict(retry_base_seconds=0.2, retry_max_seconds=1.0)
 
 async def dead_letters(settings, stage: str) -> list[dict]:
     async with await psycopg.AsyncConnection.connect(
-            settings.database_url, options=f"-c search_path={settings.database_schema}", autocommit=True) as conn:
+        settings.database_url, options=f"-c search_path={settings.database_schema}", autocommit=True
+    ) as conn:
         cursor = conn.cursor(row_factory=psycopg.rows.dict_row)
-        return await (await cursor.execute("SELECT * FROM dlq WHERE stage = %s ORDER BY dead_letter_id", (stage,))).fetchall()
+        return await (
+            await cursor.execute("SELECT * FROM dlq WHERE stage = %s ORDER BY dead_letter_id", (stage,))
+        ).fetchall()
 
 
 async def metric(worker: WorkerProcess, name: str, **labels: str) -> float:
@@ -81,7 +84,9 @@ exec {git} "$@"
 """
 
 
-async def test_a_git_reader_that_keeps_dying_is_retried_and_the_sync_completes_whole(broker, postgres, tmp_path, monkeypatch):
+async def test_a_git_reader_that_keeps_dying_is_retried_and_the_sync_completes_whole(
+    broker, postgres, tmp_path, monkeypatch
+):
     repo = tmp_path / "repo"
     gitrepo.build_repo(repo, files=gitrepo.synthetic_files(30, seed=5))
     bin_dir, counter = tmp_path / "bin", tmp_path / "readers-died"
@@ -91,14 +96,18 @@ async def test_a_git_reader_that_keeps_dying_is_retried_and_the_sync_completes_w
     (bin_dir / "git").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")  # the worker's git
 
-    s = isolated_settings(broker.bootstrap, postgres.url, batch_size=50, batch_concurrency=1, retry_attempts=3,
-                          **FAST_RETRIES)
+    s = isolated_settings(
+        broker.bootstrap, postgres.url, batch_size=50, batch_concurrency=1, retry_attempts=3, **FAST_RETRIES
+    )
     await topology.apply(s)
     await migrate(s)
     worker = WorkerProcess(s, tmp_path / "rocks", tmp_path / "worker.log").start()
     try:
-        await send_control(s, SourceConnected(source_id="git:dying", occurred_at=now(), source_type="git",
-                                              config={"path": str(repo)}), requested("git:dying"))
+        await send_control(
+            s,
+            SourceConnected(source_id="git:dying", occurred_at=now(), source_type="git", config={"path": str(repo)}),
+            requested("git:dying"),
+        )
         [done] = await completions(s, "git:dying", alive=worker.alive)
         assert int(counter.read_text()) == deaths, "the readers died as many times as injected"
         head = gitrepo.git(repo, "rev-parse", "HEAD").decode().strip()
@@ -112,20 +121,34 @@ async def test_a_git_reader_that_keeps_dying_is_retried_and_the_sync_completes_w
 
 # -- a source API that fails, rate-limits and stalls ------------------------------------------
 
+
 async def test_a_source_api_failing_past_the_bound_fails_the_plan_which_a_redrive_plans_again(
-        broker, postgres, tmp_path, monkeypatch, capsys):
+    broker, postgres, tmp_path, monkeypatch, capsys
+):
     github = FakeGitHub(FakeClock(time.time()), app_id="1", public_key=None)
     await github.start()
     github.tokens["ghp_static"] = time.time() + 10**9
     files = {f"docs/{i:02d}.md": f"page {i}\n".encode() for i in range(12)}
     github.commit(files)
-    s = isolated_settings(broker.bootstrap, postgres.url, batch_size=5, retry_attempts=4, github_api_url=github.url,
-                          github_token="ghp_static", source_http_timeout_seconds=1.0, **FAST_RETRIES)
+    s = isolated_settings(
+        broker.bootstrap,
+        postgres.url,
+        batch_size=5,
+        retry_attempts=4,
+        github_api_url=github.url,
+        github_token="ghp_static",
+        source_http_timeout_seconds=1.0,
+        **FAST_RETRIES,
+    )
     await topology.apply(s)
     await migrate(s)
     worker = WorkerProcess(s, tmp_path / "rocks", tmp_path / "worker.log").start()
-    connect = SourceConnected(source_id="github:widgets", occurred_at=now(), source_type="github",
-                              config={"repository": "acme/widgets", "default_branch": "main"})
+    connect = SourceConnected(
+        source_id="github:widgets",
+        occurred_at=now(),
+        source_type="github",
+        config={"repository": "acme/widgets", "default_branch": "main"},
+    )
     try:
         # Within the bound (4 retries per request): a 503, a 429 with Retry-After, a 502, an answer too slow.
         github.fail_next(503)
@@ -158,8 +181,9 @@ async def test_a_source_api_failing_past_the_bound_fails_the_plan_which_a_redriv
             return rows if rows and rows[0]["status"] == "retired" else None
 
         await wait_until(retired, timeout=60, what="the plan's row to retire")
-        await wait_until(lambda: _equal(s, "github:widgets", digests(changed)), timeout=30,
-                         what="the documents to be GitHub's tree")
+        await wait_until(
+            lambda: _equal(s, "github:widgets", digests(changed)), timeout=30, what="the documents to be GitHub's tree"
+        )
         assert worker.alive()
     finally:
         worker.stop()
@@ -172,8 +196,10 @@ async def _equal(settings, source_id: str, want: dict[str, str]) -> bool:
 
 # -- PostgreSQL gone mid-batch ----------------------------------------------------------------
 
+
 async def test_postgresql_gone_past_the_bound_dead_letters_its_batches_and_a_redrive_writes_them(
-        broker, tmp_path, monkeypatch, capsys):
+    broker, tmp_path, monkeypatch, capsys
+):
     pg = EmbeddedPostgres(tmp_path / "pg").start()
     worker = None
     try:
@@ -184,13 +210,17 @@ async def test_postgresql_gone_past_the_bound_dead_letters_its_batches_and_a_red
         # Each try of a batch's write waits up to 5 s for a connection: 2 tries, about 10 s, then it counts.
         # A write caught in its commit by the crash is retried until PostgreSQL answers (it may have
         # happened): with several batches at once, the others fail within the outage whatever the timing.
-        s = isolated_settings(broker.bootstrap, pg.url, batch_size=5, batch_concurrency=4, retry_attempts=1,
-                              **FAST_RETRIES)
+        s = isolated_settings(
+            broker.bootstrap, pg.url, batch_size=5, batch_concurrency=4, retry_attempts=1, **FAST_RETRIES
+        )
         await topology.apply(s)
         await migrate(s)
         worker = WorkerProcess(s, tmp_path / "rocks", tmp_path / "worker.log").start()
-        await send_control(s, SourceConnected(source_id="git:pg", occurred_at=now(), source_type="git",
-                                              config={"path": str(repo)}), requested("git:pg"))
+        await send_control(
+            s,
+            SourceConnected(source_id="git:pg", occurred_at=now(), source_type="git", config={"path": str(repo)}),
+            requested("git:pg"),
+        )
 
         async def midway():
             assert worker.alive(), worker.log_tail()
@@ -227,4 +257,3 @@ async def test_postgresql_gone_past_the_bound_dead_letters_its_batches_and_a_red
         with contextlib.suppress(subprocess.CalledProcessError):  # not running: the test failed while it was down
             await asyncio.to_thread(_pg_ctl, pg, "-w", "-m", "fast", "stop")
         pg.stop()
-

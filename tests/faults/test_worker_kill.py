@@ -31,7 +31,9 @@ def traffic(scale: int) -> Traffic:
     return Traffic(pushes=PUSHES * scale, seconds=SECONDS * scale, manual_every=10, redeliver=0.1)
 
 
-async def test_a_worker_killed_mid_dedup_loses_nothing_and_routes_nothing_twice(stack: FaultStack, tmp_path, load_scale):
+async def test_a_worker_killed_mid_dedup_loses_nothing_and_routes_nothing_twice(
+    stack: FaultStack, tmp_path, load_scale
+):
     repos = await mirrors(stack, tmp_path, SOURCES, files=100, pushes=PUSHES * load_scale, seed=1, first_id=1000)
     await connected(stack, repos)
     async with Scenario("worker kill -9 mid-dedup", stack, repos, traffic(load_scale), seed=1) as sc:
@@ -40,7 +42,9 @@ async def test_a_worker_killed_mid_dedup_loses_nothing_and_routes_nothing_twice(
         await sc.finish()
 
 
-async def test_a_worker_killed_mid_orchestration_completes_every_job_once_with_its_real_counts(stack: FaultStack, tmp_path, load_scale):
+async def test_a_worker_killed_mid_orchestration_completes_every_job_once_with_its_real_counts(
+    stack: FaultStack, tmp_path, load_scale
+):
     repos = await mirrors(stack, tmp_path, SOURCES, files=160, pushes=PUSHES * load_scale, seed=2, first_id=2000)
     await connected(stack, repos)
     async with Scenario("worker kill -9 mid-orchestration", stack, repos, traffic(load_scale), seed=2) as sc:
@@ -49,7 +53,9 @@ async def test_a_worker_killed_mid_orchestration_completes_every_job_once_with_i
         await sc.finish()
 
 
-async def test_a_worker_killed_mid_batch_writes_the_tree_once_and_counts_it_once(stack: FaultStack, tmp_path, load_scale):
+async def test_a_worker_killed_mid_batch_writes_the_tree_once_and_counts_it_once(
+    stack: FaultStack, tmp_path, load_scale
+):
     repos = await mirrors(stack, tmp_path, SOURCES - 1, files=100, pushes=PUSHES * load_scale, seed=3, first_id=3000)
     big = await mirrors(stack, tmp_path, 1, files=2000, pushes=0, seed=3, first_id=3900)
     await connected(stack, repos + big)

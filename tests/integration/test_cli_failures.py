@@ -25,8 +25,13 @@ def closed_port() -> int:
 
 def hookstream(*argv: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HOOKSTREAM_")}
-    return subprocess.run([sys.executable, "-m", "app.cli.main", *argv], env={**clean, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli.main", *argv],
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +80,9 @@ def test_debug_shows_the_traceback_of_an_expected_failure(nowhere):
 
 
 def test_a_duration_that_reaches_before_year_one_is_one_line(nowhere):
-    result = hookstream("replay", "--group", "g", "--topic", "hookstream.deliveries", "--to-datetime", "10000000d", env=nowhere)
+    result = hookstream(
+        "replay", "--group", "g", "--topic", "hookstream.deliveries", "--to-datetime", "10000000d", env=nowhere
+    )
     assert_one_line_failure(result, "--to-datetime", "10000000d", code=2)
 
 
@@ -92,8 +99,17 @@ def test_an_instances_file_that_is_not_utf8_is_one_line(nowhere, not_utf8, comma
 
 def test_dev_does_not_print_a_user_chosen_events_token(tmp_path):
     port = closed_port()
-    result = hookstream("dev", "--data-dir", str(tmp_path / "dev"), "--port", str(port), "--no-worker", "--exit-after-start",
-                        env={"HOOKSTREAM_EVENTS_TOKEN": TOKEN}, timeout=180)
+    result = hookstream(
+        "dev",
+        "--data-dir",
+        str(tmp_path / "dev"),
+        "--port",
+        str(port),
+        "--no-worker",
+        "--exit-after-start",
+        env={"HOOKSTREAM_EVENTS_TOKEN": TOKEN},
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "hookstream dev is up" in result.stdout
     assert TOKEN not in result.stdout + result.stderr
@@ -102,8 +118,10 @@ def test_dev_does_not_print_a_user_chosen_events_token(tmp_path):
 
 def test_send_event_kafka_refuses_an_event_outside_its_bounds_before_producing(nowhere, tmp_path):
     event = tmp_path / "event.json"
-    event.write_text('{"type": "sync.requested", "source_id": "git:de\\u001b[31mmo", "occurred_at": "2024-01-01T00:00:00Z",'
-                     ' "request_id": "r-1", "mode": "full", "trigger": "manual"}')
+    event.write_text(
+        '{"type": "sync.requested", "source_id": "git:de\\u001b[31mmo", "occurred_at": "2024-01-01T00:00:00Z",'
+        ' "request_id": "r-1", "mode": "full", "trigger": "manual"}'
+    )
     result = hookstream("send", "event", "--kafka", str(event), env=nowhere)
     assert_one_line_failure(result, "not a producer event", "source_id", "no NUL, newline or escape", code=1)
     assert "cannot reach" not in result.stderr  # refused before any connection

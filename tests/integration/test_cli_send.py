@@ -18,9 +18,16 @@ from app import codec
 from app.cli.main import main
 from app.events import Delivery
 from app.ingress.app import create_app
-from app.plugins.base import fallback_delivery_id
 from app.instances import parse_instances
-from tests.integration.test_ingress import EVENTS_TOKEN, GITHUB_SECRET, SYNC_REQUESTED, Ingress, configured_instances, records_on
+from app.plugins.base import fallback_delivery_id
+from tests.integration.test_ingress import (
+    EVENTS_TOKEN,
+    GITHUB_SECRET,
+    SYNC_REQUESTED,
+    Ingress,
+    configured_instances,
+    records_on,
+)
 
 INSTANCES_TOML = """
 [[instance]]
@@ -40,7 +47,9 @@ async def ingress(settings, tmp_path, monkeypatch) -> AsyncIterator[Ingress]:
     settings = settings.model_copy(update={"events_token": SecretStr(EVENTS_TOKEN), "producer_linger_ms": 1})
     server_instances = {
         **configured_instances(),
-        **parse_instances({"instance": [{"plugin": "github", "id": "rotated", "secret": "the new secret"}]}, "test", env={}),
+        **parse_instances(
+            {"instance": [{"plugin": "github", "id": "rotated", "secret": "the new secret"}]}, "test", env={}
+        ),
     }
     runner = web.AppRunner(create_app(settings, server_instances), access_log=None)
     await runner.setup()
@@ -82,7 +91,9 @@ async def test_send_delivery_signs_with_the_configured_secret_and_prints_the_ans
     body = b'{"ref": "refs/heads/main", "after": "abc"}\n'
     (tmp_path / "push.json").write_bytes(body)
 
-    status = await hookstream("send", "delivery", "--plugin", "github", "--instance", "acme", "--event", "push", str(tmp_path / "push.json"))
+    status = await hookstream(
+        "send", "delivery", "--plugin", "github", "--instance", "acme", "--event", "push", str(tmp_path / "push.json")
+    )
 
     assert status == 0
     expected_id = fallback_delivery_id("github", "acme", None, body)
@@ -95,8 +106,19 @@ async def test_send_delivery_signs_with_the_configured_secret_and_prints_the_ans
 
 async def test_send_delivery_from_stdin_with_a_delivery_id_and_route(ingress, capsys, monkeypatch):
     status = await hookstream(
-        "send", "delivery", "--plugin", "github", "--instance", "acme", "--delivery-id", "cli-1", "--route", "main", "-",
-        stdin=b'{"zen": "stdin"}', monkeypatch=monkeypatch,
+        "send",
+        "delivery",
+        "--plugin",
+        "github",
+        "--instance",
+        "acme",
+        "--delivery-id",
+        "cli-1",
+        "--route",
+        "main",
+        "-",
+        stdin=b'{"zen": "stdin"}',
+        monkeypatch=monkeypatch,
     )
     assert status == 0
     assert orjson.loads(capsys.readouterr().out) == {"deliveryId": "cli-1"}
@@ -106,24 +128,37 @@ async def test_send_delivery_from_stdin_with_a_delivery_id_and_route(ingress, ca
 
 async def test_send_delivery_rejected_by_the_ingress_exits_1_with_its_message(ingress, tmp_path, capsys):
     (tmp_path / "b.json").write_bytes(b"{}")
-    status = await hookstream("send", "delivery", "--plugin", "github", "--instance", "rotated", str(tmp_path / "b.json"))
+    status = await hookstream(
+        "send", "delivery", "--plugin", "github", "--instance", "rotated", str(tmp_path / "b.json")
+    )
     assert status == 1
     err = capsys.readouterr().err
     assert "401 verification_failed" in err and "X-Hub-Signature-256" in err
 
 
 async def test_send_delivery_explains_what_is_wrong_locally(ingress, tmp_path, capsys):
-    assert await hookstream("send", "delivery", "--plugin", "github", "--instance", "acme", str(tmp_path / "missing.json")) == 1
+    assert (
+        await hookstream("send", "delivery", "--plugin", "github", "--instance", "acme", str(tmp_path / "missing.json"))
+        == 1
+    )
     assert "missing.json: no such file" in capsys.readouterr().err
 
     (tmp_path / "b.json").write_bytes(b"{}")
-    assert await hookstream("send", "delivery", "--plugin", "github", "--instance", "nobody", str(tmp_path / "b.json")) == 2
+    assert (
+        await hookstream("send", "delivery", "--plugin", "github", "--instance", "nobody", str(tmp_path / "b.json"))
+        == 2
+    )
     err = capsys.readouterr().err
     assert "no github instance 'nobody'" in err and "github/acme" in err
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    assert await hookstream("send", "delivery", "--plugin", "github", "--instance", "acme", "--url", url, str(tmp_path / "b.json")) == 1
+    assert (
+        await hookstream(
+            "send", "delivery", "--plugin", "github", "--instance", "acme", "--url", url, str(tmp_path / "b.json")
+        )
+        == 1
+    )
     assert f"cannot reach the ingress at {url}" in capsys.readouterr().err
 
 
@@ -140,7 +175,11 @@ async def test_send_event_with_kafka_validates_and_produces_to_the_control_topic
     status = await hookstream("send", "event", "--kafka", str(tmp_path / "e.json"))
     assert status == 0
     answer = orjson.loads(capsys.readouterr().out)
-    assert (answer["type"], answer["key"], answer["topic"]) == ("sync.requested", "git:direct", ingress.settings.topic("hookstream.sync.control"))
+    assert (answer["type"], answer["key"], answer["topic"]) == (
+        "sync.requested",
+        "git:direct",
+        ingress.settings.topic("hookstream.sync.control"),
+    )
     [(key, value)] = await records_on(ingress.settings, "hookstream.sync.control", 1)
     assert key == "git:direct"
     assert codec.decode_topic("hookstream.sync.control", value).source_id == "git:direct"

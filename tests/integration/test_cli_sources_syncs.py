@@ -56,9 +56,11 @@ def repo(tmp_path):
 
 # --- sources connect / disconnect ----------------------------------------------------------------
 
+
 async def test_connect_git_sends_source_connected_keyed_by_its_id_to_kafka(settings, repo, monkeypatch, capsys):
-    code, out, _ = await hookstream(settings, monkeypatch, capsys, "sources", "connect", "--type", "git",
-                                    "--path", str(repo / "src"))
+    code, out, _ = await hookstream(
+        settings, monkeypatch, capsys, "sources", "connect", "--type", "git", "--path", str(repo / "src")
+    )
     assert code == 0, out
     assert out.startswith(f"connected git:my-app (git {repo}): source.connected written to {settings.topic(CONTROL)}[")
     [(key, event)] = await control_records(settings)
@@ -68,13 +70,32 @@ async def test_connect_git_sends_source_connected_keyed_by_its_id_to_kafka(setti
 
 
 async def test_connect_git_with_a_branch_a_name_and_the_github_repository_id(settings, repo, monkeypatch, capsys):
-    code, out, _ = await hookstream(settings, monkeypatch, capsys, "sources", "connect", "--type", "git", "--path",
-                                    str(repo), "--branch", "release", "--repository-id", "4242", "--name", "mirror",
-                                    "--json")
+    code, out, _ = await hookstream(
+        settings,
+        monkeypatch,
+        capsys,
+        "sources",
+        "connect",
+        "--type",
+        "git",
+        "--path",
+        str(repo),
+        "--branch",
+        "release",
+        "--repository-id",
+        "4242",
+        "--name",
+        "mirror",
+        "--json",
+    )
     assert code == 0
     answer = orjson.loads(out)
     assert (answer["via"], answer["type"], answer["source_id"], answer["config"]) == (
-        "kafka", "source.connected", "github:4242", {"path": str(repo), "branch": "release"})
+        "kafka",
+        "source.connected",
+        "github:4242",
+        {"path": str(repo), "branch": "release"},
+    )
     [(key, event)] = await control_records(settings)
     assert (key, event.name) == ("github:4242", "mirror")
 
@@ -89,8 +110,9 @@ async def test_connect_git_with_a_branch_a_name_and_the_github_repository_id(set
         (lambda tmp, repo: ["--path", str(repo), "--repository", "o/n"], "are for --type github"),
     ],
 )
-async def test_connect_git_refuses_what_is_not_a_usable_repository(settings, repo, tmp_path, monkeypatch, capsys,
-                                                                    make_args, message):
+async def test_connect_git_refuses_what_is_not_a_usable_repository(
+    settings, repo, tmp_path, monkeypatch, capsys, make_args, message
+):
     (tmp_path / "plain").mkdir()
     args = make_args(tmp_path / "plain", repo)
     code, _, err = await hookstream(settings, monkeypatch, capsys, "sources", "connect", "--type", "git", *args)
@@ -99,26 +121,62 @@ async def test_connect_git_refuses_what_is_not_a_usable_repository(settings, rep
 
 
 async def test_connect_github_names_the_repository_and_its_installation(settings, monkeypatch, capsys):
-    code, _, err = await hookstream(settings, monkeypatch, capsys, "sources", "connect", "--type", "github",
-                                    "--repository", "octo/app", "--installation-id", "99")
+    code, _, err = await hookstream(
+        settings,
+        monkeypatch,
+        capsys,
+        "sources",
+        "connect",
+        "--type",
+        "github",
+        "--repository",
+        "octo/app",
+        "--installation-id",
+        "99",
+    )
     assert code == 0
     assert "give --repository-id" in err  # github:octo/app is not the id GitHub's webhooks use
-    code, _, _ = await hookstream(settings, monkeypatch, capsys, "sources", "connect", "--type", "github",
-                                  "--repository", "octo/app", "--installation-id", "99", "--repository-id", "7")
+    code, _, _ = await hookstream(
+        settings,
+        monkeypatch,
+        capsys,
+        "sources",
+        "connect",
+        "--type",
+        "github",
+        "--repository",
+        "octo/app",
+        "--installation-id",
+        "99",
+        "--repository-id",
+        "7",
+    )
     assert code == 0
     events = await control_records(settings, 2)
     assert sorted((k, e.source_type, e.config["repository"], e.config["installation_id"]) for k, e in events) == [
         ("github:7", "github", "octo/app", 99),
         ("github:octo/app", "github", "octo/app", 99),
     ]
-    code, _, err = await hookstream(settings, monkeypatch, capsys, "sources", "connect", "--type", "github",
-                                    "--repository", "not a repo", "--installation-id", "1")
+    code, _, err = await hookstream(
+        settings,
+        monkeypatch,
+        capsys,
+        "sources",
+        "connect",
+        "--type",
+        "github",
+        "--repository",
+        "not a repo",
+        "--installation-id",
+        "1",
+    )
     assert code == 2 and "expected OWNER/NAME" in err
 
 
 async def test_disconnect_sends_source_disconnected_with_the_reason(settings, monkeypatch, capsys):
-    code, out, _ = await hookstream(settings, monkeypatch, capsys, "sources", "disconnect", "git:my-app",
-                                    "--reason", "moved away")
+    code, out, _ = await hookstream(
+        settings, monkeypatch, capsys, "sources", "disconnect", "git:my-app", "--reason", "moved away"
+    )
     assert code == 0 and out.startswith("disconnected git:my-app (reason: moved away): source.disconnected written")
     [(key, event)] = await control_records(settings)
     assert isinstance(event, SourceDisconnected) and (key, event.reason) == ("git:my-app", "moved away")
@@ -126,19 +184,35 @@ async def test_disconnect_sends_source_disconnected_with_the_reason(settings, mo
 
 # --- sync request --------------------------------------------------------------------------------
 
+
 async def test_sync_request_prints_a_fresh_request_id_and_sends_sync_requested(settings, monkeypatch, capsys):
     code, out, err = await hookstream(settings, monkeypatch, capsys, "sync", "request", "git:my-app", "--full")
     assert code == 0
     request_id = out.strip()
     assert request_id.startswith("cli-") and f"hookstream syncs show {request_id}" in err
-    code, out, _ = await hookstream(settings, monkeypatch, capsys, "sync", "request", "git:my-app", "--paths", "a.md",
-                                    "b.md", "--after", "abc", "--trigger", "cron")
+    code, out, _ = await hookstream(
+        settings,
+        monkeypatch,
+        capsys,
+        "sync",
+        "request",
+        "git:my-app",
+        "--paths",
+        "a.md",
+        "b.md",
+        "--after",
+        "abc",
+        "--trigger",
+        "cron",
+    )
     second = out.strip()
     assert code == 0 and second != request_id
     events = [e for _, e in await control_records(settings, 2)]
     assert all(isinstance(e, SyncRequested) for e in events)
     assert [(e.request_id, e.mode, e.trigger, e.paths, e.after) for e in events] == [
-        (request_id, "full", "manual", [], None), (second, "incremental", "cron", ["a.md", "b.md"], "abc")]
+        (request_id, "full", "manual", [], None),
+        (second, "incremental", "cron", ["a.md", "b.md"], "abc"),
+    ]
 
 
 async def test_sync_request_refuses_incremental_hints_on_a_full_sync(settings, monkeypatch, capsys):
@@ -160,11 +234,21 @@ async def ingress(settings):
 
 async def test_connect_request_and_disconnect_through_the_ingress(ingress, repo, monkeypatch, capsys):
     settings = ingress
-    code, out, _ = await hookstream(settings, monkeypatch, capsys, "sources", "connect", "--type", "git",
-                                    "--path", str(repo), "--ingress")
+    code, out, _ = await hookstream(
+        settings, monkeypatch, capsys, "sources", "connect", "--type", "git", "--path", str(repo), "--ingress"
+    )
     assert code == 0 and "source.connected accepted by the ingress at http://127.0.0.1:" in out
-    code, out, _ = await hookstream(settings, monkeypatch, capsys, "sync", "request", "git:my-app", "--json",
-                                    "--url", f"http://127.0.0.1:{settings.ingress_port}")
+    code, out, _ = await hookstream(
+        settings,
+        monkeypatch,
+        capsys,
+        "sync",
+        "request",
+        "git:my-app",
+        "--json",
+        "--url",
+        f"http://127.0.0.1:{settings.ingress_port}",
+    )
     assert code == 0
     answer = orjson.loads(out)
     assert (answer["via"], answer["type"], answer["key"]) == ("ingress", "sync.requested", "git:my-app")
@@ -172,7 +256,10 @@ async def test_connect_request_and_disconnect_through_the_ingress(ingress, repo,
     assert code == 0
     events = await control_records(settings, 3)
     assert [(k, e.type) for k, e in events] == [
-        ("git:my-app", "source.connected"), ("git:my-app", "sync.requested"), ("git:my-app", "source.disconnected")]
+        ("git:my-app", "source.connected"),
+        ("git:my-app", "sync.requested"),
+        ("git:my-app", "source.disconnected"),
+    ]
     assert events[1][1].request_id == answer["request_id"]
 
     wrong = settings.model_copy(update={"events_token": SecretStr("not the token")})
@@ -181,6 +268,7 @@ async def test_connect_request_and_disconnect_through_the_ingress(ingress, repo,
 
 
 # --- reading the read model ----------------------------------------------------------------------
+
 
 @pytest.fixture
 async def projected(settings):
@@ -194,13 +282,22 @@ async def test_sources_list_shows_each_source_as_a_table_and_as_json(projected, 
     header, demo, github = out.splitlines()
     assert header.split() == ["ID", "TYPE", "STATUS", "NAME", "LOCATION", "CONFIG", "FILE", "UPDATED"]
     assert demo.split()[:5] == [SRC, "git", "disconnected", "(retired)", "demo-renamed"]
-    assert "/repo@dev" in demo and "configured: .hookstream.yml at c9 (1 include, 0 exclude)" in demo and "2026-03-01 12:00:05Z" in demo
+    assert (
+        "/repo@dev" in demo
+        and "configured: .hookstream.yml at c9 (1 include, 0 exclude)" in demo
+        and "2026-03-01 12:00:05Z" in demo
+    )
     assert github.split()[:5] == ["github:42", "github", "connected", "octo/repo", "octo/repo"]
 
-    code, out, _ = await hookstream(projected, monkeypatch, capsys, "sources", "list", "--status", "connected", "--json")
+    code, out, _ = await hookstream(
+        projected, monkeypatch, capsys, "sources", "list", "--status", "connected", "--json"
+    )
     [only] = orjson.loads(out)
     assert (only["source_id"], only["config"]["installation_id"], only["updated_at"]) == (
-        "github:42", 7, "2026-03-01T12:00:06+00:00")
+        "github:42",
+        7,
+        "2026-03-01T12:00:06+00:00",
+    )
 
 
 @pytest.mark.parametrize(
@@ -226,20 +323,44 @@ async def test_syncs_list_table_has_the_counts_and_the_error(projected, monkeypa
     header, job2, job1 = out.splitlines()
     assert header.split()[:5] == ["JOB", "SOURCE", "STATUS", "MODE", "TRIGGER"]
     # ... BATCHES (done/planned), LISTED, PROCESSED, WRITTEN
-    assert job1.split()[:12] == [JOB1, SRC, "succeeded", "full", "manual", "2026-03-01", "12:00:01Z", "2.0s", "1/1", "7",
-                                 "6", "7"]
+    assert job1.split()[:12] == [
+        JOB1,
+        SRC,
+        "succeeded",
+        "full",
+        "manual",
+        "2026-03-01",
+        "12:00:01Z",
+        "2.0s",
+        "1/1",
+        "7",
+        "6",
+        "7",
+    ]
     assert job2.split()[2] == "cancelled" and job2.endswith("cancelled: retired")
 
 
 async def test_syncs_show_prints_every_field_of_a_job(projected, monkeypatch, capsys):
     code, out, _ = await hookstream(projected, monkeypatch, capsys, "syncs", "show", JOB2)
     assert code == 0
-    for expected in (f"job            {JOB2}", "status         cancelled (final)", "mode           incremental",
-                     "trigger        push", "requests       r2, r3", "queued         2026-03-01 12:00:02Z",
-                     "started        2026-03-01 12:00:04Z", "finished       2026-03-01 12:00:05Z",
-                     "duration       1.0s (1000 ms)", "cancelled      2026-03-01 12:00:05Z: retired",
-                     "files listed       4", "processed          2", "batches            1", "  cancelled: retired",
-                     "r2  queued        2026", "r3  coalesced     2026"):
+    for expected in (
+        f"job            {JOB2}",
+        "status         cancelled (final)",
+        "mode           incremental",
+        "trigger        push",
+        "requests       r2, r3",
+        "queued         2026-03-01 12:00:02Z",
+        "started        2026-03-01 12:00:04Z",
+        "finished       2026-03-01 12:00:05Z",
+        "duration       1.0s (1000 ms)",
+        "cancelled      2026-03-01 12:00:05Z: retired",
+        "files listed       4",
+        "processed          2",
+        "batches            1",
+        "  cancelled: retired",
+        "r2  queued        2026",
+        "r3  coalesced     2026",
+    ):
         assert expected in out, (expected, out)
 
 
@@ -251,7 +372,10 @@ async def test_syncs_show_finds_a_job_by_request_id_and_tells_rejections(project
 
     code, out, _ = await hookstream(projected, monkeypatch, capsys, "syncs", "show", "r5", "--json")
     shown = orjson.loads(out)
-    assert shown["job"] is None and (shown["request"]["answer"], shown["request"]["reason"]) == ("rejected", "unknown source")
+    assert shown["job"] is None and (shown["request"]["answer"], shown["request"]["reason"]) == (
+        "rejected",
+        "unknown source",
+    )
 
     code, _, err = await hookstream(projected, monkeypatch, capsys, "syncs", "show", "nope")
     assert code == 1 and "no sync job or request 'nope'" in err
@@ -275,11 +399,13 @@ async def test_sending_without_a_broker_fails_with_a_message(settings, monkeypat
 
 # --- the whole loop, behind a real worker ---------------------------------------------------------
 
+
 async def test_connect_request_and_follow_a_sync_from_the_cli(settings, repo, tmp_path, monkeypatch, capsys):
     worker = WorkerProcess(settings, tmp_path / "rocks", tmp_path / "worker.log").start()
     try:
-        assert (await hookstream(settings, monkeypatch, capsys, "sources", "connect", "--type", "git", "--path",
-                                 str(repo)))[0] == 0
+        assert (
+            await hookstream(settings, monkeypatch, capsys, "sources", "connect", "--type", "git", "--path", str(repo))
+        )[0] == 0
         code, out, _ = await hookstream(settings, monkeypatch, capsys, "sync", "request", "git:my-app", "--full")
         assert code == 0
         request_id = out.strip()
@@ -292,9 +418,17 @@ async def test_connect_request_and_follow_a_sync_from_the_cli(settings, repo, tm
 
         job = await wait_until(shown, timeout=90, interval=0.5, what="the requested sync to succeed")
         assert (job["request_ids"], job["mode"], job["files_listed"], job["documents_written"]) == (
-            [request_id], "full", 2, 2)
+            [request_id],
+            "full",
+            2,
+            2,
+        )
         code, out, _ = await hookstream(settings, monkeypatch, capsys, "sources", "list", "--json")
         [source] = orjson.loads(out)
-        assert (source["source_id"], source["status"], source["config"]) == ("git:my-app", "connected", {"path": str(repo)})
+        assert (source["source_id"], source["status"], source["config"]) == (
+            "git:my-app",
+            "connected",
+            {"path": str(repo)},
+        )
     finally:
         worker.stop()

@@ -50,8 +50,10 @@ def env(broker, postgres, tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _figures(request):
     yield
-    line = (f"config convergence property: {RUN['examples']} examples, {RUN['settled']} settled points checked, "
-            f"{RUN['jobs']} jobs ({RUN['diffs']} diffs); each equal to its head filtered by the config in effect")
+    line = (
+        f"config convergence property: {RUN['examples']} examples, {RUN['settled']} settled points checked, "
+        f"{RUN['jobs']} jobs ({RUN['diffs']} diffs); each equal to its head filtered by the config in effect"
+    )
     request.node.user_properties.append(("summary_line", line))
 
 
@@ -76,8 +78,11 @@ def commit(draw, tree: dict[str, bytes]) -> dict[str, bytes | None]:
 _sources = itertools.count(1)
 
 
-@settings(max_examples=EXAMPLES, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
+)
 @given(data=st.data())
 def test_documents_follow_the_config_file_at_every_settled_head(env, data):
     loop, pool, tmp = env
@@ -114,12 +119,15 @@ async def walk(pipe: Pipeline, path, shas: list[str], settle_after: list[bool]) 
             want = selected(gitrepo.digests_at(path, sha), rules)
             have = await digests(pipe)
             note(f"settled at {sha[:7]} (commit {i}): config {meaning}, in effect {rules}")
-            assert have == want, (f"at commit {i} {sha[:7]} with rules {rules}: missing {sorted(set(want) - set(have))}, "
-                                  f"extra {sorted(set(have) - set(want))}, "
-                                  f"other {sorted(p for p in set(want) & set(have) if want[p] != have[p])}; jobs "
-                                  f"{[(c.job_id, c.status, c.listing) for c in pipe.completions.values()]}")
-            assert pipe.state.config_status == ("unconfigured" if meaning == ((), ()) else
-                                                "invalid" if meaning is None else "configured")
+            assert have == want, (
+                f"at commit {i} {sha[:7]} with rules {rules}: missing {sorted(set(want) - set(have))}, "
+                f"extra {sorted(set(have) - set(want))}, "
+                f"other {sorted(p for p in set(want) & set(have) if want[p] != have[p])}; jobs "
+                f"{[(c.job_id, c.status, c.listing) for c in pipe.completions.values()]}"
+            )
+            assert pipe.state.config_status == (
+                "unconfigured" if meaning == ((), ()) else "invalid" if meaning is None else "configured"
+            )
             RUN["settled"] += 1
         RUN["examples"] += 1
         RUN["jobs"] += len(pipe.completions)
@@ -130,5 +138,7 @@ async def walk(pipe: Pipeline, path, shas: list[str], settle_after: list[bool]) 
 
 async def digests(pipe: Pipeline) -> dict[str, str]:
     async with pipe.pool.connection() as conn:
-        rows = await (await conn.execute("SELECT path, sha256 FROM documents WHERE source_id = %s", (pipe.source_id,))).fetchall()
+        rows = await (
+            await conn.execute("SELECT path, sha256 FROM documents WHERE source_id = %s", (pipe.source_id,))
+        ).fetchall()
     return dict(rows)

@@ -70,8 +70,11 @@ class Source:
     def documents(self) -> dict[str, str]:
         async def read():
             async with self.pipe.pool.connection() as conn:
-                rows = await (await conn.execute("SELECT path, sha256 FROM documents WHERE source_id = %s",
-                                                 (self.pipe.source_id,))).fetchall()
+                rows = await (
+                    await conn.execute(
+                        "SELECT path, sha256 FROM documents WHERE source_id = %s", (self.pipe.source_id,)
+                    )
+                ).fetchall()
             return dict(rows)
 
         return self.loop.run_until_complete(read())
@@ -116,7 +119,11 @@ def test_an_exclude_added_by_a_push_deletes_the_excluded_documents_and_counts_th
     assert (done.listing, done.deleted) == ("full", 1)
     state = s.pipe.state
     assert (state.config_status, state.config_path, state.config_commit, state.config_rules) == (
-        "configured", ".hookstream.yml", c2, PathRules(exclude=("secret/**",)))
+        "configured",
+        ".hookstream.yml",
+        c2,
+        PathRules(exclude=("secret/**",)),
+    )
 
 
 def test_a_push_that_removes_the_config_file_makes_the_source_unconfigured_and_writes_everything(source):
@@ -129,7 +136,11 @@ def test_a_push_that_removes_the_config_file_makes_the_source_unconfigured_and_w
     c2 = s.commit({".hookstream.yml": None})
     done = s.sync()
 
-    assert (s.pipe.state.config_status, s.pipe.state.config_path, s.pipe.state.config_commit) == ("unconfigured", None, c2)
+    assert (s.pipe.state.config_status, s.pipe.state.config_path, s.pipe.state.config_commit) == (
+        "unconfigured",
+        None,
+        c2,
+    )
     assert s.documents() == s.expected() and "secret/key.txt" in s.documents()
     assert done.listing == "full"
 
@@ -183,8 +194,12 @@ def test_a_config_edit_that_selects_the_same_paths_stays_a_diff(source):
     s = source()
     s.commit({**BASE, ".hookstream.yml": b"exclude: ['secret/**', 'tmp/**']\n"})
     s.sync()
-    c2 = s.commit({".hookstream.yml": b"# reordered, commented\nexclude:\n  - tmp/**\n  - secret/**\n  - tmp/**\n",
-                   "README.md": b"# r v2\n"})
+    c2 = s.commit(
+        {
+            ".hookstream.yml": b"# reordered, commented\nexclude:\n  - tmp/**\n  - secret/**\n  - tmp/**\n",
+            "README.md": b"# r v2\n",
+        }
+    )
     done = s.sync()
 
     assert done.listing == "diff" and s.pipe.state.config_commit == c2
@@ -230,15 +245,20 @@ def test_a_job_planned_again_publishes_the_config_its_kept_plan_found(source):
 
 def test_git_reads_a_file_at_a_commit_and_says_when_it_is_absent_a_directory_or_too_large(env, tmp_path):
     loop, _ = env
-    c1, c2 = gitrepo.build_repo(tmp_path / "r", commits=[
-        {".hookstream.yml": b"include: [a]\n", "dir/x": b"x\n", "big": b"b" * 5000},
-        {".hookstream.yml": None},
-    ])
+    c1, c2 = gitrepo.build_repo(
+        tmp_path / "r",
+        commits=[
+            {".hookstream.yml": b"include: [a]\n", "dir/x": b"x\n", "big": b"b" * 5000},
+            {".hookstream.yml": None},
+        ],
+    )
 
     async def read():
         async with get_adapter("git", {"path": str(tmp_path / "r")}) as git:
-            return [await git.read_file(c, p, 1000) for c, p in
-                    ((c1, ".hookstream.yml"), (c2, ".hookstream.yml"), (c1, "dir"), (c1, "big"), (c1, "nope/x"))]
+            return [
+                await git.read_file(c, p, 1000)
+                for c, p in ((c1, ".hookstream.yml"), (c2, ".hookstream.yml"), (c1, "dir"), (c1, "big"), (c1, "nope/x"))
+            ]
 
     present, removed, directory, big, absent = loop.run_until_complete(read())
     assert present.content == b"include: [a]\n" and removed == (None, None) and absent == (None, None)
@@ -252,8 +272,9 @@ def app_key():
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode(), key.public_key()
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode(), key.public_key()
 
 
 def test_github_reads_a_file_at_a_commit_through_the_contents_api_and_a_rate_limit(env, app_key):
@@ -263,16 +284,25 @@ def test_github_reads_a_file_at_a_commit_through_the_contents_api_and_a_rate_lim
     loop.run_until_complete(github.start())
     c1 = github.commit({".hookstream.yml": b"exclude: [vendor/**]\n", "vendor/lib/x.js": b"x\n", "big": b"b" * 5000})
     c2 = github.commit({"vendor/lib/x.js": b"x\n"}, parent=c1)
-    options = SourceOptions(github_api_url=github.url, github_app_id="1234", github_private_key=app_key[0],
-                            sleep=clock.sleep, clock=clock, max_retries=3)
+    options = SourceOptions(
+        github_api_url=github.url,
+        github_app_id="1234",
+        github_private_key=app_key[0],
+        sleep=clock.sleep,
+        clock=clock,
+        max_retries=3,
+    )
 
     async def read():
         async with get_adapter("github", {"repository": "acme/widgets", "installation_id": 42}, options) as gh:
             first = await gh.read_file(c1, ".hookstream.yml", 1000)  # mints the installation token
             github.rate_limit_next(1, reset_in=20)
             limited = await gh.read_file(c1, ".hookstream.yml", 1000)
-            return first, limited, *[await gh.read_file(c, p, 1000) for c, p in
-                                     ((c2, ".hookstream.yml"), (c1, "vendor"), (c1, "big"))]
+            return (
+                first,
+                limited,
+                *[await gh.read_file(c, p, 1000) for c, p in ((c2, ".hookstream.yml"), (c1, "vendor"), (c1, "big"))],
+            )
 
     try:
         first, limited, removed, directory, big = loop.run_until_complete(read())

@@ -29,7 +29,8 @@ import os
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import HealthCheck, given, note, settings, strategies as st
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
 
 from app.store.db import migrate, open_pool
 from tests.support import gitrepo
@@ -60,9 +61,11 @@ def env(broker, postgres, tmp_path_factory):
 def _figures(request):
     """The run's figures, carried in the report to the session's summary (tests/conftest.py)."""
     yield
-    line = (f"convergence property: {RUN['examples']} examples, {RUN['steps']} schedule steps, "
-            f"{RUN['jobs']} jobs, {RUN['configured']} with a config file at the head ({RUN['invalid']} broken); "
-            "every one converged on its tracked branch head, filtered by its config")
+    line = (
+        f"convergence property: {RUN['examples']} examples, {RUN['steps']} schedule steps, "
+        f"{RUN['jobs']} jobs, {RUN['configured']} with a config file at the head ({RUN['invalid']} broken); "
+        "every one converged on its tracked branch head, filtered by its config"
+    )
     request.node.user_properties.append(("summary_line", line))
 
 
@@ -121,7 +124,10 @@ class History:
 
 
 def build(draw, path) -> History:
-    first = {p: draw(st.sampled_from(CONTENTS[:4])) for p in draw(st.lists(st.sampled_from(PATHS), min_size=1, max_size=4, unique=True))}
+    first = {
+        p: draw(st.sampled_from(CONTENTS[:4]))
+        for p in draw(st.lists(st.sampled_from(PATHS), min_size=1, max_size=4, unique=True))
+    }
     if draw(st.booleans()):
         first[CONFIG_FILE] = draw(config_file())
     main = gitrepo.build_repo(path, commits=[first, *draw(line(first, 1, 6))], branch="line")
@@ -148,15 +154,21 @@ def build(draw, path) -> History:
 _sources = itertools.count(1)
 
 
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
+)
 @given(data=st.data())
 def test_documents_converge_on_the_tracked_branch_whatever_the_schedule(env, data):
     loop, pool, tmp = env
     n = next(_sources)
     path = tmp / f"repo-{n}"
     history = build(data.draw, path)
-    note(f"moves: { {b: [s[:7] for s in shas] for b, shas in history.moves.items()} }, forced after {history.forced_at}")
+    note(
+        f"moves: { {b: [s[:7] for s in shas] for b, shas in history.moves.items()} }, forced after {history.forced_at}"
+    )
     pipe = Pipeline(source_id=f"github:{900000 + n}", repo_id=900000 + n, pool=pool)
     loop.run_until_complete(run_schedule(pipe, history, path, data))
 
@@ -185,7 +197,9 @@ async def run_schedule(pipe: Pipeline, history: History, path, data) -> None:
                 options.append("switch")
             action = data.draw(st.sampled_from(options), label=f"step {step}")
             if action == "advance":
-                branch = data.draw(st.sampled_from([b for b, s in history.moves.items() if history.position[b] + 1 < len(s)]))
+                branch = data.draw(
+                    st.sampled_from([b for b, s in history.moves.items() if history.position[b] + 1 < len(s)])
+                )
                 i = history.position[branch]
                 history.position[branch] = i + 1
                 before, after = history.moves[branch][i], history.moves[branch][i + 1]
@@ -251,21 +265,28 @@ async def run_schedule(pipe: Pipeline, history: History, path, data) -> None:
         RUN["invalid"] += meaning is None
         # A broken config keeps the rules in effect: those of some valid (or absent) config of the
         # history, or nothing when none was ever applied.
-        candidates = [meaning] if meaning is not None else [
-            *dict.fromkeys(m for m in (meaning_at(path, c) for c in history.commits()) if m is not None), NOTHING]
+        candidates = (
+            [meaning]
+            if meaning is not None
+            else [*dict.fromkeys(m for m in (meaning_at(path, c) for c in history.commits()) if m is not None), NOTHING]
+        )
         wanted = [selected(tree, rules) for rules in candidates]
         want = wanted[0] if len(wanted) == 1 else next((w for w in wanted if w == have), wanted[0])
         note(f"config at the head: {meaning}")
-        assert have == want, (f"documents differ from {tracked} at {head[:7]} filtered by {candidates}: "
-                              f"missing {sorted(set(want) - set(have))}, "
-                              f"extra {sorted(set(have) - set(want))}, "
-                              f"other {sorted(p for p in set(want) & set(have) if want[p] != have[p])}; "
-                              f"jobs {[(c.job_id, c.status, c.listing, (c.commit or '-')[:7]) for c in pipe.completions.values()]}")
+        assert have == want, (
+            f"documents differ from {tracked} at {head[:7]} filtered by {candidates}: "
+            f"missing {sorted(set(want) - set(have))}, "
+            f"extra {sorted(set(have) - set(want))}, "
+            f"other {sorted(p for p in set(want) & set(have) if want[p] != have[p])}; "
+            f"jobs {[(c.job_id, c.status, c.listing, (c.commit or '-')[:7]) for c in pipe.completions.values()]}"
+        )
     finally:
         await pipe.aclose()
 
 
 async def document_digests(pipe: Pipeline) -> dict[str, str]:
     async with pipe.pool.connection() as conn:
-        rows = await (await conn.execute("SELECT path, sha256 FROM documents WHERE source_id = %s", (pipe.source_id,))).fetchall()
+        rows = await (
+            await conn.execute("SELECT path, sha256 FROM documents WHERE source_id = %s", (pipe.source_id,))
+        ).fetchall()
     return {p: d for p, d in rows}

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import random
 import shutil
-import time
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 
@@ -15,7 +14,7 @@ from tests.support.kafka import produce, read_all
 from tests.support.services import wait_until
 from tests.support.stack import WorkerProcess, write_instances
 
-T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
 def routings(records) -> dict[str, set[tuple[int, int]]]:
@@ -37,16 +36,21 @@ def assert_routed_once_in_effect(records, expected_ids: set[str], log: str) -> N
 
 
 def instances(tmp_path, window: str = "24h"):
-    return write_instances(tmp_path / "instances.toml", [
-        {"plugin": "generic-hmac", "id": "a", "secret": "s1", "dedup_window": window},
-    ])
+    return write_instances(
+        tmp_path / "instances.toml",
+        [
+            {"plugin": "generic-hmac", "id": "a", "secret": "s1", "dedup_window": window},
+        ],
+    )
 
 
 async def test_a_worker_killed_mid_stream_loses_nothing_and_routes_nothing_twice(settings, tmp_path):
     s = settings.model_copy(update={"instances_file": instances(tmp_path)})
     rng = random.Random(11)
     n = 3000
-    stream = [delivery("generic-hmac", "a", f"d-{i}", sync_request_body(i), T0 + timedelta(seconds=i)) for i in range(n)]
+    stream = [
+        delivery("generic-hmac", "a", f"d-{i}", sync_request_body(i), T0 + timedelta(seconds=i)) for i in range(n)
+    ]
     stream += [stream[rng.randrange(n)] for _ in range(n // 5)]  # 20 % redeliveries
     rng.shuffle(stream)
     await produce(s, "hookstream.deliveries", stream)
@@ -59,7 +63,9 @@ async def test_a_worker_killed_mid_stream_loses_nothing_and_routes_nothing_twice
         worker.stop()
     restarted = WorkerProcess(s, tmp_path / "rocks", tmp_path / "worker-2.log").start()
     try:
-        records = await read_all(s, "hookstream.sync.control", min_count=n, timeout=150, idle=3.0, alive=restarted.alive)
+        records = await read_all(
+            s, "hookstream.sync.control", min_count=n, timeout=150, idle=3.0, alive=restarted.alive
+        )
         assert_routed_once_in_effect(records, {f"req-{i}" for i in range(n)}, restarted.log_tail())
     finally:
         restarted.stop()
@@ -70,9 +76,13 @@ async def _routed_so_far(s, at_least: int) -> bool:
     return len(records) >= at_least
 
 
-async def test_a_worker_whose_rocksdb_was_deleted_rebuilds_from_the_changelog_and_still_drops_redeliveries(settings, tmp_path):
+async def test_a_worker_whose_rocksdb_was_deleted_rebuilds_from_the_changelog_and_still_drops_redeliveries(
+    settings, tmp_path
+):
     s = settings.model_copy(update={"instances_file": instances(tmp_path)})
-    first = [delivery("generic-hmac", "a", f"d-{i}", sync_request_body(i), T0 + timedelta(seconds=i)) for i in range(200)]
+    first = [
+        delivery("generic-hmac", "a", f"d-{i}", sync_request_body(i), T0 + timedelta(seconds=i)) for i in range(200)
+    ]
     await produce(s, "hookstream.deliveries", first)
     worker = WorkerProcess(s, tmp_path / "rocks", tmp_path / "worker-1.log").start()
     try:
@@ -81,8 +91,13 @@ async def test_a_worker_whose_rocksdb_was_deleted_rebuilds_from_the_changelog_an
         worker.stop()
     shutil.rmtree(tmp_path / "rocks")
 
-    redeliveries = [delivery("generic-hmac", "a", f"d-{i}", sync_request_body(i), T0 + timedelta(minutes=30)) for i in range(200)]
-    new = [delivery("generic-hmac", "a", f"d-{i}", sync_request_body(i), T0 + timedelta(minutes=31)) for i in range(200, 250)]
+    redeliveries = [
+        delivery("generic-hmac", "a", f"d-{i}", sync_request_body(i), T0 + timedelta(minutes=30)) for i in range(200)
+    ]
+    new = [
+        delivery("generic-hmac", "a", f"d-{i}", sync_request_body(i), T0 + timedelta(minutes=31))
+        for i in range(200, 250)
+    ]
     await produce(s, "hookstream.deliveries", redeliveries + new)
     rebuilt = WorkerProcess(s, tmp_path / "rocks", tmp_path / "worker-2.log").start()
     try:
@@ -96,19 +111,28 @@ async def test_purge_keeps_the_table_flat_over_a_windows_worth_of_unique_deliver
     """Windows are in event time: each wave arrives 100 s (of event time) after the previous
     one, past the 60 s window, so the worker purges the previous wave by itself and the table
     holds one wave however many unique deliveries went through."""
-    s = settings.model_copy(update={"instances_file": instances(tmp_path, window="60s"), "dedup_purge_interval_seconds": 0.5})
+    s = settings.model_copy(
+        update={"instances_file": instances(tmp_path, window="60s"), "dedup_purge_interval_seconds": 0.5}
+    )
     worker = WorkerProcess(s, tmp_path / "rocks", tmp_path / "worker.log").start()
-    t0 = datetime.now(timezone.utc)
+    t0 = datetime.now(UTC)
     try:
         for wave in range(4):
             at = t0 + timedelta(seconds=100 * wave)
-            batch = [delivery("generic-hmac", "a", f"w{wave}-{i}", sync_request_body(wave * 1000 + i), at) for i in range(300)]
+            batch = [
+                delivery("generic-hmac", "a", f"w{wave}-{i}", sync_request_body(wave * 1000 + i), at)
+                for i in range(300)
+            ]
             await produce(s, "hookstream.deliveries", batch)
             await read_all(s, "hookstream.sync.control", min_count=300 * (wave + 1), timeout=90, alive=worker.alive)
-            await wait_until(lambda: _metric(worker, "hookstream_dedup_entries_purged_total", equal=300.0 * wave), timeout=30,
-                             what=f"wave {wave - 1} purged")
-            await wait_until(lambda: _metric(worker, "hookstream_dedup_entries", equal=300.0), timeout=30,
-                             what="one wave held")
+            await wait_until(
+                lambda: _metric(worker, "hookstream_dedup_entries_purged_total", equal=300.0 * wave),
+                timeout=30,
+                what=f"wave {wave - 1} purged",
+            )
+            await wait_until(
+                lambda: _metric(worker, "hookstream_dedup_entries", equal=300.0), timeout=30, what="one wave held"
+            )
     finally:
         worker.stop()
 

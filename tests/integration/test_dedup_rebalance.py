@@ -21,7 +21,6 @@ import aiohttp
 
 from app.embedded.ports import free_port
 from app.embedded.supervisor import Child
-
 from tests.integration.test_dedup_faults import T0, assert_routed_once_in_effect, instances
 from tests.integration.test_dedup_stream import delivery, sync_request_body
 from tests.support.kafka import produce, read_all
@@ -32,17 +31,21 @@ from tests.support.stack import WorkerProcess
 class DedupWorker(WorkerProcess):
     """`hookstream worker` with app.stream.dedup as its only agent module."""
 
-    def start(self) -> "DedupWorker":
+    def start(self) -> DedupWorker:
         if not self.web_port:
             self.web_port = free_port()
         env = self.settings.to_env()
-        env.update({
-            "HOOKSTREAM_WORKER_DATA_DIR": str(self.data_dir),
-            "HOOKSTREAM_WORKER_WEB_PORT": str(self.web_port),
-            "HOOKSTREAM_LOG_LEVEL": "info",
-        })
-        code = ("import app.stream.app as stream_app; stream_app.STREAM_MODULES = ('app.stream.dedup',); "
-                "from app.cli.main import main; raise SystemExit(main(['worker']))")
+        env.update(
+            {
+                "HOOKSTREAM_WORKER_DATA_DIR": str(self.data_dir),
+                "HOOKSTREAM_WORKER_WEB_PORT": str(self.web_port),
+                "HOOKSTREAM_LOG_LEVEL": "info",
+            }
+        )
+        code = (
+            "import app.stream.app as stream_app; stream_app.STREAM_MODULES = ('app.stream.dedup',); "
+            "from app.cli.main import main; raise SystemExit(main(['worker']))"
+        )
         self.child = Child("worker", [sys.executable, "-c", code], env, self.log_path, stop_timeout=10).start()
         return self
 
@@ -55,8 +58,11 @@ async def received(worker: WorkerProcess) -> float | None:
                 text = await r.text()
     except aiohttp.ClientError:
         return None
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("hookstream_deliveries_received_total{"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("hookstream_deliveries_received_total{")
+    )
 
 
 async def test_workers_joining_and_leaving_mid_stream_lose_nothing_and_route_nothing_twice(settings, tmp_path):
@@ -64,7 +70,9 @@ async def test_workers_joining_and_leaving_mid_stream_lose_nothing_and_route_not
     s = settings.model_copy(update={"instances_file": instances(tmp_path), "dedup_purge_interval_seconds": 3600.0})
     rng = random.Random(5)
     n = 40_000
-    stream = [delivery("generic-hmac", "a", f"d-{i}", sync_request_body(i), T0 + timedelta(seconds=i)) for i in range(n)]
+    stream = [
+        delivery("generic-hmac", "a", f"d-{i}", sync_request_body(i), T0 + timedelta(seconds=i)) for i in range(n)
+    ]
     stream += [stream[rng.randrange(n)] for _ in range(n // 5)]  # 20 % redeliveries
     rng.shuffle(stream)
     await produce(s, "hookstream.deliveries", stream)

@@ -30,13 +30,27 @@ async def rows(settings):
     """Three dead letters: an open poison delivery, an undecodable record, and one already retired."""
     poison = poison_delivery("poison-1")
     old = poison_delivery("old-1", at=NOW - timedelta(days=3))
-    await project(settings, [
-        (0, 0, dead_lettered(poison)),
-        (1, 0, dead_lettered(None, stage="decode", error="not JSON", key="mystery", raw=b"{oops",
-                                 at=NOW - timedelta(minutes=1))),
-        (2, 0, dead_lettered(old, at=NOW - timedelta(days=3))),
-        (2, 1, RedriveAccepted(dead_letter_id=dead_letter_id(old.key), key=old.key, accepted_at=NOW - timedelta(days=2))),
-    ])
+    await project(
+        settings,
+        [
+            (0, 0, dead_lettered(poison)),
+            (
+                1,
+                0,
+                dead_lettered(
+                    None, stage="decode", error="not JSON", key="mystery", raw=b"{oops", at=NOW - timedelta(minutes=1)
+                ),
+            ),
+            (2, 0, dead_lettered(old, at=NOW - timedelta(days=3))),
+            (
+                2,
+                1,
+                RedriveAccepted(
+                    dead_letter_id=dead_letter_id(old.key), key=old.key, accepted_at=NOW - timedelta(days=2)
+                ),
+            ),
+        ],
+    )
     return {"poison": dead_letter_id(poison.key), "raw": dead_letter_id("mystery"), "retired": dead_letter_id(old.key)}
 
 
@@ -70,8 +84,14 @@ async def test_list_filters(settings, rows, monkeypatch, capsys, filters, expect
 async def test_show_prints_the_error_attempts_headers_and_body(settings, rows, monkeypatch, capsys):
     code, out, _ = await hookstream(settings, monkeypatch, capsys, "dlq", "show", rows["poison"][:8])
     assert code == 0
-    for expected in (rows["poison"], "status         open", "attempts       1", "body is not a hookstream producer event",
-                     "x-request-id: poison-1", "not a producer event"):
+    for expected in (
+        rows["poison"],
+        "status         open",
+        "attempts       1",
+        "body is not a hookstream producer event",
+        "x-request-id: poison-1",
+        "not a producer event",
+    ):
         assert expected in out
 
 
@@ -88,7 +108,9 @@ async def test_redrive_dry_run_lists_what_it_would_publish_and_publishes_nothing
     assert await read_all(settings, "hookstream.deliveries", timeout=3, idle=0.5) == []
 
 
-async def test_redrive_publishes_the_original_marked_as_a_redrive_and_leaves_the_row_open(settings, rows, monkeypatch, capsys):
+async def test_redrive_publishes_the_original_marked_as_a_redrive_and_leaves_the_row_open(
+    settings, rows, monkeypatch, capsys
+):
     code, out, _ = await hookstream(settings, monkeypatch, capsys, "dlq", "redrive", rows["poison"])
     assert code == 0 and f"redriven  {rows['poison']}" in out
     [(key, delivery, _, _)] = await read_all(settings, "hookstream.deliveries", min_count=1, timeout=20)
@@ -100,7 +122,9 @@ async def test_redrive_publishes_the_original_marked_as_a_redrive_and_leaves_the
 
 
 @pytest.mark.parametrize("which, reason", [("raw", "cannot be redriven"), ("retired", "is retired")])
-async def test_redrive_of_a_row_that_cannot_be_redriven_says_why_and_fails(settings, rows, monkeypatch, capsys, which, reason):
+async def test_redrive_of_a_row_that_cannot_be_redriven_says_why_and_fails(
+    settings, rows, monkeypatch, capsys, which, reason
+):
     code, _, err = await hookstream(settings, monkeypatch, capsys, "dlq", "redrive", rows[which])
     assert code == 1 and reason in err
 
@@ -111,13 +135,17 @@ async def test_redrive_of_an_unknown_id_publishes_nothing(settings, rows, monkey
     assert await read_all(settings, "hookstream.deliveries", timeout=3, idle=0.5) == []
 
 
-@pytest.mark.parametrize("argv", [["dlq", "redrive"], ["dlq", "redrive", "abc", "--all"], ["dlq", "redrive", "abc", "--plugin", "x"]])
+@pytest.mark.parametrize(
+    "argv", [["dlq", "redrive"], ["dlq", "redrive", "abc", "--all"], ["dlq", "redrive", "abc", "--plugin", "x"]]
+)
 async def test_redrive_needs_ids_or_all(settings, monkeypatch, capsys, argv):
     code, _, err = await hookstream(settings, monkeypatch, capsys, *argv)
     assert code == 2 and "hookstream: error:" in err
 
 
-async def test_redrive_of_another_topics_record_republishes_it_byte_exact_with_the_header(settings, monkeypatch, capsys):
+async def test_redrive_of_another_topics_record_republishes_it_byte_exact_with_the_header(
+    settings, monkeypatch, capsys
+):
     from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import TopicPartition
 
@@ -126,15 +154,25 @@ async def test_redrive_of_another_topics_record_republishes_it_byte_exact_with_t
 
     topic = settings.topic("hookstream.sync.plans")
     raw = b'{"type": "sync.plan_requested", "job_id": "git:x:7"}'
-    letter = DeadLettered(dead_letter_id="b" * 24, key="git:x:7", stage="plan", error="path missing", failed_at=NOW,
-                          source_topic=topic, source_partition=1, source_offset=4, raw=raw)
+    letter = DeadLettered(
+        dead_letter_id="b" * 24,
+        key="git:x:7",
+        stage="plan",
+        error="path missing",
+        failed_at=NOW,
+        source_topic=topic,
+        source_partition=1,
+        source_offset=4,
+        raw=raw,
+    )
     await project(settings, [(0, 0, letter)])
     code, out, err = await hookstream(settings, monkeypatch, capsys, "dlq", "redrive", "b" * 24)
     assert code == 0, err
     assert f"redriven  {'b' * 24}  git:x:7  -> {topic}[" in out
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, auto_offset_reset="earliest",
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or range(8))]

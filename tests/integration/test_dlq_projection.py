@@ -19,21 +19,44 @@ NOW = utcnow().replace(microsecond=0)
 
 # --- helpers shared with the other dlq tests -------------------------------------------------
 
-def poison_delivery(delivery_id: str = "poison-1", instance: str = "a", body: bytes = b"not a producer event",
-                    at=None) -> Delivery:
-    return Delivery(delivery_id=delivery_id, plugin="generic-hmac", instance=instance, received_at=at or NOW,
-                    headers={"x-request-id": delivery_id}, body=body)
+
+def poison_delivery(
+    delivery_id: str = "poison-1", instance: str = "a", body: bytes = b"not a producer event", at=None
+) -> Delivery:
+    return Delivery(
+        delivery_id=delivery_id,
+        plugin="generic-hmac",
+        instance=instance,
+        received_at=at or NOW,
+        headers={"x-request-id": delivery_id},
+        body=body,
+    )
 
 
-def dead_lettered(delivery: Delivery | None, at=None, stage: str = "route", error: str = "body is not a hookstream "
-                  "producer event: not JSON", key: str | None = None, raw: bytes | None = None,
-                  source_offset: int = 0) -> DeadLettered:
+def dead_lettered(
+    delivery: Delivery | None,
+    at=None,
+    stage: str = "route",
+    error: str = "body is not a hookstream producer event: not JSON",
+    key: str | None = None,
+    raw: bytes | None = None,
+    source_offset: int = 0,
+) -> DeadLettered:
     """A dead letter of the delivery consumed at hookstream.deliveries[0]@source_offset (a redrive is
     consumed at an offset of its own)."""
     key = key or delivery.key
-    return DeadLettered(dead_letter_id=dead_letter_id(key), key=key, stage=stage, error=error, failed_at=at or NOW,
-                        source_topic="hookstream.deliveries", source_partition=0, source_offset=source_offset,
-                        original=delivery, raw=raw)
+    return DeadLettered(
+        dead_letter_id=dead_letter_id(key),
+        key=key,
+        stage=stage,
+        error=error,
+        failed_at=at or NOW,
+        source_topic="hookstream.deliveries",
+        source_partition=0,
+        source_offset=source_offset,
+        original=delivery,
+        raw=raw,
+    )
 
 
 async def project(settings, records: list) -> list[bool]:
@@ -80,6 +103,7 @@ def history():
 
 # --- tests -----------------------------------------------------------------------------------
 
+
 async def test_a_dead_letters_history_projects_to_one_row_retired_after_two_attempts(settings):
     ident, records = history()
     assert await project(settings, records) == [True, True, True, True]
@@ -89,7 +113,12 @@ async def test_a_dead_letters_history_projects_to_one_row_retired_after_two_atte
     assert (row["first_failed_at"], row["last_failed_at"]) == (NOW, NOW + timedelta(minutes=5))
     assert row["original"]["redrive_of"] == ident
     raw = await dlq_row(settings, dead_letter_id("generic-hmac/a/raw"))
-    assert (raw["stage"], raw["plugin"], raw["original"], bytes(raw["raw"])) == ("decode", "generic-hmac", None, b"\x00\x01garbage")
+    assert (raw["stage"], raw["plugin"], raw["original"], bytes(raw["raw"])) == (
+        "decode",
+        "generic-hmac",
+        None,
+        b"\x00\x01garbage",
+    )
 
 
 async def test_consuming_the_same_dlq_records_again_changes_nothing(settings):

@@ -26,7 +26,9 @@ def start_worker(settings, tmp_path, instances: list[dict], name: str) -> Worker
 
 
 def sync_request_body(request_id: str) -> bytes:
-    event = SyncRequested(source_id="src-1", occurred_at=utcnow(), request_id=request_id, mode="full", trigger="producer")
+    event = SyncRequested(
+        source_id="src-1", occurred_at=utcnow(), request_id=request_id, mode="full", trigger="producer"
+    )
     return orjson.dumps(event.model_dump(mode="json"))
 
 
@@ -62,7 +64,12 @@ async def test_a_poison_delivery_is_dead_lettered_with_its_stage_and_reason_and_
         await produce(settings, "hookstream.deliveries", [(poison.key, codec.encode(poison)), (raw_key, raw_value)])
         row = await wait_for_row(settings, worker, dead_letter_id(poison.key), lambda r: True, "the poison's dlq row")
         assert (row["stage"], row["status"], row["attempts"], row["plugin"], row["instance"]) == (
-            "route", "open", 1, "generic-hmac", "a")
+            "route",
+            "open",
+            1,
+            "generic-hmac",
+            "a",
+        )
         assert row["error"].startswith(NOT_AN_EVENT)
         assert Delivery.model_validate(row["original"]) == poison
 
@@ -82,7 +89,9 @@ async def test_a_poison_delivery_is_dead_lettered_with_its_stage_and_reason_and_
         worker.stop()
 
 
-async def test_a_redrive_after_the_fix_retires_the_row_only_once_the_stage_accepted_it(settings, tmp_path, monkeypatch, capsys):
+async def test_a_redrive_after_the_fix_retires_the_row_only_once_the_stage_accepted_it(
+    settings, tmp_path, monkeypatch, capsys
+):
     # Poison by configuration: instance b is not configured yet.
     lost = delivery("for-b-1", sync_request_body("req-b"), instance="b")
     ident = dead_letter_id(lost.key)
@@ -118,7 +127,9 @@ async def test_a_redrive_after_the_fix_retires_the_row_only_once_the_stage_accep
         worker.stop()
 
 
-async def test_a_redrive_of_a_still_poison_delivery_keeps_the_row_open_with_one_more_attempt(settings, tmp_path, monkeypatch, capsys):
+async def test_a_redrive_of_a_still_poison_delivery_keeps_the_row_open_with_one_more_attempt(
+    settings, tmp_path, monkeypatch, capsys
+):
     poison = delivery("poison-2", b'{"type": "sync.requested", "source_id": 7}')
     ident = dead_letter_id(poison.key)
     worker = start_worker(settings, tmp_path, [INSTANCE_A], "worker")

@@ -36,8 +36,13 @@ def _worker(settings, tmp_path: Path, site: Path | None) -> subprocess.Completed
     if site is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO)])
     return subprocess.run(
-        [sys.executable, "-m", "app.cli.main", "worker"], cwd=REPO, env=env,
-        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        [sys.executable, "-m", "app.cli.main", "worker"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -51,7 +56,9 @@ async def test_the_worker_refuses_to_start_naming_the_versions(settings, tmp_pat
     assert "hookstream: configuration error: the worker will not start" in done.stderr
     assert "faust-streaming 0.16.0, aiokafka 0.14.0" in done.stderr  # installed
     assert "written against faust-streaming 0.15.3, aiokafka 0.14.0" in done.stderr
-    assert "point 6 (no offset gap filled: no commit past a record not processed): " \
-           "faust.transport.consumer:Consumer._add_gap changed" in done.stderr
+    assert (
+        "point 6 (no offset gap filled: no commit past a record not processed): "
+        "faust.transport.consumer:Consumer._add_gap changed" in done.stderr
+    )
     # 0.16.0 has no source for the compiled iterator to compare: point 8, a speed patch, only warns
     assert "point 8" not in done.stderr.split("the worker will not start")[1]

@@ -64,11 +64,13 @@ async def _run(broker, postgres, tmp_path, write) -> dict:
         def persisted():
             return {p: store.persisted_offset(TP(changelog, p)) for p in range(8)}
 
-        await wait_until(lambda: persisted() == {p: last.get(p) for p in range(8)}, timeout=30,
-                         what="every acknowledged changelog record's offset persisted")
+        await wait_until(
+            lambda: persisted() == {p: last.get(p) for p in range(8)},
+            timeout=30,
+            what="every acknowledged changelog record's offset persisted",
+        )
         contents = {
-            p: sorted((k, v) for k, v in store._db_for_partition(p).items() if k != store.offset_key)
-            for p in range(8)
+            p: sorted((k, v) for k, v in store._db_for_partition(p).items() if k != store.offset_key) for p in range(8)
         }
         return {
             "changelog": sorted((partition, offset, key, value) for key, value, partition, offset in records),

@@ -35,7 +35,9 @@ def layout(tmp_path):
 @pytest.fixture
 async def rooted(settings, layout):
     _, roots = layout
-    settings = settings.model_copy(update={"events_token": SecretStr(EVENTS_TOKEN), "git_roots": str(roots), "producer_linger_ms": 1})
+    settings = settings.model_copy(
+        update={"events_token": SecretStr(EVENTS_TOKEN), "git_roots": str(roots), "producer_linger_ms": 1}
+    )
     runner, _ = await serve(settings)
     async with aiohttp.ClientSession() as session:
         yield Ingress(settings, hostile_instances(), runner, session)
@@ -48,12 +50,24 @@ def connected(source_id: str, path: str, **extra) -> bytes:
 
 async def test_a_git_source_outside_the_roots_is_422_naming_them_and_one_inside_is_accepted(rooted, layout):
     tmp, roots = layout
-    for source_id, path in (("outside", str(tmp / "private")), ("escape", str(roots / "escape")),
-                            ("dotdot", str(roots / ".." / "private")), ("relative", "repos/app")):
-        answer = assert_answer(await rooted.post("/events", connected(source_id, path), AUTH), 422, "git_path_not_allowed")
+    for source_id, path in (
+        ("outside", str(tmp / "private")),
+        ("escape", str(roots / "escape")),
+        ("dotdot", str(roots / ".." / "private")),
+        ("relative", "repos/app"),
+    ):
+        answer = assert_answer(
+            await rooted.post("/events", connected(source_id, path), AUTH), 422, "git_path_not_allowed"
+        )
         assert str(roots) in answer["message"], answer
-    update = orjson.dumps({"type": "source.updated", "source_id": "inside", "occurred_at": "2024-01-01T00:00:00Z",
-                           "config": {"path": str(tmp / "private")}})
+    update = orjson.dumps(
+        {
+            "type": "source.updated",
+            "source_id": "inside",
+            "occurred_at": "2024-01-01T00:00:00Z",
+            "config": {"path": str(tmp / "private")},
+        }
+    )
     assert_answer(await rooted.post("/events", update, AUTH), 422, "git_path_not_allowed")
 
     status, answer, _ = await rooted.post("/events", connected("inside", str(roots / "app")), AUTH)
@@ -63,8 +77,14 @@ async def test_a_git_source_outside_the_roots_is_422_naming_them_and_one_inside_
 
 
 async def test_a_github_source_is_not_a_path_and_passes(rooted):
-    body = orjson.dumps({**SOURCE_CONNECTED, "source_id": "github:1", "source_type": "github",
-                         "config": {"repository": "octo/app", "installation_id": 1}})
+    body = orjson.dumps(
+        {
+            **SOURCE_CONNECTED,
+            "source_id": "github:1",
+            "source_type": "github",
+            "config": {"repository": "octo/app", "installation_id": 1},
+        }
+    )
     assert (await rooted.post("/events", body, AUTH))[0] == 202
 
 
@@ -73,7 +93,9 @@ async def test_the_ingress_says_at_start_whether_git_paths_are_restricted(settin
     caplog.set_level(logging.INFO, logger="hookstream.ingress")
     runner, _ = await serve(settings)
     await runner.cleanup()
-    assert any(r.levelno == logging.WARNING and "git source paths are unrestricted" in r.getMessage() for r in caplog.records)
+    assert any(
+        r.levelno == logging.WARNING and "git source paths are unrestricted" in r.getMessage() for r in caplog.records
+    )
     caplog.clear()
     runner, _ = await serve(settings.model_copy(update={"git_roots": str(roots)}))
     await runner.cleanup()
@@ -83,8 +105,13 @@ async def test_the_ingress_says_at_start_whether_git_paths_are_restricted(settin
 
 def _connect(settings, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, **settings.to_env()}
-    return subprocess.run([sys.executable, "-m", "app.cli.main", "sources", "connect", "--type", "git", *args],
-                          env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli.main", "sources", "connect", "--type", "git", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 async def test_sources_connect_refuses_a_repository_outside_the_roots(settings, layout):

@@ -12,7 +12,7 @@ import os
 import random
 import signal
 import stat
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -53,25 +53,29 @@ def repo(tmp_path_factory) -> Repo:
     rng = random.Random(7)
     base = synthetic_files(400, seed=1)
     first = dict(base)
-    first.update({
-        UNICODE_NAME: "# Naïve café\n\nbody\n".encode(),
-        "bin/run.sh": Executable(b"#!/bin/sh\necho hi\n"),
-        "link-to-readme": Symlink("docs/README.md"),
-        "docs/README.md": b"# Readme\n",
-        "empty.txt": b"",
-        "no-newline.txt": b"abc",
-        "big.bin": rng.randbytes(300_000) + b"\0\n\0",  # larger than a pipe buffer
-        "dir/rename-me.py": b"print('moving')\n",
-    })
+    first.update(
+        {
+            UNICODE_NAME: "# Naïve café\n\nbody\n".encode(),
+            "bin/run.sh": Executable(b"#!/bin/sh\necho hi\n"),
+            "link-to-readme": Symlink("docs/README.md"),
+            "docs/README.md": b"# Readme\n",
+            "empty.txt": b"",
+            "no-newline.txt": b"abc",
+            "big.bin": rng.randbytes(300_000) + b"\0\n\0",  # larger than a pipe buffer
+            "dir/rename-me.py": b"print('moving')\n",
+        }
+    )
     names = sorted(base)
     second = {name: base[name] + b"\n# modified\n" for name in names[:12]}
     second.update({name: None for name in names[12:20]})
-    second.update({
-        "dir/rename-me.py": None,
-        "dir2/renamed.py": b"print('moving')\n",  # a rename: same content, new path
-        "images/logo.png": b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + rng.randbytes(2000),
-        "empty.txt": b"not empty any more\n",
-    })
+    second.update(
+        {
+            "dir/rename-me.py": None,
+            "dir2/renamed.py": b"print('moving')\n",  # a rename: same content, new path
+            "images/logo.png": b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + rng.randbytes(2000),
+            "empty.txt": b"not empty any more\n",
+        }
+    )
     third = {
         names[0]: b"modified again\n",
         UNICODE_NAME: None,
@@ -94,8 +98,14 @@ def repo(tmp_path_factory) -> Repo:
 
 def plan(repo: Repo, mode: str = "full", base: str | None = None, after: str | None = None, **config) -> PlanRequested:
     return PlanRequested(
-        job_id="job-1", source_id="git:test", source_type="git", source_config={"path": str(repo.path), **config},
-        mode=mode, base=base, after=after, requested_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        job_id="job-1",
+        source_id="git:test",
+        source_type="git",
+        source_config={"path": str(repo.path), **config},
+        mode=mode,
+        base=base,
+        after=after,
+        requested_at=datetime(2026, 1, 1, tzinfo=UTC),
     )
 
 
@@ -183,7 +193,9 @@ async def test_a_rename_is_a_delete_and_an_add(repo):
 
 
 async def test_documents_at_the_head_already_list_nothing(repo):
-    listing = await listing_of(repo, plan(repo, "incremental", repo.shas[1], after=repo.shas[0], branch=pinned(repo, 1)))
+    listing = await listing_of(
+        repo, plan(repo, "incremental", repo.shas[1], after=repo.shas[0], branch=pinned(repo, 1))
+    )
     assert listing.kind == "unchanged" and listing.files == [] and listing.commit == repo.shas[1]
 
 
@@ -223,10 +235,14 @@ async def test_fetch_returns_byte_exact_content_for_every_blob(repo):
 
 
 async def test_fetch_skips_deletes_and_reports_a_missing_blob_per_file(repo):
-    good = FileChange(path="docs/README.md", change="upsert", blob=tree_of(repo.path, repo.shas[0])["docs/README.md"][1])
+    good = FileChange(
+        path="docs/README.md", change="upsert", blob=tree_of(repo.path, repo.shas[0])["docs/README.md"][1]
+    )
     missing = FileChange(path="ghost.txt", change="upsert", blob="1" * 40)
     bogus = FileChange(path="bogus.txt", change="upsert", blob="HEAD\nmaster")
-    tree = FileChange(path="a-tree", change="upsert", blob=git(repo.path, "rev-parse", f"{repo.shas[0]}^{{tree}}").decode().strip())
+    tree = FileChange(
+        path="a-tree", change="upsert", blob=git(repo.path, "rev-parse", f"{repo.shas[0]}^{{tree}}").decode().strip()
+    )
     deleted = FileChange(path="gone.txt", change="delete")
     async with get_adapter("git", {"path": str(repo.path)}) as adapter:
         fetched = await fetch_all(adapter, [good, missing, deleted, bogus, tree])
@@ -304,8 +320,12 @@ async def test_a_file_where_the_repository_should_be_is_reported_as_such(tmp_pat
 
 async def test_a_path_that_is_not_a_repository_is_a_source_error(tmp_path):
     request = PlanRequested(
-        job_id="j", source_id="s", source_type="git", source_config={"path": str(tmp_path)}, mode="full",
-        requested_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        job_id="j",
+        source_id="s",
+        source_type="git",
+        source_config={"path": str(tmp_path)},
+        mode="full",
+        requested_at=datetime(2026, 1, 1, tzinfo=UTC),
     )
     with pytest.raises(SourceError, match="not a git repository"):
         async with get_adapter("git", request.source_config) as adapter:
@@ -329,7 +349,9 @@ def test_bad_config_and_unknown_types_are_source_errors():
         get_adapter("svn", {"path": "/x"})
 
 
-async def test_consecutive_fetches_share_one_cat_file_process_and_an_early_stop_does_not_desync_the_next(repo, tmp_path):
+async def test_consecutive_fetches_share_one_cat_file_process_and_an_early_stop_does_not_desync_the_next(
+    repo, tmp_path
+):
     log = tmp_path / "git-calls.log"
     wrapper = tmp_path / "git-wrapper"
     wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\nexec git "$@"\n')
@@ -362,7 +384,7 @@ async def test_concurrent_fetches_read_with_up_to_git_readers_processes(repo, tm
         listing = Listing(await adapter.list_full(repo.shas[1]), repo.shas[1], "full")
         files = [f for f in listing.files if f.change == "upsert"]
         log.write_text("")
-        a, b, c = (adapter.fetch(files[i:i + 50]) for i in (0, 50, 100))
+        a, b, c = (adapter.fetch(files[i : i + 50]) for i in (0, 50, 100))
         got = {}
         for gen in (a, b):  # two fetches in the middle of their batches: two processes
             change, content, _ = await anext(gen)
@@ -409,8 +431,10 @@ async def test_a_reader_killed_mid_fetch_is_replaced_and_the_fetch_is_still_exac
 
 async def test_a_repository_whose_readers_always_die_fails_the_fetch_with_gits_message(repo, tmp_path):
     wrapper = tmp_path / "git-wrapper"
-    wrapper.write_text('#!/bin/sh\nfor a in "$@"; do [ "$a" = "--batch" ] && { echo "fatal: out of memory" >&2; exit 128; }; done\n'
-                       'exec git "$@"\n')
+    wrapper.write_text(
+        '#!/bin/sh\nfor a in "$@"; do [ "$a" = "--batch" ] && { echo "fatal: out of memory" >&2; exit 128; }; done\n'
+        'exec git "$@"\n'
+    )
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
     async with get_adapter("git", {"path": str(repo.path)}, SourceOptions(git_binary=str(wrapper))) as adapter:
         listing = Listing(await adapter.list_full(repo.shas[1]), repo.shas[1], "full")
@@ -419,5 +443,8 @@ async def test_a_repository_whose_readers_always_die_fails_the_fetch_with_gits_m
 
 
 def cat_file_children() -> list[str]:
-    return [p for p in os.listdir("/proc") if p.isdigit() and _parent(p) == os.getpid()
-            and b"--batch" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    return [
+        p
+        for p in os.listdir("/proc")
+        if p.isdigit() and _parent(p) == os.getpid() and b"--batch" in Path(f"/proc/{p}/cmdline").read_bytes()
+    ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import random
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -28,7 +28,9 @@ def app_key():
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
     return pem, key.public_key()
 
 
@@ -48,8 +50,13 @@ async def github(clock, app_key):
 @pytest.fixture
 def options(github, clock, app_key):
     return SourceOptions(
-        github_api_url=github.url, github_app_id=APP_ID, github_private_key=app_key[0],
-        sleep=clock.sleep, clock=clock, max_retries=3, max_rate_limit_wait_seconds=120,
+        github_api_url=github.url,
+        github_app_id=APP_ID,
+        github_private_key=app_key[0],
+        sleep=clock.sleep,
+        clock=clock,
+        max_retries=3,
+        max_rate_limit_wait_seconds=120,
         random=lambda: 1.0,  # backoff jitter at its top: each wait is its ceiling, 1 s, 2 s, ...
     )
 
@@ -57,21 +64,28 @@ def options(github, clock, app_key):
 def sample_files(count: int = 120, seed: int = 3) -> dict[str, bytes]:
     rng = random.Random(seed)
     files = {f"src/pkg{i % 5}/mod_{i:03d}.py": f"VALUE = {i}\n".encode() for i in range(count)}
-    files.update({
-        "README.md": b"# Widgets\n",
-        "docs/with space/naïve café.md": "# Café\n".encode(),
-        "assets/logo.png": b"\x89PNG\r\n\x1a\n\0" + rng.randbytes(3000),
-        "empty.txt": b"",
-        "deep/a/b/c/d/e/leaf.txt": b"leaf\n",
-    })
+    files.update(
+        {
+            "README.md": b"# Widgets\n",
+            "docs/with space/naïve café.md": "# Café\n".encode(),
+            "assets/logo.png": b"\x89PNG\r\n\x1a\n\0" + rng.randbytes(3000),
+            "empty.txt": b"",
+            "deep/a/b/c/d/e/leaf.txt": b"leaf\n",
+        }
+    )
     return files
 
 
 def plan(mode: str = "full", base: str | None = None, after: str | None = None, **config) -> PlanRequested:
     return PlanRequested(
-        job_id="job-1", source_id="github:1296269", source_type="github",
+        job_id="job-1",
+        source_id="github:1296269",
+        source_type="github",
         source_config={"repository": REPOSITORY, "installation_id": 42, **config},
-        mode=mode, base=base, after=after, requested_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        mode=mode,
+        base=base,
+        after=after,
+        requested_at=datetime(2026, 1, 1, tzinfo=UTC),
     )
 
 
@@ -95,13 +109,17 @@ async def test_full_listing_of_the_default_branch_matches_what_git_lists_for_the
     # The same files committed with real git: the same paths, blob ids and sizes.
     build_repo(tmp_path / "repo", files=files)
     git_tree = tree_of(tmp_path / "repo", "HEAD")
-    assert {f.path: (f.blob, f.size) for f in listing.files} == {p: (oid, size) for p, (_m, oid, size) in git_tree.items()}
+    assert {f.path: (f.blob, f.size) for f in listing.files} == {
+        p: (oid, size) for p, (_m, oid, size) in git_tree.items()
+    }
     assert {p: content for p, (content, _e) in fetched.items()} == files
     assert all(error is None for _c, error in fetched.values())
     assert any(r.startswith("GET /repos/acme/widgets/git/trees/") and "recursive=1" in r for r in github.requests)
 
 
-async def test_the_installation_token_comes_from_a_verified_app_jwt_and_is_cached_until_near_expiry(github, options, clock):
+async def test_the_installation_token_comes_from_a_verified_app_jwt_and_is_cached_until_near_expiry(
+    github, options, clock
+):
     github.commit(sample_files(10))
 
     await list_and_fetch(options, plan())
@@ -121,7 +139,9 @@ async def test_a_wrong_private_key_is_a_readable_source_error(github, options):
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    options.github_private_key = other.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()).decode()
+    options.github_private_key = other.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    ).decode()
     github.commit(sample_files(3))
 
     with pytest.raises(SourceError, match="refused an installation token.*HTTP 401.*JSON web token"):
@@ -167,7 +187,9 @@ async def test_compare_turns_added_modified_removed_and_renamed_into_upserts_and
         ("deep/a/b/c/d/e/leaf.txt", "delete"),
         ("moved/leaf.txt", "upsert"),
     }
-    assert {p: c for p, (c, _e) in fetched.items()} == {p: second[p] for p in ("src/pkg0/mod_000.py", "new/file.txt", "moved/leaf.txt")}
+    assert {p: c for p, (c, _e) in fetched.items()} == {
+        p: second[p] for p in ("src/pkg0/mod_000.py", "new/file.txt", "moved/leaf.txt")
+    }
 
 
 async def test_documents_at_the_head_list_nothing_and_ask_nothing_more(github, options):

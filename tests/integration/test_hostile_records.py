@@ -91,8 +91,14 @@ def stack(broker, postgres, tmp_path_factory):
     repo = tmp / "repo"
     gitrepo.build_repo(repo, files={"a.md": b"alpha\n", "docs/b.md": b"beta\n"})
     instances = write_instances(tmp / "instances.toml", [{"plugin": "generic-hmac", "id": "a", "secret": "s"}])
-    s = isolated_settings(broker.bootstrap, postgres.url, instances_file=instances, retry_attempts=1,
-                          retry_base_seconds=0.05, retry_max_seconds=0.1)
+    s = isolated_settings(
+        broker.bootstrap,
+        postgres.url,
+        instances_file=instances,
+        retry_attempts=1,
+        retry_base_seconds=0.05,
+        retry_max_seconds=0.1,
+    )
     loop.run_until_complete(topology.apply(s))
     loop.run_until_complete(migrate(s))
 
@@ -115,17 +121,25 @@ def stack(broker, postgres, tmp_path_factory):
 # -- hostile values ------------------------------------------------------------------------------
 
 # A string with a NUL in it, and now and then other control characters and a bidi override.
-nul_text = st.builds(lambda a, junk, b: a + "\x00" + junk + b, st.text(max_size=12),
-                     st.sampled_from(["", "\n", "\x1b[31m", "\u202e", "\r\n", "\x7f"]), st.text(max_size=12))
+nul_text = st.builds(
+    lambda a, junk, b: a + "\x00" + junk + b,
+    st.text(max_size=12),
+    st.sampled_from(["", "\n", "\x1b[31m", "\u202e", "\r\n", "\x7f"]),
+    st.text(max_size=12),
+)
 huge_int = st.one_of(st.integers(2**31, 2**40), st.integers(2**64, 2**70))
 # Bytes that are no record: garbage, or JSON of another shape.
 json_of_another_shape = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.text(max_size=20)),
+    st.one_of(st.none(), st.booleans(), st.integers(-(10**6), 10**6), st.text(max_size=20)),
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
     max_leaves=8,
 ).map(orjson.dumps)
-garbage = st.one_of(st.binary(max_size=300).map(lambda b: b"\xff" + b), json_of_another_shape,
-                    st.just(b'{"type": "sync.requested"'), st.just(b""))
+garbage = st.one_of(
+    st.binary(max_size=300).map(lambda b: b"\xff" + b),
+    json_of_another_shape,
+    st.just(b'{"type": "sync.requested"'),
+    st.just(b""),
+)
 
 
 def leaves(value: Any, path: tuple = ()) -> list[tuple]:
@@ -158,6 +172,7 @@ def with_nul(draw, base: dict, only: tuple[str, ...] | None = None) -> dict:
 
 # -- the records of each topic -------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Hostile:
     topic: str  # logical
@@ -171,9 +186,24 @@ def control_bases(n: int) -> list[dict]:
     source = f"hostile:{n}"
     common = {"source_id": source, "occurred_at": T}
     return [
-        {"type": "sync.requested", **common, "request_id": f"h-{n}", "mode": "full", "trigger": "manual",
-         "paths": ["a.md"], "before": "b", "after": "a", "branch": "main"},
-        {"type": "source.connected", **common, "source_type": "git", "name": "n", "config": {"path": "/nowhere", "x": ["y"]}},
+        {
+            "type": "sync.requested",
+            **common,
+            "request_id": f"h-{n}",
+            "mode": "full",
+            "trigger": "manual",
+            "paths": ["a.md"],
+            "before": "b",
+            "after": "a",
+            "branch": "main",
+        },
+        {
+            "type": "source.connected",
+            **common,
+            "source_type": "git",
+            "name": "n",
+            "config": {"path": "/nowhere", "x": ["y"]},
+        },
         {"type": "source.disconnected", **common, "reason": "gone"},
         {"type": "source.config_changed", **common, "config_path": ".hookstream.yml", "commit": "c"},
         {"type": "source.updated", **common, "name": "n", "config": {"branch": "main"}},
@@ -194,8 +224,13 @@ def hostile_control(draw, n: int) -> Hostile:
     base = draw(st.sampled_from(control_bases(n)))
     if kind == "end_of_time":
         request = {**control_bases(n)[0], "occurred_at": END_OF_TIME}
-        return Hostile("hookstream.sync.control", request["source_id"].encode(), dumps(request), kind,
-                       answered_by=request["request_id"])
+        return Hostile(
+            "hookstream.sync.control",
+            request["source_id"].encode(),
+            dumps(request),
+            kind,
+            answered_by=request["request_id"],
+        )
     if kind == "key":  # keyed by another source: it would fold into that source's state
         return Hostile("hookstream.sync.control", f"other:{n}".encode(), dumps(base), kind)
     record = draw(with_nul(base))
@@ -203,9 +238,18 @@ def hostile_control(draw, n: int) -> Hostile:
 
 
 def plan_base(n: int) -> dict:
-    return {"type": "sync.plan_requested", "job_id": f"hostile-plan:{n}:7", "source_id": f"hostile-plan:{n}",
-            "source_type": "git", "source_config": {"path": f"/nowhere/{n}"}, "mode": "incremental",
-            "paths": ["a.md"], "base": "b", "after": "a", "requested_at": T}
+    return {
+        "type": "sync.plan_requested",
+        "job_id": f"hostile-plan:{n}:7",
+        "source_id": f"hostile-plan:{n}",
+        "source_type": "git",
+        "source_config": {"path": f"/nowhere/{n}"},
+        "mode": "incremental",
+        "paths": ["a.md"],
+        "base": "b",
+        "after": "a",
+        "requested_at": T,
+    }
 
 
 @st.composite
@@ -222,9 +266,17 @@ def hostile_plan(draw, n: int) -> Hostile:
 
 
 def batch_base(n: int) -> dict:
-    return {"type": "files.batch", "job_id": f"hostile-batch:{n}:7", "source_id": f"hostile-batch:{n}",
-            "source_type": "git", "source_config": {"path": f"/nowhere/{n}"}, "batch_index": 0, "batch_count": 1,
-            "commit": "c", "files": [{"type": "file.change", "path": "a.md", "change": "upsert", "blob": "0" * 40}]}
+    return {
+        "type": "files.batch",
+        "job_id": f"hostile-batch:{n}:7",
+        "source_id": f"hostile-batch:{n}",
+        "source_type": "git",
+        "source_config": {"path": f"/nowhere/{n}"},
+        "batch_index": 0,
+        "batch_count": 1,
+        "commit": "c",
+        "files": [{"type": "file.change", "path": "a.md", "change": "upsert", "blob": "0" * 40}],
+    }
 
 
 @st.composite
@@ -236,10 +288,11 @@ def hostile_batch(draw, n: int) -> Hostile:
     if kind == "nul":
         record = draw(with_nul(record))
     elif kind == "huge":  # a batch listing many long paths, none of which can be read
-        record["files"] = [{"type": "file.change", "path": f"{i:06d}/" + "p" * 2000, "change": "upsert",
-                            "blob": "0" * 40} for i in range(HUGE // 2100)]
-    return Hostile("hookstream.files.batches", f"{record['job_id']}/0".encode("utf-8", "replace"),
-                   dumps(record), kind)
+        record["files"] = [
+            {"type": "file.change", "path": f"{i:06d}/" + "p" * 2000, "change": "upsert", "blob": "0" * 40}
+            for i in range(HUGE // 2100)
+        ]
+    return Hostile("hookstream.files.batches", f"{record['job_id']}/0".encode("utf-8", "replace"), dumps(record), kind)
 
 
 @st.composite
@@ -252,16 +305,39 @@ def hostile_sync_record(draw, n: int) -> Hostile:
         return Hostile(topic, f"hostile-jobs:{n}".encode(), draw(garbage), kind)
     job = f"hostile-jobs:{n}:3"
     if topic == "hookstream.sync.events":
-        record = {"type": "sync.started", "source_id": f"hostile-jobs:{n}", "occurred_at": T, "request_ids": [f"hj-{n}"],
-                  "job_id": job, "mode": "full", "trigger": "manual", "deadline": T}
+        record = {
+            "type": "sync.started",
+            "source_id": f"hostile-jobs:{n}",
+            "occurred_at": T,
+            "request_ids": [f"hj-{n}"],
+            "job_id": job,
+            "mode": "full",
+            "trigger": "manual",
+            "deadline": T,
+        }
         if kind == "huge_count":  # a started job has no counts: a queued one with a NUL job id instead
-            record = {"type": "sync.queued", "source_id": f"hostile-jobs:{n}", "occurred_at": T,
-                      "request_ids": [f"hj-{n}"], "job_id": job, "mode": "full"}
+            record = {
+                "type": "sync.queued",
+                "source_id": f"hostile-jobs:{n}",
+                "occurred_at": T,
+                "request_ids": [f"hj-{n}"],
+                "job_id": job,
+                "mode": "full",
+            }
             kind = "nul_job"
     else:
-        record = {"type": "sync.completed", "job_id": job, "source_id": f"hostile-jobs:{n}", "request_ids": [f"hj-{n}"],
-                  "mode": "full", "trigger": "manual", "status": "succeeded", "started_at": T, "finished_at": T,
-                  "duration_ms": 1}
+        record = {
+            "type": "sync.completed",
+            "job_id": job,
+            "source_id": f"hostile-jobs:{n}",
+            "request_ids": [f"hj-{n}"],
+            "mode": "full",
+            "trigger": "manual",
+            "status": "succeeded",
+            "started_at": T,
+            "finished_at": T,
+            "duration_ms": 1,
+        }
         if kind == "huge_count":
             record[draw(st.sampled_from(["processed", "failed", "files_listed", "batches"]))] = draw(huge_int)
     if kind == "nul_job":
@@ -279,9 +355,18 @@ def hostile_dead_letter(draw, n: int) -> Hostile:
     if kind == "nul_redrive":
         record = {"type": "dlq.redrive_accepted", "dead_letter_id": draw(nul_text), "key": "k", "accepted_at": T}
         return Hostile("hookstream.dlq", key, dumps(record), kind)
-    record = {"type": "dlq.dead_lettered", "dead_letter_id": f"hostile-dl-{n}", "key": "k", "stage": "s",
-              "error": "e", "failed_at": T, "source_topic": "elsewhere", "source_partition": 0, "source_offset": 0,
-              "raw": base64.b64encode(b"x").decode()}
+    record = {
+        "type": "dlq.dead_lettered",
+        "dead_letter_id": f"hostile-dl-{n}",
+        "key": "k",
+        "stage": "s",
+        "error": "e",
+        "failed_at": T,
+        "source_topic": "elsewhere",
+        "source_partition": 0,
+        "source_offset": 0,
+        "raw": base64.b64encode(b"x").decode(),
+    }
     if kind == "nul_id":
         record["dead_letter_id"] = draw(nul_text)
     else:
@@ -291,9 +376,16 @@ def hostile_dead_letter(draw, n: int) -> Hostile:
 
 
 def delivery_base(n: int) -> dict:
-    return {"type": "delivery", "delivery_id": f"hostile-{n}", "plugin": "generic-hmac", "instance": "a",
-            "route": "r", "received_at": T, "headers": {"x-kind": "v"},
-            "body": base64.b64encode(b"not a producer event").decode()}
+    return {
+        "type": "delivery",
+        "delivery_id": f"hostile-{n}",
+        "plugin": "generic-hmac",
+        "instance": "a",
+        "route": "r",
+        "received_at": T,
+        "headers": {"x-kind": "v"},
+        "body": base64.b64encode(b"not a producer event").decode(),
+    }
 
 
 @st.composite
@@ -314,12 +406,21 @@ def hostile_delivery(draw, n: int) -> Hostile:
 
 
 def hostile_records(n: int):
-    agents = [hostile_control(n), hostile_plan(n), hostile_batch(n), hostile_sync_record(n),
-              hostile_dead_letter(n), hostile_delivery(n)]
-    return st.tuples(*agents).flatmap(lambda first: st.lists(st.one_of(*agents), max_size=3).map(lambda more: [*first, *more]))
+    agents = [
+        hostile_control(n),
+        hostile_plan(n),
+        hostile_batch(n),
+        hostile_sync_record(n),
+        hostile_dead_letter(n),
+        hostile_delivery(n),
+    ]
+    return st.tuples(*agents).flatmap(
+        lambda first: st.lists(st.one_of(*agents), max_size=3).map(lambda more: [*first, *more])
+    )
 
 
 # -- the oracle ----------------------------------------------------------------------------------
+
 
 def expected_dead_letter(h: Hostile) -> str:
     """The id of the dead letter a hostile record must end as (app.core.poison; the dedup stage's own for deliveries)."""
@@ -334,35 +435,72 @@ def expected_dead_letter(h: Hostile) -> str:
 
 async def query(settings, text: str, params=()) -> list[tuple]:
     async with await psycopg.AsyncConnection.connect(
-            settings.database_url, options=f"-c search_path={settings.database_schema}", autocommit=True) as conn:
+        settings.database_url, options=f"-c search_path={settings.database_schema}", autocommit=True
+    ) as conn:
         return await (await conn.execute(text, params)).fetchall()
 
 
 async def produce(stack: Stack, records: list[tuple[str, bytes, bytes]]) -> None:
-    futures = [await stack.producer.send(stack.settings.topic(topic), key=key, value=value) for topic, key, value in records]
+    futures = [
+        await stack.producer.send(stack.settings.topic(topic), key=key, value=value) for topic, key, value in records
+    ]
     await asyncio.gather(*futures)
 
 
 def good_records(stack: Stack, n: int) -> tuple[list[tuple[str, bytes, bytes]], dict[str, str]]:
     """One well-formed record per agent, and what each must leave behind."""
-    request = {"type": "sync.requested", "source_id": f"good:{n}", "occurred_at": T, "request_id": f"good-{n}",
-               "mode": "full", "trigger": "manual"}
+    request = {
+        "type": "sync.requested",
+        "source_id": f"good:{n}",
+        "occurred_at": T,
+        "request_id": f"good-{n}",
+        "mode": "full",
+        "trigger": "manual",
+    }
     delivery = {**delivery_base(n), "delivery_id": f"good-{n}", "body": base64.b64encode(dumps(request)).decode()}
-    plan = {"type": "sync.plan_requested", "job_id": f"good-plan:{n}:1", "source_id": f"good-plan:{n}",
-            "source_type": "git", "source_config": {"path": stack.repo}, "mode": "full", "requested_at": T}
-    completion = {"type": "sync.completed", "job_id": f"good-job:{n}:1", "source_id": f"good-job:{n}",
-                  "request_ids": [f"good-job-{n}"], "mode": "full", "trigger": "manual", "status": "succeeded",
-                  "started_at": T, "finished_at": T, "duration_ms": 1}
-    letter = {"type": "dlq.dead_lettered", "dead_letter_id": f"good-dl-{n}", "key": "k", "stage": "s", "error": "e",
-              "failed_at": T, "source_topic": "elsewhere", "raw": base64.b64encode(b"x").decode()}
+    plan = {
+        "type": "sync.plan_requested",
+        "job_id": f"good-plan:{n}:1",
+        "source_id": f"good-plan:{n}",
+        "source_type": "git",
+        "source_config": {"path": stack.repo},
+        "mode": "full",
+        "requested_at": T,
+    }
+    completion = {
+        "type": "sync.completed",
+        "job_id": f"good-job:{n}:1",
+        "source_id": f"good-job:{n}",
+        "request_ids": [f"good-job-{n}"],
+        "mode": "full",
+        "trigger": "manual",
+        "status": "succeeded",
+        "started_at": T,
+        "finished_at": T,
+        "duration_ms": 1,
+    }
+    letter = {
+        "type": "dlq.dead_lettered",
+        "dead_letter_id": f"good-dl-{n}",
+        "key": "k",
+        "stage": "s",
+        "error": "e",
+        "failed_at": T,
+        "source_topic": "elsewhere",
+        "raw": base64.b64encode(b"x").decode(),
+    }
     records = [
         ("hookstream.deliveries", f"generic-hmac/a/good-{n}".encode(), dumps(delivery)),
         ("hookstream.sync.plans", plan["job_id"].encode(), dumps(plan)),
         ("hookstream.sync.completed", completion["source_id"].encode(), dumps(completion)),
         ("hookstream.dlq", b"k", dumps(letter)),
     ]
-    return records, {"request": f"good-{n}", "plan_source": f"good-plan:{n}", "job": f"good-job:{n}:1",
-                     "dead_letter": f"good-dl-{n}"}
+    return records, {
+        "request": f"good-{n}",
+        "plan_source": f"good-plan:{n}",
+        "job": f"good-job:{n}:1",
+        "dead_letter": f"good-dl-{n}",
+    }
 
 
 async def run_example(stack: Stack, n: int, hostile: list[Hostile]) -> None:
@@ -374,18 +512,38 @@ async def run_example(stack: Stack, n: int, hostile: list[Hostile]) -> None:
 
     async def settled():
         assert stack.worker.alive(), f"the worker died:\n{stack.worker.log_tail()}"
-        rows = {r[0]: r for r in await query(s, "SELECT dead_letter_id, stage, error, status FROM dlq WHERE dead_letter_id = ANY(%s)",
-                                             (list(expected) + [marks["dead_letter"]],))}
-        answered = {r[0] for r in await query(s, "SELECT request_id FROM sync_requests WHERE request_id = ANY(%s)",
-                                              ([marks["request"]] + [h.answered_by for h in hostile if h.answered_by],))}
-        missing = [h.why + ":" + h.topic for i, h in expected.items() if i not in rows and h.answered_by not in answered]
+        rows = {
+            r[0]: r
+            for r in await query(
+                s,
+                "SELECT dead_letter_id, stage, error, status FROM dlq WHERE dead_letter_id = ANY(%s)",
+                (list(expected) + [marks["dead_letter"]],),
+            )
+        }
+        answered = {
+            r[0]
+            for r in await query(
+                s,
+                "SELECT request_id FROM sync_requests WHERE request_id = ANY(%s)",
+                ([marks["request"]] + [h.answered_by for h in hostile if h.answered_by],),
+            )
+        }
+        missing = [
+            h.why + ":" + h.topic for i, h in expected.items() if i not in rows and h.answered_by not in answered
+        ]
         documents = await query(s, "SELECT path FROM documents WHERE source_id = %s", (marks["plan_source"],))
         job = await query(s, "SELECT status FROM sync_jobs WHERE job_id = %s", (marks["job"],))
-        good_done = (marks["request"] in answered and len(documents) == 2 and job == [("succeeded",)]
-                     and marks["dead_letter"] in rows)
+        good_done = (
+            marks["request"] in answered
+            and len(documents) == 2
+            and job == [("succeeded",)]
+            and marks["dead_letter"] in rows
+        )
         return (rows, answered) if not missing and good_done else None
 
-    rows, answered = await wait_until(settled, timeout=40, interval=0.3, what=f"example {n}'s dead letters and good records")
+    rows, answered = await wait_until(
+        settled, timeout=40, interval=0.3, what=f"example {n}'s dead letters and good records"
+    )
     for ident, h in expected.items():
         if ident in rows:
             stack.sent[AGENT_OF[h.topic]] = stack.sent.get(AGENT_OF[h.topic], 0) + 1
@@ -405,16 +563,32 @@ async def run_example(stack: Stack, n: int, hostile: list[Hostile]) -> None:
                 record = orjson.loads(h.value)
             except orjson.JSONDecodeError:
                 continue
-            if isinstance(record, dict) and record.get("type") == "source.connected" and "\x00" not in str(record.get("source_id")):
+            if (
+                isinstance(record, dict)
+                and record.get("type") == "source.connected"
+                and "\x00" not in str(record.get("source_id"))
+            ):
                 dead_sources.add(record["source_id"])
     if dead_sources:
-        checks = [{"type": "sync.requested", "source_id": src, "occurred_at": T, "request_id": f"check-{n}-{i}",
-                   "mode": "full", "trigger": "manual"} for i, src in enumerate(sorted(dead_sources))]
+        checks = [
+            {
+                "type": "sync.requested",
+                "source_id": src,
+                "occurred_at": T,
+                "request_id": f"check-{n}-{i}",
+                "mode": "full",
+                "trigger": "manual",
+            }
+            for i, src in enumerate(sorted(dead_sources))
+        ]
         await produce(stack, [("hookstream.sync.control", c["source_id"].encode(), dumps(c)) for c in checks])
 
         async def rejected():
-            got = await query(s, "SELECT request_id, answer, reason FROM sync_requests WHERE request_id = ANY(%s)",
-                              ([c["request_id"] for c in checks],))
+            got = await query(
+                s,
+                "SELECT request_id, answer, reason FROM sync_requests WHERE request_id = ANY(%s)",
+                ([c["request_id"] for c in checks],),
+            )
             return got if len(got) == len(checks) else None
 
         answers = await wait_until(rejected, timeout=20, interval=0.3, what="the checks of dead-lettered connections")
@@ -423,9 +597,18 @@ async def run_example(stack: Stack, n: int, hostile: list[Hostile]) -> None:
 
 
 # No shrinking: each example runs against one long-lived worker, and the note says what it sent.
-@settings(max_examples=EXAMPLES, deadline=None, database=None, phases=[Phase.generate],
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large,
-                                 HealthCheck.large_base_example])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    phases=[Phase.generate],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
+)
 @given(data=st.data())
 def test_no_hostile_record_stops_an_agent_or_vanishes(stack, data):
     n = next(stack.counter)
@@ -451,7 +634,9 @@ def test_the_dead_letters_are_on_the_topic_and_counted_per_agent(stack):
     assert table <= on_topic
     metrics = stack.run(_metrics(stack.worker.metrics_url))
     counted: dict[str, float] = {}
-    for agent, value in re.findall(r'hookstream_records_dead_lettered_total\{agent="([^"]+)",stage="[^"]+"\} (\S+)', metrics):
+    for agent, value in re.findall(
+        r'hookstream_records_dead_lettered_total\{agent="([^"]+)",stage="[^"]+"\} (\S+)', metrics
+    ):
         counted[agent] = counted.get(agent, 0) + float(value)
     for agent, sent in stack.sent.items():
         assert counted.get(agent, 0) >= sent, (agent, counted, stack.sent)

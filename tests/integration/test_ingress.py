@@ -25,10 +25,10 @@ from app import codec
 from app.events import Delivery
 from app.ingress.app import PUBLISHER, create_app
 from app.ingress.protocol import IngressRunner
+from app.instances import InstanceConfig, parse_instances
 from app.plugins import get_plugin
 from app.plugins.base import fallback_delivery_id
 from app.settings import Settings
-from app.instances import InstanceConfig, parse_instances
 from app.topology import MissingTopics
 from tests.support.services import isolated_settings, wait_until
 
@@ -53,7 +53,12 @@ def configured_instances() -> dict[tuple[str, str], InstanceConfig]:
             "instance": [
                 {"plugin": "github", "id": "acme", "secret": GITHUB_SECRET},
                 {"plugin": "standard-webhooks", "id": "billing", "secret": WEBHOOK_SECRET},
-                {"plugin": "generic-hmac", "id": "producer", "secret": "generic-secret", "options": {"prefix": "sha256="}},
+                {
+                    "plugin": "generic-hmac",
+                    "id": "producer",
+                    "secret": "generic-secret",
+                    "options": {"prefix": "sha256="},
+                },
             ]
         },
         "test instances",
@@ -76,7 +81,9 @@ class Ingress:
         sign_args.setdefault("now", time.time())
         return get_plugin(plugin).sign(body, self.instances[(plugin, instance)], **sign_args)
 
-    async def post(self, path: str, body: bytes | object = b"", headers: dict[str, str] | None = None) -> tuple[int, dict, dict]:
+    async def post(
+        self, path: str, body: bytes | object = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, dict, dict]:
         async with self.session.post(self.url + path, data=body, headers=headers or {}) as response:
             return response.status, await response.json(content_type=None), dict(response.headers)
 
@@ -96,7 +103,9 @@ async def ingress(settings) -> AsyncIterator[Ingress]:
     await runner.cleanup()
 
 
-async def records_on(settings: Settings, logical_topic: str, expected: int, timeout: float = 20.0) -> list[tuple[str, bytes]]:
+async def records_on(
+    settings: Settings, logical_topic: str, expected: int, timeout: float = 20.0
+) -> list[tuple[str, bytes]]:
     """Read the topic from the beginning until `expected` records arrived: (key, value) pairs."""
     consumer = AIOKafkaConsumer(
         settings.topic(logical_topic),
@@ -134,7 +143,12 @@ async def test_a_verified_delivery_lands_in_kafka_byte_exact_under_its_key(ingre
     assert key == f"github/acme/{delivery_id}"
     delivery = codec.decode(Delivery, value)
     assert delivery.body == body
-    assert (delivery.plugin, delivery.instance, delivery.delivery_id, delivery.route) == ("github", "acme", delivery_id, None)
+    assert (delivery.plugin, delivery.instance, delivery.delivery_id, delivery.route) == (
+        "github",
+        "acme",
+        delivery_id,
+        None,
+    )
     assert delivery.headers["x-github-event"] == "ping"
     assert "x-hub-signature-256" not in delivery.headers
 
@@ -189,7 +203,9 @@ async def test_a_bad_signature_is_401_and_never_published(ingress):
 
 
 async def test_a_missing_signature_is_401(ingress):
-    answer = _assert_error(await ingress.post("/hooks/github/acme", b"{}", {"X-GitHub-Delivery": "d-2"}), 401, "verification_failed")
+    answer = _assert_error(
+        await ingress.post("/hooks/github/acme", b"{}", {"X-GitHub-Delivery": "d-2"}), 401, "verification_failed"
+    )
     assert "missing" in answer["message"]
 
 
@@ -217,7 +233,9 @@ async def test_a_streamed_body_over_the_limit_is_413_without_content_length(ingr
         for _ in range(8):
             yield b"y" * 1024
 
-    async with ingress.session.post(ingress.url + "/hooks/github/acme", data=chunks(), headers={"X-Hub-Signature-256": "sha256=00"}) as response:
+    async with ingress.session.post(
+        ingress.url + "/hooks/github/acme", data=chunks(), headers={"X-Hub-Signature-256": "sha256=00"}
+    ) as response:
         assert response.request_info.headers.get("Transfer-Encoding") == "chunked"
         result = response.status, await response.json(), dict(response.headers)
     _assert_error(result, 413, "body_too_large")
@@ -234,7 +252,9 @@ async def test_a_body_at_the_default_limit_of_1_mib_lands_in_kafka(settings):
             ingress = Ingress(settings, instances, runner, session)
             body = b'"' + bytes(range(35, 91)) * (settings.body_limit_bytes // 56) + b'"'
             body += b" " * (settings.body_limit_bytes - len(body))
-            status, answer, _ = await ingress.post("/hooks/github/acme", body, ingress.signed("github", "acme", body, delivery_id="big"))
+            status, answer, _ = await ingress.post(
+                "/hooks/github/acme", body, ingress.signed("github", "acme", body, delivery_id="big")
+            )
     finally:
         await runner.cleanup()
     assert (status, answer) == (202, {"deliveryId": "big"})
@@ -279,13 +299,19 @@ async def test_events_reject_a_bad_token_a_wrong_type_and_a_bad_body(ingress):
     body = orjson.dumps(SYNC_REQUESTED)
     json_type = {"Content-Type": "application/json"}
     auth = {"Authorization": f"Bearer {EVENTS_TOKEN}"}
-    _assert_error(await ingress.post("/events", body, {"Authorization": "Bearer wrong", **json_type}), 401, "invalid_token")
+    _assert_error(
+        await ingress.post("/events", body, {"Authorization": "Bearer wrong", **json_type}), 401, "invalid_token"
+    )
     _assert_error(await ingress.post("/events", body, json_type), 401, "missing_token")
-    _assert_error(await ingress.post("/events", body, {**auth, "Content-Type": "text/plain"}), 415, "unsupported_media_type")
+    _assert_error(
+        await ingress.post("/events", body, {**auth, "Content-Type": "text/plain"}), 415, "unsupported_media_type"
+    )
     _assert_error(await ingress.post("/events", b"{not json", {**auth, **json_type}), 400, "invalid_json")
     invalid = {**SYNC_REQUESTED, "mode": "sideways"}
     del invalid["source_id"]
-    answer = _assert_error(await ingress.post("/events", orjson.dumps(invalid), {**auth, **json_type}), 422, "invalid_event")
+    answer = _assert_error(
+        await ingress.post("/events", orjson.dumps(invalid), {**auth, **json_type}), 422, "invalid_event"
+    )
     assert {tuple(e["loc"][-1:]) for e in answer["errors"]} >= {("source_id",), ("mode",)}
 
 
@@ -329,7 +355,13 @@ async def test_logs_name_the_delivery_but_never_a_secret_or_signature(ingress, c
         assert (await ingress.post("/events", b"{}", token))[0] == 401
     text = caplog.text
     assert "delivery=log-1" in text and "status=401" in text
-    for secret in (GITHUB_SECRET, EVENTS_TOKEN, "not-the-token", good["X-Hub-Signature-256"], bad["X-Hub-Signature-256"]):
+    for secret in (
+        GITHUB_SECRET,
+        EVENTS_TOKEN,
+        "not-the-token",
+        good["X-Hub-Signature-256"],
+        bad["X-Hub-Signature-256"],
+    ):
         assert secret not in text
     assert good["X-Hub-Signature-256"].removeprefix("sha256=") not in text
 
@@ -347,8 +379,22 @@ def _start_ingress_processes(settings: Settings, tmp_path, count: int) -> tuple[
         "HOOKSTREAM_INSTANCES_FILE": str(instances_file),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli.main", "ingress", "--host", "127.0.0.1", "--port", str(port), "--processes", str(count)],
-        env=env, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "app.cli.main",
+            "ingress",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--processes",
+            str(count),
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     return process, port
 
@@ -385,7 +431,10 @@ async def test_several_processes_share_one_port_and_stop_together(settings, tmp_
                 body = b'{"n": %d}' % i
                 headers = get_plugin("github").sign(body, instance, time.time(), delivery_id=f"multi-{i}")
                 # A connection each, so the kernel may hand them to either process.
-                async with aiohttp.ClientSession() as fresh, fresh.post(url + "/hooks/github/acme", data=body, headers=headers) as response:
+                async with (
+                    aiohttp.ClientSession() as fresh,
+                    fresh.post(url + "/hooks/github/acme", data=body, headers=headers) as response,
+                ):
                     assert response.status == 202
         records = await records_on(settings, "hookstream.deliveries", 10)
         assert {key for key, _ in records} == {f"github/acme/multi-{i}" for i in range(10)}
@@ -404,7 +453,9 @@ async def test_a_dead_ingress_process_stops_the_others_with_an_error(settings, t
     process, port = _start_ingress_processes(settings, tmp_path, 2)
     try:
         async with aiohttp.ClientSession() as session:
-            await wait_until(lambda: _ready(session, f"http://127.0.0.1:{port}"), timeout=30, what="the ingress processes ready")
+            await wait_until(
+                lambda: _ready(session, f"http://127.0.0.1:{port}"), timeout=30, what="the ingress processes ready"
+            )
         victim, survivor = sorted(_worker_pids(process.pid))
         os.kill(victim, signal.SIGKILL)
         assert await asyncio.to_thread(process.wait, 30) == 1

@@ -58,7 +58,9 @@ async def ingress(own_broker) -> AsyncIterator[Ingress]:
 
 async def _deliver(ingress: Ingress, delivery_id: str) -> tuple[int, dict, dict]:
     body = b'{"delivery": "%s"}' % delivery_id.encode()
-    return await ingress.post("/hooks/github/acme", body, ingress.signed("github", "acme", body, delivery_id=delivery_id, event="push"))
+    return await ingress.post(
+        "/hooks/github/acme", body, ingress.signed("github", "acme", body, delivery_id=delivery_id, event="push")
+    )
 
 
 async def _assert_in_kafka(ingress: Ingress, acknowledged: set[str]) -> None:
@@ -67,7 +69,9 @@ async def _assert_in_kafka(ingress: Ingress, acknowledged: set[str]) -> None:
     assert acknowledged <= in_kafka, f"acknowledged but not in Kafka: {sorted(acknowledged - in_kafka)}"
 
 
-async def test_broker_outage_gets_503_then_a_retry_is_accepted_and_nothing_unstored_was_acknowledged(own_broker, ingress):
+async def test_broker_outage_gets_503_then_a_retry_is_accepted_and_nothing_unstored_was_acknowledged(
+    own_broker, ingress
+):
     acknowledged: set[str] = set()
 
     status, answer, _ = await _deliver(ingress, "before-outage")

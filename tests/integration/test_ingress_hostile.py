@@ -29,9 +29,9 @@ from app import codec
 from app.events import Delivery
 from app.ingress.app import create_app
 from app.ingress.protocol import IngressRunner
+from app.instances import parse_instances
 from app.plugins import PLUGINS
 from app.plugins.github import GitHub
-from app.instances import parse_instances
 from tests.integration.test_ingress import Ingress, records_on
 from tests.support.services import wait_until
 
@@ -65,9 +65,18 @@ def hostile_instances():
         {
             "instance": [
                 {"plugin": "github", "id": "acme", "secret": GITHUB_SECRET},
-                {"plugin": "standard-webhooks", "id": "billing", "secret": "whsec_c3RhbmRhcmQtd2ViaG9va3MtdGVzdC1rZXk="},
+                {
+                    "plugin": "standard-webhooks",
+                    "id": "billing",
+                    "secret": "whsec_c3RhbmRhcmQtd2ViaG9va3MtdGVzdC1rZXk=",
+                },
                 {"plugin": "linear", "id": "team", "secret": LINEAR_SECRET},
-                {"plugin": "generic-hmac", "id": "producer", "secret": "generic-secret", "options": {"prefix": "sha256="}},
+                {
+                    "plugin": "generic-hmac",
+                    "id": "producer",
+                    "secret": "generic-secret",
+                    "options": {"prefix": "sha256="},
+                },
             ]
         },
         "hostile instances",
@@ -168,7 +177,9 @@ def assert_json_error(status: int, headers: dict[str, str], body: bytes, expecte
 def assert_answer(result: tuple[int, dict, dict], expected_status: int, code: str) -> dict:
     """`assert_json_error` for what `Ingress.post` returns."""
     status, body, headers = result
-    return assert_json_error(status, {k.lower(): v for k, v in headers.items()}, orjson.dumps(body), expected_status, code)
+    return assert_json_error(
+        status, {k.lower(): v for k, v in headers.items()}, orjson.dumps(body), expected_status, code
+    )
 
 
 async def metrics(ingress: Ingress) -> str:
@@ -209,26 +220,65 @@ SIGNATURE_HEX = SIGNATURE.removeprefix("sha256=")
 @pytest.mark.parametrize(
     "what, request_bytes, status, code",
     [
-        ("a NUL in the signature header",
-         head("/hooks/github/acme", b"X-Hub-Signature-256: " + SIGNATURE.encode() + b"\x00", length=len(SIGNED_BODY)) + SIGNED_BODY,
-         400, "malformed_header"),
-        ("an ANSI escape in a header",
-         head("/hooks/github/acme", b"X-Hub-Signature-256: " + SIGNATURE.encode() + b"\x1b[31m", length=len(SIGNED_BODY)) + SIGNED_BODY,
-         400, "malformed_header"),
-        ("a header line over 8190 bytes",
-         head("/hooks/github/acme", b"X-Hub-Signature-256: " + SIGNATURE.encode() + b"0" * 9000, length=len(SIGNED_BODY)) + SIGNED_BODY,
-         431, "header_too_large"),
-        ("more than 128 headers",
-         head("/hooks/github/acme", b"X-Hub-Signature-256: " + SIGNATURE.encode(), *(b"X-Pad-%d: 1" % i for i in range(130)),
-              length=len(SIGNED_BODY)) + SIGNED_BODY,
-         431, "too_many_headers"),
-        ("a chunk size that is not hex",
-         head("/hooks/github/acme", b"X-Hub-Signature-256: " + SIGNATURE.encode(), b"Transfer-Encoding: chunked") + b"zz\r\nabc\r\n0\r\n\r\n",
-         400, "malformed_body_framing"),
-        ("a request line that is not HTTP", b"\x16\x03\x01 " + SIGNATURE.encode() + b"\r\n\r\n", 400, "malformed_request"),
+        (
+            "a NUL in the signature header",
+            head("/hooks/github/acme", b"X-Hub-Signature-256: " + SIGNATURE.encode() + b"\x00", length=len(SIGNED_BODY))
+            + SIGNED_BODY,
+            400,
+            "malformed_header",
+        ),
+        (
+            "an ANSI escape in a header",
+            head(
+                "/hooks/github/acme",
+                b"X-Hub-Signature-256: " + SIGNATURE.encode() + b"\x1b[31m",
+                length=len(SIGNED_BODY),
+            )
+            + SIGNED_BODY,
+            400,
+            "malformed_header",
+        ),
+        (
+            "a header line over 8190 bytes",
+            head(
+                "/hooks/github/acme",
+                b"X-Hub-Signature-256: " + SIGNATURE.encode() + b"0" * 9000,
+                length=len(SIGNED_BODY),
+            )
+            + SIGNED_BODY,
+            431,
+            "header_too_large",
+        ),
+        (
+            "more than 128 headers",
+            head(
+                "/hooks/github/acme",
+                b"X-Hub-Signature-256: " + SIGNATURE.encode(),
+                *(b"X-Pad-%d: 1" % i for i in range(130)),
+                length=len(SIGNED_BODY),
+            )
+            + SIGNED_BODY,
+            431,
+            "too_many_headers",
+        ),
+        (
+            "a chunk size that is not hex",
+            head("/hooks/github/acme", b"X-Hub-Signature-256: " + SIGNATURE.encode(), b"Transfer-Encoding: chunked")
+            + b"zz\r\nabc\r\n0\r\n\r\n",
+            400,
+            "malformed_body_framing",
+        ),
+        (
+            "a request line that is not HTTP",
+            b"\x16\x03\x01 " + SIGNATURE.encode() + b"\r\n\r\n",
+            400,
+            "malformed_request",
+        ),
     ],
 )
-async def test_a_request_the_parser_refuses_is_answered_json_and_its_bytes_never_logged(ingress, logs, what, request_bytes, status, code):
+async def test_a_request_the_parser_refuses_is_answered_json_and_its_bytes_never_logged(
+    ingress, logs, what, request_bytes, status, code
+):
     answer = assert_json_error(*await exchange(ingress, request_bytes), status, code)
     assert SIGNATURE_HEX not in answer["message"]
     assert_quiet(logs, SIGNATURE_HEX)
@@ -237,13 +287,17 @@ async def test_a_request_the_parser_refuses_is_answered_json_and_its_bytes_never
 
 async def test_a_broken_chunk_after_the_head_is_a_json_400(ingress, logs):
     # The head arrives first, the handler starts reading, then the framing breaks.
-    first = head("/hooks/github/acme", b"X-Hub-Signature-256: " + SIGNATURE.encode(), b"Transfer-Encoding: chunked") + b"4\r\nabcd\r\n"
+    first = (
+        head("/hooks/github/acme", b"X-Hub-Signature-256: " + SIGNATURE.encode(), b"Transfer-Encoding: chunked")
+        + b"4\r\nabcd\r\n"
+    )
     answer = assert_json_error(*await exchange(ingress, first, b"not-hex\r\n\r\n"), 400, "malformed_body_framing")
     assert "chunk" in answer["message"] or "framing" in answer["message"]
     assert_quiet(logs, SIGNATURE_HEX)
 
 
 # --- encodings -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "encoding, body",
@@ -273,7 +327,9 @@ async def test_a_content_encoding_other_than_identity_is_415_and_nothing_is_publ
     async def publish_sentinel() -> None:
         assert (await ingress.post("/hooks/github/acme", SIGNED_BODY, sentinel))[0] == 202
 
-    await assert_nothing_else_published(ingress.settings, "hookstream.deliveries", "github/acme/sentinel", publish_sentinel)
+    await assert_nothing_else_published(
+        ingress.settings, "hookstream.deliveries", "github/acme/sentinel", publish_sentinel
+    )
 
 
 async def test_identity_encoding_is_verified_and_stored_byte_exact(ingress):
@@ -287,17 +343,35 @@ async def test_identity_encoding_is_verified_and_stored_byte_exact(ingress):
 
 # --- header values that are not UTF-8 --------------------------------------------------------
 
+
 async def test_a_bearer_token_that_is_not_utf8_is_400(ingress, logs):
     body = orjson.dumps(SYNC_REQUESTED)
-    request = head("/events", b"Authorization: Bearer " + EVENTS_TOKEN.encode() + b"\xff", b"Content-Type: application/json",
-                   b"Connection: close", length=len(body)) + body
+    request = (
+        head(
+            "/events",
+            b"Authorization: Bearer " + EVENTS_TOKEN.encode() + b"\xff",
+            b"Content-Type: application/json",
+            b"Connection: close",
+            length=len(body),
+        )
+        + body
+    )
     assert_json_error(*await exchange(ingress, request), 400, "invalid_header")
     assert_quiet(logs, EVENTS_TOKEN)
 
 
 async def test_an_event_header_that_is_not_utf8_on_a_validly_signed_delivery_is_400(ingress, logs):
-    request = head("/hooks/github/acme", b"X-Hub-Signature-256: " + SIGNATURE.encode(), b"X-GitHub-Delivery: utf8-1",
-                   b"X-GitHub-Event: pu\xffsh", b"Connection: close", length=len(SIGNED_BODY)) + SIGNED_BODY
+    request = (
+        head(
+            "/hooks/github/acme",
+            b"X-Hub-Signature-256: " + SIGNATURE.encode(),
+            b"X-GitHub-Delivery: utf8-1",
+            b"X-GitHub-Event: pu\xffsh",
+            b"Connection: close",
+            length=len(SIGNED_BODY),
+        )
+        + SIGNED_BODY
+    )
     answer = assert_json_error(*await exchange(ingress, request), 400, "invalid_header")
     assert "X-GitHub-Event" in answer["message"]
     assert_quiet(logs, SIGNATURE_HEX)
@@ -307,7 +381,10 @@ async def test_an_event_header_that_is_not_utf8_on_a_validly_signed_delivery_is_
 
 # --- slow clients, dropped clients -----------------------------------------------------------
 
-async def _trickle_until_answered(ingress: Ingress, first: bytes, drip: bytes, every: float, limit: float) -> tuple[bytes, float]:
+
+async def _trickle_until_answered(
+    ingress: Ingress, first: bytes, drip: bytes, every: float, limit: float
+) -> tuple[bytes, float]:
     """Send `first`, then `drip` every `every` seconds (a slowloris) until the server answers and
     closes or `limit` seconds pass: what it answered and when, from the connection's start."""
     started = time.monotonic()
@@ -342,7 +419,10 @@ async def test_a_head_trickled_byte_by_byte_gets_408_and_is_closed_at_the_deadli
 
 async def test_a_body_held_back_gets_408_and_is_closed_at_the_deadline(ingress, logs):
     body = b'{"slow": "' + b"s" * 100 + b'"}'
-    first = head("/hooks/github/acme", b"X-Hub-Signature-256: " + github_signature(body).encode(), length=len(body)) + body[:5]
+    first = (
+        head("/hooks/github/acme", b"X-Hub-Signature-256: " + github_signature(body).encode(), length=len(body))
+        + body[:5]
+    )
     raw, elapsed = await _trickle_until_answered(ingress, first, b"", every=0.1, limit=BODY_TIMEOUT + 5)
     assert_json_error(*parse_response(raw), 408, "request_timeout")
     assert BODY_TIMEOUT <= elapsed < BODY_TIMEOUT + 2, elapsed
@@ -415,7 +495,9 @@ async def test_many_slow_connections_do_not_hold_up_a_fast_delivery(ingress):
     try:
         body = b'{"fast": true}'
         started = time.monotonic()
-        status, answer, _ = await ingress.post("/hooks/github/acme", body, ingress.signed("github", "acme", body, delivery_id="fast"))
+        status, answer, _ = await ingress.post(
+            "/hooks/github/acme", body, ingress.signed("github", "acme", body, delivery_id="fast")
+        )
         assert (status, answer) == (202, {"deliveryId": "fast"})
         assert time.monotonic() - started < HEADER_TIMEOUT, "the fast delivery waited behind the slow connections"
         answers = await asyncio.wait_for(asyncio.gather(*(reader.read() for reader, _ in slow)), HEADER_TIMEOUT + 10)
@@ -431,7 +513,10 @@ async def test_many_slow_connections_do_not_hold_up_a_fast_delivery(ingress):
 async def test_a_client_that_disconnects_mid_body_is_counted_not_logged(ingress, logs):
     body = b'{"never": "finished"}'
     reader, writer = await asyncio.open_connection(*address(ingress))
-    writer.write(head("/hooks/github/acme", b"X-Hub-Signature-256: " + github_signature(body).encode(), length=len(body) + 1000) + body)
+    writer.write(
+        head("/hooks/github/acme", b"X-Hub-Signature-256: " + github_signature(body).encode(), length=len(body) + 1000)
+        + body
+    )
     await writer.drain()
     writer.close()
     await writer.wait_closed()
@@ -444,6 +529,7 @@ async def test_a_client_that_disconnects_mid_body_is_counted_not_logged(ingress,
 
 
 # --- unexpected failures ---------------------------------------------------------------------
+
 
 class ExplodingGitHub(GitHub):
     """A plugin with a bug: its exception quotes what it was given."""
@@ -472,6 +558,7 @@ async def test_an_unexpected_exception_is_a_counted_json_500_logged_once_without
 
 # --- values ----------------------------------------------------------------------------------
 
+
 def _events_auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {EVENTS_TOKEN}", "Content-Type": "application/json"}
 
@@ -479,7 +566,12 @@ def _events_auth() -> dict[str, str]:
 @pytest.mark.parametrize(
     "what, event, field, bound",
     [
-        ("a newline in source_id", {**SYNC_REQUESTED, "source_id": "git:demo\nINFO forged log line"}, "source_id", "no NUL, newline"),
+        (
+            "a newline in source_id",
+            {**SYNC_REQUESTED, "source_id": "git:demo\nINFO forged log line"},
+            "source_id",
+            "no NUL, newline",
+        ),
         ("an ANSI escape in source_id", {**SYNC_REQUESTED, "source_id": "git:\x1b[31mdemo"}, "source_id", "escape"),
         ("a NUL in source_id", {**SYNC_REQUESTED, "source_id": "git:de\x00mo"}, "source_id", "NUL"),
         ("a source_id over 300 characters", {**SYNC_REQUESTED, "source_id": "g" * 301}, "source_id", "300"),
@@ -488,7 +580,12 @@ def _events_auth() -> dict[str, str]:
         ("more than 2048 path hints", {**SYNC_REQUESTED, "paths": [f"p{i}" for i in range(2049)]}, "paths", "2048"),
         ("a path hint with a newline", {**SYNC_REQUESTED, "paths": ["a\nb"]}, "paths", "newline"),
         ("a 900 KB name", {**SOURCE_CONNECTED, "name": "n" * 900_000}, "name", "200"),
-        ("a 900 KB config", {**SOURCE_CONNECTED, "config": {"path": "/srv/repos/demo", "pad": "c" * 900_000}}, "config", "16384"),
+        (
+            "a 900 KB config",
+            {**SOURCE_CONNECTED, "config": {"path": "/srv/repos/demo", "pad": "c" * 900_000}},
+            "config",
+            "16384",
+        ),
         ("schema_version 999", {**SYNC_REQUESTED, "schema_version": 999}, "schema_version", "1"),
         ("schema_version -1", {**SYNC_REQUESTED, "schema_version": -1}, "schema_version", "1"),
     ],
@@ -507,7 +604,9 @@ async def test_a_number_json_cannot_hold_is_422_not_rewritten_to_null(ingress, n
     assert "config" in answer["message"] and "finite" in answer["message"] and "depth" in answer["message"]
 
     async def publish_sentinel() -> None:
-        assert (await ingress.post("/events", orjson.dumps({**SOURCE_CONNECTED, "source_id": "sentinel"}), _events_auth()))[0] == 202
+        assert (
+            await ingress.post("/events", orjson.dumps({**SOURCE_CONNECTED, "source_id": "sentinel"}), _events_auth())
+        )[0] == 202
 
     await assert_nothing_else_published(ingress.settings, "hookstream.sync.control", "sentinel", publish_sentinel)
 
@@ -543,6 +642,7 @@ async def test_a_kept_header_over_its_bound_is_400_on_a_validly_signed_delivery(
 
 # --- what held before, kept ------------------------------------------------------------------
 
+
 def _bad_signatures(ingress: Ingress) -> list[tuple[str, str, bytes, dict[str, str]]]:
     now = time.time()
     linear_body = orjson.dumps({"type": "Issue", "action": "create", "webhookTimestamp": int(now * 1000)})
@@ -562,7 +662,9 @@ async def test_a_bad_signature_is_401_for_every_plugin_and_nothing_is_published(
     cases = _bad_signatures(ingress)
     assert {plugin for plugin, *_ in cases} == set(PLUGINS)
     for plugin, instance, body, headers in cases:
-        answer = assert_answer(await ingress.post(f"/hooks/{plugin}/{instance}", body, headers), 401, "verification_failed")
+        answer = assert_answer(
+            await ingress.post(f"/hooks/{plugin}/{instance}", body, headers), 401, "verification_failed"
+        )
         assert GITHUB_SECRET not in answer["message"] and LINEAR_SECRET not in answer["message"]
 
     sentinel = ingress.signed("github", "acme", SIGNED_BODY, delivery_id="after-forgeries")
@@ -570,7 +672,9 @@ async def test_a_bad_signature_is_401_for_every_plugin_and_nothing_is_published(
     async def publish_sentinel() -> None:
         assert (await ingress.post("/hooks/github/acme", SIGNED_BODY, sentinel))[0] == 202
 
-    await assert_nothing_else_published(ingress.settings, "hookstream.deliveries", "github/acme/after-forgeries", publish_sentinel)
+    await assert_nothing_else_published(
+        ingress.settings, "hookstream.deliveries", "github/acme/after-forgeries", publish_sentinel
+    )
 
 
 async def test_a_declared_oversize_body_is_413_before_a_byte_of_it_is_sent(ingress):
@@ -584,6 +688,7 @@ async def test_a_chunked_oversize_body_is_413_without_waiting_for_its_end(ingres
     chunk = b"x" * (limit + 1)
     request = head("/hooks/github/acme", b"X-Hub-Signature-256: " + SIGNATURE.encode(), b"Transfer-Encoding: chunked")
     # One chunk past the limit and no final chunk: the answer comes anyway.
-    answer = assert_json_error(*await exchange(ingress, request, b"%x\r\n" % len(chunk) + chunk + b"\r\n", timeout=5), 413, "body_too_large")
+    answer = assert_json_error(
+        *await exchange(ingress, request, b"%x\r\n" % len(chunk) + chunk + b"\r\n", timeout=5), 413, "body_too_large"
+    )
     assert str(limit) in answer["message"]
-

@@ -9,7 +9,7 @@ what the "API" holds.
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -40,9 +40,15 @@ async def linear(clock):
 
 @pytest.fixture
 def options(linear, clock):
-    return SourceOptions(linear_api_url=linear.url, linear_api_key=linear.api_key, sleep=clock.sleep, clock=clock,
-                         max_retries=3, max_rate_limit_wait_seconds=120,
-                         random=lambda: 1.0)  # backoff jitter at its top: each wait is its ceiling, 1 s, 2 s, ...
+    return SourceOptions(
+        linear_api_url=linear.url,
+        linear_api_key=linear.api_key,
+        sleep=clock.sleep,
+        clock=clock,
+        max_retries=3,
+        max_rate_limit_wait_seconds=120,
+        random=lambda: 1.0,
+    )  # backoff jitter at its top: each wait is its ceiling, 1 s, 2 s, ...
 
 
 def adapter(options, **config):
@@ -51,8 +57,14 @@ def adapter(options, **config):
 
 def workspace(linear: FakeLinear, count: int = 7) -> None:
     for n in range(count):
-        issue = linear.add_issue("ENG" if n % 3 else "OPS", f"Issue number {n}", description=f"Body of {n}.\n\nDetails.",
-                                 priority=n % 5, labels=["bug", "backend"][: n % 3], assignee="Grace Hopper" if n % 2 else None)
+        issue = linear.add_issue(
+            "ENG" if n % 3 else "OPS",
+            f"Issue number {n}",
+            description=f"Body of {n}.\n\nDetails.",
+            priority=n % 5,
+            labels=["bug", "backend"][: n % 3],
+            assignee="Grace Hopper" if n % 2 else None,
+        )
         if n % 2 == 0:
             linear.comment(issue.identifier, f"First thought on {n}")
 
@@ -86,8 +98,16 @@ async def fetched(source, files: list[FileChange]) -> dict[str, bytes]:
 
 
 def request(mode: str, base: str | None = None, paths: list[str] = ()) -> PlanRequested:
-    return PlanRequested(job_id="linear:x:7", source_id=f"linear:{ORG}", source_type="linear", source_config={"organization_id": ORG},
-                         mode=mode, base=base, paths=list(paths), requested_at=datetime.now(timezone.utc))
+    return PlanRequested(
+        job_id="linear:x:7",
+        source_id=f"linear:{ORG}",
+        source_type="linear",
+        source_config={"organization_id": ORG},
+        mode=mode,
+        base=base,
+        paths=list(paths),
+        requested_at=datetime.now(UTC),
+    )
 
 
 async def test_a_full_listing_and_fetch_give_every_live_issue_rendered(linear, options):
@@ -142,9 +162,9 @@ async def test_the_sync_point_is_linears_clock_minus_the_margin_and_never_goes_b
     workspace(linear)
     async with adapter(options) as source:
         first = await source.list_issues(None, [])
-        assert parse_point(first.commit) == datetime.fromtimestamp(int(clock.now) - SYNC_POINT_MARGIN_SECONDS, tz=timezone.utc)
+        assert parse_point(first.commit) == datetime.fromtimestamp(int(clock.now) - SYNC_POINT_MARGIN_SECONDS, tz=UTC)
         # Linear's clock behind the given point (a skewed server): the point stays where it was.
-        ahead = format_point(datetime.fromtimestamp(clock.now + 3600, tz=timezone.utc))
+        ahead = format_point(datetime.fromtimestamp(clock.now + 3600, tz=UTC))
         again = await source.list_issues(ahead, [])
     assert again.commit == ahead
 
@@ -166,7 +186,11 @@ async def test_an_incremental_listing_holds_what_changed_since_the_point_and_con
             documents.pop(gone.path, None)
     assert second.kind == "diff"
     assert {(f.path, f.change) for f in second.files} == {
-        ("issues/ENG-2.md", "upsert"), ("issues/OPS-1.md", "upsert"), ("issues/ENG-3.md", "delete"), (f"issues/{added.identifier}.md", "upsert")}
+        ("issues/ENG-2.md", "upsert"),
+        ("issues/OPS-1.md", "upsert"),
+        ("issues/ENG-3.md", "delete"),
+        (f"issues/{added.identifier}.md", "upsert"),
+    }
     assert documents == expected_documents(linear)
 
 
@@ -190,13 +214,20 @@ async def test_hints_find_deleted_trashed_and_moved_issues_the_window_cannot_see
         linear.archive("ENG-4", trash=True)
         moved = linear.move("ENG-3", "OPS")  # out of the source's teams: the ENG-filtered window cannot see it
         # OPS-1 and OPS-99 (gone) are other teams' issues: nothing of this source to write or delete.
-        second = await source.list_issues(first.commit, [deleted.identifier, "issues/ENG-4.md", moved.id, "not-a-hint!", "OPS-1", "OPS-99"])
+        second = await source.list_issues(
+            first.commit, [deleted.identifier, "issues/ENG-4.md", moved.id, "not-a-hint!", "OPS-1", "OPS-99"]
+        )
     assert {(f.path, f.change) for f in second.files} == {
-        ("issues/ENG-2.md", "delete"), ("issues/ENG-4.md", "delete"), ("issues/ENG-3.md", "delete")}
+        ("issues/ENG-2.md", "delete"),
+        ("issues/ENG-4.md", "delete"),
+        ("issues/ENG-3.md", "delete"),
+    }
     assert f"issues/{moved.identifier}.md" not in {f.path for f in second.files}
 
 
-async def test_a_moved_issue_in_scope_is_upserted_under_its_new_identifier_and_its_old_path_deleted(linear, options, clock):
+async def test_a_moved_issue_in_scope_is_upserted_under_its_new_identifier_and_its_old_path_deleted(
+    linear, options, clock
+):
     workspace(linear)
     quiet(clock)
     async with adapter(options) as source:
@@ -205,7 +236,10 @@ async def test_a_moved_issue_in_scope_is_upserted_under_its_new_identifier_and_i
         moved = linear.move("OPS-1", "ENG")
         second = await source.list_issues(first.commit, [])
         docs = await fetched(source, second.upserts)
-    assert {(f.path, f.change) for f in second.files} == {(f"issues/{moved.identifier}.md", "upsert"), ("issues/OPS-1.md", "delete")}
+    assert {(f.path, f.change) for f in second.files} == {
+        (f"issues/{moved.identifier}.md", "upsert"),
+        ("issues/OPS-1.md", "delete"),
+    }
     assert docs == {k: v for k, v in expected_documents(linear).items() if k == f"issues/{moved.identifier}.md"}
 
 
@@ -251,13 +285,20 @@ async def test_a_5xx_is_retried_with_backoff_and_gives_up_after_the_bound(linear
         assert len((await source.list_issues(None, [])).upserts) == 2
         assert clock.sleeps == [1.0, 2.0]
         linear.failures = ["server_error"] * 10
-        with pytest.raises(SourceError, match="Linear is still answering HTTP 503 on query HookstreamScope|still answering HTTP 503"):
+        with pytest.raises(
+            SourceError, match="Linear is still answering HTTP 503 on query HookstreamScope|still answering HTTP 503"
+        ):
             await source.list_issues(None, [])
 
 
 async def test_a_rate_limit_longer_than_the_worker_waits_fails_the_listing_with_the_reason(linear, clock):
-    options = SourceOptions(linear_api_url=linear.url, linear_api_key=linear.api_key, sleep=clock.sleep, clock=clock,
-                            max_rate_limit_wait_seconds=10)
+    options = SourceOptions(
+        linear_api_url=linear.url,
+        linear_api_key=linear.api_key,
+        sleep=clock.sleep,
+        clock=clock,
+        max_rate_limit_wait_seconds=10,
+    )
     linear.failures = ["rate_limit"]
     async with adapter(options) as source:
         with pytest.raises(SourceError, match="resets in 31s, longer than the 10s this worker waits"):
@@ -272,7 +313,9 @@ async def test_a_wrong_key_is_a_source_error_naming_the_setting(linear, clock):
 
 
 async def test_a_sources_token_env_is_read_from_the_workers_environment_only_under_a_linear_name(linear, clock):
-    options = SourceOptions(linear_api_url=linear.url, environ={"LINEAR_KEY_ACME": linear.api_key}, sleep=clock.sleep, clock=clock)
+    options = SourceOptions(
+        linear_api_url=linear.url, environ={"LINEAR_KEY_ACME": linear.api_key}, sleep=clock.sleep, clock=clock
+    )
     async with adapter(options, token_env="LINEAR_KEY_ACME") as source:
         assert (await source.list_issues(None, [])).kind == "full"
     with pytest.raises(SourceError, match="has no LINEAR_KEY_OTHER"):
@@ -310,11 +353,15 @@ async def test_every_query_the_adapter_sends_is_valid_against_the_schema(linear,
         await fetched(source, first.upserts)
         await source.list_issues(first.commit, ["ENG-1", issue.id])
     assert {r["operationName"] for r in linear.requests} == {
-        "HookstreamScope", "HookstreamIssueListing", "HookstreamIssues", "HookstreamIssueMore"}
+        "HookstreamScope",
+        "HookstreamIssueListing",
+        "HookstreamIssues",
+        "HookstreamIssueMore",
+    }
 
 
 def test_iso_points_round_trip():
-    at = datetime(2024, 5, 2, 10, 21, 7, 123000, tzinfo=timezone.utc)
+    at = datetime(2024, 5, 2, 10, 21, 7, 123000, tzinfo=UTC)
     assert format_point(at) == "2024-05-02T10:21:07.123Z" == iso(at.timestamp())
     assert parse_point(format_point(at)) == at and parse_point("yesterday") is None
     assert parse_point("2024-05-02T10:21:07") is None  # no zone: not a point of ours

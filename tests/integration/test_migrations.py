@@ -14,8 +14,10 @@ async def test_migrations_apply_once_and_are_recorded(broker, postgres):
     assert first == [name for name, _ in migration_files()]
     assert await migrate(s) == []
     async with await psycopg.AsyncConnection.connect(s.database_url) as conn:
-        rows = await (await conn.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (s.database_schema,)
-        )).fetchall()
+        rows = await (
+            await conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (s.database_schema,)
+            )
+        ).fetchall()
     tables = {r[0] for r in rows}
     assert {"schema_migrations", "applied_offsets", "sources", "documents", "sync_jobs", "dlq"} <= tables

@@ -5,7 +5,6 @@ projections are rebuilt from the topics, compared, swapped and rolled back."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
 
 import psycopg
 from psycopg.rows import dict_row
@@ -31,6 +30,7 @@ FAST = ["--verify-wait", "0"]
 
 # --- helpers -------------------------------------------------------------------------------------
 
+
 def key_of(record) -> str:
     return getattr(record, "source_id", None) or record.key
 
@@ -41,8 +41,11 @@ async def produce_records(settings, logical: str, records) -> None:
 
 async def produce_history(settings) -> None:
     """Every projection's history on its topics (partitions chosen by the keys, as in production)."""
-    for logical, items in (("hookstream.sync.control", control_history()), (SYNC_EVENTS, lifecycle_history()),
-                           (SYNC_COMPLETED, completion_history())):
+    for logical, items in (
+        ("hookstream.sync.control", control_history()),
+        (SYNC_EVENTS, lifecycle_history()),
+        (SYNC_COMPLETED, completion_history()),
+    ):
         await produce_records(settings, logical, [record for _, _, _, record in items])
     _, dead = dlq_history()
     await produce_records(settings, "hookstream.dlq", [record for _, _, record in dead])
@@ -93,19 +96,39 @@ async def schemas_like(settings, pattern: str) -> list[str]:
 
 
 async def table_oids(settings) -> dict[str, int]:
-    rows = await query(settings, "SELECT c.relname, c.oid::int AS oid FROM pg_class c JOIN pg_namespace n "
-                       "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'", (settings.database_schema,))
+    rows = await query(
+        settings,
+        "SELECT c.relname, c.oid::int AS oid FROM pg_class c JOIN pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
+        (settings.database_schema,),
+    )
     return {r["relname"]: r["oid"] for r in rows}
 
 
 def job_records(n: int, source: str = "git:later") -> list:
     """A started and a completed record for job n of `source`."""
     job = f"{source}:{n}"
-    started = SyncStarted(source_id=source, occurred_at=at(100 + n), request_ids=[f"later-{n}"], job_id=job,
-                          mode="full", trigger="manual", deadline=at(4000))
-    completed = SyncCompleted(job_id=job, source_id=source, request_ids=[f"later-{n}"], mode="full", trigger="manual",
-                              status="succeeded", processed=n, started_at=at(100 + n), finished_at=at(101 + n),
-                              duration_ms=1000)
+    started = SyncStarted(
+        source_id=source,
+        occurred_at=at(100 + n),
+        request_ids=[f"later-{n}"],
+        job_id=job,
+        mode="full",
+        trigger="manual",
+        deadline=at(4000),
+    )
+    completed = SyncCompleted(
+        job_id=job,
+        source_id=source,
+        request_ids=[f"later-{n}"],
+        mode="full",
+        trigger="manual",
+        status="succeeded",
+        processed=n,
+        started_at=at(100 + n),
+        finished_at=at(101 + n),
+        duration_ms=1000,
+    )
     return [started, completed]
 
 
@@ -117,11 +140,13 @@ async def produce_jobs(settings, numbers) -> None:
 
 # --- tests ---------------------------------------------------------------------------------------
 
+
 async def test_a_rebuild_into_a_fresh_schema_gives_the_live_rows_and_fences(settings, monkeypatch, capsys):
     await produce_history(settings)
     await apply_live(settings)
-    code, out, err = await hookstream(settings, monkeypatch, capsys, "projections", "rebuild", "--dry-run",
-                                      "--verify", "--keep-rebuild", *FAST)
+    code, out, err = await hookstream(
+        settings, monkeypatch, capsys, "projections", "rebuild", "--dry-run", "--verify", "--keep-rebuild", *FAST
+    )
     assert code == 0, out + err
     [candidate] = await schemas_like(settings, settings.database_schema + "\\_rebuild\\_%")
     assert await read_model(settings, candidate) == await read_model(settings)
@@ -139,10 +164,15 @@ async def test_verify_prints_rows_changed_by_hand_exits_1_and_the_swap_repairs_t
     await apply_live(settings)
     await query(settings, "UPDATE sync_jobs SET processed = 999 WHERE job_id = %s", ("git:demo:1",))
     await query(settings, "DELETE FROM sources WHERE source_id = %s", ("github:42",))
-    await query(settings, "INSERT INTO sync_requests (request_id, source_id, answer, answered_at) "
-                "VALUES ('bogus', 'x', 'started', now())")
+    await query(
+        settings,
+        "INSERT INTO sync_requests (request_id, source_id, answer, answered_at) "
+        "VALUES ('bogus', 'x', 'started', now())",
+    )
 
-    code, out, _ = await hookstream(settings, monkeypatch, capsys, "projections", "rebuild", "--dry-run", "--verify", *FAST)
+    code, out, _ = await hookstream(
+        settings, monkeypatch, capsys, "projections", "rebuild", "--dry-run", "--verify", *FAST
+    )
     assert code == 1, out
     assert "verify sync_jobs: live 2 rows, rebuilt 2 rows: 0 only live, 0 only rebuilt, 1 differ" in out
     assert "job_id=git:demo:1: processed: live 999 | rebuilt 6" in out
@@ -153,11 +183,24 @@ async def test_verify_prints_rows_changed_by_hand_exits_1_and_the_swap_repairs_t
     assert "verify: differences found" in out
     assert (await query(settings, "SELECT processed FROM sync_jobs WHERE job_id = 'git:demo:1'"))[0]["processed"] == 999
 
-    code, out, _ = await hookstream(settings, monkeypatch, capsys, "projections", "rebuild", "--projection", "sync_jobs",
-                                    "--projection", "sources", "--verify", *FAST)
+    code, out, _ = await hookstream(
+        settings,
+        monkeypatch,
+        capsys,
+        "projections",
+        "rebuild",
+        "--projection",
+        "sync_jobs",
+        "--projection",
+        "sources",
+        "--verify",
+        *FAST,
+    )
     assert code == 1, out  # the differences were there; the swap replaced them
     assert out.count("  swapped: the rebuilt tables are live in") == 2
-    code, out, _ = await hookstream(settings, monkeypatch, capsys, "projections", "rebuild", "--dry-run", "--verify", *FAST)
+    code, out, _ = await hookstream(
+        settings, monkeypatch, capsys, "projections", "rebuild", "--dry-run", "--verify", *FAST
+    )
     assert code == 0, out
     assert (await query(settings, "SELECT processed FROM sync_jobs WHERE job_id = 'git:demo:1'"))[0]["processed"] == 6
 
@@ -176,15 +219,17 @@ async def test_the_swap_is_atomic_and_the_agents_continue_from_the_rebuilt_fence
             settings.database_url, options=f"-c search_path={settings.database_schema}", autocommit=True
         ) as conn:
             while not stop.is_set():
-                row = await (await conn.execute(
-                    "SELECT (SELECT count(*) FROM sync_jobs), (SELECT count(*) FROM sync_requests)")).fetchone()
+                row = await (
+                    await conn.execute("SELECT (SELECT count(*) FROM sync_jobs), (SELECT count(*) FROM sync_requests)")
+                ).fetchone()
                 seen.append(row)
                 await asyncio.sleep(0.005)
 
     reader = asyncio.create_task(read_continuously())
     try:
-        code, out, _ = await hookstream(settings, monkeypatch, capsys, "projections", "rebuild", "--projection",
-                                        "sync_jobs", *FAST)
+        code, out, _ = await hookstream(
+            settings, monkeypatch, capsys, "projections", "rebuild", "--projection", "sync_jobs", *FAST
+        )
     finally:
         stop.set()
         await reader
@@ -197,8 +242,9 @@ async def test_the_swap_is_atomic_and_the_agents_continue_from_the_rebuilt_fence
     [old] = await schemas_like(settings, settings.database_schema + "\\_old\\_%")
     for table in ("sync_jobs", "sync_requests"):
         assert len(await query(settings, f"SELECT * FROM {table}", schema=old)) == len(live_rows[table])
-    assert await fences(settings, old) == {k: v for k, v in live_fences.items()
-                                           if k[0] in ("project_sync_jobs", "project_sync_progress")}
+    assert await fences(settings, old) == {
+        k: v for k, v in live_fences.items() if k[0] in ("project_sync_jobs", "project_sync_progress")
+    }
     assert all(o in ("already_applied", "not_projected") for o in await apply_live(settings, ["sync_jobs"]))
     # ... and apply the next one to the new table.
     await produce_jobs(settings, [40])
@@ -223,8 +269,19 @@ async def test_verify_names_the_partitions_the_stopped_live_agents_have_not_appl
     await produce_history(settings)
     await apply_live(settings)
     await produce_jobs(settings, [1])  # on the topics, never applied: the workers are stopped
-    code, out, err = await hookstream(settings, monkeypatch, capsys, "projections", "rebuild", "--projection",
-                                      "sync_jobs", "--dry-run", "--verify", "--verify-wait", "1")
+    code, out, err = await hookstream(
+        settings,
+        monkeypatch,
+        capsys,
+        "projections",
+        "rebuild",
+        "--projection",
+        "sync_jobs",
+        "--dry-run",
+        "--verify",
+        "--verify-wait",
+        "1",
+    )
     assert code == 1, out + err
     assert "waiting up to 1 s for the live projection" in err
     assert "note: the live agents had not yet applied records the rebuild did (" in out
@@ -240,8 +297,14 @@ async def test_records_the_live_agent_applies_during_the_rebuild_are_not_lost_by
         await apply_live(settings, ["sync_jobs"], pool=live_pool)
         candidate = f"{settings.database_schema}_rebuild_test"
         await migrate(settings.model_copy(update={"database_schema": candidate}))
-        job = ProjectionRebuild(settings, projections()["sync_jobs"], candidate, f"{settings.database_schema}_old_test",
-                                Options(), say=lambda line: None)
+        job = ProjectionRebuild(
+            settings,
+            projections()["sync_jobs"],
+            candidate,
+            f"{settings.database_schema}_old_test",
+            Options(),
+            say=lambda line: None,
+        )
         async with job:
             await job.replay()  # up to the ends captured now
             # After the capture: jobs 5-7 arrive and the live agent applies them to the old table;
@@ -261,7 +324,9 @@ async def test_records_the_live_agent_applies_during_the_rebuild_are_not_lost_by
         assert (row["status"], row["processed"]) == ("succeeded", 8)
     finally:
         await live_pool.close()
-    verify = await rebuild(settings, ["sync_jobs"], Options(swap=False, verify=True, verify_wait=0), say=lambda line: None)
+    verify = await rebuild(
+        settings, ["sync_jobs"], Options(swap=False, verify=True, verify_wait=0), say=lambda line: None
+    )
     assert not verify[0].differs and not verify[0].live_behind
 
 
@@ -286,8 +351,9 @@ async def test_a_live_agent_applying_all_along_loses_nothing_across_the_swap(set
         projection = projections()["sync_jobs"]
         pool = open_pool(settings, min_size=1, max_size=1)
         await pool.open(wait=True)
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
-                                    fetch_max_wait_ms=20)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False, fetch_max_wait_ms=20
+        )
         await consumer.start()
         try:
             tps = [TopicPartition(settings.topic(t), p) for t in projection.topics for p in range(8)]
@@ -302,7 +368,8 @@ async def test_a_live_agent_applying_all_along_loses_nothing_across_the_swap(set
                     logical = logical_of[tp.topic]
                     for m in messages:
                         await projection.consumer_of(logical).project(
-                            pool, m.topic, m.partition, m.offset, codec.decode_topic(logical, m.value))
+                            pool, m.topic, m.partition, m.offset, codec.decode_topic(logical, m.value)
+                        )
         finally:
             await consumer.stop()
             await pool.close()
@@ -310,17 +377,30 @@ async def test_a_live_agent_applying_all_along_loses_nothing_across_the_swap(set
     tasks = [asyncio.create_task(keep_producing()), asyncio.create_task(agent())]
     try:
         await asyncio.sleep(1.0)
-        code, out, err = await hookstream(settings, monkeypatch, capsys, "projections", "rebuild", "--projection",
-                                          "sync_jobs", *FAST)
+        code, out, err = await hookstream(
+            settings, monkeypatch, capsys, "projections", "rebuild", "--projection", "sync_jobs", *FAST
+        )
         assert code == 0, out + err
         await asyncio.sleep(0.5)
     finally:
         stop.set()
         await asyncio.gather(*tasks)
-    jobs = {r["job_id"] for r in await query(settings, "SELECT job_id, status FROM sync_jobs WHERE status = 'succeeded'")}
+    jobs = {
+        r["job_id"] for r in await query(settings, "SELECT job_id, status FROM sync_jobs WHERE status = 'succeeded'")
+    }
     assert {f"git:later:{n}" for n in range(produced)} <= jobs
-    code, out, _ = await hookstream(settings, monkeypatch, capsys, "projections", "rebuild", "--projection",
-                                    "sync_jobs", "--dry-run", "--verify", *FAST)
+    code, out, _ = await hookstream(
+        settings,
+        monkeypatch,
+        capsys,
+        "projections",
+        "rebuild",
+        "--projection",
+        "sync_jobs",
+        "--dry-run",
+        "--verify",
+        *FAST,
+    )
     assert code == 0, out
 
 
@@ -350,7 +430,9 @@ async def test_rollback_puts_the_replaced_tables_back_with_what_was_applied_sinc
     await produce_history(settings)
     await apply_live(settings)
     await query(settings, "UPDATE sync_jobs SET error = 'edited by hand' WHERE job_id = 'git:demo:1'")
-    code, out, _ = await hookstream(settings, monkeypatch, capsys, "projections", "rebuild", "--projection", "sync_jobs")
+    code, out, _ = await hookstream(
+        settings, monkeypatch, capsys, "projections", "rebuild", "--projection", "sync_jobs"
+    )
     assert code == 0, out
     [old] = await schemas_like(settings, settings.database_schema + "\\_old\\_%")
     assert f"rollback --from {old}` puts them back" in out
@@ -370,12 +452,14 @@ async def test_rollback_puts_the_replaced_tables_back_with_what_was_applied_sinc
 
 
 async def test_behind_a_real_worker_verify_finds_no_difference_and_the_swap_keeps_the_rows(
-        settings, tmp_path, monkeypatch, capsys):
+    settings, tmp_path, monkeypatch, capsys
+):
     repo = tmp_path / "repo"
     gitrepo.build_repo(repo, files=gitrepo.synthetic_files(30, seed=5))
     source = "git:rebuilt"
     worker = WorkerProcess(settings, tmp_path / "rocks", tmp_path / "worker.log").start()
     try:
+
         async def jobs_done(n):
             assert worker.alive(), worker.log_tail()
             rows = await query(settings, "SELECT * FROM sync_jobs WHERE status = 'succeeded' ORDER BY job_id")
@@ -395,7 +479,9 @@ async def test_behind_a_real_worker_verify_finds_no_difference_and_the_swap_keep
         await wait_until(lambda: jobs_done(2), timeout=90, interval=0.3, what="the second sync's row")
         answers = {r["request_id"]: r["answer"] for r in await query(settings, "SELECT * FROM sync_requests")}
         assert answers == {"first": "started", "second": "started"}
-        code, out, err = await hookstream(settings, monkeypatch, capsys, "projections", "rebuild", "--dry-run", "--verify")
+        code, out, err = await hookstream(
+            settings, monkeypatch, capsys, "projections", "rebuild", "--dry-run", "--verify"
+        )
         assert code == 0, out + err
     finally:
         worker.stop()

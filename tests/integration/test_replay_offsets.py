@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -73,10 +73,12 @@ async def test_execute_moves_the_offsets_for_each_target(settings, group, monkey
 
 async def test_to_datetime_moves_to_the_first_record_at_or_after_the_time(settings, group, monkeypatch, capsys):
     await asyncio.sleep(1.1)
-    cut = datetime.now(timezone.utc)
+    cut = datetime.now(UTC)
     await asyncio.sleep(0.1)
     await fill(settings, EVENTS, {0: 5, 2: 4})  # p0: 30..34, p2: 0..3 after the cut
-    code, out, err = await hookstream(settings, monkeypatch, capsys, "replay", "--to-datetime", cut.isoformat(), "--execute")
+    code, out, err = await hookstream(
+        settings, monkeypatch, capsys, "replay", "--to-datetime", cut.isoformat(), "--execute"
+    )
     assert code == 0, out + err
     # p1 has nothing after the cut: it stays at its end, not at 0
     assert await committed(settings, group, EVENTS, 3) == {0: 30, 1: 12, 2: 0}
@@ -86,7 +88,7 @@ async def test_to_datetime_moves_to_the_first_record_at_or_after_the_time(settin
 
 
 async def test_to_datetime_past_the_end_leaves_each_partition_at_its_end_not_at_0(settings, group, monkeypatch, capsys):
-    later = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     code, out, err = await hookstream(settings, monkeypatch, capsys, "replay", "--to-datetime", later, "--execute")
     assert code == 0, out + err
     assert await committed(settings, group, EVENTS, 3) == {0: 30, 1: 12, 2: 0}
@@ -105,7 +107,9 @@ async def test_the_end_offset_is_the_true_one_when_the_last_batch_holds_several_
     try:
         tp = TopicPartition(settings.topic(BATCHES), 0)
         raw = await consumer._fetcher._retrieve_offsets({tp: -1}, 5000)  # ListOffsets LATEST, unpatched
-        assert raw[tp][0] < 10, "the broker's ListOffsets answer is right now: this test no longer exercises docs/local-broker.md, row 1"
+        assert raw[tp][0] < 10, (
+            "the broker's ListOffsets answer is right now: this test no longer exercises docs/local-broker.md, row 1"
+        )
     finally:
         await consumer.stop()
 
@@ -113,15 +117,31 @@ async def test_the_end_offset_is_the_true_one_when_the_last_batch_holds_several_
     assert code == 0
     p0 = orjson.loads(out)["partitions"][0]
     assert (p0["committed"], p0["end"], p0["lag"]) == (0, 10, 10)
-    code, out, err = await hookstream(settings, monkeypatch, capsys, "replay", "--to-latest", "--topic", "files.batches",
-                                      "--partition", "0", "--execute")
+    code, out, err = await hookstream(
+        settings,
+        monkeypatch,
+        capsys,
+        "replay",
+        "--to-latest",
+        "--topic",
+        "files.batches",
+        "--partition",
+        "0",
+        "--execute",
+    )
     assert code == 0, out + err
     assert (await committed(settings, worker_group(settings), BATCHES, 1))[0] == 10
 
 
 async def test_execute_refuses_while_the_group_has_an_active_member(settings, group, monkeypatch, capsys):
-    member = AIOKafkaConsumer(settings.topic(EVENTS), bootstrap_servers=settings.kafka_bootstrap_servers, group_id=group,
-                              enable_auto_commit=False, session_timeout_ms=6000, heartbeat_interval_ms=500)
+    member = AIOKafkaConsumer(
+        settings.topic(EVENTS),
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=group,
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+    )
     await member.start()
     try:
         await wait_until(lambda: member.assignment(), timeout=30, what="the member's assignment")
@@ -144,8 +164,14 @@ async def test_execute_refuses_while_the_group_has_an_active_member(settings, gr
 
 
 async def test_force_removes_members_that_are_dead_but_still_listed_and_applies(settings, group, monkeypatch, capsys):
-    member = AIOKafkaConsumer(settings.topic(EVENTS), bootstrap_servers=settings.kafka_bootstrap_servers, group_id=group,
-                              enable_auto_commit=False, session_timeout_ms=6000, heartbeat_interval_ms=500)
+    member = AIOKafkaConsumer(
+        settings.topic(EVENTS),
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=group,
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+    )
     await member.start()
     await wait_until(lambda: member.assignment(), timeout=30, what="the member's assignment")
     dead_id = member._coordinator.member_id
@@ -167,14 +193,29 @@ async def test_force_removes_members_that_are_dead_but_still_listed_and_applies(
     assert await committed(settings, group, EVENTS, 2) == {0: 30, 1: 12}
 
 
-async def test_scope_defaults_to_the_committed_topics_and_narrows_by_topic_and_partition(settings, group, monkeypatch, capsys):
+async def test_scope_defaults_to_the_committed_topics_and_narrows_by_topic_and_partition(
+    settings, group, monkeypatch, capsys
+):
     await fill(settings, BATCHES, {0: 4})
     code, out, _ = await hookstream(settings, monkeypatch, capsys, "replay", "--to-earliest")
     assert code == 0
     assert rows(out, settings.topic(EVENTS)) and not rows(out, settings.topic(BATCHES))
 
-    code, out, _ = await hookstream(settings, monkeypatch, capsys, "replay", "--to-earliest", "--topic", "sync.events",
-                                    "--topic", BATCHES, "--partition", "0", "--partition", "1")
+    code, out, _ = await hookstream(
+        settings,
+        monkeypatch,
+        capsys,
+        "replay",
+        "--to-earliest",
+        "--topic",
+        "sync.events",
+        "--topic",
+        BATCHES,
+        "--partition",
+        "0",
+        "--partition",
+        "1",
+    )
     assert code == 0
     assert sorted(rows(out, settings.topic(EVENTS))) == [0, 1]
     assert rows(out, settings.topic(BATCHES))[0][2:7] == ["-", "0", "0", "4", "0"]
@@ -195,8 +236,11 @@ async def test_lag_reports_committed_offset_true_end_and_lag(settings, group, mo
     assert code == 0
     data = orjson.loads(out)
     assert (data["group"], data["state"], data["members"]) == (group, "Empty", 0)
-    events = {p["partition"]: (p["committed"], p["end"], p["lag"]) for p in data["partitions"]
-              if p["topic"] == settings.topic(EVENTS)}
+    events = {
+        p["partition"]: (p["committed"], p["end"], p["lag"])
+        for p in data["partitions"]
+        if p["topic"] == settings.topic(EVENTS)
+    }
     assert {p: events[p] for p in (0, 1, 2, 3)} == {0: (10, 30, 20), 1: (3, 15, 12), 2: (0, 0, 0), 3: (None, 0, 0)}
     assert data["topics"][settings.topic(EVENTS)] == {"partitions": 8, "end": 45, "lag": 32}
     # Every topic the workers consume is listed, committed or not.

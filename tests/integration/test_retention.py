@@ -34,18 +34,43 @@ RECENT = NOW - timedelta(days=1)
 
 
 def started(job_id: str, source_id: str, request_id: str, when) -> SyncStarted:
-    return SyncStarted(source_id=source_id, occurred_at=when, request_ids=[request_id], job_id=job_id, mode="full",
-                       trigger="manual", deadline=when + timedelta(hours=1))
+    return SyncStarted(
+        source_id=source_id,
+        occurred_at=when,
+        request_ids=[request_id],
+        job_id=job_id,
+        mode="full",
+        trigger="manual",
+        deadline=when + timedelta(hours=1),
+    )
 
 
 def completed(job_id: str, source_id: str, request_id: str, when) -> SyncCompleted:
-    return SyncCompleted(job_id=job_id, source_id=source_id, request_ids=[request_id], mode="full", trigger="manual",
-                         status="succeeded", started_at=when, finished_at=when + timedelta(seconds=5), duration_ms=5000)
+    return SyncCompleted(
+        job_id=job_id,
+        source_id=source_id,
+        request_ids=[request_id],
+        mode="full",
+        trigger="manual",
+        status="succeeded",
+        started_at=when,
+        finished_at=when + timedelta(seconds=5),
+        duration_ms=5000,
+    )
 
 
 def dead_letter(ident: str, when) -> DeadLettered:
-    return DeadLettered(dead_letter_id=ident, key=f"src-{ident}", stage="batch", error="boom", failed_at=when,
-                        source_topic="hookstream.files.batches", source_partition=0, source_offset=1, raw=b"{}")
+    return DeadLettered(
+        dead_letter_id=ident,
+        key=f"src-{ident}",
+        stage="batch",
+        error="boom",
+        failed_at=when,
+        source_topic="hookstream.files.batches",
+        source_partition=0,
+        source_offset=1,
+        raw=b"{}",
+    )
 
 
 def accepted(ident: str, when) -> RedriveAccepted:
@@ -55,18 +80,18 @@ def accepted(ident: str, when) -> RedriveAccepted:
 # What each row is, and whether a prune at 7 days keeps it.
 JOBS = {
     "git:a:10": False,  # finished 40 days ago
-    "git:a:20": True,   # finished 40 days ago, but the latest planned job of git:a (its kept plan is live)
-    "git:b:5": True,    # started 40 days ago and still running: open
-    "git:c:7": True,    # finished a day ago
+    "git:a:20": True,  # finished 40 days ago, but the latest planned job of git:a (its kept plan is live)
+    "git:b:5": True,  # started 40 days ago and still running: open
+    "git:c:7": True,  # finished a day ago
 }
 REQUESTS = {
-    "ra1": False,   # answered 40 days ago, its job is pruned
-    "ra2": True,    # its job stays
-    "rb1": True,    # its job is open
-    "rc1": True,    # recent
-    "rx": False,    # rejected 40 days ago (no job)
-    "ry": True,     # rejected an hour ago
-    "rd": False,    # deduplicated 40 days ago, held by a pruned job
+    "ra1": False,  # answered 40 days ago, its job is pruned
+    "ra2": True,  # its job stays
+    "rb1": True,  # its job is open
+    "rc1": True,  # recent
+    "rx": False,  # rejected 40 days ago (no job)
+    "ry": True,  # rejected an hour ago
+    "rd": False,  # deduplicated 40 days ago, held by a pruned job
 }
 DEAD_LETTERS = {
     "dl-old-retired": False,
@@ -82,29 +107,52 @@ async def seed(settings) -> None:
         started("git:b:5", "git:b", "rb1", OLD),
         started("git:c:7", "git:c", "rc1", RECENT),
         SyncRejected(source_id="git:x", occurred_at=OLD, request_ids=["rx"], reason="unknown source"),
-        SyncRejected(source_id="git:x", occurred_at=NOW - timedelta(hours=1), request_ids=["ry"], reason="unknown source"),
-        SyncDeduplicated(source_id="git:a", occurred_at=OLD, request_ids=["rd"], job_id="git:a:10",
-                         idempotency_key="k", held_by_job_id="git:a:10", held_status="running"),
+        SyncRejected(
+            source_id="git:x", occurred_at=NOW - timedelta(hours=1), request_ids=["ry"], reason="unknown source"
+        ),
+        SyncDeduplicated(
+            source_id="git:a",
+            occurred_at=OLD,
+            request_ids=["rd"],
+            job_id="git:a:10",
+            idempotency_key="k",
+            held_by_job_id="git:a:10",
+            held_status="running",
+        ),
     ]
     await produce_records(settings, "hookstream.sync.events", events)
-    await produce_records(settings, "hookstream.sync.completed", [
-        completed("git:a:10", "git:a", "ra1", OLD),
-        completed("git:a:20", "git:a", "ra2", OLD + timedelta(hours=1)),
-        completed("git:c:7", "git:c", "rc1", RECENT),
-    ])
-    await produce_records(settings, "hookstream.dlq", [
-        dead_letter("dl-old-retired", OLD - timedelta(days=1)), accepted("dl-old-retired", OLD),
-        dead_letter("dl-recent-retired", OLD), accepted("dl-recent-retired", RECENT),
-        dead_letter("dl-old-open", OLD),
-    ])
+    await produce_records(
+        settings,
+        "hookstream.sync.completed",
+        [
+            completed("git:a:10", "git:a", "ra1", OLD),
+            completed("git:a:20", "git:a", "ra2", OLD + timedelta(hours=1)),
+            completed("git:c:7", "git:c", "rc1", RECENT),
+        ],
+    )
+    await produce_records(
+        settings,
+        "hookstream.dlq",
+        [
+            dead_letter("dl-old-retired", OLD - timedelta(days=1)),
+            accepted("dl-old-retired", OLD),
+            dead_letter("dl-recent-retired", OLD),
+            accepted("dl-recent-retired", RECENT),
+            dead_letter("dl-old-open", OLD),
+        ],
+    )
     await apply_live(settings, names=("sync_jobs", "dlq"))
     pool = open_pool(settings, min_size=1, max_size=2)
     await pool.open(wait=True)
     try:
+
         async def live_state(conn) -> None:
             # git:a's latest job planned, with its documents' write fence: what the stages fence on.
-            await plans.keep(conn, "git:a", "git:a:20", 20, "c0ffee", [FileChange(path="a.txt", change="upsert")], "full")
+            await plans.keep(
+                conn, "git:a", "git:a:20", 20, "c0ffee", [FileChange(path="a.txt", change="upsert")], "full"
+            )
             assert await documents.claim_writes(conn, "git:a", 20)
+
         await in_transaction(pool, live_state)
     finally:
         await pool.close()
@@ -120,7 +168,9 @@ def kept(expected: dict[str, bool]) -> set[str]:
 
 async def live_rows(settings) -> dict:
     return {
-        "fences": await query(settings, 'SELECT consumer, topic, partition, "offset" FROM applied_offsets ORDER BY 1, 2, 3'),
+        "fences": await query(
+            settings, 'SELECT consumer, topic, partition, "offset" FROM applied_offsets ORDER BY 1, 2, 3'
+        ),
         "plans": await query(settings, "SELECT source_id, job_id FROM sync_plans"),
         "write_fences": await query(settings, "SELECT source_id, job_seq FROM document_write_fences"),
     }
@@ -136,7 +186,11 @@ async def test_prune_deletes_old_history_and_never_what_is_live(settings, monkey
 
     code, out, err = await hookstream(settings, monkeypatch, capsys, "db", "prune", "--older-than", "7d", "--dry-run")
     assert code == 0, err
-    for line in ("would delete        1  sync_jobs", "would delete        3  sync_requests", "would delete        1  dlq"):
+    for line in (
+        "would delete        1  sync_jobs",
+        "would delete        3  sync_requests",
+        "would delete        1  dlq",
+    ):
         assert line in out, out
     assert await ids(settings, "sync_jobs", "job_id") == set(JOBS), "a dry run deletes nothing"
 
@@ -153,8 +207,21 @@ async def test_prune_deletes_old_history_and_never_what_is_live(settings, monkey
     assert await live_rows(settings) == live, "fences, kept plans and write fences are never pruned"
 
     # A rebuild replays the topics, which still hold the pruned history: it prunes its candidate alike.
-    code, out, err = await hookstream(settings, monkeypatch, capsys, "projections", "rebuild", "--projection",
-                                      "sync_jobs", "--projection", "dlq", "--dry-run", "--verify", "--verify-wait", "0")
+    code, out, err = await hookstream(
+        settings,
+        monkeypatch,
+        capsys,
+        "projections",
+        "rebuild",
+        "--projection",
+        "sync_jobs",
+        "--projection",
+        "dlq",
+        "--dry-run",
+        "--verify",
+        "--verify-wait",
+        "0",
+    )
     assert code == 0, out + err  # --verify exits 1 when the rebuilt tables differ from the live ones
 
 
@@ -168,6 +235,7 @@ async def test_the_worker_prunes_on_its_timer(settings, tmp_path):
     s = settings.model_copy(update={"retention_days": 7.0, "prune_interval_seconds": 1.0})
     worker = WorkerProcess(s, tmp_path / "rocks", tmp_path / "worker.log").start()
     try:
+
         async def pruned():
             assert worker.alive(), worker.log_tail()
             return await ids(settings, "sync_jobs", "job_id") == kept(JOBS)

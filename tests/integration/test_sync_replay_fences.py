@@ -24,9 +24,12 @@ from tests.support.services import wait_until
 
 
 def batch(job_id: str, upserts=(), deletes=(), source_id: str = "git:fenced") -> FileBatch:
-    files = [FileChange(path=p, change="upsert") for p in upserts] + [FileChange(path=p, change="delete") for p in deletes]
-    return FileBatch(job_id=job_id, source_id=source_id, source_type="git", batch_index=0, batch_count=1,
-                     commit="c", files=files)
+    files = [FileChange(path=p, change="upsert") for p in upserts] + [
+        FileChange(path=p, change="delete") for p in deletes
+    ]
+    return FileBatch(
+        job_id=job_id, source_id=source_id, source_type="git", batch_index=0, batch_count=1, commit="c", files=files
+    )
 
 
 async def in_transaction(settings, work):
@@ -70,7 +73,9 @@ async def test_an_older_jobs_batch_after_a_newer_job_wrote_changes_nothing(setti
 
 async def test_the_same_job_writes_again_and_other_sources_are_not_fenced(settings):
     assert await write(settings, batch("git:fenced:20", upserts=["a.md"])) == 0
-    assert await write(settings, batch("git:fenced:20", upserts=["a.md"], deletes=["z.md"])) == 1  # re-processed: converges
+    assert (
+        await write(settings, batch("git:fenced:20", upserts=["a.md"], deletes=["z.md"])) == 1
+    )  # re-processed: converges
     assert await write(settings, batch("git:other:5", upserts=["c.md"], source_id="git:other")) == 0
     assert set(await documents(settings, "git:other")) == {"c.md"}
 
@@ -92,7 +97,9 @@ async def test_batches_of_one_job_write_at_once_and_a_newer_job_waits_for_those_
         assert await asyncio.wait_for(open_write(second, batch("git:fenced:20", upserts=["c.md"]), b"v20\n"), 10) == 0
         # Job 30's first batch waits for both...
         claim = asyncio.create_task(open_write(newer, batch("git:fenced:30", upserts=["a.md"]), b"v30\n"))
-        await wait_until(lambda: lock_waits(settings, newer.info.backend_pid), timeout=10, what="job 30's batch waiting on the fence")
+        await wait_until(
+            lambda: lock_waits(settings, newer.info.backend_pid), timeout=10, what="job 30's batch waiting on the fence"
+        )
         assert not claim.done()
         await first.commit()
         await second.commit()
@@ -109,7 +116,9 @@ async def test_batches_of_one_job_write_at_once_and_a_newer_job_waits_for_those_
 
 
 async def lock_waits(settings, pid: int) -> bool:
-    row = await in_transaction(settings, lambda conn: _fetchone(conn, "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)))
+    row = await in_transaction(
+        settings, lambda conn: _fetchone(conn, "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,))
+    )
     return row is not None and row[0] == "Lock"
 
 
@@ -118,9 +127,14 @@ async def _fetchone(conn, query: str, params: tuple):
 
 
 async def test_the_first_plan_of_a_job_is_kept_and_a_later_jobs_replaces_it(settings):
-    first = [FileChange(path="a.md", change="upsert", blob="1" * 40, size=3), FileChange(path="gone.md", change="delete")]
+    first = [
+        FileChange(path="a.md", change="upsert", blob="1" * 40, size=3),
+        FileChange(path="gone.md", change="delete"),
+    ]
     other = [FileChange(path="b.md", change="upsert")]
-    keep = lambda job, seq, commit, files: in_transaction(settings, lambda c: plans.keep(c, "git:p", job, seq, commit, files))  # noqa: E731
+    keep = lambda job, seq, commit, files: in_transaction(
+        settings, lambda c: plans.keep(c, "git:p", job, seq, commit, files)
+    )
 
     assert await in_transaction(settings, lambda c: plans.kept(c, "git:p")) is None
     kept = await keep("git:p:4", 4, "c1", first)

@@ -20,12 +20,27 @@ EVERYTHING: Rules = ((), ())
 NOTHING: Rules = ((), ("**",))
 # What each config file the generator wrote means: its rules, or None for a broken one.
 MEANING: dict[bytes, Rules | None] = {}
-PATTERN_SEGMENTS = st.sampled_from(["*", "**", "?.md", "*.md", "docs", "src", "deep", "[a-c].md", "x", "y", "*.py",
-                                    "z.json", "[!d]*", "*.txt", ".*"])
+PATTERN_SEGMENTS = st.sampled_from(
+    ["*", "**", "?.md", "*.md", "docs", "src", "deep", "[a-c].md", "x", "y", "*.py", "z.json", "[!d]*", "*.txt", ".*"]
+)
 # Half of them patterns that select some of the generated paths, the rest composed at random (most select nothing).
 PATTERN = st.one_of(
-    st.sampled_from(["*.md", "docs/**", "**/*.py", "src/**", "x/**", "**/*.md", "a.md", "docs/*", "*", "[a-c].md",
-                     "src/*/f.py", "**/d.*"]),
+    st.sampled_from(
+        [
+            "*.md",
+            "docs/**",
+            "**/*.py",
+            "src/**",
+            "x/**",
+            "**/*.md",
+            "a.md",
+            "docs/*",
+            "*",
+            "[a-c].md",
+            "src/*/f.py",
+            "**/d.*",
+        ]
+    ),
     st.lists(PATTERN_SEGMENTS, min_size=1, max_size=3).map("/".join),
 )
 # Broken by the documented rules: YAML errors, a trailing '/', an unknown key, not a mapping.

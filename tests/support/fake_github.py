@@ -18,7 +18,7 @@ import base64
 import hashlib
 import itertools
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -57,7 +57,7 @@ def _tree_sha(entries: list[tuple[str, str, str]]) -> str:
 class Tree:
     sha: str
     blobs: dict[str, str] = field(default_factory=dict)  # name -> blob sha
-    trees: dict[str, "Tree"] = field(default_factory=dict)
+    trees: dict[str, Tree] = field(default_factory=dict)
 
 
 def build_tree(files: dict[str, bytes], objects: dict[str, Any]) -> Tree:
@@ -98,7 +98,14 @@ class Commit:
 
 
 class FakeGitHub:
-    def __init__(self, clock: FakeClock, app_id: str, public_key: Any, repository: str = "acme/widgets", installation_id: int = 42) -> None:
+    def __init__(
+        self,
+        clock: FakeClock,
+        app_id: str,
+        public_key: Any,
+        repository: str = "acme/widgets",
+        installation_id: int = 42,
+    ) -> None:
         self.clock, self.app_id, self.public_key = clock, app_id, public_key
         self.repository, self.installation_id = repository, installation_id
         self.objects: dict[str, Any] = {}
@@ -151,10 +158,15 @@ class FakeGitHub:
                 self.queued_failures.append((429, headers, {"message": "You have exceeded a secondary rate limit."}))
             else:
                 headers = {
-                    "x-ratelimit-limit": "5000", "x-ratelimit-remaining": "0", "x-ratelimit-used": "5000",
-                    "x-ratelimit-reset": str(int(self.clock()) + reset_in), "x-ratelimit-resource": "core",
+                    "x-ratelimit-limit": "5000",
+                    "x-ratelimit-remaining": "0",
+                    "x-ratelimit-used": "5000",
+                    "x-ratelimit-reset": str(int(self.clock()) + reset_in),
+                    "x-ratelimit-resource": "core",
                 }
-                self.queued_failures.append((403, headers, {"message": f"API rate limit exceeded for installation ID {self.installation_id}."}))
+                self.queued_failures.append(
+                    (403, headers, {"message": f"API rate limit exceeded for installation ID {self.installation_id}."})
+                )
 
     # -- serving ---------------------------------------------------------------
 
@@ -209,8 +221,16 @@ class FakeGitHub:
         token = f"ghs_{hashlib.sha1(str(len(self.tokens)).encode()).hexdigest()[:36]}"
         expires = self.clock() + 3600
         self.tokens[token] = expires
-        expires_at = datetime.fromtimestamp(expires, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return _json({"token": token, "expires_at": expires_at, "permissions": {"contents": "read"}, "repository_selection": "selected"}, 201)
+        expires_at = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return _json(
+            {
+                "token": token,
+                "expires_at": expires_at,
+                "permissions": {"contents": "read"},
+                "repository_selection": "selected",
+            },
+            201,
+        )
 
     def _verified_jwt(self, jwt: str) -> dict[str, Any] | None:
         from cryptography.exceptions import InvalidSignature
@@ -221,15 +241,19 @@ class FakeGitHub:
             header_b64, claims_b64, sig_b64 = jwt.split(".")
             header = orjson.loads(_unb64url(header_b64))
             claims = orjson.loads(_unb64url(claims_b64))
-            self.public_key.verify(_unb64url(sig_b64), f"{header_b64}.{claims_b64}".encode(), padding.PKCS1v15(), hashes.SHA256())
+            self.public_key.verify(
+                _unb64url(sig_b64), f"{header_b64}.{claims_b64}".encode(), padding.PKCS1v15(), hashes.SHA256()
+            )
         except (ValueError, InvalidSignature, orjson.JSONDecodeError):
             return None
         now = self.clock()
         ok = (
             header.get("alg") == "RS256"
             and claims.get("iss") == self.app_id
-            and isinstance(claims.get("iat"), int) and claims["iat"] <= now
-            and isinstance(claims.get("exp"), int) and claims["exp"] > now
+            and isinstance(claims.get("iat"), int)
+            and claims["iat"] <= now
+            and isinstance(claims.get("exp"), int)
+            and claims["exp"] > now
             and claims["exp"] - claims["iat"] <= 600
         )
         return claims if ok else None
@@ -257,14 +281,33 @@ class FakeGitHub:
         truncated = False
         if recursive and self.truncate_recursive_over is not None and len(entries) > self.truncate_recursive_over:
             entries, truncated = entries[: self.truncate_recursive_over], True
-        return _json({"sha": tree.sha, "url": f"{self.url}/x/trees/{tree.sha}", "tree": entries, "truncated": truncated})
+        return _json(
+            {"sha": tree.sha, "url": f"{self.url}/x/trees/{tree.sha}", "tree": entries, "truncated": truncated}
+        )
 
     def _entries(self, tree: Tree, prefix: str, recursive: bool) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for name, sha in tree.blobs.items():
-            out.append({"path": prefix + name, "mode": "100644", "type": "blob", "sha": sha, "size": len(self.objects[sha]), "url": f"{self.url}/x/blobs/{sha}"})
+            out.append(
+                {
+                    "path": prefix + name,
+                    "mode": "100644",
+                    "type": "blob",
+                    "sha": sha,
+                    "size": len(self.objects[sha]),
+                    "url": f"{self.url}/x/blobs/{sha}",
+                }
+            )
         for name, sub in tree.trees.items():
-            out.append({"path": prefix + name, "mode": "040000", "type": "tree", "sha": sub.sha, "url": f"{self.url}/x/trees/{sub.sha}"})
+            out.append(
+                {
+                    "path": prefix + name,
+                    "mode": "040000",
+                    "type": "tree",
+                    "sha": sub.sha,
+                    "url": f"{self.url}/x/trees/{sub.sha}",
+                }
+            )
             if recursive:
                 out.extend(self._entries(sub, f"{prefix}{name}/", True))
         return out
@@ -291,18 +334,30 @@ class FakeGitHub:
                 previous = next((p for p, s in removed.items() if s == sha), None)
                 if previous is not None:  # GitHub detects renames
                     del removed[previous]
-                    files.append({"sha": sha, "filename": path, "status": "renamed", "previous_filename": previous, "changes": 0})
+                    files.append(
+                        {"sha": sha, "filename": path, "status": "renamed", "previous_filename": previous, "changes": 0}
+                    )
                 else:
                     files.append({"sha": sha, "filename": path, "status": "added", "changes": 1})
             elif old[path] != new[path]:
                 files.append({"sha": sha, "filename": path, "status": "modified", "changes": 2})
         files += [{"sha": sha, "filename": p, "status": "removed", "changes": 1} for p, sha in sorted(removed.items())]
         for f in files:
-            f.update(blob_url=f"{self.url}/x/blob/{f['filename']}", raw_url=f"{self.url}/x/raw/{f['filename']}", additions=0, deletions=0)
+            f.update(
+                blob_url=f"{self.url}/x/blob/{f['filename']}",
+                raw_url=f"{self.url}/x/raw/{f['filename']}",
+                additions=0,
+                deletions=0,
+            )
         body = {
-            "status": status, "ahead_by": 1, "behind_by": 0, "total_commits": 1,
-            "base_commit": {"sha": base}, "merge_base_commit": {"sha": base},
-            "commits": [{"sha": head}], "files": files[: self.compare_file_cap],
+            "status": status,
+            "ahead_by": 1,
+            "behind_by": 0,
+            "total_commits": 1,
+            "base_commit": {"sha": base},
+            "merge_base_commit": {"sha": base},
+            "commits": [{"sha": head}],
+            "files": files[: self.compare_file_cap],
         }
         return _json(body)
 
@@ -312,8 +367,16 @@ class FakeGitHub:
         if not isinstance(content, bytes):
             return _json({"message": "Not Found"}, 404)
         encoded = base64.encodebytes(content).decode("ascii")  # GitHub wraps base64 lines too
-        return _json({"sha": sha, "node_id": "B_x", "size": len(content), "url": f"{self.url}/x/blobs/{sha}", "content": encoded, "encoding": "base64"})
-
+        return _json(
+            {
+                "sha": sha,
+                "node_id": "B_x",
+                "size": len(content),
+                "url": f"{self.url}/x/blobs/{sha}",
+                "content": encoded,
+                "encoding": "base64",
+            }
+        )
 
     async def get_contents(self, request: web.Request) -> web.Response:
         """The Contents API: a file's content (base64) at `ref`, a directory's listing, or 404."""
@@ -323,20 +386,48 @@ class FakeGitHub:
             return _json({"message": f"No commit found for the ref {ref}"}, 404)
         path = request.match_info["path"].strip("/")
         files = self.commits[sha].files
-        links = {"self": f"{self.url}/x/contents/{path}", "git": f"{self.url}/x/git/{path}", "html": f"{self.url}/x/{path}"}
+        links = {
+            "self": f"{self.url}/x/contents/{path}",
+            "git": f"{self.url}/x/git/{path}",
+            "html": f"{self.url}/x/{path}",
+        }
         if path in files:
             content = files[path]
-            return _json({
-                "type": "file", "encoding": "base64", "size": len(content), "name": path.rsplit("/", 1)[-1],
-                "path": path, "content": base64.encodebytes(content).decode("ascii"), "sha": blob_sha(content),
-                "url": links["self"], "git_url": links["git"], "html_url": links["html"], "download_url": None,
-                "_links": links,
-            })
-        under = sorted({p[len(path) + 1:].split("/", 1)[0] for p in files if p.startswith(path + "/")})
+            return _json(
+                {
+                    "type": "file",
+                    "encoding": "base64",
+                    "size": len(content),
+                    "name": path.rsplit("/", 1)[-1],
+                    "path": path,
+                    "content": base64.encodebytes(content).decode("ascii"),
+                    "sha": blob_sha(content),
+                    "url": links["self"],
+                    "git_url": links["git"],
+                    "html_url": links["html"],
+                    "download_url": None,
+                    "_links": links,
+                }
+            )
+        under = sorted({p[len(path) + 1 :].split("/", 1)[0] for p in files if p.startswith(path + "/")})
         if under:
-            return _json([{"type": "dir" if any(p.startswith(f"{path}/{n}/") for p in files) else "file",
-                           "name": n, "path": f"{path}/{n}"} for n in under])
-        return _json({"message": "Not Found", "documentation_url": "https://docs.github.com/rest/repos/contents#get-repository-content"}, 404)
+            return _json(
+                [
+                    {
+                        "type": "dir" if any(p.startswith(f"{path}/{n}/") for p in files) else "file",
+                        "name": n,
+                        "path": f"{path}/{n}",
+                    }
+                    for n in under
+                ]
+            )
+        return _json(
+            {
+                "message": "Not Found",
+                "documentation_url": "https://docs.github.com/rest/repos/contents#get-repository-content",
+            },
+            404,
+        )
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import itertools
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
@@ -106,7 +106,7 @@ PRIORITY_LABELS = {0: "No priority", 1: "Urgent", 2: "High", 3: "Medium", 4: "Lo
 
 
 def iso(at: float) -> str:
-    moment = datetime.fromtimestamp(at, tz=timezone.utc)
+    moment = datetime.fromtimestamp(at, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
@@ -153,7 +153,9 @@ class Issue:
 class FakeLinear:
     """One Linear organization. Tests change it through the methods below, as people would in Linear."""
 
-    def __init__(self, clock: FakeClock | None = None, api_key: str = "lin_api_test_key", organization_id: str = "org-6d0f1a2b") -> None:
+    def __init__(
+        self, clock: FakeClock | None = None, api_key: str = "lin_api_test_key", organization_id: str = "org-6d0f1a2b"
+    ) -> None:
         self.clock = clock or FakeClock()
         self.api_key = api_key
         self.organization_id = organization_id
@@ -180,8 +182,15 @@ class FakeLinear:
 
     def add_issue(self, team: str, title: str, **fields: Any) -> Issue:
         at = self._tick()
-        issue = Issue(id=f"9b3c{next(self._ids):04d}-7e21-4c2d-9f00-5a1b2c3d4e5f", team=team, number=next(self._numbers[team]),
-                      title=title, created_at=at, updated_at=at, **fields)
+        issue = Issue(
+            id=f"9b3c{next(self._ids):04d}-7e21-4c2d-9f00-5a1b2c3d4e5f",
+            team=team,
+            number=next(self._numbers[team]),
+            title=title,
+            created_at=at,
+            updated_at=at,
+            **fields,
+        )
         self.issues[issue.id] = issue
         return issue
 
@@ -202,7 +211,13 @@ class FakeLinear:
         """A new comment; like Linear, it does not change the issue's updatedAt."""
         issue = self.by_identifier(identifier)
         at = self._tick()
-        made = Comment(id=f"c0ffee{next(self._ids):04d}-1111-4222-8333-444455556666", body=body, created_at=at, updated_at=at, user=user)
+        made = Comment(
+            id=f"c0ffee{next(self._ids):04d}-1111-4222-8333-444455556666",
+            body=body,
+            created_at=at,
+            updated_at=at,
+            user=user,
+        )
         issue.comments.append(made)
         return made
 
@@ -227,7 +242,11 @@ class FakeLinear:
         return issue
 
     def live(self, teams: tuple[str, ...] = ()) -> list[Issue]:
-        return [i for i in self.issues.values() if i.archived_at is None and not i.trashed and (not teams or i.team in teams)]
+        return [
+            i
+            for i in self.issues.values()
+            if i.archived_at is None and not i.trashed and (not teams or i.team in teams)
+        ]
 
     # -- webhooks -------------------------------------------------------------------
 
@@ -235,27 +254,68 @@ class FakeLinear:
         """An `EntityWebhookPayload` for an Issue (or, with `comment`, a Comment) change."""
         team = {"id": f"team-{issue.team}", "key": issue.team, "name": self.teams[issue.team]}
         if comment is None:
-            kind, data = "Issue", {
-                "id": issue.id, "identifier": issue.identifier, "title": issue.title, "number": issue.number,
-                "previousIdentifiers": list(issue.previous_identifiers), "priority": issue.priority,
-                "priorityLabel": PRIORITY_LABELS[issue.priority], "createdAt": iso(issue.created_at),
-                "updatedAt": iso(issue.updated_at), "archivedAt": iso(issue.archived_at) if issue.archived_at else None,
-                "trashed": issue.trashed or None, "teamId": team["id"], "team": team, "stateId": f"state-{issue.state}",
-                "state": {"id": f"state-{issue.state}", "name": issue.state, "type": issue.state_type, "color": "#bec2c8"},
-                "labelIds": [], "labels": [], "subscriberIds": [], "reactionData": {}, "sortOrder": 0.0, "prioritySortOrder": 0.0,
-                "url": f"https://linear.app/acme/issue/{issue.identifier}",
-            }
+            kind, data = (
+                "Issue",
+                {
+                    "id": issue.id,
+                    "identifier": issue.identifier,
+                    "title": issue.title,
+                    "number": issue.number,
+                    "previousIdentifiers": list(issue.previous_identifiers),
+                    "priority": issue.priority,
+                    "priorityLabel": PRIORITY_LABELS[issue.priority],
+                    "createdAt": iso(issue.created_at),
+                    "updatedAt": iso(issue.updated_at),
+                    "archivedAt": iso(issue.archived_at) if issue.archived_at else None,
+                    "trashed": issue.trashed or None,
+                    "teamId": team["id"],
+                    "team": team,
+                    "stateId": f"state-{issue.state}",
+                    "state": {
+                        "id": f"state-{issue.state}",
+                        "name": issue.state,
+                        "type": issue.state_type,
+                        "color": "#bec2c8",
+                    },
+                    "labelIds": [],
+                    "labels": [],
+                    "subscriberIds": [],
+                    "reactionData": {},
+                    "sortOrder": 0.0,
+                    "prioritySortOrder": 0.0,
+                    "url": f"https://linear.app/acme/issue/{issue.identifier}",
+                },
+            )
         else:
-            kind, data = "Comment", {
-                "id": comment.id, "body": comment.body, "createdAt": iso(comment.created_at), "updatedAt": iso(comment.updated_at),
-                "issueId": issue.id, "userId": f"user-{comment.user}", "reactionData": {},
-                "issue": {"id": issue.id, "identifier": issue.identifier, "title": issue.title, "teamId": team["id"], "team": team,
-                          "url": f"https://linear.app/acme/issue/{issue.identifier}"},
-            }
+            kind, data = (
+                "Comment",
+                {
+                    "id": comment.id,
+                    "body": comment.body,
+                    "createdAt": iso(comment.created_at),
+                    "updatedAt": iso(comment.updated_at),
+                    "issueId": issue.id,
+                    "userId": f"user-{comment.user}",
+                    "reactionData": {},
+                    "issue": {
+                        "id": issue.id,
+                        "identifier": issue.identifier,
+                        "title": issue.title,
+                        "teamId": team["id"],
+                        "team": team,
+                        "url": f"https://linear.app/acme/issue/{issue.identifier}",
+                    },
+                },
+            )
         return {
-            "action": action, "type": kind, "data": data, "organizationId": self.organization_id,
-            "createdAt": iso(self.clock.now), "url": data.get("url") or data["issue"]["url"],
-            "webhookId": "0b6c7e5e-2f2c-4c1b-9d3e-8a7f6e5d4c3b", "webhookTimestamp": int(self.clock.now * 1000),
+            "action": action,
+            "type": kind,
+            "data": data,
+            "organizationId": self.organization_id,
+            "createdAt": iso(self.clock.now),
+            "url": data.get("url") or data["issue"]["url"],
+            "webhookId": "0b6c7e5e-2f2c-4c1b-9d3e-8a7f6e5d4c3b",
+            "webhookTimestamp": int(self.clock.now * 1000),
             "actor": {"id": "user-grace", "type": "user", "name": "Grace Hopper"},
         }
 
@@ -264,14 +324,27 @@ class FakeLinear:
     def _issue_view(self, issue: Issue) -> dict[str, Any]:
         comments = sorted(issue.comments, key=lambda c: (c.created_at, c.id))
         return {
-            "id": issue.id, "identifier": issue.identifier, "number": float(issue.number), "title": issue.title,
-            "description": issue.description, "priority": float(issue.priority), "priorityLabel": PRIORITY_LABELS[issue.priority],
-            "url": f"https://linear.app/acme/issue/{issue.identifier}", "createdAt": iso(issue.created_at),
-            "updatedAt": iso(issue.updated_at), "archivedAt": iso(issue.archived_at) if issue.archived_at else None,
-            "trashed": issue.trashed or None, "startedAt": None, "completedAt": None, "canceledAt": None, "dueDate": None,
-            "estimate": None, "previousIdentifiers": list(issue.previous_identifiers),
+            "id": issue.id,
+            "identifier": issue.identifier,
+            "number": float(issue.number),
+            "title": issue.title,
+            "description": issue.description,
+            "priority": float(issue.priority),
+            "priorityLabel": PRIORITY_LABELS[issue.priority],
+            "url": f"https://linear.app/acme/issue/{issue.identifier}",
+            "createdAt": iso(issue.created_at),
+            "updatedAt": iso(issue.updated_at),
+            "archivedAt": iso(issue.archived_at) if issue.archived_at else None,
+            "trashed": issue.trashed or None,
+            "startedAt": None,
+            "completedAt": None,
+            "canceledAt": None,
+            "dueDate": None,
+            "estimate": None,
+            "previousIdentifiers": list(issue.previous_identifiers),
             "state": {"id": f"state-{issue.state}", "name": issue.state, "type": issue.state_type},
-            "assignee": _user(issue.assignee), "creator": _user("Ada Lovelace"),
+            "assignee": _user(issue.assignee),
+            "creator": _user("Ada Lovelace"),
             "team": {"id": f"team-{issue.team}", "key": issue.team, "name": self.teams[issue.team]},
             "project": {"id": "project-1", "name": issue.project} if issue.project else None,
             "labels": lambda info, **args: _connection([{"id": f"label-{n}", "name": n} for n in issue.labels], args),
@@ -279,53 +352,98 @@ class FakeLinear:
         }
 
     def _comment_view(self, comment: Comment) -> dict[str, Any]:
-        return {"id": comment.id, "body": comment.body, "createdAt": iso(comment.created_at), "updatedAt": iso(comment.updated_at),
-                "editedAt": iso(comment.edited_at) if comment.edited_at else None, "archivedAt": None,
-                "parent": {"id": comment.parent} if comment.parent else None, "user": _user(comment.user)}
+        return {
+            "id": comment.id,
+            "body": comment.body,
+            "createdAt": iso(comment.created_at),
+            "updatedAt": iso(comment.updated_at),
+            "editedAt": iso(comment.edited_at) if comment.edited_at else None,
+            "archivedAt": None,
+            "parent": {"id": comment.parent} if comment.parent else None,
+            "user": _user(comment.user),
+        }
 
     def _root(self) -> dict[str, Any]:
-        def issues(info: Any, filter: dict | None = None, includeArchived: bool | None = None, orderBy: str | None = None, **page: Any):
-            chosen = [i for i in self.issues.values() if (includeArchived or i.archived_at is None) and _issue_matches(i, filter)]
+        def issues(
+            info: Any,
+            filter: dict | None = None,
+            includeArchived: bool | None = None,
+            orderBy: str | None = None,
+            **page: Any,
+        ):
+            chosen = [
+                i
+                for i in self.issues.values()
+                if (includeArchived or i.archived_at is None) and _issue_matches(i, filter)
+            ]
             key = (lambda i: (i.updated_at, i.id)) if orderBy == "updatedAt" else (lambda i: (i.created_at, i.id))
             return _connection([self._issue_view(i) for i in sorted(chosen, key=key)], page)
 
         def issue(info: Any, id: str):
             found = self.issues.get(id) or next((i for i in self.issues.values() if i.identifier == id), None)
             if found is None:
-                raise graphql.GraphQLError("Entity not found: Issue", extensions={"code": "INVALID_INPUT", "type": "invalid input",
-                                                                               "userPresentableMessage": "Could not find referenced Issue."})
+                raise graphql.GraphQLError(
+                    "Entity not found: Issue",
+                    extensions={
+                        "code": "INVALID_INPUT",
+                        "type": "invalid input",
+                        "userPresentableMessage": "Could not find referenced Issue.",
+                    },
+                )
             return self._issue_view(found)
 
         def teams(info: Any, filter: dict | None = None, **page: Any):
-            chosen = [{"id": f"team-{k}", "key": k, "name": n} for k, n in sorted(self.teams.items()) if _team_matches(k, n, filter)]
+            chosen = [
+                {"id": f"team-{k}", "key": k, "name": n}
+                for k, n in sorted(self.teams.items())
+                if _team_matches(k, n, filter)
+            ]
             return _connection(chosen, page)
 
-        return {"organization": {"id": self.organization_id, "name": "Acme", "urlKey": "acme"}, "issues": issues, "issue": issue,
-                "teams": teams}
+        return {
+            "organization": {"id": self.organization_id, "name": "Acme", "urlKey": "acme"},
+            "issues": issues,
+            "issue": issue,
+            "teams": teams,
+        }
 
     def _headers(self, remaining: int = 4999) -> dict[str, str]:
         reset_ms = str(int((self.clock.now + 60) * 1000))
         headers = {
-            "X-RateLimit-Requests-Limit": "5000", "X-RateLimit-Requests-Remaining": str(remaining),
-            "X-RateLimit-Requests-Reset": reset_ms, "X-Complexity": "12",
-            "X-RateLimit-Complexity-Limit": "3000000", "X-RateLimit-Complexity-Remaining": "2999000",
+            "X-RateLimit-Requests-Limit": "5000",
+            "X-RateLimit-Requests-Remaining": str(remaining),
+            "X-RateLimit-Requests-Reset": reset_ms,
+            "X-Complexity": "12",
+            "X-RateLimit-Complexity-Limit": "3000000",
+            "X-RateLimit-Complexity-Remaining": "2999000",
             "X-RateLimit-Complexity-Reset": reset_ms,
         }
         if self.send_date:
-            headers["Date"] = format_datetime(datetime.fromtimestamp(self.clock.now, tz=timezone.utc), usegmt=True)
+            headers["Date"] = format_datetime(datetime.fromtimestamp(self.clock.now, tz=UTC), usegmt=True)
         return headers
 
     async def handle(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") not in (self.api_key, f"Bearer {self.api_key}"):
-            body = {"errors": [{"message": "Authentication required, not authenticated",
-                                "extensions": {"code": "AUTHENTICATION_ERROR", "type": "authentication error"}}]}
+            body = {
+                "errors": [
+                    {
+                        "message": "Authentication required, not authenticated",
+                        "extensions": {"code": "AUTHENTICATION_ERROR", "type": "authentication error"},
+                    }
+                ]
+            }
             return web.json_response(body, status=401, headers=self._headers(), dumps=_dumps)
         payload = orjson.loads(await request.read())
         self.requests.append(payload)
         if self.failures:
             return self._failure(self.failures.pop(0))
-        result = await graphql.graphql(SCHEMA, payload["query"], root_value=self._root(), variable_values=payload.get("variables"),
-                                       operation_name=payload.get("operationName"))
+        result = await graphql.graphql(
+            SCHEMA,
+            payload["query"],
+            root_value=self._root(),
+            variable_values=payload.get("variables"),
+            operation_name=payload.get("operationName"),
+        )
         body: dict[str, Any] = {"data": result.data}
         if result.errors:
             body["errors"] = [e.formatted for e in result.errors]
@@ -335,19 +453,33 @@ class FakeLinear:
 
     def _failure(self, kind: str) -> web.Response:
         if kind == "rate_limit":  # the request budget: HTTP 429, its remaining 0, its reset in epoch ms
-            headers = {**self._headers(remaining=0), "X-RateLimit-Requests-Reset": str(int((self.clock.now + 30) * 1000))}
-            body = {"errors": [{"message": "Rate limit exceeded", "extensions": {"code": "RATELIMITED", "type": "ratelimited"}}]}
+            headers = {
+                **self._headers(remaining=0),
+                "X-RateLimit-Requests-Reset": str(int((self.clock.now + 30) * 1000)),
+            }
+            body = {
+                "errors": [
+                    {"message": "Rate limit exceeded", "extensions": {"code": "RATELIMITED", "type": "ratelimited"}}
+                ]
+            }
             return web.json_response(body, status=429, headers=headers, dumps=_dumps)
         if kind == "complexity_limit":  # the complexity budget: HTTP 400 with a RATELIMITED error
-            headers = {**self._headers(), "X-RateLimit-Complexity-Remaining": "0",
-                       "X-RateLimit-Complexity-Reset": str(int((self.clock.now + 12) * 1000))}
+            headers = {
+                **self._headers(),
+                "X-RateLimit-Complexity-Remaining": "0",
+                "X-RateLimit-Complexity-Reset": str(int((self.clock.now + 12) * 1000)),
+            }
             body = {"errors": [{"message": "Query complexity budget exhausted", "extensions": {"code": "RATELIMITED"}}]}
             return web.json_response(body, status=400, headers=headers, dumps=_dumps)
         if kind == "server_error":
-            return web.Response(status=503, text="<html><body>503 Service Temporarily Unavailable</body></html>", content_type="text/html")
+            return web.Response(
+                status=503,
+                text="<html><body>503 Service Temporarily Unavailable</body></html>",
+                content_type="text/html",
+            )
         raise ValueError(f"unknown failure {kind!r}")
 
-    async def start(self) -> "FakeLinear":
+    async def start(self) -> FakeLinear:
         app = web.Application()
         app.router.add_post("/graphql", self.handle)
         self.runner = web.AppRunner(app, access_log=None)
@@ -379,9 +511,15 @@ def _connection(items: list[dict[str, Any]], page: dict[str, Any]) -> dict[str, 
     start = int(base64.b64decode(page["after"]).decode()) if page.get("after") else 0
     chosen = items[start : start + first]
     end = start + len(chosen)
-    return {"nodes": chosen, "pageInfo": {"hasNextPage": end < len(items), "hasPreviousPage": start > 0,
-                                          "startCursor": base64.b64encode(str(start).encode()).decode() if chosen else None,
-                                          "endCursor": base64.b64encode(str(end).encode()).decode() if chosen else None}}
+    return {
+        "nodes": chosen,
+        "pageInfo": {
+            "hasNextPage": end < len(items),
+            "hasPreviousPage": start > 0,
+            "startCursor": base64.b64encode(str(start).encode()).decode() if chosen else None,
+            "endCursor": base64.b64encode(str(end).encode()).decode() if chosen else None,
+        },
+    }
 
 
 def _compare(value: Any, comparator: dict[str, Any] | None, dates: bool = False) -> bool:
@@ -398,8 +536,15 @@ def _compare(value: Any, comparator: dict[str, Any] | None, dates: bool = False)
             ok = (value in [norm(o) for o in operand]) is (op == "in")
         else:
             operand = norm(operand)
-            ok = {"eq": value == operand, "neq": value != operand, "gt": value > operand, "gte": value >= operand,
-                  "lt": value < operand, "lte": value <= operand, "startsWith": str(value).startswith(str(operand))}[op]
+            ok = {
+                "eq": value == operand,
+                "neq": value != operand,
+                "gt": value > operand,
+                "gte": value >= operand,
+                "lt": value < operand,
+                "lte": value <= operand,
+                "startsWith": str(value).startswith(str(operand)),
+            }[op]
         if not ok:
             return False
     return True
@@ -416,15 +561,23 @@ def _logic(filter: dict[str, Any], test: Any) -> bool:
 def _team_matches(key: str, name: str, f: dict | None) -> bool:
     if not f:
         return True
-    return (_logic(f, lambda g: _team_matches(key, name, g)) and _compare(f"team-{key}", f.get("id"))
-            and _compare(key, f.get("key")) and _compare(name, f.get("name")))
+    return (
+        _logic(f, lambda g: _team_matches(key, name, g))
+        and _compare(f"team-{key}", f.get("id"))
+        and _compare(key, f.get("key"))
+        and _compare(name, f.get("name"))
+    )
 
 
 def _comment_matches(comment: Comment, f: dict | None) -> bool:
     if not f:
         return True
-    return (_logic(f, lambda g: _comment_matches(comment, g)) and _compare(comment.id, f.get("id"))
-            and _compare(comment.created_at, f.get("createdAt"), dates=True) and _compare(comment.updated_at, f.get("updatedAt"), dates=True))
+    return (
+        _logic(f, lambda g: _comment_matches(comment, g))
+        and _compare(comment.id, f.get("id"))
+        and _compare(comment.created_at, f.get("createdAt"), dates=True)
+        and _compare(comment.updated_at, f.get("updatedAt"), dates=True)
+    )
 
 
 def _issue_matches(issue: Issue, f: dict | None) -> bool:
@@ -435,9 +588,12 @@ def _issue_matches(issue: Issue, f: dict | None) -> bool:
         return False
     if comments and "every" in comments and not all(_comment_matches(c, comments["every"]) for c in issue.comments):
         return False
-    return (_logic(f, lambda g: _issue_matches(issue, g)) and _compare(issue.id, f.get("id"))
-            and _compare(float(issue.number), f.get("number"))
-            and _team_matches(issue.team, "", {k: v for k, v in (f.get("team") or {}).items() if k != "name"})
-            and _compare(issue.created_at, f.get("createdAt"), dates=True)
-            and _compare(issue.updated_at, f.get("updatedAt"), dates=True)
-            and _compare(issue.archived_at, f.get("archivedAt"), dates=True))
+    return (
+        _logic(f, lambda g: _issue_matches(issue, g))
+        and _compare(issue.id, f.get("id"))
+        and _compare(float(issue.number), f.get("number"))
+        and _team_matches(issue.team, "", {k: v for k, v in (f.get("team") or {}).items() if k != "name"})
+        and _compare(issue.created_at, f.get("createdAt"), dates=True)
+        and _compare(issue.updated_at, f.get("updatedAt"), dates=True)
+        and _compare(issue.archived_at, f.get("archivedAt"), dates=True)
+    )

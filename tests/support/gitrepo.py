@@ -24,9 +24,10 @@ from __future__ import annotations
 import os
 import random
 import subprocess
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence, Union
+from typing import Union
 
 AUTHOR = "t <t@t>"
 EPOCH = 1_700_000_000
@@ -60,7 +61,9 @@ def git(repo: Path | str, *args: str, input: bytes | None = None) -> bytes:
     """Run git in `repo` with no user or system config; raise with stderr on failure."""
     proc = subprocess.run(
         ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main", *args],
-        input=input, capture_output=True, env=ENV,
+        input=input,
+        capture_output=True,
+        env=ENV,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)} failed: {proc.stderr.decode(errors='replace')}")
@@ -171,7 +174,20 @@ def digests_at(repo: Path | str, ref: str) -> dict[str, str]:
 def synthetic_files(count: int, *, seed: int = 0, binary_every: int = 97, max_size: int = 6000) -> dict[str, bytes]:
     """`count` deterministic files in nested directories: python, markdown, json, text, some binary."""
     rng = random.Random(seed)
-    words = ("sync", "source", "batch", "stream", "event", "kafka", "topic", "offset", "fold", "state", "commit", "tree")
+    words = (
+        "sync",
+        "source",
+        "batch",
+        "stream",
+        "event",
+        "kafka",
+        "topic",
+        "offset",
+        "fold",
+        "state",
+        "commit",
+        "tree",
+    )
     files: dict[str, bytes] = {}
     for i in range(count):
         directory = f"pkg{i % 17:02d}/mod{(i // 17) % 23:02d}"

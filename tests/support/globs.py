@@ -8,8 +8,8 @@ neither checks itself.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from fnmatch import fnmatchcase
-from typing import Iterable, Sequence
 
 
 def _match(pattern: Sequence[str], path: Sequence[str]) -> bool:

@@ -40,8 +40,9 @@ async def fill(settings: Settings, logical: str, counts: dict[int, int], linger_
 
 async def commit(settings: Settings, group: str, offsets: dict[tuple[str, int], int]) -> None:
     """Commit offsets for an empty `group` (topics given by their declared names)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=group,
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=group, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         tps = {TopicPartition(settings.topic(t), p): o for (t, p), o in offsets.items()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
@@ -16,15 +16,19 @@ from app.settings import Settings
 async def produce(settings: Settings, logical: str, records: Iterable[tuple]) -> int:
     """Send (key, value) or (key, value, timestamp in ms) records: a test producer sets the broker
     timestamp as a producer's clock would (the fold's clock is that timestamp)."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", linger_ms=5,
-                                max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", linger_ms=5, max_batch_size=256 * 1024
+    )
     await producer.start()
     n = 0
     try:
         futures = []
         for key, value, *when in records:
-            futures.append(await producer.send(settings.topic(logical), value=value, key=key.encode(),
-                                               timestamp_ms=when[0] if when else None))
+            futures.append(
+                await producer.send(
+                    settings.topic(logical), value=value, key=key.encode(), timestamp_ms=when[0] if when else None
+                )
+            )
             n += 1
         await asyncio.gather(*futures)
     finally:
@@ -32,14 +36,25 @@ async def produce(settings: Settings, logical: str, records: Iterable[tuple]) ->
     return n
 
 
-async def read_all(settings: Settings, logical: str, min_count: int = 0, timeout: float = 60.0,
-                   idle: float = 1.0, decode: bool = True, alive=None) -> list:
+async def read_all(
+    settings: Settings,
+    logical: str,
+    min_count: int = 0,
+    timeout: float = 60.0,
+    idle: float = 1.0,
+    decode: bool = True,
+    alive=None,
+) -> list:
     """Read a topic from the beginning until at least `min_count` records arrived and the
     topic stayed quiet for `idle` seconds (or `timeout` passed). Returns (key, record, partition, offset).
     `alive()` returning False (a worker died) stops the wait early."""
     topic = settings.topic(logical)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=50)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=50,
+    )
     await consumer.start()
     out: list = []
     try:

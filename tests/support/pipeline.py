@@ -14,7 +14,7 @@ source is a real git repository read by the real git adapter.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -23,11 +23,20 @@ from app.core.effects import EnsureSource, Ignored
 from app.core.policy import Policy
 from app.core.source_state import SourceState, fold
 from app.events import (
-    BatchCompleted, Delivery, FileBatch, JobCancelled, Lifecycle, PlanFailed, PlanRequested, SourceConnected,
-    SyncCompleted, SyncPlanned, SyncRequested,
+    BatchCompleted,
+    Delivery,
+    FileBatch,
+    JobCancelled,
+    Lifecycle,
+    PlanFailed,
+    PlanRequested,
+    SourceConnected,
+    SyncCompleted,
+    SyncPlanned,
+    SyncRequested,
 )
-from app.plugins import get_plugin
 from app.instances import InstanceConfig
+from app.plugins import get_plugin
 from app.sources import SourceAdapter, SourceError, SourceOptions, get_adapter
 from app.store import documents
 from app.store.db import in_transaction
@@ -35,7 +44,7 @@ from app.sync.planning import plan_job
 from app.sync.writing import process_batch
 from tests.support.flows import github_push
 
-T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 6, 1, tzinfo=UTC)
 GITHUB = InstanceConfig(plugin="github", id="gh", secrets=("s",))
 
 
@@ -82,23 +91,39 @@ class Pipeline:
     # -- what arrives on the control topic from outside ------------------------------------
 
     def connect(self, config: dict[str, Any]) -> None:
-        self.control.append(SourceConnected(source_id=self.source_id, occurred_at=self.now(), source_type="git",
-                                            config=config))
+        self.control.append(
+            SourceConnected(source_id=self.source_id, occurred_at=self.now(), source_type="git", config=config)
+        )
 
     def push(self, delivery_id: str, before: str | None, after: str, branch: str, forced: bool = False) -> None:
         """A GitHub push delivery, routed by the real plugin (as the dedup stage does on first sighting)."""
-        body = orjson.loads(github_push(self.repo_id, before or "0" * 40, after, modified=["x"], forced=forced,
-                                        branch=branch))
+        body = orjson.loads(
+            github_push(self.repo_id, before or "0" * 40, after, modified=["x"], forced=forced, branch=branch)
+        )
         body["created"] = before is None
-        delivery = Delivery(delivery_id=delivery_id, plugin="github", instance="gh", received_at=self.now(),
-                            headers={"x-github-event": "push", "x-github-delivery": delivery_id}, body=orjson.dumps(body))
+        delivery = Delivery(
+            delivery_id=delivery_id,
+            plugin="github",
+            instance="gh",
+            received_at=self.now(),
+            headers={"x-github-event": "push", "x-github-delivery": delivery_id},
+            body=orjson.dumps(body),
+        )
         routed = get_plugin("github").route(delivery, GITHUB)
         assert routed.ignored is None, routed.ignored
         self.control.extend(routed.events)
 
     def request(self, request_id: str, mode: str = "full", force: bool = False) -> None:
-        self.control.append(SyncRequested(source_id=self.source_id, occurred_at=self.now(), request_id=request_id,
-                                          mode=mode, trigger="manual", force=force))
+        self.control.append(
+            SyncRequested(
+                source_id=self.source_id,
+                occurred_at=self.now(),
+                request_id=request_id,
+                mode=mode,
+                trigger="manual",
+                force=force,
+            )
+        )
 
     # -- the stages ------------------------------------------------------------------------
 
@@ -113,8 +138,12 @@ class Pipeline:
             if isinstance(effect, Ignored):
                 self.ignored.append(effect.reason)
             elif isinstance(effect, EnsureSource):
-                await in_transaction(self.pool, lambda conn: documents.ensure_source(
-                    conn, effect.source_id, effect.source_type, effect.config, effect.name))
+                await in_transaction(
+                    self.pool,
+                    lambda conn: documents.ensure_source(
+                        conn, effect.source_id, effect.source_type, effect.config, effect.name
+                    ),
+                )
             elif isinstance(effect, PlanRequested):
                 self.plans.append(effect)
             elif isinstance(effect, JobCancelled):
@@ -134,19 +163,31 @@ class Pipeline:
         try:
             plan = await plan_job(request, adapter, self.pool, self.batch_size)
         except SourceError as exc:
-            self.control.append(PlanFailed(source_id=self.source_id, occurred_at=self.now(), job_id=request.job_id,
-                                           error=str(exc)))
+            self.control.append(
+                PlanFailed(source_id=self.source_id, occurred_at=self.now(), job_id=request.job_id, error=str(exc))
+            )
             return
         if plan is None:
             return
         self.batches.extend(plan.batches)
-        self.control.append(SyncPlanned(source_id=self.source_id, occurred_at=self.now(), job_id=request.job_id,
-                                        batch_count=len(plan.batches), file_count=len(plan.files), commit=plan.commit,
-                                        listing=plan.listing, config=plan.config))
+        self.control.append(
+            SyncPlanned(
+                source_id=self.source_id,
+                occurred_at=self.now(),
+                job_id=request.job_id,
+                batch_count=len(plan.batches),
+                file_count=len(plan.files),
+                commit=plan.commit,
+                listing=plan.listing,
+                config=plan.config,
+            )
+        )
 
     async def batch(self, index: int, again: bool = False) -> None:
         batch = self.batches[index] if again else self.batches.pop(index)
-        report = dict(source_id=self.source_id, occurred_at=self.now(), job_id=batch.job_id, batch_index=batch.batch_index)
+        report = dict(
+            source_id=self.source_id, occurred_at=self.now(), job_id=batch.job_id, batch_index=batch.batch_index
+        )
         if batch.job_id in self.cancelled:
             self.control.append(BatchCompleted(**report, cancelled=True))
             return
@@ -160,10 +201,18 @@ class Pipeline:
         if counts is None:
             self.control.append(BatchCompleted(**report, cancelled=True))
             return
-        self.control.append(BatchCompleted(**report, processed=counts.processed, failed=counts.failed,
-                                           deleted=counts.deleted, skipped=counts.skipped,
-                                           documents_written=counts.documents_written, bytes=counts.bytes,
-                                           errors=counts.errors))
+        self.control.append(
+            BatchCompleted(
+                **report,
+                processed=counts.processed,
+                failed=counts.failed,
+                deleted=counts.deleted,
+                skipped=counts.skipped,
+                documents_written=counts.documents_written,
+                bytes=counts.bytes,
+                errors=counts.errors,
+            )
+        )
 
     async def drain(self, limit: int = 10_000) -> None:
         """Run every stage until nothing is pending, in a plain order, nothing injected."""
@@ -181,8 +230,12 @@ class Pipeline:
         raise AssertionError("the pipeline did not settle")
 
     def quiet(self) -> bool:
-        return (self.folded == len(self.control) and not self.plans and not self.batches
-                and (self.state is None or (self.state.active is None and self.state.pending is None)))
+        return (
+            self.folded == len(self.control)
+            and not self.plans
+            and not self.batches
+            and (self.state is None or (self.state.active is None and self.state.pending is None))
+        )
 
     def _adapter(self, config: dict[str, Any]) -> SourceAdapter:
         key = orjson.dumps(config, option=orjson.OPT_SORT_KEYS)

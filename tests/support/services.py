@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from app.settings import Settings
 
@@ -31,7 +32,9 @@ def isolated_settings(bootstrap: str, database_url: str, **overrides) -> Setting
     return Settings(**values)
 
 
-async def wait_until(predicate: Callable[[], Awaitable[T] | T], timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> T:
+async def wait_until(
+    predicate: Callable[[], Awaitable[T] | T], timeout: float = 30.0, interval: float = 0.05, what: str = "condition"
+) -> T:
     """Poll `predicate` until it returns a truthy value; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last: object = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,15 +77,17 @@ class WorkerProcess(ChildProcess):
     web_port: int = 0
     child: Child | None = field(default=None, repr=False)
 
-    def start(self) -> "WorkerProcess":
+    def start(self) -> WorkerProcess:
         if not self.web_port:
             self.web_port = free_port()
         env = self.settings.to_env()
-        env.update({
-            "HOOKSTREAM_WORKER_DATA_DIR": str(self.data_dir),
-            "HOOKSTREAM_WORKER_WEB_PORT": str(self.web_port),
-            "HOOKSTREAM_LOG_LEVEL": "info",
-        })
+        env.update(
+            {
+                "HOOKSTREAM_WORKER_DATA_DIR": str(self.data_dir),
+                "HOOKSTREAM_WORKER_WEB_PORT": str(self.web_port),
+                "HOOKSTREAM_LOG_LEVEL": "info",
+            }
+        )
         self.child = Child("worker", hookstream_argv("worker"), env, self.log_path, stop_timeout=10).start()
         return self
 
@@ -118,7 +119,7 @@ class IngressProcess(ChildProcess):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.settings.ingress_port}"
 
-    def start(self) -> "IngressProcess":
+    def start(self) -> IngressProcess:
         env = {**self.settings.to_env(), "HOOKSTREAM_LOG_LEVEL": "warning"}
         self.child = Child("ingress", hookstream_argv("ingress"), env, self.log_path, stop_timeout=10).start()
         return self
@@ -131,7 +132,7 @@ class IngressProcess(ChildProcess):
                 async with aiohttp.ClientSession() as http:
                     async with http.get(self.url + "/readyz", timeout=aiohttp.ClientTimeout(total=2)) as r:
                         return r.status == 200
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 return False
 
         await wait_until(answers_ready, timeout=timeout, interval=0.1, what="the ingress to be ready")

@@ -8,7 +8,7 @@ each made a state record the broker refused, and the worker exited.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -18,7 +18,7 @@ from app.core.effects import Refused
 from app.core.policy import Policy
 from app.events import SourceConnected, SourceUpdated, SyncDeduplicated, SyncRejected, SyncRequested, SyncStarted
 
-NOW = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
 POLICY = Policy()
 
 
@@ -39,12 +39,20 @@ def run(records, times=None, policy: Policy = POLICY):
     return state, out
 
 
-@pytest.mark.parametrize("ms, expected", [
-    (0, datetime(1970, 1, 1, tzinfo=timezone.utc)),
-    (1_764_590_400_000, datetime(2025, 12, 1, 12, tzinfo=timezone.utc)),
-    (None, None), (-1, None), (2**63 - 1, None),
-    (int((datetime(9000, 1, 1, tzinfo=timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds() * 1000), None),
-])
+@pytest.mark.parametrize(
+    "ms, expected",
+    [
+        (0, datetime(1970, 1, 1, tzinfo=UTC)),
+        (1_764_590_400_000, datetime(2025, 12, 1, 12, tzinfo=UTC)),
+        (None, None),
+        (-1, None),
+        (2**63 - 1, None),
+        (
+            int((datetime(9000, 1, 1, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1000),
+            None,
+        ),
+    ],
+)
 def test_broker_timestamps_outside_what_a_fold_can_add_to_are_none(ms, expected):
     assert broker_datetime(ms) == expected
 
@@ -52,14 +60,20 @@ def test_broker_timestamps_outside_what_a_fold_can_add_to_are_none(ms, expected)
 def test_the_clock_is_the_broker_time_and_a_future_date_beyond_the_skew_is_refused():
     assert clock(NOW - timedelta(days=30), NOW, POLICY) == (NOW, None)  # a delivery replayed a month later
     assert clock(NOW + timedelta(minutes=59), NOW, POLICY) == (NOW, None)
-    at, why = clock(datetime(9000, 1, 1, tzinfo=timezone.utc), NOW, POLICY)
+    at, why = clock(datetime(9000, 1, 1, tzinfo=UTC), NOW, POLICY)
     assert at == NOW and "after the broker's time" in why
     assert clock(NOW + timedelta(days=3), None, POLICY) == (NOW + timedelta(days=3), None)  # no broker: a test, a tool
 
 
 def test_a_request_from_the_year_9000_holds_no_key_and_expires_none():
-    _, steps = run([connected(), request("r1"), request("far", at=datetime(9000, 1, 1, tzinfo=timezone.utc)),
-                    request("r2", at=NOW + timedelta(seconds=3))])
+    _, steps = run(
+        [
+            connected(),
+            request("r1"),
+            request("far", at=datetime(9000, 1, 1, tzinfo=UTC)),
+            request("r2", at=NOW + timedelta(seconds=3)),
+        ]
+    )
     assert [type(e) for e in steps[2]] == [Refused, SyncRejected]
     assert "check the sender's clock" in steps[2][1].reason
     # The key of r1 is still live (not expired by a clock moved to the year 9000): r2 is deduplicated.
@@ -67,7 +81,7 @@ def test_a_request_from_the_year_9000_holds_no_key_and_expires_none():
 
 
 def test_dates_at_the_end_of_time_never_overflow():
-    near_end = datetime(9999, 12, 31, 23, 59, tzinfo=timezone.utc)
+    near_end = datetime(9999, 12, 31, 23, 59, tzinfo=UTC)
     _, steps = run([connected(), request("r1", at=near_end)], times=[NOW, NOW])
     assert [type(e) for e in steps[1]] == [Refused, SyncRejected]
     # A producer that set a broker timestamp no datetime holds: refused, whatever the record says.
@@ -92,10 +106,17 @@ def test_two_large_producer_events_cannot_make_a_state_over_the_bound():
     big = "n" * 40_000
     # app/events' field bounds refuse a 40 KB name or config at every decoder (README, "Bounds for
     # producers"); built past them, the records still cannot make a state over the fold's own bound.
-    state, steps = run([SourceConnected.model_construct(source_id="s", occurred_at=NOW, source_type="git",
-                                                        config={"path": "/r"}, name=big, delivery=None),
-                        SourceUpdated.model_construct(source_id="s", occurred_at=NOW, config={"x": "c" * 40_000},
-                                                      name=None, delivery=None)], policy=policy)
+    state, steps = run(
+        [
+            SourceConnected.model_construct(
+                source_id="s", occurred_at=NOW, source_type="git", config={"path": "/r"}, name=big, delivery=None
+            ),
+            SourceUpdated.model_construct(
+                source_id="s", occurred_at=NOW, config={"x": "c" * 40_000}, name=None, delivery=None
+            ),
+        ],
+        policy=policy,
+    )
     assert steps[0] == [] and [type(e) for e in steps[1]] == [Refused]
     assert "over the bound of 65536" in steps[1][0].reason
     assert len(state.to_json()) <= 64 * 1024 and "x" not in state.config
@@ -105,8 +126,17 @@ def test_a_state_that_grows_over_many_events_stays_bounded_and_every_request_is_
     """3,000 distinct requests inside one TTL: keys, remembered ids and the queued job's ids are bounded."""
     policy = Policy(max_state_bytes=512 * 1024)
     records = [connected(), request("r0")] + [
-        SyncRequested(source_id="s", occurred_at=NOW, request_id=f"push-{i:05d}-{'x' * 200}", mode="incremental",
-                      trigger="push", after=f"{i:040x}", paths=[f"dir/{i}.md"]) for i in range(3_000)]
+        SyncRequested(
+            source_id="s",
+            occurred_at=NOW,
+            request_id=f"push-{i:05d}-{'x' * 200}",
+            mode="incremental",
+            trigger="push",
+            after=f"{i:040x}",
+            paths=[f"dir/{i}.md"],
+        )
+        for i in range(3_000)
+    ]
     state, steps = run(records, policy=policy)
     assert len(state.to_json()) <= 512 * 1024
     assert len(state.keys) <= policy.max_held_keys and len(state.seen_requests) <= policy.max_remembered_requests

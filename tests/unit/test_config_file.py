@@ -20,42 +20,50 @@ def configured(include=(), exclude=()) -> ConfigFound:
     return ConfigFound(status="configured", path=PATH, rules=PathRules(include=tuple(include), exclude=tuple(exclude)))
 
 
-@pytest.mark.parametrize("text, expected", [
-    (b"", configured()),  # empty: every path
-    (b"# only a comment\n", configured()),
-    (b"include: ['*.md', 'docs/**']\n", configured(include=["*.md", "docs/**"])),
-    (b"version: 1\ninclude:\n  - '**/*.md'\nexclude:\n  - docs/private/**\n",
-     configured(include=["**/*.md"], exclude=["docs/private/**"])),
-    (b"exclude: [vendor/**]\n", configured(exclude=["vendor/**"])),
-    (b'{"include": ["a/**"]}', configured(include=["a/**"])),  # JSON is YAML
-    (b"\xef\xbb\xbfinclude: [a]\n", configured(include=["a"])),  # a UTF-8 byte order mark
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (b"", configured()),  # empty: every path
+        (b"# only a comment\n", configured()),
+        (b"include: ['*.md', 'docs/**']\n", configured(include=["*.md", "docs/**"])),
+        (
+            b"version: 1\ninclude:\n  - '**/*.md'\nexclude:\n  - docs/private/**\n",
+            configured(include=["**/*.md"], exclude=["docs/private/**"]),
+        ),
+        (b"exclude: [vendor/**]\n", configured(exclude=["vendor/**"])),
+        (b'{"include": ["a/**"]}', configured(include=["a/**"])),  # JSON is YAML
+        (b"\xef\xbb\xbfinclude: [a]\n", configured(include=["a"])),  # a UTF-8 byte order mark
+    ],
+)
 def test_a_valid_config_file_is_configured_with_its_rules(text, expected):
     assert parse(PATH, text, BEFORE) == expected
 
 
-@pytest.mark.parametrize("text, says", [
-    (b"include: [a\n", "line 2, column 1"),
-    (b"include: ['a']\nexclude: *.md\n", "must be quoted: '*.md'"),
-    (b"include: [docs/]\n", "include[0]: pattern 'docs/' ends with '/': write 'docs/**'"),
-    (b"include: docs/**\n", "include: Input should be a valid list"),
-    (b"include: [1]\n", "include[0]: Input should be a valid string"),
-    (b"include: [on]\n", "include[0]: Input should be a valid string"),  # YAML 1.1's booleans
-    (b"exlude: [a]\n", "exlude: unknown key (the keys are version, include, exclude)"),
-    (b"version: 2\n", "version: Input should be 1"),
-    (b"- a\n- b\n", "must be a mapping of keys (include, exclude), not a list"),
-    (b"just text\n", "not a string"),
-    (b"exclude: [a]\nexclude: [b]\n", "line 2, column 1: the key 'exclude' is given twice"),
-    (b"a: &x [1]\nb: *x\n", "anchors (&name) are not allowed"),
-    (b"include: !!python/object:os.system [x]\n", "could not determine a constructor"),
-    (b"include: !custom [x]\n", "could not determine a constructor"),
-    (b"include: [" + b"[" * 50 + b"]" * 50 + b"]\n", f"nested deeper than {MAX_DEPTH} levels"),
-    (b"include: ['\xff']\n", "not UTF-8 text (byte 11)"),
-    (b"include: [\x07]\n", "character 11 is not allowed in YAML (special characters are not allowed)"),
-    (b"when: 2024-13-45\n", "not a readable YAML value (ValueError"),
-    (b"include: ['" + b"a" * 300 + b"']\n", "at most 256 characters"),
-    (b"include: [" + b"a," * 101 + b"]\n", "at most 100 items"),
-])
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        (b"include: [a\n", "line 2, column 1"),
+        (b"include: ['a']\nexclude: *.md\n", "must be quoted: '*.md'"),
+        (b"include: [docs/]\n", "include[0]: pattern 'docs/' ends with '/': write 'docs/**'"),
+        (b"include: docs/**\n", "include: Input should be a valid list"),
+        (b"include: [1]\n", "include[0]: Input should be a valid string"),
+        (b"include: [on]\n", "include[0]: Input should be a valid string"),  # YAML 1.1's booleans
+        (b"exlude: [a]\n", "exlude: unknown key (the keys are version, include, exclude)"),
+        (b"version: 2\n", "version: Input should be 1"),
+        (b"- a\n- b\n", "must be a mapping of keys (include, exclude), not a list"),
+        (b"just text\n", "not a string"),
+        (b"exclude: [a]\nexclude: [b]\n", "line 2, column 1: the key 'exclude' is given twice"),
+        (b"a: &x [1]\nb: *x\n", "anchors (&name) are not allowed"),
+        (b"include: !!python/object:os.system [x]\n", "could not determine a constructor"),
+        (b"include: !custom [x]\n", "could not determine a constructor"),
+        (b"include: [" + b"[" * 50 + b"]" * 50 + b"]\n", f"nested deeper than {MAX_DEPTH} levels"),
+        (b"include: ['\xff']\n", "not UTF-8 text (byte 11)"),
+        (b"include: [\x07]\n", "character 11 is not allowed in YAML (special characters are not allowed)"),
+        (b"when: 2024-13-45\n", "not a readable YAML value (ValueError"),
+        (b"include: ['" + b"a" * 300 + b"']\n", "at most 256 characters"),
+        (b"include: [" + b"a," * 101 + b"]\n", "at most 100 items"),
+    ],
+)
 def test_an_invalid_config_file_says_why_and_keeps_the_rules_in_effect(text, says):
     found = parse(PATH, text, BEFORE)
     assert (found.status, found.path, found.rules) == ("invalid", PATH, BEFORE)
@@ -98,8 +106,9 @@ def test_no_bytes_make_the_parser_raise(raw):
     assert found.status == "configured" or found.rules == BEFORE
 
 
-YAMLISH = st.text(st.sampled_from(list("include:exclude- []{}'\"*&!|>#%@`,?\n\t\\.x1") + ["\u00e9", "\x00", "\ufeff"]),
-                  max_size=120)
+YAMLISH = st.text(
+    st.sampled_from(list("include:exclude- []{}'\"*&!|>#%@`,?\n\t\\.x1") + ["\u00e9", "\x00", "\ufeff"]), max_size=120
+)
 
 
 @settings(max_examples=600, deadline=None)
@@ -110,15 +119,20 @@ def test_no_yaml_like_text_makes_the_parser_raise(text):
     assert found.status == "configured" or (found.rules == NOTHING and found.error)
 
 
-@pytest.mark.parametrize("config, expected", [
-    ({}, (".hookstream.yml", ".hookstream.yaml")),
-    ({"config_files": ["docs/hookstream.yml"]}, ("docs/hookstream.yml",)),
-])
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        ({}, (".hookstream.yml", ".hookstream.yaml")),
+        ({"config_files": ["docs/hookstream.yml"]}, ("docs/hookstream.yml",)),
+    ],
+)
 def test_the_config_file_names_come_from_the_source_config(config, expected):
     assert config_files(config) == expected
 
 
-@pytest.mark.parametrize("names", [[], "x.yml", [1], ["/abs.yml"], ["../up.yml"], ["a//b"], ["./a"], ["a\nb"], ["x"] * 9])
+@pytest.mark.parametrize(
+    "names", [[], "x.yml", [1], ["/abs.yml"], ["../up.yml"], ["a//b"], ["./a"], ["a\nb"], ["x"] * 9]
+)
 def test_config_file_names_that_are_not_relative_paths_are_refused(names):
     with pytest.raises(ValueError):
         config_files({"config_files": names})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -10,10 +10,10 @@ import pytest
 from app.core import delivery_replay as dr
 from app.core.dedup import Action, decide
 from app.events import Delivery, SyncRequested
-from app.plugins.base import fallback_delivery_id
 from app.instances import InstanceConfig
+from app.plugins.base import fallback_delivery_id
 
-T0 = datetime(2026, 11, 1, 2, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
 NOW = T0 + timedelta(hours=5)
 
 
@@ -22,13 +22,27 @@ def sync_request(request_id: str = "r-1") -> bytes:
     return orjson.dumps(event.model_dump(mode="json"))
 
 
-def delivery(plugin: str = "generic-hmac", instance: str = "a", delivery_id: str | None = None, body: bytes | None = None,
-             headers: dict[str, str] | None = None, at: datetime = T0, **extra) -> Delivery:
+def delivery(
+    plugin: str = "generic-hmac",
+    instance: str = "a",
+    delivery_id: str | None = None,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    at: datetime = T0,
+    **extra,
+) -> Delivery:
     body = sync_request() if body is None else body
     if delivery_id is None:
         delivery_id = fallback_delivery_id(plugin, instance, None, body)
-    return Delivery(delivery_id=delivery_id, plugin=plugin, instance=instance, received_at=at, headers=headers or {},
-                    body=body, **extra)
+    return Delivery(
+        delivery_id=delivery_id,
+        plugin=plugin,
+        instance=instance,
+        received_at=at,
+        headers=headers or {},
+        body=body,
+        **extra,
+    )
 
 
 def instance(plugin: str = "generic-hmac", id: str = "a", **options) -> InstanceConfig:
@@ -48,36 +62,109 @@ INSTANCES = {
 @pytest.mark.parametrize(
     "name, key, d, resubmit, reason, origin, routing",
     [
-        ("a producer delivery through the ingress", None, delivery(), True, "", dr.ID_FROM_BODY, "routes to 1 SyncRequested"),
-        ("an id from the instance's id header", None,
-         delivery(instance="ids", delivery_id="req-9", headers={"x-request-id": "req-9"}), True, "", dr.ID_FROM_HEADER,
-         "routes to 1 SyncRequested"),
-        ("an id written straight to Kafka", None, delivery(delivery_id="d-1"), True, "", dr.ID_OTHER,
-         "routes to 1 SyncRequested"),
-        ("a github delivery with its id header, ignored by rule", None,
-         delivery("github", delivery_id="g-1", body=b"{}", headers={"x-github-event": "star", "x-github-delivery": "g-1"}),
-         True, "", dr.ID_FROM_HEADER, "ignored by rule star"),
-        ("a body that no longer routes is reported as a dead letter", None, delivery(body=b"not json"), True, "",
-         dr.ID_FROM_BODY, "dead letter: RoutingError: body is not a hookstream producer event: not JSON"),
-        ("a standard-webhooks id", None, delivery("standard-webhooks", delivery_id="msg_1", headers={"webhook-id": "msg_1"}),
-         True, "", dr.ID_FROM_HEADER, "routes to 1 SyncRequested"),
-        ("a linear delivery id", None,
-         delivery("linear", delivery_id="l-1", body=b'{"type": "Cycle"}', headers={"linear-delivery": "l-1"}),
-         True, "", dr.ID_FROM_HEADER, "ignored by rule linear.Cycle"),
-        ("a record key that is not the delivery's", "generic-hmac/a/other", delivery(), False,
-         "record key 'generic-hmac/a/other' is not the delivery's", "", ""),
-        ("an instance no longer configured", None, delivery(instance="gone"), False,
-         "instance generic-hmac/gone is not configured", "", ""),
+        (
+            "a producer delivery through the ingress",
+            None,
+            delivery(),
+            True,
+            "",
+            dr.ID_FROM_BODY,
+            "routes to 1 SyncRequested",
+        ),
+        (
+            "an id from the instance's id header",
+            None,
+            delivery(instance="ids", delivery_id="req-9", headers={"x-request-id": "req-9"}),
+            True,
+            "",
+            dr.ID_FROM_HEADER,
+            "routes to 1 SyncRequested",
+        ),
+        (
+            "an id written straight to Kafka",
+            None,
+            delivery(delivery_id="d-1"),
+            True,
+            "",
+            dr.ID_OTHER,
+            "routes to 1 SyncRequested",
+        ),
+        (
+            "a github delivery with its id header, ignored by rule",
+            None,
+            delivery(
+                "github", delivery_id="g-1", body=b"{}", headers={"x-github-event": "star", "x-github-delivery": "g-1"}
+            ),
+            True,
+            "",
+            dr.ID_FROM_HEADER,
+            "ignored by rule star",
+        ),
+        (
+            "a body that no longer routes is reported as a dead letter",
+            None,
+            delivery(body=b"not json"),
+            True,
+            "",
+            dr.ID_FROM_BODY,
+            "dead letter: RoutingError: body is not a hookstream producer event: not JSON",
+        ),
+        (
+            "a standard-webhooks id",
+            None,
+            delivery("standard-webhooks", delivery_id="msg_1", headers={"webhook-id": "msg_1"}),
+            True,
+            "",
+            dr.ID_FROM_HEADER,
+            "routes to 1 SyncRequested",
+        ),
+        (
+            "a linear delivery id",
+            None,
+            delivery("linear", delivery_id="l-1", body=b'{"type": "Cycle"}', headers={"linear-delivery": "l-1"}),
+            True,
+            "",
+            dr.ID_FROM_HEADER,
+            "ignored by rule linear.Cycle",
+        ),
+        (
+            "a record key that is not the delivery's",
+            "generic-hmac/a/other",
+            delivery(),
+            False,
+            "record key 'generic-hmac/a/other' is not the delivery's",
+            "",
+            "",
+        ),
+        (
+            "an instance no longer configured",
+            None,
+            delivery(instance="gone"),
+            False,
+            "instance generic-hmac/gone is not configured",
+            "",
+            "",
+        ),
         ("an unknown plugin", None, delivery(plugin="gitlab", delivery_id="x"), False, "unknown plugin gitlab", "", ""),
-        ("an instance with invalid options", None, delivery(instance="broken"), False,
-         "instance generic-hmac/broken has invalid options", "", ""),
+        (
+            "an instance with invalid options",
+            None,
+            delivery(instance="broken"),
+            False,
+            "instance generic-hmac/broken has invalid options",
+            "",
+            "",
+        ),
     ],
 )
 def test_check(name, key, d, resubmit, reason, origin, routing):
     verdict = dr.check(d.key if key is None else key, d, INSTANCES)
     assert verdict.resubmit is resubmit, name
     assert verdict.reason.startswith(reason), (name, verdict.reason)
-    assert (verdict.id_origin, verdict.routing[: len(routing) or None] if routing else verdict.routing) == (origin, routing), name
+    assert (verdict.id_origin, verdict.routing[: len(routing) or None] if routing else verdict.routing) == (
+        origin,
+        routing,
+    ), name
 
 
 def test_a_changed_body_no_longer_matches_its_hashed_id():

@@ -19,13 +19,14 @@ from compose_spec.models import ComposeSpecification
 
 from app import topology
 from app.cli.main import build_parser
-from app.settings import REPO_ROOT, Settings
 from app.instances import load_instances
+from app.settings import REPO_ROOT, Settings
 
 COMPOSE_TEXT = (REPO_ROOT / "docker-compose.yml").read_text()
 COMPOSE = yaml.safe_load(COMPOSE_TEXT)
 KRAFT3_ENV = dict(
-    line.split("=", 1) for line in (REPO_ROOT / "deploy" / "kraft3.env").read_text().splitlines()
+    line.split("=", 1)
+    for line in (REPO_ROOT / "deploy" / "kraft3.env").read_text().splitlines()
     if line.strip() and not line.startswith("#")
 )
 _VARIABLE = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?:(?P<op>:-|-|:\?|\?)(?P<arg>[^}]*))?\}")
@@ -52,7 +53,8 @@ def resolved(env: dict[str, str]) -> dict:
     compose = yaml.safe_load(interpolate(COMPOSE_TEXT, env))
     active = set(env.get("COMPOSE_PROFILES", "").split(",")) - {""}
     compose["services"] = {
-        name: service for name, service in compose["services"].items()
+        name: service
+        for name, service in compose["services"].items()
         if not service.get("profiles") or active & set(service["profiles"])
     }
     return compose
@@ -66,18 +68,25 @@ def _workers(compose: dict) -> dict[str, dict]:
     return {name: s for name, s in compose["services"].items() if s.get("command") == ["worker"]}
 
 
-@pytest.mark.parametrize("text", [
-    COMPOSE_TEXT,
-    interpolate(COMPOSE_TEXT, {"HOOKSTREAM_EVENTS_TOKEN": "t", "GRAFANA_ADMIN_PASSWORD": "g"}),
-    interpolate(COMPOSE_TEXT, {"HOOKSTREAM_EVENTS_TOKEN": "t", "GRAFANA_ADMIN_PASSWORD": "g", **KRAFT3_ENV}),
-], ids=["as-written", "single", "kraft3"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        COMPOSE_TEXT,
+        interpolate(COMPOSE_TEXT, {"HOOKSTREAM_EVENTS_TOKEN": "t", "GRAFANA_ADMIN_PASSWORD": "g"}),
+        interpolate(COMPOSE_TEXT, {"HOOKSTREAM_EVENTS_TOKEN": "t", "GRAFANA_ADMIN_PASSWORD": "g", **KRAFT3_ENV}),
+    ],
+    ids=["as-written", "single", "kraft3"],
+)
 def test_compose_is_valid_against_the_compose_specification(text):
     PyOptions(apply_merge=True).from_yaml(text).validate()
     ComposeSpecification.model_validate(yaml.safe_load(text))
 
 
 def test_the_validation_refuses_what_docker_compose_would():
-    broken = COMPOSE_TEXT.replace("    healthcheck:\n      test: [\"CMD-SHELL\", \"pg_isready", "    healtcheck:\n      test: [\"CMD-SHELL\", \"pg_isready")
+    broken = COMPOSE_TEXT.replace(
+        '    healthcheck:\n      test: ["CMD-SHELL", "pg_isready',
+        '    healtcheck:\n      test: ["CMD-SHELL", "pg_isready',
+    )
     assert broken != COMPOSE_TEXT
     with pytest.raises(ValueError, match="healtcheck"):
         PyOptions(apply_merge=True).from_yaml(broken).validate()
@@ -123,17 +132,35 @@ def test_the_kraft3_profile_runs_three_brokers_with_replication_3_and_min_insync
     assert {e["KAFKA_CONTROLLER_QUORUM_VOTERS"] for e in envs} == {"1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093"}
     assert len({e["CLUSTER_ID"] for e in envs}) == 1
     for env in envs:
-        assert str(env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == "3" and str(env["KAFKA_MIN_INSYNC_REPLICAS"]) == "2"
+        assert (
+            str(env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == "3" and str(env["KAFKA_MIN_INSYNC_REPLICAS"]) == "2"
+        )
     setup = KRAFT3["services"]["setup"]["environment"]
     assert setup["HOOKSTREAM_KAFKA_BOOTSTRAP_SERVERS"].split(",") == [f"{n}:9092" for n in kafkas]
     # What `hookstream topics apply` in the setup service creates with that environment:
-    specs = topology.declared(Settings(**{k[len("HOOKSTREAM_"):].lower(): v for k, v in setup.items()
-                                          if k in ("HOOKSTREAM_TOPIC_REPLICATION_FACTOR", "HOOKSTREAM_TOPIC_MIN_INSYNC_REPLICAS")}))
+    specs = topology.declared(
+        Settings(
+            **{
+                k[len("HOOKSTREAM_") :].lower(): v
+                for k, v in setup.items()
+                if k in ("HOOKSTREAM_TOPIC_REPLICATION_FACTOR", "HOOKSTREAM_TOPIC_MIN_INSYNC_REPLICAS")
+            }
+        )
+    )
     assert {(s.replication_factor, s.config["min.insync.replicas"]) for s in specs} == {(3, "2")}
-    assert {(s.replication_factor, s.config["min.insync.replicas"]) for s in topology.declared(Settings(
-        topic_replication_factor=SINGLE["services"]["setup"]["environment"]["HOOKSTREAM_TOPIC_REPLICATION_FACTOR"],
-        topic_min_insync_replicas=SINGLE["services"]["setup"]["environment"]["HOOKSTREAM_TOPIC_MIN_INSYNC_REPLICAS"],
-    ))} == {(1, "1")}
+    assert {
+        (s.replication_factor, s.config["min.insync.replicas"])
+        for s in topology.declared(
+            Settings(
+                topic_replication_factor=SINGLE["services"]["setup"]["environment"][
+                    "HOOKSTREAM_TOPIC_REPLICATION_FACTOR"
+                ],
+                topic_min_insync_replicas=SINGLE["services"]["setup"]["environment"][
+                    "HOOKSTREAM_TOPIC_MIN_INSYNC_REPLICAS"
+                ],
+            )
+        )
+    } == {(1, "1")}
     depends = KRAFT3["services"]["setup"]["depends_on"]
     assert all(depends[n]["condition"] == "service_healthy" for n in kafkas)
 
@@ -217,16 +244,22 @@ def test_prometheus_scrapes_the_ingress_and_every_worker_where_they_serve_metric
     assert sorted(worker["names"]) == sorted(workers) and worker["type"] == "A"
     for name, service in workers.items():
         env = service["environment"]
-        assert worker["port"] == int(env.get("HOOKSTREAM_WORKER_WEB_PORT", Settings.model_fields["worker_web_port"].default))
+        assert worker["port"] == int(
+            env.get("HOOKSTREAM_WORKER_WEB_PORT", Settings.model_fields["worker_web_port"].default)
+        )
         assert env["HOOKSTREAM_WORKER_WEB_HOST"] == "0.0.0.0", name  # reachable from the Prometheus container
 
 
 def test_grafana_is_provisioned_with_the_datasource_and_the_committed_dashboard():
     mounts = _mounted("grafana")
     assert mounts["deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
-    [provider] = yaml.safe_load((REPO_ROOT / "deploy/grafana/provisioning/dashboards/hookstream.yml").read_text())["providers"]
+    [provider] = yaml.safe_load((REPO_ROOT / "deploy/grafana/provisioning/dashboards/hookstream.yml").read_text())[
+        "providers"
+    ]
     assert mounts["deploy/grafana/dashboards"] == provider["options"]["path"]
-    [source] = yaml.safe_load((REPO_ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())["datasources"]
+    [source] = yaml.safe_load((REPO_ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())[
+        "datasources"
+    ]
     assert source["url"] == "http://prometheus:9090"
     import json
 
@@ -245,8 +278,13 @@ def test_every_metric_the_dashboard_queries_is_one_hookstream_exports():
     exported = set()
     for registry in (WorkerMetrics().registry, IngressMetrics().registry):
         for family in registry.collect():
-            exported |= {family.name, f"{family.name}_total", f"{family.name}_bucket", f"{family.name}_count",
-                         f"{family.name}_sum"}
+            exported |= {
+                family.name,
+                f"{family.name}_total",
+                f"{family.name}_bucket",
+                f"{family.name}_count",
+                f"{family.name}_sum",
+            }
     queried = set()
     for panel in json.loads(DASHBOARD.read_text())["panels"]:
         for target in panel.get("targets", []):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -13,21 +13,43 @@ from app.core import dlq
 from app.core.intake import dead_letter_id
 from app.events import DeadLettered, Delivery, RedriveAccepted
 
-T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
-DELIVERY = Delivery(delivery_id="d-1", plugin="generic-hmac", instance="a", received_at=T0,
-                    headers={"x-signature": "abc"}, body=b"not an event")
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+DELIVERY = Delivery(
+    delivery_id="d-1",
+    plugin="generic-hmac",
+    instance="a",
+    received_at=T0,
+    headers={"x-signature": "abc"},
+    body=b"not an event",
+)
 DL_ID = dead_letter_id(DELIVERY.key)
 H = timedelta(hours=1)
 
 
-def failure(at: datetime = T0, stage: str = "route", error: str = "boom", original: Delivery | None = DELIVERY,
-            raw: bytes | None = None, key: str = DELIVERY.key, offset: int | None = None) -> DeadLettered:
+def failure(
+    at: datetime = T0,
+    stage: str = "route",
+    error: str = "boom",
+    original: Delivery | None = DELIVERY,
+    raw: bytes | None = None,
+    key: str = DELIVERY.key,
+    offset: int | None = None,
+) -> DeadLettered:
     """A failure consumed at an offset of its own per hour after T0 (each redrive is a new record)."""
     if offset is None:
         offset = 7 + int((at - T0) / H)
-    return DeadLettered(dead_letter_id=DL_ID, key=key, stage=stage, error=error, failed_at=at,
-                        source_topic="hookstream.deliveries", source_partition=1, source_offset=offset,
-                        original=original, raw=raw)
+    return DeadLettered(
+        dead_letter_id=DL_ID,
+        key=key,
+        stage=stage,
+        error=error,
+        failed_at=at,
+        source_topic="hookstream.deliveries",
+        source_partition=1,
+        source_offset=offset,
+        original=original,
+        raw=raw,
+    )
 
 
 def accepted(at: datetime) -> RedriveAccepted:
@@ -50,26 +72,48 @@ def summary(row: dlq.DeadLetterRow | None):
 @pytest.mark.parametrize(
     "name, records, expected",
     [
-        ("a first failure opens a row with one attempt",
-         [failure()], ("open", 1, "route", "boom", T0, T0, None)),
-        ("a failure of a redrive adds an attempt and takes the latest error",
-         [failure(), failure(T0 + H, stage="decode", error="again")], ("open", 2, "decode", "again", T0, T0 + H, None)),
-        ("an accepted redrive retires the row",
-         [failure(), accepted(T0 + H)], ("retired", 1, "route", "boom", T0, T0, T0 + H)),
-        ("a redrive that failed and then one that was accepted: retired after two attempts",
-         [failure(), failure(T0 + H), accepted(T0 + 2 * H)], ("retired", 2, "route", "boom", T0, T0 + H, T0 + 2 * H)),
-        ("a failure after retirement reopens the row",
-         [failure(), accepted(T0 + H), failure(T0 + 2 * H, error="back")], ("open", 2, "route", "back", T0, T0 + 2 * H, None)),
-        ("a second acceptance keeps the first retirement",
-         [failure(), accepted(T0 + H), accepted(T0 + 2 * H)], ("retired", 1, "route", "boom", T0, T0, T0 + H)),
-        ("an acceptance without a row makes none",
-         [accepted(T0)], None),
-        ("failure times out of order keep the earliest first and the latest last",
-         [failure(T0 + H), failure(T0)], ("open", 2, "route", "boom", T0, T0 + H, None)),
-        ("the same consumed record failing again (a replay, a crash before the commit) is not another attempt",
-         [failure(offset=7), failure(T0 + H, error="again", offset=7)], ("open", 1, "route", "boom", T0, T0, None)),
-        ("nor is it after its row was retired",
-         [failure(offset=7), accepted(T0 + H), failure(T0 + 2 * H, offset=7)], ("retired", 1, "route", "boom", T0, T0, T0 + H)),
+        ("a first failure opens a row with one attempt", [failure()], ("open", 1, "route", "boom", T0, T0, None)),
+        (
+            "a failure of a redrive adds an attempt and takes the latest error",
+            [failure(), failure(T0 + H, stage="decode", error="again")],
+            ("open", 2, "decode", "again", T0, T0 + H, None),
+        ),
+        (
+            "an accepted redrive retires the row",
+            [failure(), accepted(T0 + H)],
+            ("retired", 1, "route", "boom", T0, T0, T0 + H),
+        ),
+        (
+            "a redrive that failed and then one that was accepted: retired after two attempts",
+            [failure(), failure(T0 + H), accepted(T0 + 2 * H)],
+            ("retired", 2, "route", "boom", T0, T0 + H, T0 + 2 * H),
+        ),
+        (
+            "a failure after retirement reopens the row",
+            [failure(), accepted(T0 + H), failure(T0 + 2 * H, error="back")],
+            ("open", 2, "route", "back", T0, T0 + 2 * H, None),
+        ),
+        (
+            "a second acceptance keeps the first retirement",
+            [failure(), accepted(T0 + H), accepted(T0 + 2 * H)],
+            ("retired", 1, "route", "boom", T0, T0, T0 + H),
+        ),
+        ("an acceptance without a row makes none", [accepted(T0)], None),
+        (
+            "failure times out of order keep the earliest first and the latest last",
+            [failure(T0 + H), failure(T0)],
+            ("open", 2, "route", "boom", T0, T0 + H, None),
+        ),
+        (
+            "the same consumed record failing again (a replay, a crash before the commit) is not another attempt",
+            [failure(offset=7), failure(T0 + H, error="again", offset=7)],
+            ("open", 1, "route", "boom", T0, T0, None),
+        ),
+        (
+            "nor is it after its row was retired",
+            [failure(offset=7), accepted(T0 + H), failure(T0 + 2 * H, offset=7)],
+            ("retired", 1, "route", "boom", T0, T0, T0 + H),
+        ),
     ],
 )
 def test_fold(name, records, expected):
@@ -114,13 +158,15 @@ def test_a_row_round_trips_through_its_columns():
 
 def test_nul_characters_are_not_written_to_text_columns():
     # The model refuses a NUL in an id now; records written before that rule still decode from old topics.
-    nul = Delivery.model_construct(delivery_id="d\x00", plugin="generic-hmac", instance="a", received_at=T0, body=b"x", headers={})
+    nul = Delivery.model_construct(
+        delivery_id="d\x00", plugin="generic-hmac", instance="a", received_at=T0, body=b"x", headers={}
+    )
     row = dlq.fold(None, failure(original=nul, key=nul.key, error="bad \x00 byte"))
     values = dlq.to_columns(row)
     assert "\x00" not in values["key"] + values["error"] + values["original"]["delivery_id"]
 
 
-NOW = datetime(2026, 11, 2, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -129,9 +175,9 @@ NOW = datetime(2026, 11, 2, 0, 0, tzinfo=timezone.utc)
         ("2h", NOW - timedelta(hours=2)),
         ("30m", NOW - timedelta(minutes=30)),
         ("7d", NOW - timedelta(days=7)),
-        ("2026-11-01T12:00:00Z", datetime(2026, 11, 1, 12, tzinfo=timezone.utc)),
-        ("2026-11-01T12:00:00+02:00", datetime(2026, 11, 1, 10, tzinfo=timezone.utc)),
-        ("2026-11-01", datetime(2026, 11, 1, tzinfo=timezone.utc)),
+        ("2026-11-01T12:00:00Z", datetime(2026, 11, 1, 12, tzinfo=UTC)),
+        ("2026-11-01T12:00:00+02:00", datetime(2026, 11, 1, 10, tzinfo=UTC)),
+        ("2026-11-01", datetime(2026, 11, 1, tzinfo=UTC)),
     ],
 )
 def test_since_is_a_time_or_a_duration_back_from_now(text, expected):
@@ -177,10 +223,25 @@ def test_the_table_and_the_full_view_show_what_an_operator_needs():
 
 # --- dead letters of the other agents (app.core.poison) ------------------------------------------
 
-def other_failure(stage: str = "plan", raw: bytes | None = b'{"type": "sync.plan_requested"}', truncated: bool = False,
-                  topic: str = "t1.hookstream.sync.plans") -> DeadLettered:
-    return DeadLettered(dead_letter_id="a" * 24, key="git:x:7", stage=stage, error="boom", failed_at=T0,
-                        source_topic=topic, source_partition=2, source_offset=9, raw=raw, truncated=truncated)
+
+def other_failure(
+    stage: str = "plan",
+    raw: bytes | None = b'{"type": "sync.plan_requested"}',
+    truncated: bool = False,
+    topic: str = "t1.hookstream.sync.plans",
+) -> DeadLettered:
+    return DeadLettered(
+        dead_letter_id="a" * 24,
+        key="git:x:7",
+        stage=stage,
+        error="boom",
+        failed_at=T0,
+        source_topic=topic,
+        source_partition=2,
+        source_offset=9,
+        raw=raw,
+        truncated=truncated,
+    )
 
 
 @pytest.mark.parametrize(
@@ -190,7 +251,10 @@ def other_failure(stage: str = "plan", raw: bytes | None = b'{"type": "sync.plan
         (other_failure(stage="batch", topic="hookstream.files.batches"), True),
         (other_failure(stage="decode"), False),  # it never decoded: redriving changes nothing
         (other_failure(truncated=True), False),  # only its first bytes are kept
-        (other_failure(stage="route", raw=b"x", topic="t1.hookstream.deliveries"), False),  # a delivery needs `original`
+        (
+            other_failure(stage="route", raw=b"x", topic="t1.hookstream.deliveries"),
+            False,
+        ),  # a delivery needs `original`
     ],
 )
 def test_a_row_of_another_topic_is_redrivable_when_it_holds_the_whole_record_that_decoded(record, redrivable):
@@ -204,12 +268,16 @@ def test_a_row_of_another_topic_has_no_plugin_and_shows_where_it_came_from():
     assert (row.plugin, row.instance, row.of_delivery) == ("unknown", "unknown", False)
     assert "t1.hookstream.sync.plans" in format_table([row]) and "a redrive republishes it" in format_row(row)
     truncated = dlq.fold(None, other_failure(truncated=True))
-    assert "first bytes" in not_redrivable_reason(truncated) and "t1.hookstream.sync.plans[2]@9" in not_redrivable_reason(truncated)
+    assert "first bytes" in not_redrivable_reason(
+        truncated
+    ) and "t1.hookstream.sync.plans[2]@9" in not_redrivable_reason(truncated)
     assert dlq.from_columns(dlq.to_columns(truncated)) == truncated
 
 
-@pytest.mark.parametrize("text, expected", [(None, NOW - timedelta(days=30)), ("7d", NOW - timedelta(days=7)),
-                                            ("12h", NOW - timedelta(hours=12))])
+@pytest.mark.parametrize(
+    "text, expected",
+    [(None, NOW - timedelta(days=30)), ("7d", NOW - timedelta(days=7)), ("12h", NOW - timedelta(hours=12))],
+)
 def test_prune_cuts_at_the_retention_days_or_at_older_than(text, expected):
     from app.cli.db import cutoff_of
 

@@ -69,9 +69,12 @@ def test_every_documented_make_target_exists():
     assert named and named <= targets, named - targets
 
 
-
 def test_nothing_in_the_repository_points_outside_it():
     pattern = r"\.\./shared|DESIGN\.md|BROKER\.md|PERF\.md"
-    found = subprocess.run(["git", "grep", "-n", "-E", pattern, "--", ".", ":!tests/unit/test_docs.py"],
-                           cwd=REPO_ROOT, capture_output=True, text=True).stdout
+    found = subprocess.run(
+        ["git", "grep", "-n", "-E", pattern, "--", ".", ":!tests/unit/test_docs.py"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert found == ""

@@ -19,20 +19,45 @@ from app.events.bounds import (
 )
 
 REQUESTED = {
-    "type": "sync.requested", "source_id": "git:demo", "occurred_at": "2024-01-01T00:00:00Z",
-    "request_id": "r-1", "mode": "incremental", "trigger": "push", "paths": ["docs/a.md"],
-    "before": "a" * 40, "after": "b" * 40,
+    "type": "sync.requested",
+    "source_id": "git:demo",
+    "occurred_at": "2024-01-01T00:00:00Z",
+    "request_id": "r-1",
+    "mode": "incremental",
+    "trigger": "push",
+    "paths": ["docs/a.md"],
+    "before": "a" * 40,
+    "after": "b" * 40,
 }
 CONNECTED = {
-    "type": "source.connected", "source_id": "github:42", "occurred_at": "2024-01-01T00:00:00Z",
-    "source_type": "github", "name": "octo-org/handbook", "config": {"repository": "octo-org/handbook", "installation_id": 7},
+    "type": "source.connected",
+    "source_id": "github:42",
+    "occurred_at": "2024-01-01T00:00:00Z",
+    "source_type": "github",
+    "name": "octo-org/handbook",
+    "config": {"repository": "octo-org/handbook", "installation_id": 7},
 }
-DISCONNECTED = {"type": "source.disconnected", "source_id": "github:42", "occurred_at": "2024-01-01T00:00:00Z", "reason": "manual"}
-CONFIG_CHANGED = {"type": "source.config_changed", "source_id": "git:demo", "occurred_at": "2024-01-01T00:00:00Z",
-                  "config_path": ".hookstream.yml", "commit": "c" * 40}
+DISCONNECTED = {
+    "type": "source.disconnected",
+    "source_id": "github:42",
+    "occurred_at": "2024-01-01T00:00:00Z",
+    "reason": "manual",
+}
+CONFIG_CHANGED = {
+    "type": "source.config_changed",
+    "source_id": "git:demo",
+    "occurred_at": "2024-01-01T00:00:00Z",
+    "config_path": ".hookstream.yml",
+    "commit": "c" * 40,
+}
 DELIVERY = {
-    "type": "delivery", "delivery_id": "72d3162e-cc78-11e3-81ab-4c9367dc0958", "plugin": "github", "instance": "acme",
-    "route": None, "received_at": "2024-01-01T00:00:00Z", "headers": {"x-github-event": "push"},
+    "type": "delivery",
+    "delivery_id": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+    "plugin": "github",
+    "instance": "acme",
+    "route": None,
+    "received_at": "2024-01-01T00:00:00Z",
+    "headers": {"x-github-event": "push"},
     "body": base64.b64encode(b"{}").decode(),
 }
 
@@ -55,7 +80,10 @@ def test_records_within_their_bounds_decode():
         assert codec.decode_topic("hookstream.sync.control", orjson.dumps(record)).type == record["type"]
     assert codec.decode_topic("hookstream.deliveries", orjson.dumps(DELIVERY)).delivery_id == DELIVERY["delivery_id"]
     # Printable beyond ASCII is printable.
-    assert codec.validate(ProducerEvent, {**CONNECTED, "source_id": "git:café", "name": "Café — docs"}).name == "Café — docs"
+    assert (
+        codec.validate(ProducerEvent, {**CONNECTED, "source_id": "git:café", "name": "Café — docs"}).name
+        == "Café — docs"
+    )
 
 
 @pytest.mark.parametrize(
@@ -86,7 +114,11 @@ def test_records_within_their_bounds_decode():
         ({**DISCONNECTED, "reason": "bye\x07"}, "reason", "control characters"),
         ({**CONFIG_CHANGED, "config_path": "a\x00b"}, "config_path", "NUL"),
         ({**REQUESTED, "delivery": {"type": "delivery.ref", "key": "k\n", "offset": 1}}, "key", "newline"),
-        ({**REQUESTED, "delivery": {"type": "delivery.ref", "key": "k", "offset": 2**63}}, "offset", "less than or equal to"),
+        (
+            {**REQUESTED, "delivery": {"type": "delivery.ref", "key": "k", "offset": 2**63}},
+            "offset",
+            "less than or equal to",
+        ),
     ],
 )
 def test_a_control_record_outside_a_bound_is_refused_naming_field_and_bound(record, field, bound):
@@ -110,10 +142,18 @@ def test_a_number_json_cannot_hold_is_refused_not_rewritten_to_null(number):
         ({**DELIVERY, "instance": "a/b"}, "instance", "letters, digits and . _ -"),
         ({**DELIVERY, "route": "a\nb"}, "route", "letters, digits and . _ ~ -"),
         ({**DELIVERY, "route": "r" * 129}, "route", "at most 128"),
-        ({**DELIVERY, "headers": {"x-github-event": "e" * (MAX_HEADER_VALUE_LENGTH + 1)}}, "headers", f"at most {MAX_HEADER_VALUE_LENGTH}"),
+        (
+            {**DELIVERY, "headers": {"x-github-event": "e" * (MAX_HEADER_VALUE_LENGTH + 1)}},
+            "headers",
+            f"at most {MAX_HEADER_VALUE_LENGTH}",
+        ),
         ({**DELIVERY, "headers": {"x-github-event": "push\r\nx-forged: 1"}}, "headers", "without control characters"),
         ({**DELIVERY, "headers": {"X-Upper": "1"}}, "headers", "lower-case HTTP header name"),
-        ({**DELIVERY, "headers": {f"x-h{i}": "v" for i in range(MAX_KEPT_HEADERS + 1)}}, "headers", f"at most {MAX_KEPT_HEADERS}"),
+        (
+            {**DELIVERY, "headers": {f"x-h{i}": "v" for i in range(MAX_KEPT_HEADERS + 1)}},
+            "headers",
+            f"at most {MAX_KEPT_HEADERS}",
+        ),
         ({**DELIVERY, "replay_epoch": "e p"}, "replay_epoch", "without spaces"),
         ({**DELIVERY, "schema_version": 0}, "schema_version", "Input should be 1"),
     ],
@@ -134,7 +174,10 @@ def test_a_push_with_more_changed_paths_than_a_request_carries_syncs_incremental
     from tests.unit.test_plugins_routing import commits, payload, route_github
 
     one = payload("push_several_commits")["commits"][0]
-    wide = [dict(one, id=f"{i:040x}", added=[f"docs/{i}-{j}.md" for j in range(300)], modified=[], removed=[]) for i in range(10)]
+    wide = [
+        dict(one, id=f"{i:040x}", added=[f"docs/{i}-{j}.md" for j in range(300)], modified=[], removed=[])
+        for i in range(10)
+    ]
     [request] = route_github("push", payload("push_several_commits", commits=wide)).events
     assert (request.mode, request.paths) == ("incremental", [])  # 3000 paths: the diff decides
     [request] = route_github("push", payload("push_several_commits", commits=commits(3))).events

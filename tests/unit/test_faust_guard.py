@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import Settings
 from app.instances import ConfigError
+from app.settings import Settings
 from app.stream import faust_tuning
 from app.stream.app import create_worker
 from app.stream.faust_tuning import guard
@@ -28,9 +28,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def _changed(*points: int) -> tuple[guard.Patch, ...]:
     """The patch table as if the code behind `points` had changed upstream."""
     return tuple(
-        dataclasses.replace(p, targets=tuple(
-            dataclasses.replace(t, sha256="0" * 64) if t.sha256 else t for t in p.targets
-        )) if p.point in points else p
+        dataclasses.replace(
+            p, targets=tuple(dataclasses.replace(t, sha256="0" * 64) if t.sha256 else t for t in p.targets)
+        )
+        if p.point in points
+        else p
         for p in guard.PATCHES
     )
 
@@ -55,7 +57,8 @@ def test_the_versions_written_against_are_pinned_exactly_and_locked():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     pins = dict(re.fullmatch(r"([A-Za-z0-9_.-]+)==(\S+)", d).groups() for d in project["dependencies"] if "==" in d)
     locked = dict(
-        line.strip().split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
+        line.strip().split("==")
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
         if "==" in line and not line.startswith("#")
     )
     for name in ("faust-streaming", "aiokafka"):
@@ -82,17 +85,25 @@ def test_a_correctness_patch_that_cannot_install_stops_the_worker_naming_the_ver
 
 def test_the_message_names_the_installed_versions_when_they_differ(monkeypatch):
     monkeypatch.setattr(guard, "PATCHES", _changed(6))
-    monkeypatch.setattr(guard, "installed_versions", lambda: {
-        "faust-streaming": "0.16.0", "aiokafka": "0.15.1", "mode-streaming": "0.7.1"})
+    monkeypatch.setattr(
+        guard,
+        "installed_versions",
+        lambda: {"faust-streaming": "0.16.0", "aiokafka": "0.15.1", "mode-streaming": "0.7.1"},
+    )
     with pytest.raises(guard.UnsafeDependencies, match=r"on faust-streaming 0\.16\.0, aiokafka 0\.15\.1"):
         guard.require()
 
 
 def test_code_that_is_gone_or_no_longer_called_is_reported(monkeypatch):
-    gone = guard.Patch(6, "test", "correctness", (
-        guard.Target("faust.transport.consumer:Consumer._fill_gap", "0" * 64),
-        guard.Target("faust.transport.consumer:Consumer._drain_messages", calls="self._fill_gap("),
-    ))
+    gone = guard.Patch(
+        6,
+        "test",
+        "correctness",
+        (
+            guard.Target("faust.transport.consumer:Consumer._fill_gap", "0" * 64),
+            guard.Target("faust.transport.consumer:Consumer._drain_messages", calls="self._fill_gap("),
+        ),
+    )
     assert guard.problems(gone) == [
         "faust.transport.consumer:Consumer._fill_gap is gone",
         "faust.transport.consumer:Consumer._drain_messages no longer calls self._fill_gap",
@@ -120,11 +131,15 @@ def test_a_speed_patch_that_cannot_install_falls_back_to_fausts_path_with_a_warn
     assert faust_tuning.events(stream).__qualname__ == "Stream.events"
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert [re.match(r"faust_tuning point (\d)", m).group(1) for m in warned] == ["2", "8", "9"]
-    assert all("written against faust-streaming 0.15.3" in m and "installed faust-streaming 0.15.3" in m for m in warned)
+    assert all(
+        "written against faust-streaming 0.15.3" in m and "installed faust-streaming 0.15.3" in m for m in warned
+    )
 
 
 def test_with_every_patch_installable_the_worker_runs_the_tuned_paths(tmp_path):
     app = _worker(tmp_path).app
     assert app.conf.Topic is faust_tuning.BytesTopic and app.conf.Monitor is faust_tuning.LeanMonitor
-    stream = app.stream(app.topic("p.t", key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"))
+    stream = app.stream(
+        app.topic("p.t", key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    )
     assert faust_tuning.events(stream).__qualname__ != "Stream.events"

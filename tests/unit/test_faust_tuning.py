@@ -167,9 +167,12 @@ def test_the_drain_loop_is_fausts_but_for_the_hand_off():
         "faust's Consumer._drain_messages changed: re-check app/stream/faust_tuning/consumer.py against it"
     )
     diff = [
-        line for line in difflib.unified_diff(
+        line
+        for line in difflib.unified_diff(
             _significant_lines(tuned_consumer._original_drain_messages),
-            _significant_lines(tuned_consumer._drain_messages), lineterm="", n=0,
+            _significant_lines(tuned_consumer._drain_messages),
+            lineterm="",
+            n=0,
         )
         if line[:1] in "+-" and not line.startswith(("+++", "---"))
     ]
@@ -279,9 +282,11 @@ def _with_target_digest(patches, point, sha256):
     import dataclasses
 
     return tuple(
-        dataclasses.replace(p, targets=tuple(
-            dataclasses.replace(t, sha256=sha256) if t.sha256 else t for t in p.targets
-        )) if p.point == point else p
+        dataclasses.replace(
+            p, targets=tuple(dataclasses.replace(t, sha256=sha256) if t.sha256 else t for t in p.targets)
+        )
+        if p.point == point
+        else p
         for p in patches
     )
 

@@ -45,7 +45,15 @@ def _put(app, stream, offsets, partition=0, generation=None):
     """Buffer one event per offset, as the conductor does (refcount 1 per subscribed channel)."""
     for offset in offsets:
         message = Message(
-            TOPIC, partition, offset, 0.0, 0, [], b"k%d" % offset, b"v%d" % offset, None,
+            TOPIC,
+            partition,
+            offset,
+            0.0,
+            0,
+            [],
+            b"k%d" % offset,
+            b"v%d" % offset,
+            None,
             generation_id=app.consumer_generation_id if generation is None else generation,
         )
         message.incref(1)
@@ -161,8 +169,12 @@ async def test_while_the_flow_is_suspended_buffered_events_are_skipped(tmp_path_
 
         task = asyncio.ensure_future(run())
         # Offset 2 is taken (and skipped) in the same step that empties the buffer.
-        await wait_until(lambda: len(seen) == 2 and stream.channel.queue.empty(), timeout=10, interval=0.01,
-                         what="the buffer to be drained")
+        await wait_until(
+            lambda: len(seen) == 2 and stream.channel.queue.empty(),
+            timeout=10,
+            interval=0.01,
+            what="the buffer to be drained",
+        )
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -245,8 +257,7 @@ async def test_other_tasks_run_at_least_every_max_run_events(app):
     ticker = asyncio.ensure_future(other_task())
     await asyncio.sleep(0)
     try:
-        await _consume(lambda s: faust_tuning.events(s, max_run=100), stream, 250,
-                       body=_appender(seen))
+        await _consume(lambda s: faust_tuning.events(s, max_run=100), stream, 250, body=_appender(seen))
     finally:
         ticker.cancel()
     runs = [b - a for a, b in zip(ticks, ticks[1:]) if b != a]
@@ -284,17 +295,26 @@ def test_a_stream_with_processors_keeps_fausts_iterator(app):
 @pytest.mark.parametrize("key, value", [(b"k", b"v"), (None, b"v"), (b"k", None), (b"", b"")])
 async def test_a_raw_bytes_topic_decodes_a_message_into_the_event_fausts_decode_makes(app, key, value):
     topic = app.topic(TOPIC, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-    assert isinstance(topic, faust_tuning.BytesTopic) and isinstance(topic.clone(is_iterator=True), faust_tuning.BytesTopic)
+    assert isinstance(topic, faust_tuning.BytesTopic) and isinstance(
+        topic.clone(is_iterator=True), faust_tuning.BytesTopic
+    )
     fausts = topic.schema.compile(app)
     message = Message(TOPIC, 2, 7, 1.5, 0, [("h", b"1")], key, value, None)
     mine, theirs = await topic.decode(message, propagate=True), await fausts(message, propagate=True)
     assert "Schema" not in topic.decode.__qualname__
-    assert (mine.key, mine.value, mine.headers, mine.message) == (theirs.key, theirs.value, theirs.headers, theirs.message)
+    assert (mine.key, mine.value, mine.headers, mine.message) == (
+        theirs.key,
+        theirs.value,
+        theirs.headers,
+        theirs.message,
+    )
     assert type(mine) is type(theirs)
 
 
 def test_other_topics_keep_fausts_decode(app):
     for kwargs in ({"value_serializer": "json"}, {"key_type": str}, {"value_type": None}):
-        topic = app.topic(TOPIC, **{"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
-                                    "value_serializer": "raw", **kwargs})
+        topic = app.topic(
+            TOPIC,
+            **{"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw", **kwargs},
+        )
         assert topic.decode.__qualname__.startswith("Schema.compile"), kwargs

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from app.core import intake
 from app.core.dedup import DedupEntry
 from app.events import Delivery, SyncRequested
 from app.plugins.base import Ignored, Routed, RoutingError
 
-T = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T = datetime(2026, 1, 1, tzinfo=UTC)
 D = Delivery(delivery_id="d1", plugin="generic-hmac", instance="a", received_at=T, body=b"{}")
 EVENT = SyncRequested(source_id="s", occurred_at=T, request_id="d1", mode="full", trigger="producer")
 

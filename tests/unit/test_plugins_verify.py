@@ -5,16 +5,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 import pytest
 import standardwebhooks
 
-from app.plugins import PLUGINS, UnknownPlugin, get_plugin
-from app.plugins.base import UnreadableDelivery, VerificationError, fallback_delivery_id
 from app.instances import PLUGINS as CONFIGURED_PLUGIN_NAMES
 from app.instances import ConfigError, InstanceConfig
+from app.plugins import PLUGINS, UnknownPlugin, get_plugin
+from app.plugins.base import UnreadableDelivery, VerificationError, fallback_delivery_id
 
 NOW = 1_714_650_000.0
 BODY = b'{"type":"sync.requested","source_id":"git:handbook"}'
@@ -31,7 +31,9 @@ def lower(headers: dict[str, str]) -> dict[str, str]:
 
 
 def linear_body(sent_at: float = NOW, **extra: object) -> bytes:
-    return orjson.dumps({"action": "create", "type": "Issue", "data": {"id": "ISS-1"}, "webhookTimestamp": int(sent_at * 1000), **extra})
+    return orjson.dumps(
+        {"action": "create", "type": "Issue", "data": {"id": "ISS-1"}, "webhookTimestamp": int(sent_at * 1000), **extra}
+    )
 
 
 # One instance and body per plugin that signs and verifies round trip.
@@ -43,13 +45,22 @@ SCHEMES = {
 }
 
 
-def signed(plugin: str, inst: InstanceConfig | None = None, body: bytes | None = None, delivery_id: str | None = "d-1") -> tuple[bytes, dict[str, str]]:
+def signed(
+    plugin: str, inst: InstanceConfig | None = None, body: bytes | None = None, delivery_id: str | None = "d-1"
+) -> tuple[bytes, dict[str, str]]:
     default_inst, default_body = SCHEMES[plugin]
     inst, body = inst or default_inst, default_body if body is None else body
     return body, lower(PLUGINS[plugin].sign(body, inst, NOW, delivery_id=delivery_id, event="push"))
 
 
-def verify(plugin: str, body: bytes, headers: dict[str, str], inst: InstanceConfig | None = None, now: float = NOW, route: str | None = None):
+def verify(
+    plugin: str,
+    body: bytes,
+    headers: dict[str, str],
+    inst: InstanceConfig | None = None,
+    now: float = NOW,
+    route: str | None = None,
+):
     return PLUGINS[plugin].verify(body, headers, inst or SCHEMES[plugin][0], route, now)
 
 
@@ -98,7 +109,15 @@ def delivery_id_for(plugin: str, given: str, body: bytes) -> str:
     [(a, e, p) for a in ("sha1", "sha256", "sha512") for e in ("hex", "base64", "base64url") for p in ("", f"{a}=")],
 )
 def test_generic_hmac_round_trips_every_algorithm_encoding_and_prefix(algorithm, encoding, prefix):
-    inst = instance("generic-hmac", "k", header="X-Acme-Signature", algorithm=algorithm, encoding=encoding, prefix=prefix, id_header="X-Acme-Id")
+    inst = instance(
+        "generic-hmac",
+        "k",
+        header="X-Acme-Signature",
+        algorithm=algorithm,
+        encoding=encoding,
+        prefix=prefix,
+        id_header="X-Acme-Id",
+    )
     body, headers = signed("generic-hmac", inst, delivery_id="evt_7")
     assert headers["x-acme-signature"].startswith(prefix)
     verified = verify("generic-hmac", body, headers, inst)
@@ -113,24 +132,30 @@ def test_generic_hmac_round_trips_every_algorithm_encoding_and_prefix(algorithm,
         ("plain-secret-bytes", b"plain-secret-bytes"),  # not whsec_: the raw UTF-8 bytes are the key
     ],
 )
-@pytest.mark.parametrize("body", [BODY, "{\"title\":\"Grüße, 世界\"}".encode()])
+@pytest.mark.parametrize("body", [BODY, '{"title":"Grüße, 世界"}'.encode()])
 def test_signatures_made_by_the_standardwebhooks_library_verify(secret, oracle_secret, body):
-    sent_at = datetime.fromtimestamp(NOW - 42, tz=timezone.utc)
+    sent_at = datetime.fromtimestamp(NOW - 42, tz=UTC)
     signature = standardwebhooks.Webhook(oracle_secret).sign("msg_2KWPBgLlAfxdpx2AI54pPJ85f4W", sent_at, body.decode())
-    headers = {"webhook-id": "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W", "webhook-timestamp": str(int(NOW - 42)), "webhook-signature": signature}
+    headers = {
+        "webhook-id": "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W",
+        "webhook-timestamp": str(int(NOW - 42)),
+        "webhook-signature": signature,
+    }
     verified = verify("standard-webhooks", body, headers, instance("standard-webhooks", secret))
     assert verified.delivery_id == "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W"
 
 
 def test_our_standard_webhooks_signature_equals_the_librarys():
-    ours = lower(PLUGINS["standard-webhooks"].sign(BODY, SCHEMES["standard-webhooks"][0], NOW + 0.9, delivery_id="msg_1"))
-    theirs = standardwebhooks.Webhook(WHSEC).sign("msg_1", datetime.fromtimestamp(NOW + 0.9, tz=timezone.utc), BODY.decode())
+    ours = lower(
+        PLUGINS["standard-webhooks"].sign(BODY, SCHEMES["standard-webhooks"][0], NOW + 0.9, delivery_id="msg_1")
+    )
+    theirs = standardwebhooks.Webhook(WHSEC).sign("msg_1", datetime.fromtimestamp(NOW + 0.9, tz=UTC), BODY.decode())
     assert (ours["webhook-timestamp"], ours["webhook-signature"]) == (str(int(NOW)), theirs)
 
 
 def test_the_standardwebhooks_library_accepts_our_signature():
     # The library reads the wall clock, so this one test signs at the wall clock's now.
-    now = datetime.now(tz=timezone.utc).timestamp()
+    now = datetime.now(tz=UTC).timestamp()
     headers = PLUGINS["standard-webhooks"].sign(BODY, SCHEMES["standard-webhooks"][0], now, delivery_id="msg_ours")
     assert standardwebhooks.Webhook(WHSEC).verify(BODY, headers) == orjson.loads(BODY)
 
@@ -139,7 +164,11 @@ def test_standard_webhooks_body_that_is_not_utf8_verifies_over_raw_bytes():
     body = b"\xff\xfe not utf-8 \x80"
     key = base64.b64decode(WHSEC.removeprefix("whsec_"))
     mac = hmac.new(key, b"msg_raw." + str(int(NOW)).encode() + b"." + body, hashlib.sha256).digest()
-    headers = {"webhook-id": "msg_raw", "webhook-timestamp": str(int(NOW)), "webhook-signature": "v1," + base64.b64encode(mac).decode()}
+    headers = {
+        "webhook-id": "msg_raw",
+        "webhook-timestamp": str(int(NOW)),
+        "webhook-signature": "v1," + base64.b64encode(mac).decode(),
+    }
     assert verify("standard-webhooks", body, headers).delivery_id == "msg_raw"
 
 
@@ -218,7 +247,12 @@ def assert_reason_is_safe(reason: str, plugin: str, headers: dict[str, str]) -> 
     [
         ({"encoding": "base64"}, "x-signature", "not base64!", "is not valid base64"),
         ({"encoding": "base64url"}, "x-signature", "a+b/", "is not valid base64url"),
-        ({"encoding": "base64", "prefix": "sha256="}, "x-signature", base64.b64encode(b"x" * 32).decode(), "must start with 'sha256='"),
+        (
+            {"encoding": "base64", "prefix": "sha256="},
+            "x-signature",
+            base64.b64encode(b"x" * 32).decode(),
+            "must start with 'sha256='",
+        ),
         ({"algorithm": "sha512"}, "x-signature", _hex(32), "not a 128-digit hex digest"),
         ({"header": "X-Acme-Sig"}, "x-acme-sig", None, "missing X-Acme-Sig"),
     ],
@@ -234,7 +268,10 @@ def test_generic_hmac_rejects_a_signature_that_does_not_fit_its_configured_schem
 @pytest.mark.parametrize("plugin", sorted(SCHEMES))
 def test_signature_under_another_secret_is_rejected(plugin):
     inst = SCHEMES[plugin][0]
-    other = instance(plugin, "whsec_" + base64.b64encode(b"someone-else").decode() if plugin == "standard-webhooks" else "someone-else")
+    other = instance(
+        plugin,
+        "whsec_" + base64.b64encode(b"someone-else").decode() if plugin == "standard-webhooks" else "someone-else",
+    )
     body, headers = signed(plugin, other)
     with pytest.raises(VerificationError, match="match") as caught:
         verify(plugin, body, headers, inst)
@@ -400,8 +437,14 @@ def test_a_bad_signature_is_reported_before_a_bad_delivery_id():
 
 def test_github_keeps_only_the_headers_routing_needs():
     body, headers = signed("github", delivery_id="d-9")
-    headers.update({"x-github-hook-id": "470123456", "user-agent": "GitHub-Hookshot/abc", "x-hub-signature": "sha1=" + _hex(20)})
-    assert verify("github", body, headers).headers == {"x-github-event": "push", "x-github-delivery": "d-9", "x-github-hook-id": "470123456"}
+    headers.update(
+        {"x-github-hook-id": "470123456", "user-agent": "GitHub-Hookshot/abc", "x-hub-signature": "sha1=" + _hex(20)}
+    )
+    assert verify("github", body, headers).headers == {
+        "x-github-event": "push",
+        "x-github-delivery": "d-9",
+        "x-github-hook-id": "470123456",
+    }
 
 
 # --- configuration --------------------------------------------------------------

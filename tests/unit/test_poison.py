@@ -21,14 +21,29 @@ T0 = datetime(2026, 5, 1, tzinfo=UTC)
 
 
 def letter(value: bytes, original: Delivery | None = None, limit: int = poison.MAX_DEAD_LETTER_BYTES):
-    return poison.dead_letter(dead_letter_id=poison.id_of("hookstream.sync.control", b"k", value), stage="fold",
-                              error="boom", key=b"k", value=value, topic="p.hookstream.sync.control", partition=3,
-                              offset=41, failed_at=T0, original=original, limit=limit)
+    return poison.dead_letter(
+        dead_letter_id=poison.id_of("hookstream.sync.control", b"k", value),
+        stage="fold",
+        error="boom",
+        key=b"k",
+        value=value,
+        topic="p.hookstream.sync.control",
+        partition=3,
+        offset=41,
+        failed_at=T0,
+        original=original,
+        limit=limit,
+    )
 
 
 def test_a_dead_letter_id_names_the_record_by_its_topic_key_and_bytes():
-    ids = {poison.id_of("a", b"k", b"v"), poison.id_of("b", b"k", b"v"), poison.id_of("a", b"K", b"v"),
-           poison.id_of("a", b"k", b"V"), poison.id_of("a", None, b"v")}
+    ids = {
+        poison.id_of("a", b"k", b"v"),
+        poison.id_of("b", b"k", b"v"),
+        poison.id_of("a", b"K", b"v"),
+        poison.id_of("a", b"k", b"V"),
+        poison.id_of("a", None, b"v"),
+    }
     assert len(ids) == 5 and all(len(i) == 24 for i in ids)
     assert poison.id_of("a", b"k", b"v") == poison.id_of("a", b"k", b"v")
 
@@ -36,7 +51,12 @@ def test_a_dead_letter_id_names_the_record_by_its_topic_key_and_bytes():
 def test_a_small_record_is_kept_whole_and_can_be_found_again():
     record = letter(b'{"not": "a control record"}')
     assert (record.raw, record.truncated, record.original, record.stage, record.key) == (
-        b'{"not": "a control record"}', False, None, "fold", "k")
+        b'{"not": "a control record"}',
+        False,
+        None,
+        "fold",
+        "k",
+    )
     assert (record.source_topic, record.source_partition, record.source_offset) == ("p.hookstream.sync.control", 3, 41)
 
 
@@ -57,15 +77,26 @@ def test_a_delivery_too_large_for_a_dead_letter_is_kept_as_its_first_bytes_not_a
     record = letter(value, original=delivery)
     assert record.original is None and record.truncated and value.startswith(record.raw)
     assert len(codec.encode(record)) <= poison.MAX_DEAD_LETTER_BYTES
-    small = letter(codec.encode(delivery.model_copy(update={"body": b"x"})), original=delivery.model_copy(update={"body": b"x"}))
+    small = letter(
+        codec.encode(delivery.model_copy(update={"body": b"x"})), original=delivery.model_copy(update={"body": b"x"})
+    )
     assert small.original is not None and small.raw is None and not small.truncated
 
 
 def connected(**fields) -> SourceConnected:
     """Built without validation: the models refuse these values now, records written before (or by
     hand, straight to the topic with an older model) may still carry them."""
-    return SourceConnected.model_construct(**{"source_id": "git:x", "occurred_at": T0, "source_type": "git",
-                                              "name": None, "config": {}, "delivery": None, **fields})
+    return SourceConnected.model_construct(
+        **{
+            "source_id": "git:x",
+            "occurred_at": T0,
+            "source_type": "git",
+            "name": None,
+            "config": {},
+            "delivery": None,
+            **fields,
+        }
+    )
 
 
 @pytest.mark.parametrize(
@@ -80,9 +111,12 @@ def connected(**fields) -> SourceConnected:
         (connected(config={"x": math.nan}), "config.x is nan"),
         (connected(config={"x": 2**63}), "config.x is a 64-bit integer, beyond"),
         (connected(config={"x": -(2**63) + 1}), None),
-        (SyncRequested.model_construct(source_id="s", occurred_at=T0, request_id="r", mode="full", trigger="t",
-                                       paths=["a", "b\x00"]),
-         "paths[1] contains a NUL"),
+        (
+            SyncRequested.model_construct(
+                source_id="s", occurred_at=T0, request_id="r", mode="full", trigger="t", paths=["a", "b\x00"]
+            ),
+            "paths[1] contains a NUL",
+        ),
     ],
 )
 def test_what_postgresql_cannot_hold_is_named_before_it_is_folded(record, problem):
@@ -113,9 +147,19 @@ def test_a_reason_names_the_error_and_is_bounded():
 
 # -- the retry policy --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("retry, draw, expected", [
-    (0, 0.0, 0.25), (0, 0.999, 0.49975), (1, 0.0, 0.5), (3, 1.0, 4.0), (10, 0.0, 15.0), (10, 1.0, 30.0), (500, 0.5, 22.5),
-])
+
+@pytest.mark.parametrize(
+    "retry, draw, expected",
+    [
+        (0, 0.0, 0.25),
+        (0, 0.999, 0.49975),
+        (1, 0.0, 0.5),
+        (3, 1.0, 4.0),
+        (10, 0.0, 15.0),
+        (10, 1.0, 30.0),
+        (500, 0.5, 22.5),
+    ],
+)
 def test_each_wait_is_half_fixed_half_drawn_and_grows_to_its_ceiling(retry, draw, expected):
     assert RetryPolicy(6, 0.5, 30.0).delay(retry, draw) == pytest.approx(expected)
 
@@ -135,8 +179,9 @@ def options(sleeps: list[float], attempts: int = 2) -> SourceOptions:
     async def sleep(seconds: float) -> None:
         sleeps.append(seconds)
 
-    return SourceOptions(sleep=sleep, random=lambda: 0.0, max_retries=attempts, retry_base_seconds=1.0,
-                         retry_max_seconds=10.0)
+    return SourceOptions(
+        sleep=sleep, random=lambda: 0.0, max_retries=attempts, retry_base_seconds=1.0, retry_max_seconds=10.0
+    )
 
 
 def failing(*errors: Exception):
@@ -152,7 +197,10 @@ def failing(*errors: Exception):
 
 def test_a_transient_failure_is_retried_with_backoff_until_it_goes_through():
     sleeps: list[float] = []
-    assert run(retry_transient(failing(TransientSourceError("died"), TransientSourceError("died")), options(sleeps), "x")) == "done"
+    assert (
+        run(retry_transient(failing(TransientSourceError("died"), TransientSourceError("died")), options(sleeps), "x"))
+        == "done"
+    )
     assert sleeps == [0.5, 1.0]
 
 

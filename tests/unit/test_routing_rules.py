@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
 
 from app.events import Delivery, DeliveryRef, SyncRequested
+from app.instances import ConfigError, InstanceConfig
 from app.plugins import PLUGINS
 from app.plugins.base import Ignored, Routed, RoutingError
 from app.plugins.rules import resolve_pointer, rule_set, same_json
 from app.settings import Settings
-from app.instances import ConfigError, InstanceConfig
 
-RECEIVED_AT = datetime(2024, 5, 2, 10, 21, 7, tzinfo=timezone.utc)
+RECEIVED_AT = datetime(2024, 5, 2, 10, 21, 7, tzinfo=UTC)
 RULE_PLUGINS = ("standard-webhooks", "generic-hmac")
-INVOICE = {"type": "invoice.paid", "data": {"account": {"id": "acct_42"}, "files": ["a.md", "b/c.md"], "rev": 7, "ok": True}}
+INVOICE = {
+    "type": "invoice.paid",
+    "data": {"account": {"id": "acct_42"}, "files": ["a.md", "b/c.md"], "rev": 7, "ok": True},
+}
 
-INVOICES = {"name": "invoices", "match": {"pointer": "/type", "glob": "invoice.*"}, "action": "sync",
-            "source_id": "billing:{/data/account/id}", "paths": "/data/files", "after": "/data/rev"}
+INVOICES = {
+    "name": "invoices",
+    "match": {"pointer": "/type", "glob": "invoice.*"},
+    "action": "sync",
+    "source_id": "billing:{/data/account/id}",
+    "paths": "/data/files",
+    "after": "/data/rev",
+}
 PINGS = {"name": "pings", "match": {"header": "X-Event-Kind", "equals": "ping"}, "action": "ignore"}
 PRODUCER = {"name": "ours", "match": {"pointer": "/type", "prefix": "sync."}, "action": "producer-event"}
 
@@ -31,20 +40,38 @@ def instance(plugin: str = "standard-webhooks", **options: Any) -> InstanceConfi
 
 def delivery(body: object, headers: dict[str, str] | None = None, plugin: str = "standard-webhooks") -> Delivery:
     raw = body if isinstance(body, bytes) else orjson.dumps(body)
-    return Delivery(delivery_id="msg_1", plugin=plugin, instance="billing", received_at=RECEIVED_AT, headers=headers or {}, body=raw)
+    return Delivery(
+        delivery_id="msg_1", plugin=plugin, instance="billing", received_at=RECEIVED_AT, headers=headers or {}, body=raw
+    )
 
 
-def route(body: object, *rules: dict[str, Any], headers: dict[str, str] | None = None, plugin: str = "standard-webhooks",
-          **options: Any) -> Routed:
+def route(
+    body: object,
+    *rules: dict[str, Any],
+    headers: dict[str, str] | None = None,
+    plugin: str = "standard-webhooks",
+    **options: Any,
+) -> Routed:
     return PLUGINS[plugin].route(delivery(body, headers, plugin), instance(plugin, rules=list(rules), **options))
 
 
-def sync(source_id: str, mode: str = "incremental", paths: list[str] = (), after: str | None = None, trigger: str = "webhook") -> SyncRequested:
-    return SyncRequested(source_id=source_id, occurred_at=RECEIVED_AT, delivery=DeliveryRef(key="standard-webhooks/billing/msg_1"),
-                         request_id="msg_1", mode=mode, trigger=trigger, paths=list(paths), after=after)
+def sync(
+    source_id: str, mode: str = "incremental", paths: list[str] = (), after: str | None = None, trigger: str = "webhook"
+) -> SyncRequested:
+    return SyncRequested(
+        source_id=source_id,
+        occurred_at=RECEIVED_AT,
+        delivery=DeliveryRef(key="standard-webhooks/billing/msg_1"),
+        request_id="msg_1",
+        mode=mode,
+        trigger=trigger,
+        paths=list(paths),
+        after=after,
+    )
 
 
 # --- matching --------------------------------------------------------------------------------
+
 
 def when(**condition: Any) -> dict[str, Any]:
     return {"name": "hit", "match": condition, "action": "ignore"}
@@ -71,9 +98,27 @@ MATCHES = [
     ("present true on a value", INVOICE, {}, {"pointer": "/data/account", "present": True}, True),
     ("present true on an absent value", INVOICE, {}, {"pointer": "/nope", "present": True}, False),
     ("an absent value matches no test", INVOICE, {}, {"pointer": "/nope", "equals": "x"}, False),
-    ("a header equals (name case-insensitive)", INVOICE, {"x-event-kind": "ping"}, {"header": "X-Event-Kind", "equals": "ping"}, True),
-    ("a header value is case-sensitive", INVOICE, {"x-event-kind": "PING"}, {"header": "x-event-kind", "equals": "ping"}, False),
-    ("a header prefix", INVOICE, {"x-event-kind": "invoice.paid"}, {"header": "X-Event-Kind", "prefix": "invoice."}, True),
+    (
+        "a header equals (name case-insensitive)",
+        INVOICE,
+        {"x-event-kind": "ping"},
+        {"header": "X-Event-Kind", "equals": "ping"},
+        True,
+    ),
+    (
+        "a header value is case-sensitive",
+        INVOICE,
+        {"x-event-kind": "PING"},
+        {"header": "x-event-kind", "equals": "ping"},
+        False,
+    ),
+    (
+        "a header prefix",
+        INVOICE,
+        {"x-event-kind": "invoice.paid"},
+        {"header": "X-Event-Kind", "prefix": "invoice."},
+        True,
+    ),
     ("a header glob", INVOICE, {"x-event-kind": "invoice.paid"}, {"header": "X-Event-Kind", "glob": "invoice.*"}, True),
     ("a missing header", INVOICE, {}, {"header": "X-Event-Kind", "present": False}, True),
     ("a body that is not JSON matches no pointer", b"<xml/>", {}, {"pointer": "/type", "glob": "*"}, False),
@@ -89,7 +134,11 @@ def test_a_condition_matches(plugin, body, headers, condition, matches):
 
 
 def test_every_condition_of_a_rule_must_hold():
-    rule = {"name": "both", "match": [{"pointer": "/type", "prefix": "invoice."}, {"header": "X-Live", "equals": "1"}], "action": "ignore"}
+    rule = {
+        "name": "both",
+        "match": [{"pointer": "/type", "prefix": "invoice."}, {"header": "X-Live", "equals": "1"}],
+        "action": "ignore",
+    }
     assert route(INVOICE, rule, headers={"x-live": "1"}).ignored == Ignored("billing.both")
     assert route(INVOICE, rule, headers={"x-live": "0"}).ignored == Ignored("billing.unmatched")
 
@@ -101,20 +150,62 @@ def test_a_rule_without_conditions_matches_everything():
 # --- actions ---------------------------------------------------------------------------------
 
 ACTIONS = [
-    ("a sync rule makes a request for the templated source, with hints and after", INVOICE, {},
-     [INVOICES, PINGS], [sync("billing:acct_42", paths=["a.md", "b/c.md"], after="7")]),
-    ("a sync rule without a hint pointer asks with no hints",
-     INVOICE, {}, [{**INVOICES, "paths": "/data/none"}], [sync("billing:acct_42", after="7")]),
-    ("a hint pointer to one string is one hint", {**INVOICE, "path": "x.md"}, {},
-     [{**INVOICES, "paths": "/path", "after": "/nope"}], [sync("billing:acct_42", paths=["x.md"])]),
-    ("a full sync rule with its own trigger", INVOICE, {},
-     [{"name": "all", "action": "sync", "source_id": "git:handbook", "mode": "full", "trigger": "invoice"}],
-     [sync("git:handbook", mode="full", trigger="invoice")]),
-    ("a template of several fields and literals", INVOICE, {},
-     [{"name": "t", "action": "sync", "source_id": "acct/{/data/account/id}/rev{/data/rev}"}], [sync("acct/acct_42/rev7")]),
-    ("an ignore rule is counted under instance and rule", INVOICE, {"x-event-kind": "ping"}, [PINGS, INVOICES], Ignored("billing.pings")),
-    ("the first matching rule wins", INVOICE, {"x-event-kind": "ping"}, [INVOICES, PINGS], [sync("billing:acct_42", paths=["a.md", "b/c.md"], after="7")]),
-    ("what no rule matches is ignored by the default rule", {"type": "customer.created"}, {}, [INVOICES, PINGS], Ignored("billing.unmatched")),
+    (
+        "a sync rule makes a request for the templated source, with hints and after",
+        INVOICE,
+        {},
+        [INVOICES, PINGS],
+        [sync("billing:acct_42", paths=["a.md", "b/c.md"], after="7")],
+    ),
+    (
+        "a sync rule without a hint pointer asks with no hints",
+        INVOICE,
+        {},
+        [{**INVOICES, "paths": "/data/none"}],
+        [sync("billing:acct_42", after="7")],
+    ),
+    (
+        "a hint pointer to one string is one hint",
+        {**INVOICE, "path": "x.md"},
+        {},
+        [{**INVOICES, "paths": "/path", "after": "/nope"}],
+        [sync("billing:acct_42", paths=["x.md"])],
+    ),
+    (
+        "a full sync rule with its own trigger",
+        INVOICE,
+        {},
+        [{"name": "all", "action": "sync", "source_id": "git:handbook", "mode": "full", "trigger": "invoice"}],
+        [sync("git:handbook", mode="full", trigger="invoice")],
+    ),
+    (
+        "a template of several fields and literals",
+        INVOICE,
+        {},
+        [{"name": "t", "action": "sync", "source_id": "acct/{/data/account/id}/rev{/data/rev}"}],
+        [sync("acct/acct_42/rev7")],
+    ),
+    (
+        "an ignore rule is counted under instance and rule",
+        INVOICE,
+        {"x-event-kind": "ping"},
+        [PINGS, INVOICES],
+        Ignored("billing.pings"),
+    ),
+    (
+        "the first matching rule wins",
+        INVOICE,
+        {"x-event-kind": "ping"},
+        [INVOICES, PINGS],
+        [sync("billing:acct_42", paths=["a.md", "b/c.md"], after="7")],
+    ),
+    (
+        "what no rule matches is ignored by the default rule",
+        {"type": "customer.created"},
+        {},
+        [INVOICES, PINGS],
+        Ignored("billing.unmatched"),
+    ),
 ]
 
 
@@ -126,8 +217,14 @@ def test_a_rule_routes(body, headers, rules, expected):
 
 @pytest.mark.parametrize("plugin", RULE_PLUGINS)
 def test_the_producer_event_action_routes_hookstream_events_as_themselves(plugin):
-    event = {"type": "sync.requested", "source_id": "git:handbook", "occurred_at": "2024-05-02T10:00:00Z",
-             "request_id": "r-1", "mode": "full", "trigger": "manual"}
+    event = {
+        "type": "sync.requested",
+        "source_id": "git:handbook",
+        "occurred_at": "2024-05-02T10:00:00Z",
+        "request_id": "r-1",
+        "mode": "full",
+        "trigger": "manual",
+    }
     (routed,) = route(event, PRODUCER, INVOICES, plugin=plugin).events
     assert (routed.type, routed.source_id, routed.request_id) == ("sync.requested", "git:handbook", "r-1")
 
@@ -145,9 +242,17 @@ def test_unmatched_can_dead_letter_instead():
 
 ROUTING_ERRORS = [
     ("a template field missing from the body", {"type": "invoice.paid"}, "the body has no /data/account/id"),
-    ("a template field that is an object", {"type": "invoice.paid", "data": {"account": {"id": {"x": 1}}}}, "not a string or integer"),
+    (
+        "a template field that is an object",
+        {"type": "invoice.paid", "data": {"account": {"id": {"x": 1}}}},
+        "not a string or integer",
+    ),
     ("a template field with a space", {"type": "invoice.paid", "data": {"account": {"id": "a b"}}}, "visible ASCII"),
-    ("hints that are not paths", {**INVOICE, "data": {**INVOICE["data"], "files": [1, 2]}}, "not a path or a list of paths"),
+    (
+        "hints that are not paths",
+        {**INVOICE, "data": {**INVOICE["data"], "files": [1, 2]}},
+        "not a path or a list of paths",
+    ),
 ]
 
 
@@ -186,24 +291,76 @@ BAD_RULES = [
     ("a name with a dot", {"rules": [{"name": "a.b", "action": "ignore"}]}, r"rules\[0\] \('a.b'\).name"),
     ("a duplicate name", {"rules": [PINGS, PINGS]}, r"rules\[1\] \('pings'\).name: 'pings' is taken"),
     ("the default's name", {"rules": [{"name": "unmatched", "action": "ignore"}]}, r"'unmatched' is taken"),
-    ("an unknown action", {"rules": [{"name": "x", "action": "drop"}]}, r"\('x'\).action: 'drop' is not one of sync, ignore"),
-    ("an unknown key", {"rules": [{"name": "x", "action": "ignore", "sourceid": "a"}]}, r"\('x'\): unknown key\(s\) \['sourceid'\]"),
+    (
+        "an unknown action",
+        {"rules": [{"name": "x", "action": "drop"}]},
+        r"\('x'\).action: 'drop' is not one of sync, ignore",
+    ),
+    (
+        "an unknown key",
+        {"rules": [{"name": "x", "action": "ignore", "sourceid": "a"}]},
+        r"\('x'\): unknown key\(s\) \['sourceid'\]",
+    ),
     ("sync without a source id", {"rules": [{"name": "x", "action": "sync"}]}, r"\('x'\).source_id: a sync rule needs"),
-    ("a source id on an ignore rule", {"rules": [{"name": "x", "action": "ignore", "source_id": "a"}]}, r"\('x'\).source_id: only a `sync` rule"),
+    (
+        "a source id on an ignore rule",
+        {"rules": [{"name": "x", "action": "ignore", "source_id": "a"}]},
+        r"\('x'\).source_id: only a `sync` rule",
+    ),
     ("an unknown mode", {"rules": [{**INVOICES, "mode": "partial"}]}, r"\('invoices'\).mode: 'partial'"),
-    ("hints on a full sync", {"rules": [{**INVOICES, "mode": "full"}]}, r"\('invoices'\).paths: a full sync lists everything"),
-    ("an unclosed template field", {"rules": [{**INVOICES, "source_id": "billing:{/data"}]}, r"source_id: a '\{' without its '\}'"),
-    ("a stray closing brace", {"rules": [{**INVOICES, "source_id": "billing:}x"}]}, r"source_id: a '\}' without its '\{'"),
-    ("a template field that is not a pointer", {"rules": [{**INVOICES, "source_id": "billing:{data}"}]}, r"a JSON pointer starts with '/'"),
-    ("a condition with two subjects", {"rules": [when(header="X-A", pointer="/a", equals="x")]}, r"match\[0\]: give exactly one of header, pointer"),
-    ("a condition with two tests", {"rules": [when(pointer="/a", equals="x", prefix="y")]}, r"match\[0\]: give exactly one of equals"),
+    (
+        "hints on a full sync",
+        {"rules": [{**INVOICES, "mode": "full"}]},
+        r"\('invoices'\).paths: a full sync lists everything",
+    ),
+    (
+        "an unclosed template field",
+        {"rules": [{**INVOICES, "source_id": "billing:{/data"}]},
+        r"source_id: a '\{' without its '\}'",
+    ),
+    (
+        "a stray closing brace",
+        {"rules": [{**INVOICES, "source_id": "billing:}x"}]},
+        r"source_id: a '\}' without its '\{'",
+    ),
+    (
+        "a template field that is not a pointer",
+        {"rules": [{**INVOICES, "source_id": "billing:{data}"}]},
+        r"a JSON pointer starts with '/'",
+    ),
+    (
+        "a condition with two subjects",
+        {"rules": [when(header="X-A", pointer="/a", equals="x")]},
+        r"match\[0\]: give exactly one of header, pointer",
+    ),
+    (
+        "a condition with two tests",
+        {"rules": [when(pointer="/a", equals="x", prefix="y")]},
+        r"match\[0\]: give exactly one of equals",
+    ),
     ("a condition with no test", {"rules": [when(pointer="/a")]}, r"match\[0\]: give exactly one of equals"),
     ("a glob that is not a string", {"rules": [when(pointer="/a", glob=3)]}, r"match\[0\].glob: must be a string"),
-    ("present that is not a boolean", {"rules": [when(pointer="/a", present="yes")]}, r"match\[0\].present: must be true or false"),
-    ("a header name with a space", {"rules": [when(header="X Event", equals="x")]}, r"match\[0\].header: must be an HTTP header name"),
-    ("a header compared with a number", {"rules": [when(header="X-N", equals=3)]}, r"match\[0\].equals: a header's value is a string"),
+    (
+        "present that is not a boolean",
+        {"rules": [when(pointer="/a", present="yes")]},
+        r"match\[0\].present: must be true or false",
+    ),
+    (
+        "a header name with a space",
+        {"rules": [when(header="X Event", equals="x")]},
+        r"match\[0\].header: must be an HTTP header name",
+    ),
+    (
+        "a header compared with a number",
+        {"rules": [when(header="X-N", equals=3)]},
+        r"match\[0\].equals: a header's value is a string",
+    ),
     ("a bad tilde escape", {"rules": [when(pointer="/a~2", equals="x")]}, r"'~' must be written ~0"),
-    ("an unknown condition key", {"rules": [when(pointer="/a", equal="x")]}, r"match\[0\]: unknown key\(s\) \['equal'\]"),
+    (
+        "an unknown condition key",
+        {"rules": [when(pointer="/a", equal="x")]},
+        r"match\[0\]: unknown key\(s\) \['equal'\]",
+    ),
 ]
 
 
@@ -223,7 +380,9 @@ def test_a_bad_rule_in_the_instances_file_stops_start_naming_the_file_instance_a
     )
     with pytest.raises(ConfigError) as caught:
         Settings(instances_file=path).instances()
-    assert str(caught.value).startswith(f"{path}: instance standard-webhooks/billing options.rules[0] ('invoices').source_id")
+    assert str(caught.value).startswith(
+        f"{path}: instance standard-webhooks/billing options.rules[0] ('invoices').source_id"
+    )
 
 
 def test_rules_written_as_toml_tables_load_and_route(tmp_path):

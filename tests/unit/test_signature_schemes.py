@@ -17,9 +17,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from app.instances import ConfigError, InstanceConfig
 from app.plugins import PLUGINS
 from app.plugins.base import VerificationError
-from app.instances import ConfigError, InstanceConfig
 
 NOW = 1_714_650_000
 BODY = b'{"id":"evt_1PqR","object":"event","type":"invoice.paid"}'
@@ -70,19 +70,39 @@ def test_what_the_slack_scheme_signs_is_slacks_published_signature():
 
 SLACK_REJECTED = [
     # test id, headers, body, now, reason
-    ("signature header missing", {"X-Slack-Request-Timestamp": SLACK_TIMESTAMP}, SLACK_BODY, 0, "missing X-Slack-Signature"),
-    ("timestamp header missing", {"X-Slack-Signature": SLACK_SIGNATURE}, SLACK_BODY, 0, "missing X-Slack-Request-Timestamp"),
+    (
+        "signature header missing",
+        {"X-Slack-Request-Timestamp": SLACK_TIMESTAMP},
+        SLACK_BODY,
+        0,
+        "missing X-Slack-Signature",
+    ),
+    (
+        "timestamp header missing",
+        {"X-Slack-Signature": SLACK_SIGNATURE},
+        SLACK_BODY,
+        0,
+        "missing X-Slack-Request-Timestamp",
+    ),
     ("another version", slack_headers(SLACK_SIGNATURE.replace("v0=", "v1=")), SLACK_BODY, 0, "must start with 'v0='"),
     ("not hex", slack_headers("v0=" + "zz" * 32), SLACK_BODY, 0, "64-digit hex"),
     ("a timestamp that is not a number", slack_headers(timestamp="soon"), SLACK_BODY, 0, "not an integer"),
     ("stale, past the 300 s default", slack_headers(), SLACK_BODY, 301, "older than the 300 s tolerance"),
     ("from the future", slack_headers(), SLACK_BODY, -301, "further in the future"),
     ("the body changed", slack_headers(), SLACK_BODY + b"&x=1", 0, "does not match"),
-    ("the timestamp changed (it is signed)", slack_headers(timestamp=str(int(SLACK_TIMESTAMP) + 1)), SLACK_BODY, 0, "does not match"),
+    (
+        "the timestamp changed (it is signed)",
+        slack_headers(timestamp=str(int(SLACK_TIMESTAMP) + 1)),
+        SLACK_BODY,
+        0,
+        "does not match",
+    ),
 ]
 
 
-@pytest.mark.parametrize("headers, body, offset, reason", [r[1:] for r in SLACK_REJECTED], ids=[r[0] for r in SLACK_REJECTED])
+@pytest.mark.parametrize(
+    "headers, body, offset, reason", [r[1:] for r in SLACK_REJECTED], ids=[r[0] for r in SLACK_REJECTED]
+)
 def test_slack_scheme_rejects(headers, body, offset, reason):
     with pytest.raises(VerificationError, match=reason):
         verify(SLACK, body, headers, now=int(SLACK_TIMESTAMP) + offset)
@@ -136,12 +156,24 @@ STRIPE_REJECTED = [
     ("a timestamp that is not a number", {"Stripe-Signature": f"t=now,v1={stripe_v1(NOW)}"}, 0, "not an integer"),
     ("stale", {"Stripe-Signature": f"t={NOW},v1={stripe_v1(NOW)}"}, 301, "older than the 300 s tolerance"),
     ("from the future", {"Stripe-Signature": f"t={NOW},v1={stripe_v1(NOW)}"}, -301, "further in the future"),
-    ("signed for another timestamp", {"Stripe-Signature": f"t={NOW},v1={stripe_v1(NOW - 1)}"}, 0, "no Stripe-Signature v1 signature matches"),
-    ("signed under another secret", {"Stripe-Signature": f"t={NOW},v1={stripe_v1(NOW, secret='whsec_other')}"}, 0, "matches"),
+    (
+        "signed for another timestamp",
+        {"Stripe-Signature": f"t={NOW},v1={stripe_v1(NOW - 1)}"},
+        0,
+        "no Stripe-Signature v1 signature matches",
+    ),
+    (
+        "signed under another secret",
+        {"Stripe-Signature": f"t={NOW},v1={stripe_v1(NOW, secret='whsec_other')}"},
+        0,
+        "matches",
+    ),
 ]
 
 
-@pytest.mark.parametrize("headers, offset, reason", [r[1:] for r in STRIPE_REJECTED], ids=[r[0] for r in STRIPE_REJECTED])
+@pytest.mark.parametrize(
+    "headers, offset, reason", [r[1:] for r in STRIPE_REJECTED], ids=[r[0] for r in STRIPE_REJECTED]
+)
 def test_stripe_scheme_rejects(headers, offset, reason):
     with pytest.raises(VerificationError, match=reason):
         verify(STRIPE, BODY, headers, now=NOW + offset)
@@ -178,7 +210,12 @@ def whpk(private: Ed25519PrivateKey) -> str:
     return "whpk_" + base64.b64encode(private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
 
 
-def v1a(private: Ed25519PrivateKey, msg_id: str = "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W", timestamp: int = NOW, body: bytes = BODY) -> str:
+def v1a(
+    private: Ed25519PrivateKey,
+    msg_id: str = "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W",
+    timestamp: int = NOW,
+    body: bytes = BODY,
+) -> str:
     """The spec's signed content `{msg_id}.{timestamp}.{payload}`, signed with ed25519, as `v1a,<base64>`."""
     return "v1a," + base64.b64encode(private.sign(f"{msg_id}.{timestamp}.".encode() + body)).decode()
 
@@ -196,7 +233,9 @@ def test_a_v1a_signature_verifies_with_the_configured_public_key():
 
 def test_v1a_and_v1_entries_verify_side_by_side_under_their_own_keys():
     both = instance("standard-webhooks", WHSEC, whpk(PRIVATE))
-    hmac_signed = PLUGINS["standard-webhooks"].sign(BODY, instance("standard-webhooks", WHSEC), NOW, delivery_id="msg_1")
+    hmac_signed = PLUGINS["standard-webhooks"].sign(
+        BODY, instance("standard-webhooks", WHSEC), NOW, delivery_id="msg_1"
+    )
     verify(both, BODY, hmac_signed)  # v1 alone
     verify(both, BODY, sw_headers(v1a(PRIVATE, "msg_1"), "msg_1"))  # v1a alone
     # A bad v1a beside a good v1 still verifies (any entry may match), and the other way round.
@@ -212,11 +251,30 @@ def test_rotation_of_public_keys_accepts_either():
 V1A_REJECTED = [
     ("signed by another key", sw_headers(v1a(OTHER_PRIVATE)), BODY, "no webhook-signature entry matches"),
     ("the body changed", sw_headers(v1a(PRIVATE)), BODY + b" ", "no webhook-signature entry matches"),
-    ("the id changed (it is signed)", sw_headers(v1a(PRIVATE), msg_id="msg_other"), BODY, "no webhook-signature entry matches"),
-    ("the timestamp changed (it is signed)", sw_headers(v1a(PRIVATE), timestamp=NOW - 1), BODY, "no webhook-signature entry matches"),
-    ("a v1a entry that is not 64 bytes", sw_headers("v1a," + base64.b64encode(b"x" * 32).decode()), BODY, "expected a 64-byte"),
-    ("only v1 entries, and the instance has only a public key", sw_headers("v1," + base64.b64encode(b"x" * 32).decode()), BODY,
-     "has no v1a signature"),
+    (
+        "the id changed (it is signed)",
+        sw_headers(v1a(PRIVATE), msg_id="msg_other"),
+        BODY,
+        "no webhook-signature entry matches",
+    ),
+    (
+        "the timestamp changed (it is signed)",
+        sw_headers(v1a(PRIVATE), timestamp=NOW - 1),
+        BODY,
+        "no webhook-signature entry matches",
+    ),
+    (
+        "a v1a entry that is not 64 bytes",
+        sw_headers("v1a," + base64.b64encode(b"x" * 32).decode()),
+        BODY,
+        "expected a 64-byte",
+    ),
+    (
+        "only v1 entries, and the instance has only a public key",
+        sw_headers("v1," + base64.b64encode(b"x" * 32).decode()),
+        BODY,
+        "has no v1a signature",
+    ),
 ]
 
 

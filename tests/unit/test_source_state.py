@@ -6,7 +6,7 @@ request at offset n is `s:n`. Effects are summarised as short strings.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
@@ -49,7 +49,7 @@ from app.events import (
     SyncStarted,
 )
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SRC = "s"
 POLICY = Policy()
 
@@ -73,8 +73,12 @@ def request(rid: str, mode: str = "full", trigger: str = "manual", t: float = 0,
 
 def planned_(job: str, batches: int, files: int | None = None, t: float = 0, commit: str | None = None) -> SyncPlanned:
     return SyncPlanned(
-        source_id=SRC, occurred_at=at(t), job_id=job, batch_count=batches,
-        file_count=batches * 10 if files is None else files, commit=commit,
+        source_id=SRC,
+        occurred_at=at(t),
+        job_id=job,
+        batch_count=batches,
+        file_count=batches * 10 if files is None else files,
+        commit=commit,
     )
 
 
@@ -113,7 +117,9 @@ def summary(effect) -> str:
     if isinstance(effect, JobCancelled):
         return f"job-cancelled {effect.job_id}"
     if isinstance(effect, SyncCompleted):
-        return f"completed {effect.job_id} {effect.status} [{ids}] processed={effect.processed} batches={effect.batches}"
+        return (
+            f"completed {effect.job_id} {effect.status} [{ids}] processed={effect.processed} batches={effect.batches}"
+        )
     if isinstance(effect, Ignored):
         return f"ignored {effect.reason}"
     raise AssertionError(f"unexpected effect {effect!r}")
@@ -139,11 +145,14 @@ SCENARIOS = [
             (request("r1"), START_1),
             (request("r2", "incremental", "push", after="b", t=1), ["queued s:2 [r2]"]),
             (planned_("s:1", 1, t=2), []),
-            (batch("s:1", 0, t=3, processed=10), [
-                "completed s:1 succeeded [r1] processed=10 batches=1",
-                "started s:2 [r2] incremental",
-                "plan s:2",
-            ]),
+            (
+                batch("s:1", 0, t=3, processed=10),
+                [
+                    "completed s:1 succeeded [r1] processed=10 batches=1",
+                    "started s:2 [r2] incremental",
+                    "plan s:2",
+                ],
+            ),
         ],
     ),
     (
@@ -161,11 +170,14 @@ SCENARIOS = [
             (request("r1"), START_1),
             (request("r2", trigger="config_change"), ["queued s:2 [r2]"]),
             (request("r3", "incremental", "push", after="c"), ["coalesced s:2 [r3] full"]),
-            (planned_("s:1", 0), [
-                "completed s:1 succeeded [r1] processed=0 batches=0",
-                "started s:2 [r2,r3] full",
-                "plan s:2",
-            ]),
+            (
+                planned_("s:1", 0),
+                [
+                    "completed s:1 succeeded [r1] processed=0 batches=0",
+                    "started s:2 [r2,r3] full",
+                    "plan s:2",
+                ],
+            ),
         ],
     ),
     (
@@ -175,11 +187,14 @@ SCENARIOS = [
             (request("r1"), START_1),
             (request("r2", "incremental", "push", after="b"), ["queued s:2 [r2]"]),
             (request("r3", "full", "config_change", after="c"), ["coalesced s:2 [r3] full"]),
-            (planned_("s:1", 0), [
-                "completed s:1 succeeded [r1] processed=0 batches=0",
-                "started s:2 [r2,r3] full",
-                "plan s:2",
-            ]),
+            (
+                planned_("s:1", 0),
+                [
+                    "completed s:1 succeeded [r1] processed=0 batches=0",
+                    "started s:2 [r2,r3] full",
+                    "plan s:2",
+                ],
+            ),
         ],
     ),
     (
@@ -245,12 +260,15 @@ SCENARIOS = [
             (request("r2", "incremental", "push", after="b"), ["queued s:2 [r2]"]),
             (planned_("s:1", 3), []),
             (batch("s:1", 1, processed=4), []),
-            (disconnected(t=20), [
-                "cancelled s:1 [r1]",
-                "job-cancelled s:1",
-                "completed s:1 cancelled [r1] processed=4 batches=1",
-                "cancelled s:2 [r2]",
-            ]),
+            (
+                disconnected(t=20),
+                [
+                    "cancelled s:1 [r1]",
+                    "job-cancelled s:1",
+                    "completed s:1 cancelled [r1] processed=4 batches=1",
+                    "cancelled s:2 [r2]",
+                ],
+            ),
             (batch("s:1", 0, processed=9), ["ignored late_batch"]),
             (request("r3"), ["rejected [r3] source disconnected"]),
             (connected(t=30), []),
@@ -266,12 +284,15 @@ SCENARIOS = [
             (planned_("s:1", 2), []),
             (batch("s:1", 0, processed=7), []),
             (deadline("s:1", t=3599), ["ignored deadline_not_reached"]),
-            (deadline("s:1", t=3600), [
-                "job-cancelled s:1",
-                "completed s:1 timed_out [r1] processed=7 batches=1",
-                "started s:2 [r2] incremental",
-                "plan s:2",
-            ]),
+            (
+                deadline("s:1", t=3600),
+                [
+                    "job-cancelled s:1",
+                    "completed s:1 timed_out [r1] processed=7 batches=1",
+                    "started s:2 [r2] incremental",
+                    "plan s:2",
+                ],
+            ),
             (batch("s:1", 1, processed=5), ["ignored late_batch"]),
             (deadline("s:1", t=3700), ["ignored late_deadline"]),
             (planned_("s:1", 2), ["ignored late_plan"]),
@@ -316,12 +337,15 @@ SCENARIOS = [
             (connected(), []),
             (request("r1"), START_1),
             (request("r2", "incremental", "push", after="b"), ["queued s:2 [r2]"]),
-            (plan_failed("s:1", "repository not found"), [
-                "job-cancelled s:1",
-                "completed s:1 failed [r1] processed=0 batches=0",
-                "started s:2 [r2] incremental",
-                "plan s:2",
-            ]),
+            (
+                plan_failed("s:1", "repository not found"),
+                [
+                    "job-cancelled s:1",
+                    "completed s:1 failed [r1] processed=0 batches=0",
+                    "started s:2 [r2] incremental",
+                    "plan s:2",
+                ],
+            ),
             (plan_failed("s:1", "again"), ["ignored late_plan_failure"]),
         ],
     ),
@@ -386,19 +410,38 @@ def test_already_applied_offset_changes_nothing():
 
 
 def test_completion_carries_every_count_commit_and_duration_from_event_time():
-    _, effects = effects_of([
-        connected(),
-        request("r1", t=10),
-        planned_("s:1", 2, files=7, commit="abc", t=11),
-        batch("s:1", 1, t=12, processed=3, deleted=1, skipped=1, documents_written=3, bytes=300),
-        batch("s:1", 0, t=12.5, processed=2, documents_written=2, bytes=200),
-    ])
+    _, effects = effects_of(
+        [
+            connected(),
+            request("r1", t=10),
+            planned_("s:1", 2, files=7, commit="abc", t=11),
+            batch("s:1", 1, t=12, processed=3, deleted=1, skipped=1, documents_written=3, bytes=300),
+            batch("s:1", 0, t=12.5, processed=2, documents_written=2, bytes=200),
+        ]
+    )
     done = only(effects, SyncCompleted)
     assert done.model_dump(exclude={"started_at", "finished_at"}) == {
-        "schema_version": 1, "type": "sync.completed", "job_id": "s:1", "source_id": SRC, "request_ids": ["r1"], "unlisted_requests": 0,
-        "mode": "full", "trigger": "manual", "status": "succeeded", "error": None, "commit": "abc", "listing": None,
-        "files_listed": 7, "processed": 5, "failed": 0, "deleted": 1, "skipped": 1, "documents_written": 5,
-        "bytes": 500, "batches": 2, "duration_ms": 2500,
+        "schema_version": 1,
+        "type": "sync.completed",
+        "job_id": "s:1",
+        "source_id": SRC,
+        "request_ids": ["r1"],
+        "unlisted_requests": 0,
+        "mode": "full",
+        "trigger": "manual",
+        "status": "succeeded",
+        "error": None,
+        "commit": "abc",
+        "listing": None,
+        "files_listed": 7,
+        "processed": 5,
+        "failed": 0,
+        "deleted": 1,
+        "skipped": 1,
+        "documents_written": 5,
+        "bytes": 500,
+        "batches": 2,
+        "duration_ms": 2500,
     }
     assert (done.started_at, done.finished_at) == (at(10), at(12.5))
 
@@ -410,10 +453,12 @@ def test_every_file_failed_is_failed_and_some_failed_is_succeeded_with_the_error
         return done.status, done.error
 
     assert outcome(batch("s:1", 0, failed=2, errors=["boom"]), batch("s:1", 1, failed=1)) == (
-        "failed", "every file failed (3): boom",
+        "failed",
+        "every file failed (3): boom",
     )
     assert outcome(batch("s:1", 0, failed=1, errors=["boom"]), batch("s:1", 1, processed=1)) == (
-        "succeeded", "1 file(s) failed; first error: boom",
+        "succeeded",
+        "1 file(s) failed; first error: boom",
     )
 
 
@@ -423,18 +468,25 @@ def test_plan_failure_reports_the_adapter_error():
 
 
 def test_plan_request_carries_the_source_config_the_coalesced_hints_and_the_synced_commit():
-    _, effects = effects_of([
-        connected(config={"path": "/repo"}),
-        request("r1"),
-        request("r2", "incremental", "push", paths=["b.md", "a.md"], before="c1", after="c2"),
-        request("r3", "incremental", "push", paths=["c.md", "a.md"], before="c2", after="c3"),
-        planned_("s:1", 0, commit="c0"),
-    ])
+    _, effects = effects_of(
+        [
+            connected(config={"path": "/repo"}),
+            request("r1"),
+            request("r2", "incremental", "push", paths=["b.md", "a.md"], before="c1", after="c2"),
+            request("r3", "incremental", "push", paths=["c.md", "a.md"], before="c2", after="c3"),
+            planned_("s:1", 0, commit="c0"),
+        ]
+    )
     plans = [e for e in effects if isinstance(e, PlanRequested)]
     assert [p.job_id for p in plans] == ["s:1", "s:2"]
     second = plans[1]
     # The base is the commit the first job wrote completely, not the first request's `before`.
-    assert (second.mode, second.paths, second.base, second.after) == ("incremental", ["b.md", "a.md", "c.md"], "c0", "c3")
+    assert (second.mode, second.paths, second.base, second.after) == (
+        "incremental",
+        ["b.md", "a.md", "c.md"],
+        "c0",
+        "c3",
+    )
     assert second.source_config == {"path": "/repo"} and second.source_type == "git"
     assert [e.request_ids for e in effects if isinstance(e, SyncCompleted)] == [["r1"]]
     started = [e for e in effects if isinstance(e, SyncStarted)]
@@ -446,10 +498,26 @@ def test_plan_request_carries_the_source_config_the_coalesced_hints_and_the_sync
     [
         # (mode, trigger, paths, before, after) ... -> (mode, trigger, paths, after)
         (("full", "manual", [], None, "a"), ("incremental", "push", ["x"], "a", "b"), ("full", "manual", (), "b")),
-        (("incremental", "push", ["x"], "a", "b"), ("full", "config_change", [], None, None), ("full", "config_change", (), "b")),
-        (("incremental", "push", ["x"], "a", "b"), ("incremental", "push", ["y", "x"], "b", "c"), ("incremental", "push", ("x", "y"), "c")),
-        (("incremental", "push", [], "a", "b"), ("incremental", "push", ["y"], "b", "c"), ("incremental", "push", (), "c")),
-        (("incremental", "push", ["x"], None, "b"), ("incremental", "push", ["y"], "b", "c"), ("incremental", "push", ("x", "y"), "c")),
+        (
+            ("incremental", "push", ["x"], "a", "b"),
+            ("full", "config_change", [], None, None),
+            ("full", "config_change", (), "b"),
+        ),
+        (
+            ("incremental", "push", ["x"], "a", "b"),
+            ("incremental", "push", ["y", "x"], "b", "c"),
+            ("incremental", "push", ("x", "y"), "c"),
+        ),
+        (
+            ("incremental", "push", [], "a", "b"),
+            ("incremental", "push", ["y"], "b", "c"),
+            ("incremental", "push", (), "c"),
+        ),
+        (
+            ("incremental", "push", ["x"], None, "b"),
+            ("incremental", "push", ["y"], "b", "c"),
+            ("incremental", "push", ("x", "y"), "c"),
+        ),
     ],
 )
 def test_coalescing_rules(first, second, expected):
@@ -472,18 +540,23 @@ def test_too_many_path_hints_leave_the_range_to_the_diff():
 
 def test_idempotency_ttl_is_configurable_per_source_type():
     policy = Policy(idempotency_ttl_seconds=300, idempotency_ttl_by_type={"git": 60})
-    _, steps = run([connected(), request("r1"), planned_("s:1", 0, t=1), request("r2", t=59), request("r3", t=60)], policy)
+    _, steps = run(
+        [connected(), request("r1"), planned_("s:1", 0, t=1), request("r2", t=59), request("r3", t=60)], policy
+    )
     assert steps[3] == ["deduplicated [r2] by s:1 succeeded"]
     assert steps[4][0] == "started s:4 [r3] full"
 
 
 def test_idempotency_key_fields_are_configurable():
     policy = Policy(idempotency_key_fields=("source_id", "mode", "trigger"))
-    _, steps = run([
-        connected(),
-        request("r1", "incremental", "push", after="a"),
-        request("r2", "incremental", "push", after="b"),
-    ], policy)
+    _, steps = run(
+        [
+            connected(),
+            request("r1", "incremental", "push", after="a"),
+            request("r2", "incremental", "push", after="b"),
+        ],
+        policy,
+    )
     assert steps[2] == ["deduplicated [r2] by s:1 running"]
     assert idempotency_key(request("r", after=None), ("source_id", "mode", "trigger", "after")) == "s|full|manual|-"
     with pytest.raises(ValidationError, match="not SyncRequested fields"):
@@ -511,11 +584,13 @@ def test_disconnect_forgets_keys_so_a_reconnected_source_syncs_again():
 
 
 def test_source_metadata_events_update_the_state():
-    state, effects = effects_of([
-        connected(name="old/name", config={"repository": "o/r", "installation_id": 1}),
-        SourceUpdated(source_id=SRC, occurred_at=at(1), name="new/name", config={"repository": "o/r2"}),
-        SourceConfigChanged(source_id=SRC, occurred_at=at(2), config_path=".hookstream.yml", commit="c1"),
-    ])
+    state, effects = effects_of(
+        [
+            connected(name="old/name", config={"repository": "o/r", "installation_id": 1}),
+            SourceUpdated(source_id=SRC, occurred_at=at(1), name="new/name", config={"repository": "o/r2"}),
+            SourceConfigChanged(source_id=SRC, occurred_at=at(2), config_path=".hookstream.yml", commit="c1"),
+        ]
+    )
     # A delivery's claim about a config file changes nothing: the planner reads the file.
     assert effects == [Ignored("config_claim_superseded", "source.config_changed")]
     assert (state.name, state.config) == ("new/name", {"repository": "o/r2", "installation_id": 1})
@@ -525,13 +600,15 @@ def test_source_metadata_events_update_the_state():
 
 
 def test_state_round_trips_through_json():
-    state, _ = effects_of([
-        connected(),
-        request("r1"),
-        request("r2", "incremental", "push", paths=["a"], before="x", after="y"),
-        planned_("s:1", 3, commit="abc"),
-        batch("s:1", 2, processed=1, errors=["e"]),
-    ])
+    state, _ = effects_of(
+        [
+            connected(),
+            request("r1"),
+            request("r2", "incremental", "push", paths=["a"], before="x", after="y"),
+            planned_("s:1", 3, commit="abc"),
+            batch("s:1", 2, processed=1, errors=["e"]),
+        ]
+    )
     raw = state.to_json()
     assert isinstance(raw, bytes)
     back = SourceState.from_json(raw)

@@ -13,7 +13,17 @@ from __future__ import annotations
 from app.core.source_state import fold
 from app.events import PlanRequested, SourceUpdated, SyncCompleted, SyncIgnored
 from tests.unit.test_source_state import (
-    POLICY, at, batch, connected, deadline, disconnected, effects_of, plan_failed, planned_, request, run,
+    POLICY,
+    at,
+    batch,
+    connected,
+    deadline,
+    disconnected,
+    effects_of,
+    plan_failed,
+    planned_,
+    request,
+    run,
 )
 
 
@@ -54,68 +64,116 @@ def test_the_completion_names_the_commit_the_planner_listed_not_the_requests_aft
 
 def test_after_a_job_that_did_not_complete_cleanly_the_next_one_lists_everything():
     cases = {
-        "a failed file": [planned_("s:1", 2, commit="c1"), batch("s:1", 0, processed=1), batch("s:1", 1, failed=1, errors=["x"])],
+        "a failed file": [
+            planned_("s:1", 2, commit="c1"),
+            batch("s:1", 0, processed=1),
+            batch("s:1", 1, failed=1, errors=["x"]),
+        ],
         "a plan failure": [plan_failed("s:1", "repository gone")],
         "every file failed": [planned_("s:1", 1, commit="c1"), batch("s:1", 0, failed=1, errors=["x"])],
         "a timeout": [planned_("s:1", 2, commit="c1"), deadline("s:1", t=4000)],
     }
     for why, ending in cases.items():
-        state, effects = effects_of([connected(), request("r0"), *ending,
-                                     push("p2", "c1", "c2", t=5000)])
+        state, effects = effects_of([connected(), request("r0"), *ending, push("p2", "c1", "c2", t=5000)])
         assert state.active is not None and bases(effects)[-1][1] is None, why
     # A cancelled job: the source reconnects with the same config; the documents are partly written.
-    state, effects = effects_of([connected(), request("r0"), planned_("s:1", 2, commit="c1"), batch("s:1", 0, processed=1),
-                                 disconnected(), connected(), push("p2", "c1", "c2")])
+    state, effects = effects_of(
+        [
+            connected(),
+            request("r0"),
+            planned_("s:1", 2, commit="c1"),
+            batch("s:1", 0, processed=1),
+            disconnected(),
+            connected(),
+            push("p2", "c1", "c2"),
+        ]
+    )
     assert bases(effects)[-1] == ("s:6", None, "c2")
 
 
 def test_a_clean_sync_is_kept_across_a_reconnection_with_the_same_config():
-    _, effects = effects_of([connected(), request("r1"), *succeeded("s:1", "c1"), disconnected(), connected(),
-                             push("p2", "c1", "c2")])
+    _, effects = effects_of(
+        [connected(), request("r1"), *succeeded("s:1", "c1"), disconnected(), connected(), push("p2", "c1", "c2")]
+    )
     assert bases(effects)[-1] == ("s:6", "c1", "c2")
 
 
 def test_connecting_again_with_another_config_requests_a_full_sync_from_nothing():
-    state, steps = run([connected(), request("r1"), *succeeded("s:1", "c1"), connected(config={"path": "/repo", "branch": "stable"}),
-                        push("p5", "c1", "c2", branch="stable")])
+    state, steps = run(
+        [
+            connected(),
+            request("r1"),
+            *succeeded("s:1", "c1"),
+            connected(config={"path": "/repo", "branch": "stable"}),
+            push("p5", "c1", "c2", branch="stable"),
+        ]
+    )
     assert steps[4] == ["started s:4 [config-change:4] full", "ensure s", "plan s:4"]
     assert steps[5] == ["queued s:5 [p5]"]
-    _, effects = effects_of([connected(), request("r1"), *succeeded("s:1", "c1"), connected(config={"path": "/repo", "branch": "stable"})])
+    _, effects = effects_of(
+        [connected(), request("r1"), *succeeded("s:1", "c1"), connected(config={"path": "/repo", "branch": "stable"})]
+    )
     assert bases(effects)[-1] == ("s:4", None, None)
 
 
 def test_a_change_of_the_tracked_branch_by_an_update_requests_a_full_sync():
     moved = SourceUpdated(source_id="s", occurred_at=at(1), config={"default_branch": "trunk"})
-    _, steps = run([connected(config={"repository": "o/r", "default_branch": "main"}), request("r1"), *succeeded("s:1", "c1"), moved])
+    _, steps = run(
+        [
+            connected(config={"repository": "o/r", "default_branch": "main"}),
+            request("r1"),
+            *succeeded("s:1", "c1"),
+            moved,
+        ]
+    )
     assert steps[4] == ["started s:4 [config-change:4] full", "plan s:4"]
-    renamed = SourceUpdated(source_id="s", occurred_at=at(1), name="o/r2", config={"repository": "o/r2", "default_branch": "main"})
-    _, steps = run([connected(config={"repository": "o/r", "default_branch": "main"}), request("r1"), *succeeded("s:1", "c1"), renamed])
+    renamed = SourceUpdated(
+        source_id="s", occurred_at=at(1), name="o/r2", config={"repository": "o/r2", "default_branch": "main"}
+    )
+    _, steps = run(
+        [
+            connected(config={"repository": "o/r", "default_branch": "main"}),
+            request("r1"),
+            *succeeded("s:1", "c1"),
+            renamed,
+        ]
+    )
     assert steps[4] == []
 
 
 def test_a_push_to_a_branch_the_source_does_not_track_is_ignored_by_rule_and_answered():
-    state, effects = effects_of([connected(config={"path": "/repo", "branch": "stable"}), push("p1", "c0", "c1", branch="main")])
+    state, effects = effects_of(
+        [connected(config={"path": "/repo", "branch": "stable"}), push("p1", "c0", "c1", branch="main")]
+    )
     answers = [e for e in effects if isinstance(e, SyncIgnored)]
     assert [(a.request_ids, a.rule) for a in answers] == [(["p1"], "push.untracked_branch")]
     assert [e.reason for e in effects if getattr(e, "reason", None) == "untracked_branch"] == ["untracked_branch"]
     assert state.active is None and bases(effects) == []
     # The same push to the tracked branch runs; a source that names no branch takes every push.
-    _, tracked = effects_of([connected(config={"path": "/repo", "branch": "stable"}), push("p1", "c0", "c1", branch="stable")])
+    _, tracked = effects_of(
+        [connected(config={"path": "/repo", "branch": "stable"}), push("p1", "c0", "c1", branch="stable")]
+    )
     assert bases(tracked) == [("s:1", None, "c1")]
     _, any_branch = effects_of([connected(), push("p1", "c0", "c1", branch="feature")])
     assert bases(any_branch) == [("s:1", None, "c1")]
     # GitHub sources track their repository's default branch unless a branch is configured.
-    _, github = effects_of([connected(config={"repository": "o/r", "default_branch": "main"}), push("p1", "c0", "c1", branch="dev")])
+    _, github = effects_of(
+        [connected(config={"repository": "o/r", "default_branch": "main"}), push("p1", "c0", "c1", branch="dev")]
+    )
     assert bases(github) == []
 
 
 def test_force_bypasses_a_live_idempotency_key_and_a_plain_repeat_does_not():
-    _, steps = run([connected(), request("r1"), *succeeded("s:1", "c1"), request("r2", t=10), request("r3", t=20, force=True)])
+    _, steps = run(
+        [connected(), request("r1"), *succeeded("s:1", "c1"), request("r2", t=10), request("r3", t=20, force=True)]
+    )
     assert steps[4] == ["deduplicated [r2] by s:1 succeeded"]
     assert steps[5] == ["started s:5 [r3] full", "plan s:5"]
 
 
 def test_a_redelivered_ignored_push_is_ignored_as_a_duplicate():
-    state, _ = effects_of([connected(config={"path": "/repo", "branch": "stable"}), push("p1", "c0", "c1", branch="main")])
+    state, _ = effects_of(
+        [connected(config={"path": "/repo", "branch": "stable"}), push("p1", "c0", "c1", branch="main")]
+    )
     again, effects = fold(state, push("p1", "c0", "c1", branch="main"), at(1), 9, POLICY)
     assert [getattr(e, "reason", None) for e in effects] == ["duplicate_request"]

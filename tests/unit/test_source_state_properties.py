@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from hypothesis import HealthCheck, given, settings
@@ -38,7 +38,7 @@ from app.events import (
 )
 
 SRC = "github:42"
-T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
 # Request ids are remembered longer than any generated history spans.
 POLICY = Policy(deadline_seconds=900, idempotency_ttl_seconds=300, request_memory_seconds=10**8)
 COUNTS = ("processed", "failed", "deleted", "skipped", "documents_written", "bytes")
@@ -149,7 +149,11 @@ def play(world: World, steps: list[Step]) -> None:
             job = chosen(jobs, step.pick)
             world.feed(world.planned(job, world.batch_count(job, step.number)))
         elif action == "plan_failed" and jobs:
-            world.feed(PlanFailed(source_id=SRC, occurred_at=world.clock, job_id=chosen(jobs, step.pick), error="adapter failed"))
+            world.feed(
+                PlanFailed(
+                    source_id=SRC, occurred_at=world.clock, job_id=chosen(jobs, step.pick), error="adapter failed"
+                )
+            )
         elif action == "batch" and jobs:
             job = chosen(jobs, step.pick)
             count = world.batch_count(job, step.number)
@@ -161,7 +165,11 @@ def play(world: World, steps: list[Step]) -> None:
                 world.clock = max(world.clock, world.deadlines[job])
             world.feed(DeadlineReached(source_id=SRC, occurred_at=world.clock, job_id=job))
         elif action == "connect":
-            world.feed(SourceConnected(source_id=SRC, occurred_at=world.clock, source_type="github", config={"repository": "o/r"}))
+            world.feed(
+                SourceConnected(
+                    source_id=SRC, occurred_at=world.clock, source_type="github", config={"repository": "o/r"}
+                )
+            )
         elif action == "disconnect":
             world.feed(SourceDisconnected(source_id=SRC, occurred_at=world.clock))
         elif action == "refeed" and world.log:

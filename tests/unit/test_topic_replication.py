@@ -6,8 +6,8 @@ import pytest
 
 from app import topology
 from app.core.topology import TopicSpec, with_replication
-from app.settings import Settings
 from app.instances import ConfigError
+from app.settings import Settings
 
 
 def test_every_topic_gets_the_replication_factor_and_min_insync_replicas_and_keeps_its_other_configs():
@@ -37,10 +37,13 @@ def test_an_impossible_min_insync_replicas_is_a_configuration_error():
         topology.declared(Settings(topic_replication_factor=1, topic_min_insync_replicas=2))
 
 
-@pytest.mark.parametrize("line, setting", [
-    ("replication_factor = 1\n", "HOOKSTREAM_TOPIC_REPLICATION_FACTOR"),
-    ('[config]\n"min.insync.replicas" = "1"\n', "HOOKSTREAM_TOPIC_MIN_INSYNC_REPLICAS"),
-])
+@pytest.mark.parametrize(
+    "line, setting",
+    [
+        ("replication_factor = 1\n", "HOOKSTREAM_TOPIC_REPLICATION_FACTOR"),
+        ('[config]\n"min.insync.replicas" = "1"\n', "HOOKSTREAM_TOPIC_MIN_INSYNC_REPLICAS"),
+    ],
+)
 def test_a_topic_file_that_declares_replication_is_refused_naming_the_setting(tmp_path, line, setting):
     (tmp_path / "t.toml").write_text(f'name = "t"\nkey = "k"\nvalue = "v"\npartitions = 8\n{line}')
     with pytest.raises(ConfigError, match=f"t.toml: .* is set for the whole cluster, not per topic: use {setting}"):

@@ -186,7 +186,28 @@ def install(app: Any, fetch_max_wait_ms: int | None = None) -> None:
         app.conf.Topic = BytesTopic
 
 
-__all__ = ["BytesTopic", "DRAIN_MESSAGES_SHA256", "KeepBuffersFlowControl", "LeanMonitor", "NodeBatchingAccumulator", "NodeBatchingProducer",
-           "Output", "TableWriter", "deliver", "events", "faust_drain_source_digest", "install", "install_fast_deliver", "install_fetch_wait",
-           "install_no_gap_fill", "install_node_batching", "keep_buffers_on_active_resume", "on_offset_jump", "send_raw",
-           "skip_gap", "uninstall_fast_deliver", "uninstall_no_gap_fill", "without_wal"]
+__all__ = [
+    "BytesTopic",
+    "DRAIN_MESSAGES_SHA256",
+    "KeepBuffersFlowControl",
+    "LeanMonitor",
+    "NodeBatchingAccumulator",
+    "NodeBatchingProducer",
+    "Output",
+    "TableWriter",
+    "deliver",
+    "events",
+    "faust_drain_source_digest",
+    "install",
+    "install_fast_deliver",
+    "install_fetch_wait",
+    "install_no_gap_fill",
+    "install_node_batching",
+    "keep_buffers_on_active_resume",
+    "on_offset_jump",
+    "send_raw",
+    "skip_gap",
+    "uninstall_fast_deliver",
+    "uninstall_no_gap_fill",
+    "without_wal",
+]

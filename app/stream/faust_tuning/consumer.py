@@ -196,7 +196,8 @@ async def _drain_messages(self, fetcher: ServiceT) -> None:  # pragma: no cover
                             if self._n_acked >= commit_every:
                                 self._n_acked = 0
                                 await self.commit()
-                        await deliver(self, callback, message)  # hookstream: was wait_first(callback(message), suspend_flow.wait())
+                        # hookstream: was wait_first(callback(message), suspend_flow.wait())
+                        await deliver(self, callback, message)
                         set_read_offset(tp, offset)
                     else:
                         self.log.dev(
@@ -230,8 +231,11 @@ def on_offset_jump(tp: Any, read: int, offset: int) -> None:
     """Point 6: the next record is `offset`, the last one read was `read`; no gap is filled."""
     log.info(
         "%s[%d]: next record at offset %d, last read %d (a seek reset the read position, or records "
-        "were dropped): offsets in between are committed only once processed", tp.topic, tp.partition,
-        offset, read,
+        "were dropped): offsets in between are committed only once processed",
+        tp.topic,
+        tp.partition,
+        offset,
+        read,
     )
 
 

@@ -67,51 +67,129 @@ _CONSUMER = "faust.transport.consumer:Consumer"
 _ACCUMULATOR = "aiokafka.producer.message_accumulator:MessageAccumulator"
 
 PATCHES: tuple[Patch, ...] = (
-    Patch(1, "the consumer's per-message hand-off (forked drain loop)", "speed", (
-        Target(f"{_CONSUMER}._drain_messages", "8f35dd7a11144daa6ec9a3739a497b03a9dd6b57cca18aa861bb4a549400fc68"),
-    )),
-    Patch(2, "the lean Monitor sensor", "speed", (
-        Target("faust.sensors.monitor:Monitor", "2d7630656a22139f66aaba2bb4d929b1ae903d5aa77a751c0f2652095aaaf810"),
-    )),
-    Patch(3, "node batching in the worker's producer (Output learns each batch's outcome there)", "correctness", (
-        Target(f"{_ACCUMULATOR}.drain_by_nodes", "cc2f3eafe1e19ba626a08842cc49ea92f1d6eda5e370501c261c3b9923f2aeca"),
-        Target(f"{_ACCUMULATOR}._append_batch", "edfa9c58877ae4d79c271edcba7276aa7409d4937358f722c5fcec9b6887b320"),
-        Target(f"{_ACCUMULATOR}._pop_batch", "6dc3d1b621452ef16a0ed33522b440b01257ee7cb3439cedf1688642c15f44cd"),
-        Target(f"{_ACCUMULATOR}.flush", "2236ca5ca9e4294c52abc7190a374c70797d069e8ec21a69e313726c8e2b70e3"),
-        Target("faust.transport.drivers.aiokafka:Producer._producer_type", "1125698750a34000202374c6ab9a252e72b9f4702f9ec67515177b47c4632780"),
-    )),
-    Patch(4, "Output and TableWriter: failed sends crash the worker, acknowledged changelog batches set the persisted offset", "correctness", (
-        Target("aiokafka.producer.producer:AIOKafkaProducer.send", "ec0d5784d9f393835706874d2a00e6bd5af7e65b27fb94bc0a2cdf31f13187c9"),
-        Target(f"{_ACCUMULATOR}.add_message", "2f8ee718e1d7bb000ef5549756de8b9ab698c238a9cbd1eba36a0ea124c13368"),
-        Target("aiokafka.producer.message_accumulator:MessageBatch", "36a7b1dac89d2910c83a3668792154a180bd2e9ac09497c6ef7fda1328bf078d"),
-        Target("faust.tables.base:Collection._on_changelog_sent", "146c7ea5c7530a94ff7c6a74d8c72a671f2ac325fdbd98cbceeee130125a36ae"),
-        Target("faust.tables.base:Collection.partition_for_key", "1fcffc344730fe21a1d7d227e7d5fea5404391e821e64f1db4bdb63f23d1e7e7"),
-        Target("faust.stores.rocksdb:Store._set", "40e273d6ef07db1e7a19f5546d8d0e4864834e3d5165c721f53c4f7a930b668d"),
-        Target("faust.stores.rocksdb:Store._db_for_partition", "abc425297c7542f04b97f8bc78bc90367523d122327fa7530de55a70c597ba37"),
-        Target("faust.stores.rocksdb:Store.set_persisted_offset", "6fd1e96c0809530bd87de18c3e36f2e10eeb1d08bd9c4e72573aa1518f603a82"),
-    )),
-    Patch(5, "resuming an active flow keeps the stream buffers (records fetched during recovery are not lost)", "correctness", (
-        Target("mode.utils.queues:FlowControlEvent", "1da8f905ab655e3927cb96e28dfa38354bd18c849554fa86bf118439dbe6b1a6"),
-        Target("mode.utils.queues:FlowControlQueue", "15f15a87fd6de428d627e266d2aeb0e44d86538b978f2f2ce42f454061214841"),
-    )),
-    Patch(6, "no offset gap filled: no commit past a record not processed", "correctness", (
-        Target(f"{_CONSUMER}._add_gap", "f1cc1db634f5ea0932f4ad9a91bccf0c9e5f490f6c1d7bff312fdeab50fde8e9"),
-        Target(f"{_CONSUMER}._new_offset", "2b29afe4dd9a65a3b1a0acbaf09b9bc3a7f98a168a3dd2924db879fb4f9301b3"),
-        Target(f"{_CONSUMER}._drain_messages", calls="self._add_gap("),
-    )),
-    Patch(7, "the consumer's fetch wait from the settings", "speed", (
-        Target("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._create_worker_consumer", "c179c0bdb9755c3ace11c2b9f55d53576d55026dea7eb678f348c08292dfda9e"),
-        Target("aiokafka.consumer.consumer:AIOKafkaConsumer.start", calls="self._fetch_max_wait_ms"),
-    )),
-    Patch(8, "an agent's loop over its stream (events())", "speed", (
-        Target("faust.streams:Stream._c_aiter", "e1c5071a8280fd46033bd3fe3322fb1746ed3900d8ba57060d25aa617f4caa74"),
-        Target("faust.streams:Stream.events", "bed62827877656f659638062c1d5bb95ef59dbcbb247f2276c741254294d7d2d"),
-        Target("faust.streams:_CStreamIterator", version_of="faust-streaming"),
-    )),
-    Patch(9, "decoding a raw-bytes topic's record (BytesTopic)", "speed", (
-        Target("faust.topics:Topic._compile_decode", "f30130922bceddf78a58729ea7fc485d3f95c54478caf55683e6568ac2e206bc"),
-        Target("faust.serializers.schemas:Schema.compile", "bd271ec59690d13ea72e0b8591acd0a5d7d8ed5139fde8f299b4649e7fcc186e"),
-    )),
+    Patch(
+        1,
+        "the consumer's per-message hand-off (forked drain loop)",
+        "speed",
+        (Target(f"{_CONSUMER}._drain_messages", "8f35dd7a11144daa6ec9a3739a497b03a9dd6b57cca18aa861bb4a549400fc68"),),
+    ),
+    Patch(
+        2,
+        "the lean Monitor sensor",
+        "speed",
+        (Target("faust.sensors.monitor:Monitor", "2d7630656a22139f66aaba2bb4d929b1ae903d5aa77a751c0f2652095aaaf810"),),
+    ),
+    Patch(
+        3,
+        "node batching in the worker's producer (Output learns each batch's outcome there)",
+        "correctness",
+        (
+            Target(
+                f"{_ACCUMULATOR}.drain_by_nodes", "cc2f3eafe1e19ba626a08842cc49ea92f1d6eda5e370501c261c3b9923f2aeca"
+            ),
+            Target(f"{_ACCUMULATOR}._append_batch", "edfa9c58877ae4d79c271edcba7276aa7409d4937358f722c5fcec9b6887b320"),
+            Target(f"{_ACCUMULATOR}._pop_batch", "6dc3d1b621452ef16a0ed33522b440b01257ee7cb3439cedf1688642c15f44cd"),
+            Target(f"{_ACCUMULATOR}.flush", "2236ca5ca9e4294c52abc7190a374c70797d069e8ec21a69e313726c8e2b70e3"),
+            Target(
+                "faust.transport.drivers.aiokafka:Producer._producer_type",
+                "1125698750a34000202374c6ab9a252e72b9f4702f9ec67515177b47c4632780",
+            ),
+        ),
+    ),
+    Patch(
+        4,
+        "Output and TableWriter: failed sends crash the worker, acknowledged changelog batches set the persisted offset",
+        "correctness",
+        (
+            Target(
+                "aiokafka.producer.producer:AIOKafkaProducer.send",
+                "ec0d5784d9f393835706874d2a00e6bd5af7e65b27fb94bc0a2cdf31f13187c9",
+            ),
+            Target(f"{_ACCUMULATOR}.add_message", "2f8ee718e1d7bb000ef5549756de8b9ab698c238a9cbd1eba36a0ea124c13368"),
+            Target(
+                "aiokafka.producer.message_accumulator:MessageBatch",
+                "36a7b1dac89d2910c83a3668792154a180bd2e9ac09497c6ef7fda1328bf078d",
+            ),
+            Target(
+                "faust.tables.base:Collection._on_changelog_sent",
+                "146c7ea5c7530a94ff7c6a74d8c72a671f2ac325fdbd98cbceeee130125a36ae",
+            ),
+            Target(
+                "faust.tables.base:Collection.partition_for_key",
+                "1fcffc344730fe21a1d7d227e7d5fea5404391e821e64f1db4bdb63f23d1e7e7",
+            ),
+            Target(
+                "faust.stores.rocksdb:Store._set", "40e273d6ef07db1e7a19f5546d8d0e4864834e3d5165c721f53c4f7a930b668d"
+            ),
+            Target(
+                "faust.stores.rocksdb:Store._db_for_partition",
+                "abc425297c7542f04b97f8bc78bc90367523d122327fa7530de55a70c597ba37",
+            ),
+            Target(
+                "faust.stores.rocksdb:Store.set_persisted_offset",
+                "6fd1e96c0809530bd87de18c3e36f2e10eeb1d08bd9c4e72573aa1518f603a82",
+            ),
+        ),
+    ),
+    Patch(
+        5,
+        "resuming an active flow keeps the stream buffers (records fetched during recovery are not lost)",
+        "correctness",
+        (
+            Target(
+                "mode.utils.queues:FlowControlEvent", "1da8f905ab655e3927cb96e28dfa38354bd18c849554fa86bf118439dbe6b1a6"
+            ),
+            Target(
+                "mode.utils.queues:FlowControlQueue", "15f15a87fd6de428d627e266d2aeb0e44d86538b978f2f2ce42f454061214841"
+            ),
+        ),
+    ),
+    Patch(
+        6,
+        "no offset gap filled: no commit past a record not processed",
+        "correctness",
+        (
+            Target(f"{_CONSUMER}._add_gap", "f1cc1db634f5ea0932f4ad9a91bccf0c9e5f490f6c1d7bff312fdeab50fde8e9"),
+            Target(f"{_CONSUMER}._new_offset", "2b29afe4dd9a65a3b1a0acbaf09b9bc3a7f98a168a3dd2924db879fb4f9301b3"),
+            Target(f"{_CONSUMER}._drain_messages", calls="self._add_gap("),
+        ),
+    ),
+    Patch(
+        7,
+        "the consumer's fetch wait from the settings",
+        "speed",
+        (
+            Target(
+                "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._create_worker_consumer",
+                "c179c0bdb9755c3ace11c2b9f55d53576d55026dea7eb678f348c08292dfda9e",
+            ),
+            Target("aiokafka.consumer.consumer:AIOKafkaConsumer.start", calls="self._fetch_max_wait_ms"),
+        ),
+    ),
+    Patch(
+        8,
+        "an agent's loop over its stream (events())",
+        "speed",
+        (
+            Target("faust.streams:Stream._c_aiter", "e1c5071a8280fd46033bd3fe3322fb1746ed3900d8ba57060d25aa617f4caa74"),
+            Target("faust.streams:Stream.events", "bed62827877656f659638062c1d5bb95ef59dbcbb247f2276c741254294d7d2d"),
+            Target("faust.streams:_CStreamIterator", version_of="faust-streaming"),
+        ),
+    ),
+    Patch(
+        9,
+        "decoding a raw-bytes topic's record (BytesTopic)",
+        "speed",
+        (
+            Target(
+                "faust.topics:Topic._compile_decode", "f30130922bceddf78a58729ea7fc485d3f95c54478caf55683e6568ac2e206bc"
+            ),
+            Target(
+                "faust.serializers.schemas:Schema.compile",
+                "bd271ec59690d13ea72e0b8591acd0a5d7d8ed5139fde8f299b4649e7fcc186e",
+            ),
+        ),
+    ),
 )
 
 
@@ -186,8 +264,10 @@ def problems(patch: Patch, versions: dict[str, str] | None = None) -> list[str]:
     for target in patch.targets:
         if target.version_of:
             if versions.get(target.version_of) != WRITTEN_AGAINST[target.version_of]:
-                found.append(f"{target.where} has no source to compare and {target.version_of} is not "
-                             f"{WRITTEN_AGAINST[target.version_of]}")
+                found.append(
+                    f"{target.where} has no source to compare and {target.version_of} is not "
+                    f"{WRITTEN_AGAINST[target.version_of]}"
+                )
             continue
         source = source_of(target.where)
         if source is None:
@@ -217,8 +297,10 @@ def require() -> None:
     ]
     for patch, why in failing:
         lines.append(f"  point {patch.point} ({patch.title}): {'; '.join(why)}")
-    lines.append("Install the pinned versions (pip install -c constraints.txt -e .), or re-validate the patches "
-                 "against the new code (docs/operations.md, \"Upgrading Faust\").")
+    lines.append(
+        "Install the pinned versions (pip install -c constraints.txt -e .), or re-validate the patches "
+        'against the new code (docs/operations.md, "Upgrading Faust").'
+    )
     raise UnsafeDependencies("\n".join(lines))
 
 
@@ -230,7 +312,11 @@ def speed_patch_applies(point: int) -> bool:
     if why:
         log.warning(
             "faust_tuning point %d (%s) left out, Faust's own path runs: %s (written against %s, installed %s)",
-            point, patch.title, "; ".join(why), _versions_text(WRITTEN_AGAINST), _versions_text(installed_versions()),
+            point,
+            patch.title,
+            "; ".join(why),
+            _versions_text(WRITTEN_AGAINST),
+            _versions_text(installed_versions()),
         )
         return False
     return True

@@ -111,8 +111,14 @@ class Output:
         self._watch_open(accumulator, self.topics)  # a producer Faust replaced: its open batches
         return producer
 
-    async def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
-                   record_future: bool = True) -> None:
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        record_future: bool = True,
+    ) -> None:
         """`record_future=False`: into the partition's open batch without the future aiokafka makes
         per record (and resolves with a RecordMetadata when the batch is acknowledged). Nothing
         waits for it: the batch's outcome is watched as every batch of a watched topic is. Only for

@@ -31,8 +31,11 @@ def events(stream: Any, max_run: int = MAX_RUN) -> AsyncIterator[EventT]:
     iterator = faust_streams._CStreamIterator
     channel = stream.channel
     if (
-        iterator is None or not getattr(stream.app, "_hookstream_events", False)
-        or not isinstance(channel, ChannelT) or stream._processors or stream.join_strategy
+        iterator is None
+        or not getattr(stream.app, "_hookstream_events", False)
+        or not isinstance(channel, ChannelT)
+        or stream._processors
+        or stream.join_strategy
     ):
         return stream.events()  # Faust's own path: nothing here was written for it (or the guard left it out)
     it = _events(stream, iterator(stream), max_run)
@@ -128,6 +131,8 @@ class BytesTopic(Topic):
 def is_raw_bytes(schema: Any) -> bool:
     return (
         type(schema) is Schema
-        and schema.key_type is bytes and schema.value_type is bytes
-        and schema.key_serializer == "raw" and schema.value_serializer == "raw"
+        and schema.key_type is bytes
+        and schema.value_type is bytes
+        and schema.key_serializer == "raw"
+        and schema.value_serializer == "raw"
     )
