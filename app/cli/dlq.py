@@ -15,16 +15,16 @@ import argparse
 import base64
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from app.cli.common import CliError, load_settings, one_line, positive_int, run
+from app.cli.text import format_table, format_time, parse_time
 from app.core import dlq
 from app.core.poison import REDRIVE_HEADER
 from app.events import Delivery, utcnow
-from app.instances import parse_duration
 from app.settings import Settings
 
 DELIVERIES_TOPIC = "hookstream.deliveries"
@@ -123,35 +123,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     rd.set_defaults(func=cmd_redrive)
 
 
-def parse_since(text: str, now: datetime) -> datetime:
-    """`--since`: an ISO 8601 time (naive means UTC) or a duration back from `now` (30m, 2h, 7d)."""
-    try:
-        back = timedelta(seconds=parse_duration(text))
-    except ValueError:
-        back = None  # not a duration: read it as a time
-    if back is not None:
-        return now - back
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise CliError(
-            f"--since {text!r}: not an ISO 8601 time (2026-11-01T12:00Z) nor a duration (30m, 2h, 7d)", 2
-        ) from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-
-
 def body_preview(body: bytes, limit: int = PREVIEW_BYTES) -> str:
     """The first `limit` bytes as text (undecodable bytes shown as U+FFFD), with a note when cut."""
     shown = body[:limit].decode("utf-8", "replace")
     if len(body) > limit:
         shown += f"\n… ({len(body) - limit} more bytes)"
     return shown
-
-
-def _time(value: datetime | None) -> str:
-    if value is None:
-        return "-"
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 # --- database -------------------------------------------------------------------------------
@@ -252,7 +229,7 @@ def origin(row: dlq.DeadLetterRow) -> str:
     return one_line(row.source_topic or "-", 40)
 
 
-def format_table(rows: list[dlq.DeadLetterRow]) -> str:
+def dead_letter_table(rows: list[dlq.DeadLetterRow]) -> str:
     header = ("ID", "STATUS", "ATTEMPTS", "STAGE", "FROM", "LAST FAILED", "ERROR")
     lines = [
         (
@@ -261,21 +238,17 @@ def format_table(rows: list[dlq.DeadLetterRow]) -> str:
             str(r.attempts),
             r.stage,
             origin(r),
-            _time(r.last_failed_at),
+            format_time(r.last_failed_at),
             one_line(r.error, ERROR_WIDTH),
         )
         for r in rows
     ]
-    widths = [max(len(header[i]), *(len(line[i]) for line in lines)) for i in range(len(header) - 1)]
-    out = []
-    for line in (header, *lines):
-        out.append("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1])
-    return "\n".join(out)
+    return format_table(header, lines)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     settings = load_settings()
-    since = parse_since(args.since, utcnow()) if args.since else None
+    since = parse_time(args.since, utcnow(), "--since") if args.since else None
     where, params = _filters(args.status, args.stage, args.plugin, since)
     rows = run(
         _fetch(
@@ -290,7 +263,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no {'' if args.status == 'all' else args.status + ' '}dead letters match")
         return 0
-    print(format_table(rows))
+    print(dead_letter_table(rows))
     if len(rows) == args.limit:
         print(f"(first {args.limit} shown: raise --limit or narrow with --since/--stage/--plugin)", file=sys.stderr)
     return 0
@@ -303,14 +276,14 @@ def format_row(row: dlq.DeadLetterRow) -> str:
     where = f"{row.source_topic}[{row.source_partition}]@{row.source_offset}" if row.source_topic is not None else "-"
     lines = [
         f"dead letter    {row.dead_letter_id}",
-        f"status         {row.status}" + (f" (retired {_time(row.retired_at)})" if row.retired_at else ""),
+        f"status         {row.status}" + (f" (retired {format_time(row.retired_at)})" if row.retired_at else ""),
         f"attempts       {row.attempts}",
         f"stage          {row.stage}",
         f"plugin         {row.plugin}",
         f"instance       {row.instance}",
         f"key            {row.key}",
-        f"first failed   {_time(row.first_failed_at)}",
-        f"last failed    {_time(row.last_failed_at)}",
+        f"first failed   {format_time(row.first_failed_at)}",
+        f"last failed    {format_time(row.last_failed_at)}",
         f"consumed from  {where}",
         "error",
         *("  " + line for line in row.error.splitlines() or [""]),
@@ -321,7 +294,7 @@ def format_row(row: dlq.DeadLetterRow) -> str:
             "original delivery",
             f"  delivery id  {d.delivery_id}",
             f"  route        {d.route or '-'}",
-            f"  received at  {_time(d.received_at)}",
+            f"  received at  {format_time(d.received_at)}",
         ]
         if d.redrive_of:
             lines.append(f"  redrive of   {d.redrive_of}")
@@ -400,7 +373,7 @@ def not_redrivable_reason(row: dlq.DeadLetterRow) -> str | None:
     if not row.redrivable:
         return "holds no delivery (its record did not decode): it cannot be redriven; fix the producer and resend"
     if row.status != dlq.OPEN:
-        return f"is retired (its redrive was accepted {_time(row.retired_at)}): nothing to redrive"
+        return f"is retired (its redrive was accepted {format_time(row.retired_at)}): nothing to redrive"
     return None
 
 

@@ -8,6 +8,7 @@ import orjson
 
 from app.cli.common import CliError, load_settings, run
 from app.cli.replay import resolve_topic, worker_group
+from app.cli.text import format_table
 from app.core import lag as lag_core
 from app.core.replay import CONSUMED_TOPICS
 from app.embedded import tansu_quirks
@@ -88,5 +89,5 @@ async def _lag(settings: Settings, group: str, args: argparse.Namespace) -> int:
     if not positions:
         print(f"no committed offsets for group {group}: name topics with --topic")
         return 0
-    print(lag_core.format_lag(group, positions))
+    print(format_table(lag_core.HEADER, lag_core.lag_rows(group, positions), lag_core.NUMERIC))
     return 0

@@ -9,12 +9,16 @@ from __future__ import annotations
 import argparse
 import sys
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from app import codec
 from app.cli.common import CliError, load_settings, run
+from app.cli.text import format_table, parse_time
 from app.core import delivery_replay as dr
+from app.core.replay import HEADER as MOVES_HEADER
+from app.core.replay import NUMERIC as MOVES_NUMERIC
 from app.core.replay import (
+    Move,
     ShiftBy,
     Target,
     ToDatetime,
@@ -22,14 +26,13 @@ from app.core.replay import (
     ToLatest,
     ToOffset,
     downstream,
-    format_moves,
+    move_rows,
     plan,
     wrap,
 )
 from app.embedded import tansu_quirks
 from app.events import Delivery, utcnow
 from app.events.bounds import Identifier
-from app.instances import parse_duration
 from app.settings import Settings
 
 DELIVERIES = "hookstream.deliveries"
@@ -219,23 +222,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 # -- shared ----------------------------------------------------------------------------------
 
 
-def parse_time(text: str, now: datetime, option: str) -> datetime:
-    """ISO 8601 (naive means UTC) or a duration back from `now` (30m, 2h, 7d)."""
-    try:
-        return now - timedelta(seconds=parse_duration(text))
-    except ValueError:
-        pass
-    except OverflowError:
-        raise CliError(
-            f"{option} {text!r}: reaches back before the year 1; give a shorter duration or an ISO 8601 time", 2
-        ) from None
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise CliError(
-            f"{option} {text!r}: not an ISO 8601 time (2026-11-01T02:00Z) nor a duration back from now (90m, 2h, 7d)", 2
-        ) from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+def format_moves(moves: list[Move]) -> str:
+    """The moves as a table: a row per partition, a total per topic of several."""
+    return format_table(MOVES_HEADER, move_rows(moves), MOVES_NUMERIC)
 
 
 def epoch_ms(when: datetime) -> int:

@@ -17,7 +17,6 @@ import os
 import re
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import orjson
 from pydantic import ValidationError
 
 from app.cli.common import CliError, load_settings, positive_int, run
+from app.cli.text import format_table, format_time
 from app.core import read_model
 from app.core.config_file import config_files
 from app.events import SourceConnected, SourceDisconnected, utcnow
@@ -512,18 +512,3 @@ async def query(settings: Settings, statement: str, params: tuple[Any, ...] = ()
             ) from None
     finally:
         await conn.close()
-
-
-def format_time(value: datetime | None) -> str:
-    if value is None:
-        return "-"
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def format_table(header: tuple[str, ...], lines: list[tuple[str, ...]]) -> str:
-    """Left-aligned columns two spaces apart; the last column is not padded."""
-    widths = [max(len(header[i]), *(len(line[i]) for line in lines)) for i in range(len(header) - 1)]
-    out = []
-    for line in (header, *lines):
-        out.append(("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1]).rstrip())
-    return "\n".join(out)

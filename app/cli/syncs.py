@@ -23,11 +23,10 @@ from app.cli.sources import (
     add_transport_arguments,
     describe_sent,
     first_error,
-    format_table,
-    format_time,
     query,
     send_producer_event,
 )
+from app.cli.text import format_table, format_time
 from app.core import read_model
 from app.events import SyncRequested, utcnow
 from app.store.sync_records import LIVE_JOBS

@@ -8,7 +8,7 @@ import sys
 import orjson
 
 from app.cli.common import CliError, load_settings, run
-from app.cli.sources import format_time
+from app.cli.text import format_time
 from app.core.trace import gaps_ms
 
 DESCRIPTION = """\

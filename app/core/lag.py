@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from app.core.replay import Position, format_table
+from app.core.replay import Position
 
 
 def lag(position: Position) -> int:
@@ -29,12 +29,14 @@ def by_topic(positions: list[Position]) -> dict[str, dict[str, int]]:
 
 
 HEADER = ("GROUP", "TOPIC", "PARTITION", "COMMITTED", "END", "LAG")
+NUMERIC = ("PARTITION", "COMMITTED", "END", "LAG")
 
 
-def format_lag(group: str, positions: list[Position]) -> str:
-    """One row per partition, then a total row per topic and one for the group."""
+def lag_rows(group: str, positions: list[Position]) -> list[tuple[str, ...]]:
+    """The rows of the lag table under `HEADER` (`NUMERIC` columns right-aligned): one per
+    partition, then a total row per topic and one for the group."""
     ordered = sorted(positions, key=lambda p: (p.topic, p.partition))
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (group, p.topic, str(p.partition), "-" if p.committed is None else str(p.committed), str(p.end), str(lag(p)))
         for p in ordered
     ]
@@ -43,7 +45,7 @@ def format_lag(group: str, positions: list[Position]) -> str:
         rows.append((group, f"total {topic}", "", "", str(entry["end"]), str(entry["lag"])))
     if len(topics) > 1:
         rows.append((group, "total", "", "", "", str(sum(e["lag"] for e in topics.values()))))
-    return format_table(HEADER, rows)
+    return rows
 
 
 def as_json(group: str, state: str, members: int, positions: list[Position]) -> dict[str, Any]:

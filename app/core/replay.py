@@ -16,7 +16,6 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Union
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ class ShiftBy:
         return f"{'forward' if self.delta >= 0 else 'back'} {abs(self.delta)} record(s) from the committed offset"
 
 
-Target = Union[ToEarliest, ToLatest, ToOffset, ToDatetime, ShiftBy]
+Target = ToEarliest | ToLatest | ToOffset | ToDatetime | ShiftBy
 
 
 @dataclass(frozen=True)
@@ -140,14 +139,16 @@ def plan(positions: Iterable[Position], target: Target) -> list[Move]:
 WIDTH = 100  # prose is wrapped to this; tables are not
 
 HEADER = ("TOPIC", "PARTITION", "CURRENT", "NEW", "EARLIEST", "END", "REPROCESS", "NOTE")
+NUMERIC = ("PARTITION", "CURRENT", "NEW", "EARLIEST", "END", "REPROCESS")
 
 
 def _offset(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
-def format_moves(moves: list[Move]) -> str:
-    """One row per partition, a total row per topic; REPROCESS < 0 means records skipped."""
+def move_rows(moves: list[Move]) -> list[tuple[str, ...]]:
+    """The rows of the moves' table under `HEADER` (`NUMERIC` columns right-aligned): one per
+    partition, a total per topic of several; REPROCESS < 0 means records skipped."""
     rows: list[tuple[str, ...]] = []
     by_topic: dict[str, list[Move]] = defaultdict(list)
     for m in moves:
@@ -169,17 +170,7 @@ def format_moves(moves: list[Move]) -> str:
         if len(group) > 1:
             total = sum(m.reprocessed for m in group)
             rows.append((f"  total {topic}", "", "", "", "", "", f"{total:+d}" if total else "0", ""))
-    return format_table(HEADER, rows)
-
-
-def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i]) for i in range(len(header))]
-    numeric = {i for i, h in enumerate(header) if h not in ("TOPIC", "NOTE", "GROUP")}
-    out = []
-    for row in (header, *rows):
-        cells = [cell.rjust(w) if i in numeric else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))]
-        out.append("  ".join(cells).rstrip())
-    return "\n".join(out)
+    return rows
 
 
 def totals(moves: list[Move]) -> dict[str, int]:

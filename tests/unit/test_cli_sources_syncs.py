@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from app.cli.common import CliError
-from app.cli.sources import connected_event, default_git_id, format_table
+from app.cli.sources import connected_event, default_git_id
 from app.cli.syncs import format_bytes, format_duration, requested_event
+from app.cli.text import format_table
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.cli.common import CliError
-from app.cli.dlq import body_preview, format_row, format_table, not_redrivable_reason, parse_since, redrive_of
+from app.cli.dlq import body_preview, dead_letter_table, format_row, not_redrivable_reason, redrive_of
+from app.cli.text import parse_time
 from app.core import dlq
 from app.core.intake import dead_letter_id
 from app.events import DeadLettered, Delivery, RedriveAccepted
@@ -181,13 +182,13 @@ NOW = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)
     ],
 )
 def test_since_is_a_time_or_a_duration_back_from_now(text, expected):
-    assert parse_since(text, NOW) == expected
+    assert parse_time(text, NOW, "--since") == expected
 
 
 @pytest.mark.parametrize("text", ["yesterday", "-2h", "0s", ""])
 def test_an_unreadable_since_is_a_usage_error(text):
     with pytest.raises(CliError) as exc:
-        parse_since(text, NOW)
+        parse_time(text, NOW, "--since")
     assert exc.value.code == 2
 
 
@@ -212,7 +213,7 @@ def test_a_retired_row_is_not_redriven_again():
 
 def test_the_table_and_the_full_view_show_what_an_operator_needs():
     row = fold_all([failure(error="body is not a hookstream producer event:\n  bad"), failure(T0 + H)])
-    table = format_table([row])
+    table = dead_letter_table([row])
     assert DL_ID in table and "generic-hmac/a" in table and "ATTEMPTS" in table
     full = format_row(row)
     for expected in ("attempts       2", "x-signature: abc", "not an event", "body (12 bytes)"):
@@ -266,7 +267,7 @@ def test_a_row_of_another_topic_is_redrivable_when_it_holds_the_whole_record_tha
 def test_a_row_of_another_topic_has_no_plugin_and_shows_where_it_came_from():
     row = dlq.fold(None, other_failure())
     assert (row.plugin, row.instance, row.of_delivery) == ("unknown", "unknown", False)
-    assert "t1.hookstream.sync.plans" in format_table([row]) and "a redrive republishes it" in format_row(row)
+    assert "t1.hookstream.sync.plans" in dead_letter_table([row]) and "a redrive republishes it" in format_row(row)
     truncated = dlq.fold(None, other_failure(truncated=True))
     assert "first bytes" in not_redrivable_reason(
         truncated

@@ -6,7 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.core.lag import as_json, by_topic, format_lag, lag
+from app.cli.replay import format_moves
+from app.cli.text import format_table
+from app.core import lag as lag_core
+from app.core.lag import as_json, by_topic, lag
 from app.core.replay import (
     Position,
     ShiftBy,
@@ -15,7 +18,6 @@ from app.core.replay import (
     ToLatest,
     ToOffset,
     downstream,
-    format_moves,
     logical_name,
     move,
     plan,
@@ -196,6 +198,6 @@ def test_lag_totals_per_topic_and_json():
         "end": 200,
         "lag": 100,
     }
-    lines = format_lag("g", positions).splitlines()
+    lines = format_table(lag_core.HEADER, lag_core.lag_rows("g", positions), lag_core.NUMERIC).splitlines()
     assert lines[0].split() == ["GROUP", "TOPIC", "PARTITION", "COMMITTED", "END", "LAG"]
     assert lines[-1].split() == ["g", "total", "157"]
