@@ -13,8 +13,8 @@ import argparse
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable
-from typing import NoReturn, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
 
 from pydantic import ValidationError
 
@@ -79,6 +79,31 @@ def setup_logging(level: str = "info", settings: Settings | None = None, instanc
     # Faust/aiokafka build debug records per event when the root logger is at DEBUG (docs/performance.md).
     for name in ("aiokafka", "kafka"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+async def on_read_model(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    """`await work(conn)` on a connection to the read model's schema (the functions of `app.store`),
+    or a CliError that says what to do: PostgreSQL cannot be reached, or its tables are missing
+    or out of date."""
+    import psycopg
+
+    from app.store.db import connect
+
+    try:
+        conn = await connect(settings)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CliError(f"cannot reach PostgreSQL at HOOKSTREAM_DATABASE_URL: {reason}") from None
+    try:
+        return await work(conn)
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
+        raise CliError(
+            f"the read model in schema {settings.database_schema} is missing or out of date "
+            f"({str(exc).strip().splitlines()[0]}): run `hookstream db migrate`",
+            2,
+        ) from None
+    finally:
+        await conn.close()
 
 
 def run(coro: Awaitable[T]) -> T:

@@ -13,8 +13,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from psycopg import sql
-
 from app import topology
 from app.cli.common import CliError, masked, run, setup_logging
 from app.embedded.broker import EmbeddedBroker
@@ -76,13 +74,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 async def _prepare(settings: Settings) -> None:
     import psycopg
 
-    from app.store.db import migrate
+    from app.store.db import drop_schema, migrate
 
     plan, errors = await topology.apply(settings)
     if errors:
         raise CliError("could not create topics: " + "; ".join(errors))
     async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
-        await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(settings.database_schema)))
+        await drop_schema(conn, settings.database_schema)
     await migrate(settings)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from app.cli.common import CliError, load_settings, one_line, positive_int, run
+from app.cli.common import CliError, load_settings, on_read_model, one_line, positive_int, run
 from app.cli.text import format_table, format_time, parse_time
 from app.core import dlq
 from app.core.poison import REDRIVE_HEADER
@@ -31,8 +31,6 @@ DELIVERIES_TOPIC = "hookstream.deliveries"
 PREVIEW_BYTES = 1024
 ERROR_WIDTH = 60
 STATUSES = ("open", "retired", "all")
-
-ROW_SELECT = "SELECT " + ", ".join(dlq.COLUMNS) + " FROM dlq"
 
 LIST_EPILOG = """\
 examples:
@@ -134,62 +132,15 @@ def body_preview(body: bytes, limit: int = PREVIEW_BYTES) -> str:
 # --- database -------------------------------------------------------------------------------
 
 
-async def _connect(settings: Settings):
-    import psycopg
-
-    from app.store.db import connect
-
-    try:
-        return await connect(settings)
-    except psycopg.OperationalError as exc:
-        raise CliError(f"cannot reach PostgreSQL at HOOKSTREAM_DATABASE_URL: {str(exc).strip()}") from None
-
-
-async def _fetch(settings: Settings, query: str, params: tuple[Any, ...]) -> list[dlq.DeadLetterRow]:
-    import psycopg
-    from psycopg.rows import dict_row
-
-    conn = await _connect(settings)
-    try:
-        cursor = conn.cursor(row_factory=dict_row)
-        try:
-            rows = await (await cursor.execute(query, params)).fetchall()
-        except psycopg.errors.UndefinedTable:
-            raise CliError(
-                f"no dlq table in schema {settings.database_schema}: run `hookstream db migrate`", 2
-            ) from None
-    finally:
-        await conn.close()
-    return [dlq.from_columns(r) for r in rows]
-
-
-def _filters(status: str | None, stage: str | None, plugin: str | None, since: datetime | None) -> tuple[str, tuple]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if status and status != "all":
-        clauses.append("status = %s")
-        params.append(status)
-    if stage:
-        clauses.append("stage = %s")
-        params.append(stage)
-    if plugin:
-        clauses.append("plugin = %s")
-        params.append(plugin)
-    if since is not None:
-        clauses.append("last_failed_at >= %s")
-        params.append(since)
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", tuple(params)
-
-
-async def _find(settings: Settings, ident: str) -> dlq.DeadLetterRow:
+async def _find(conn, settings: Settings, ident: str) -> dlq.DeadLetterRow:
     """The row with this id, or the one row whose id starts with it (at least 6 characters)."""
+    from app.store import dead_letters
+
     ident = ident.strip()
-    rows = await _fetch(settings, ROW_SELECT + " WHERE dead_letter_id = %s", (ident,))
+    found = await dead_letters.by_id(conn, ident)
+    rows = [found] if found is not None else []
     if not rows and len(ident) >= 6:
-        pattern = ident.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        rows = await _fetch(
-            settings, ROW_SELECT + " WHERE dead_letter_id LIKE %s ORDER BY dead_letter_id LIMIT 6", (pattern,)
-        )
+        rows = await dead_letters.by_prefix(conn, ident, limit=6)
     if not rows:
         raise CliError(
             f"no dead letter {ident!r} in schema {settings.database_schema} (see `hookstream dlq list --status all`)"
@@ -247,14 +198,17 @@ def dead_letter_table(rows: list[dlq.DeadLetterRow]) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from app.store import dead_letters
+
     settings = load_settings()
     since = parse_time(args.since, utcnow(), "--since") if args.since else None
-    where, params = _filters(args.status, args.stage, args.plugin, since)
+    status = None if args.status == "all" else args.status
     rows = run(
-        _fetch(
+        on_read_model(
             settings,
-            ROW_SELECT + where + " ORDER BY last_failed_at DESC, dead_letter_id LIMIT %s",
-            params + (args.limit,),
+            lambda conn: dead_letters.listing(
+                conn, status, args.stage or None, args.plugin or None, since, limit=args.limit
+            ),
         )
     )
     if args.json:
@@ -323,7 +277,7 @@ def format_row(row: dlq.DeadLetterRow) -> str:
 
 def cmd_show(args: argparse.Namespace) -> int:
     settings = load_settings()
-    row = run(_find(settings, args.id))
+    row = run(on_read_model(settings, lambda conn: _find(conn, settings, args.id)))
     if args.json:
         values = dlq.to_columns(row)
         values["raw"] = None if row.raw is None else base64.b64encode(row.raw).decode("ascii")
@@ -434,22 +388,23 @@ def cmd_redrive(args: argparse.Namespace) -> int:
         raise CliError("--plugin and --stage narrow --all; with IDs, name only the ones you mean", 2)
     settings = load_settings()
 
-    async def select() -> tuple[list[dlq.DeadLetterRow], list[tuple[dlq.DeadLetterRow, str]]]:
+    async def select(conn) -> tuple[list[dlq.DeadLetterRow], list[tuple[dlq.DeadLetterRow, str]]]:
+        from app.store import dead_letters
+
         if args.all:
-            where, params = _filters("open", args.stage, args.plugin, None)
-            rows = await _fetch(settings, ROW_SELECT + where + " ORDER BY first_failed_at, dead_letter_id", params)
+            rows = await dead_letters.listing(conn, "open", args.stage or None, args.plugin or None, oldest_first=True)
         else:
             # Every id must exist before anything is published.
             rows = []
             for ident in dict.fromkeys(args.ids):
-                row = await _find(settings, ident)
+                row = await _find(conn, settings, ident)
                 if row.dead_letter_id not in {r.dead_letter_id for r in rows}:
                     rows.append(row)
         ready = [r for r in rows if not_redrivable_reason(r) is None]
         refused = [(r, reason) for r in rows if (reason := not_redrivable_reason(r)) is not None]
         return ready, refused
 
-    ready, refused = run(select())
+    ready, refused = run(on_read_model(settings, select))
     for row, reason in refused:
         print(f"not redriven  {row.dead_letter_id}  {row.key}: {reason}", file=sys.stderr)
     if not ready:

@@ -6,8 +6,8 @@
 Either way the event is validated here first. `list` reads the `sources`
 projection, which the worker writes once it has consumed the event.
 
-The helpers at the bottom (sending a producer event, querying the read model,
-tables) are shared with `app.cli.syncs`.
+The helpers at the bottom (sending a producer event and saying where it went)
+are shared with `app.cli.syncs`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from app.cli.common import CliError, load_settings, positive_int, run
+from app.cli.common import CliError, load_settings, on_read_model, positive_int, run
 from app.cli.text import format_table, format_time
 from app.core import read_model
 from app.core.config_file import config_files
@@ -371,8 +371,6 @@ def first_error(exc: ValidationError) -> str:
 
 # --- list --------------------------------------------------------------------------------------
 
-_SOURCES_SELECT = "SELECT " + ", ".join(read_model.SOURCE_COLUMNS) + " FROM sources"
-
 
 def _location(config: dict[str, Any]) -> str:
     where = config.get("path") or config.get("repository") or _linear_location(config) or "-"
@@ -413,22 +411,20 @@ def source_summary(row: read_model.SourceRow) -> dict[str, Any]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from app.store import sources as source_rows
+
     settings = load_settings()
-    clauses, params = [], []
-    if args.status != "all":
-        clauses.append("status = %s")
-        params.append(args.status)
-    if args.source_type:
-        clauses.append("source_type = %s")
-        params.append(args.source_type)
-    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-    found = run(query(settings, _SOURCES_SELECT + where + " ORDER BY source_id", tuple(params)))
-    sources = [read_model.source_from_columns(r) for r in found]
+    status = None if args.status == "all" else args.status
+    sources = run(on_read_model(settings, lambda conn: source_rows.listing(conn, status, args.source_type or None)))
     if args.json:
         print(orjson.dumps([source_summary(s) for s in sources], option=orjson.OPT_INDENT_2).decode())
         return 0
     if not sources:
-        print("no sources" + ("" if not clauses else " match") + " (connect one with `hookstream sources connect`)")
+        print(
+            "no sources"
+            + ("" if status is None and not args.source_type else " match")
+            + " (connect one with `hookstream sources connect`)"
+        )
         return 0
     header = ("ID", "TYPE", "STATUS", "NAME", "LOCATION", "CONFIG FILE", "UPDATED")
     lines = [
@@ -486,29 +482,3 @@ def describe_sent(answer: dict[str, Any]) -> str:
     if answer.get("via") == "kafka":
         return f"{answer['type']} written to {answer['topic']}[{answer['partition']}]@{answer['offset']}"
     return f"{answer.get('type', 'the event')} accepted by the ingress at {answer['url']}"
-
-
-async def query(settings: Settings, statement: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    """Rows of the read model as dicts, or a CliError that says what to do (no server, no tables)."""
-    import psycopg
-    from psycopg.rows import dict_row
-
-    from app.store.db import connect
-
-    try:
-        conn = await connect(settings)
-    except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CliError(f"cannot reach PostgreSQL at HOOKSTREAM_DATABASE_URL: {reason}") from None
-    try:
-        cursor = conn.cursor(row_factory=dict_row)
-        try:
-            return await (await cursor.execute(statement, params)).fetchall()
-        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
-            raise CliError(
-                f"the read model in schema {settings.database_schema} is missing or out of date "
-                f"({str(exc).strip().splitlines()[0]}): run `hookstream db migrate`",
-                2,
-            ) from None
-    finally:
-        await conn.close()

@@ -18,27 +18,21 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from app.cli.common import CliError, load_settings, one_line, positive_int, run
+from app.cli.common import CliError, load_settings, on_read_model, one_line, positive_int, run
 from app.cli.sources import (
     add_transport_arguments,
     describe_sent,
     first_error,
-    query,
     send_producer_event,
 )
 from app.cli.text import format_table, format_time
 from app.core import read_model
 from app.events import SyncRequested, utcnow
-from app.store.sync_records import LIVE_JOBS
 
 ACTIVE = "active"  # queued or running
 STATUS_CHOICES = (*read_model.JOB_STATUSES, ACTIVE)
 ERROR_WIDTH = 50
 
-_JOBS_SELECT = "SELECT " + ", ".join(read_model.JOB_COLUMNS) + " FROM " + LIVE_JOBS  # counts so far while a job runs
-_ANSWERS_SELECT = "SELECT " + ", ".join(read_model.REQUEST_COLUMNS) + " FROM sync_requests"
-# Latest first: a job's most telling time is when it started, else when it was queued.
-_ORDER = " ORDER BY coalesce(started_at, queued_at, cancelled_at, finished_at) DESC NULLS LAST, job_id DESC"
 
 LIST_EPILOG = """\
 examples:
@@ -275,24 +269,20 @@ def answer_line(answer: read_model.RequestAnswer) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from app.store import views
+
     settings = load_settings()
-    clauses, params = [], []
-    if args.source:
-        clauses.append("source_id = %s")
-        params.append(args.source)
-    if args.status == ACTIVE:
-        clauses.append("status IN ('queued', 'running')")
-    elif args.status:
-        clauses.append("status = %s")
-        params.append(args.status)
-    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-    found = run(query(settings, _JOBS_SELECT + where + _ORDER + " LIMIT %s", (*params, args.limit)))
-    jobs = [read_model.job_from_columns(r) for r in found]
+    jobs = run(
+        on_read_model(settings, lambda conn: views.jobs(conn, args.status or None, args.source or None, args.limit))
+    )
     if args.json:
         print(orjson.dumps([job_summary(j) for j in jobs], option=orjson.OPT_INDENT_2).decode())
         return 0
     if not jobs:
-        print("no sync jobs" + (" match" if clauses else " yet (request one with `hookstream sync request SOURCE`)"))
+        print(
+            "no sync jobs"
+            + (" match" if args.status or args.source else " yet (request one with `hookstream sync request SOURCE`)")
+        )
         return 0
     print(jobs_table(jobs))
     if len(jobs) == args.limit:
@@ -301,39 +291,34 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 async def _find(
-    settings, ident: str
+    conn, ident: str
 ) -> tuple[read_model.SyncJobRow | None, read_model.RequestAnswer | None, list[read_model.RequestAnswer]]:
     """The job with this id, or the answer of the request with this id and its job."""
+    from app.store import sync_records
+
     answer = None
-    jobs = await query(settings, _JOBS_SELECT + " WHERE job_id = %s", (ident,))
+    jobs = await sync_records.jobs(conn, [ident])
     if not jobs:
-        answers = await query(settings, _ANSWERS_SELECT + " WHERE request_id = %s", (ident,))
-        answer = read_model.answer_from_columns(answers[0]) if answers else None
+        answers = await sync_records.answers(conn, [ident])
+        answer = answers[0] if answers else None
         if answer is not None and answer.job_id is not None:
-            jobs = await query(settings, _JOBS_SELECT + " WHERE job_id = %s", (answer.job_id,))
+            jobs = await sync_records.jobs(conn, [answer.job_id])
         elif answer is None:
             # A job that served the request, should its answer not be projected (yet).
-            jobs = await query(
-                settings, _JOBS_SELECT + " WHERE request_ids @> ARRAY[%s]" + _ORDER + " LIMIT 1", (ident,)
-            )
-    job = read_model.job_from_columns(jobs[0]) if jobs else None
-    served = []
-    if job is not None:
-        rows = await query(
-            settings, _ANSWERS_SELECT + " WHERE job_id = %s ORDER BY answered_at, request_id", (job.job_id,)
-        )
-        served = [read_model.answer_from_columns(r) for r in rows]
+            jobs = await sync_records.jobs_serving(conn, ident)
+    job = jobs[0] if jobs else None
+    served = await sync_records.answers_of_job(conn, job.job_id) if job is not None else []
     return job, answer, served
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     settings = load_settings()
     ident = args.ident.strip()
-    job, answer, served = run(_find(settings, ident))
+    job, answer, served = run(on_read_model(settings, lambda conn: _find(conn, ident)))
     if job is None and answer is None:
         raise CliError(
             f"no sync job or request {ident!r} in schema {settings.database_schema}"
-            + run(_what_the_ledger_says(settings, ident))
+            + run(on_read_model(settings, lambda conn: _what_the_ledger_says(conn, ident)))
         )
     if args.json:
         out: dict[str, Any] = {"job": job_summary(job) if job else None}
@@ -354,22 +339,19 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _what_the_ledger_says(settings, ident: str) -> str:
+async def _what_the_ledger_says(conn, ident: str) -> str:
     """Why a delivery id has no job: what the dedup stage made of the delivery, if the ledger has it."""
     from app.core.trace import outcome_text
+    from app.store import ledger as ledger_store
 
-    rows = await query(
-        settings, "SELECT * FROM deliveries WHERE delivery_id = %s OR key = %s ORDER BY key LIMIT 3", (ident, ident)
-    )
+    rows = await ledger_store.named(conn, ident, limit=3)
     if not rows:
         return (
             " nor a delivery in the ledger (see `hookstream syncs list`; a request shows once the worker has "
             "answered it; `hookstream trace ID` searches everything)"
         )
     said = "; ".join(
-        f"delivery {r['key']}: "
-        + outcome_text(r["outcome"], r["rule"], r["reason"], (), r["source_ids"], r["request_ids"])
-        for r in rows
+        f"delivery {r.key}: " + outcome_text(r.outcome, r.rule, r.reason, (), r.source_ids, r.request_ids) for r in rows
     )
     return f": {said} (`hookstream trace {ident}` shows the whole chain)"
 

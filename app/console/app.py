@@ -23,8 +23,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from app.console import data, pages
 from app.settings import Settings
+from app.store import dead_letters as dead_letter_rows
 from app.store import ledger as ledger_store
-from app.store import views
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ async def redrive(request: web.Request) -> web.Response:
     else:
         try:
             async with request.app[POOL].connection() as conn:
-                row = await views.dead_letter(conn, ident)
+                row = await dead_letter_rows.by_id(conn, ident)
             where = await redrive_dead_letter(settings, row, ident)
             status, body = (
                 202,

@@ -21,6 +21,7 @@ from app.core.dlq import DeadLetterRow
 from app.core.lag import lag
 from app.core.replay import CONSUMED_TOPICS, STAGES
 from app.settings import Settings
+from app.store import dead_letters as dead_letter_rows
 from app.store import ledger as ledger_store
 from app.store import sync_records, views
 
@@ -95,7 +96,7 @@ async def overview(conn: AsyncConnection, lags: LagCache, now: datetime | None =
         "since": iso(since),
         "deliveries": await ledger_store.outcome_counts(conn, since),
         "syncs": await views.job_counts(conn),
-        "dead_letters_open": await views.open_dead_letters(conn),
+        "dead_letters_open": await dead_letter_rows.open_count(conn),
         "lag": await lags.get(),
     }
 
@@ -144,4 +145,4 @@ async def deliveries(conn: AsyncConnection, filters: ledger_store.Filters) -> li
 
 
 async def dead_letters(conn: AsyncConnection, status: str | None) -> list[dict[str, Any]]:
-    return [dead_letter_json(r) for r in await views.dead_letters(conn, status)]
+    return [dead_letter_json(r) for r in await dead_letter_rows.listing(conn, status or None, limit=100)]

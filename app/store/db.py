@@ -73,6 +73,11 @@ async def migrate(settings: Settings) -> list[str]:
     return applied_now
 
 
+async def drop_schema(conn: psycopg.AsyncConnection, schema: str) -> None:
+    """Drop `schema` and everything in it (a dev reset, a rebuild's candidate or old tables)."""
+    await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
 class StoreUnavailable(Exception):
     """PostgreSQL stayed unreachable through every retry a bounded write allows."""
 

@@ -16,24 +16,12 @@ from psycopg.rows import dict_row
 
 from app.core import ledger
 from app.events import DeliveryOutcome
+from app.store import statements
 
-_COPY_INSERT = sql.SQL("INSERT INTO delivery_copies ({}) VALUES ({}) ON CONFLICT (copy_id) DO NOTHING").format(
-    sql.SQL(", ").join(map(sql.Identifier, ledger.COPY_COLUMNS)),
-    sql.SQL(", ").join(sql.Placeholder(c) for c in ledger.COPY_COLUMNS),
-)
-_DELIVERY_SELECT = sql.SQL("SELECT {} FROM deliveries").format(
-    sql.SQL(", ").join(map(sql.Identifier, ledger.DELIVERY_COLUMNS))
-)
-_COPY_SELECT = sql.SQL("SELECT {} FROM delivery_copies").format(
-    sql.SQL(", ").join(map(sql.Identifier, ledger.COPY_COLUMNS))
-)
-_DELIVERY_UPSERT = sql.SQL("INSERT INTO deliveries ({}) VALUES ({}) ON CONFLICT (key) DO UPDATE SET {}").format(
-    sql.SQL(", ").join(map(sql.Identifier, ledger.DELIVERY_COLUMNS)),
-    sql.SQL(", ").join(sql.Placeholder(c) for c in ledger.DELIVERY_COLUMNS),
-    sql.SQL(", ").join(
-        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in ledger.DELIVERY_COLUMNS if c != "key"
-    ),
-)
+_COPY_INSERT = statements.insert_if_absent("delivery_copies", ledger.COPY_COLUMNS, "copy_id")
+_DELIVERY_SELECT = statements.select("deliveries", ledger.DELIVERY_COLUMNS)
+_COPY_SELECT = statements.select("delivery_copies", ledger.COPY_COLUMNS)
+_DELIVERY_UPSERT = statements.upsert("deliveries", ledger.DELIVERY_COLUMNS, "key")
 
 
 async def apply_outcomes(
@@ -104,6 +92,18 @@ async def find(conn: AsyncConnection, ident: str) -> list[ledger.DeliveryRow]:
                 "ORDER BY first_received_at, key LIMIT 100"
             ),
             {"id": ident},
+        )
+    ).fetchall()
+    return [ledger.delivery_from_columns(r) for r in rows]
+
+
+async def named(conn: AsyncConnection, ident: str, limit: int) -> list[ledger.DeliveryRow]:
+    """Deliveries whose delivery id or key is `ident`, by key."""
+    cursor = conn.cursor(row_factory=dict_row)
+    rows = await (
+        await cursor.execute(
+            _DELIVERY_SELECT + sql.SQL(" WHERE delivery_id = %(id)s OR key = %(id)s ORDER BY key LIMIT %(limit)s"),
+            {"id": ident, "limit": limit},
         )
     ).fetchall()
     return [ledger.delivery_from_columns(r) for r in rows]

@@ -207,10 +207,6 @@ async def swap(
     )
 
 
-async def drop_schema(conn: AsyncConnection, schema: str) -> None:
-    await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-
-
 async def leftovers(conn: AsyncConnection, live: str) -> list[tuple[str, str | None, list[str]]]:
     """(schema, comment, tables) of every `<live>_old_*` and `<live>_rebuild_*` schema, oldest first."""
     rows = await (

@@ -1,5 +1,6 @@
-"""SQL of a job's batches and records (`sync_batches`, `sync_records`): written by the sync_jobs
-projection inside its offset-fenced transactions, read by `syncs show`, the console and `trace`."""
+"""SQL of a job's rows (`sync_jobs`, `sync_requests`, `sync_batches`, `sync_records`): written by
+the sync_jobs and progress projections inside their offset-fenced transactions, read by `syncs`,
+the console and `trace`. What a row holds is decided by `app.core.read_model`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from app.core import read_model
+from app.store import statements
 from app.store.projection import fenced_insert, insert_once_with_retry
 
 
@@ -48,12 +50,8 @@ LIVE_JOBS = (
 
 _INSERT_BATCH = fenced_insert("sync_batches", read_model.BATCH_COLUMNS, "batch_id")
 _INSERT_RECORD = _insert("sync_records", read_model.RECORD_COLUMNS, "record_id")
-_SELECT_BATCHES = sql.SQL("SELECT {} FROM sync_batches").format(
-    sql.SQL(", ").join(map(sql.Identifier, read_model.BATCH_COLUMNS))
-)
-_SELECT_RECORDS = sql.SQL("SELECT {} FROM sync_records").format(
-    sql.SQL(", ").join(map(sql.Identifier, read_model.RECORD_COLUMNS))
-)
+_SELECT_BATCHES = statements.select("sync_batches", read_model.BATCH_COLUMNS)
+_SELECT_RECORDS = statements.select("sync_records", read_model.RECORD_COLUMNS)
 
 
 async def add_batch(pool: AsyncConnectionPool, consumer: str, row: read_model.BatchRow) -> tuple[bool, bool]:
@@ -97,18 +95,17 @@ async def records(
     return [read_model.record_from_columns(r) for r in rows]
 
 
-_SELECT_JOBS = sql.SQL("SELECT {} FROM {}").format(
-    sql.SQL(", ").join(map(sql.Identifier, read_model.JOB_COLUMNS)), sql.SQL(LIVE_JOBS)
-)
-_SELECT_ANSWERS = sql.SQL("SELECT {} FROM sync_requests").format(
-    sql.SQL(", ").join(map(sql.Identifier, read_model.REQUEST_COLUMNS))
-)
+# Jobs as read (their counts so far while they run), latest first: a job's most telling time is
+# when it started, else when it was queued.
+SELECT_LIVE_JOBS = sql.SQL("SELECT {} FROM {}").format(statements.columns(read_model.JOB_COLUMNS), sql.SQL(LIVE_JOBS))
+JOB_ORDER = sql.SQL(" ORDER BY coalesce(started_at, queued_at, cancelled_at, finished_at) DESC NULLS LAST, job_id DESC")
+_SELECT_ANSWERS = statements.select("sync_requests", read_model.REQUEST_COLUMNS)
 
 
 async def jobs(conn: AsyncConnection, job_ids: Sequence[str]) -> list[read_model.SyncJobRow]:
     cursor = conn.cursor(row_factory=dict_row)
     rows = await (
-        await cursor.execute(_SELECT_JOBS + sql.SQL(" WHERE job_id = ANY(%s) ORDER BY job_id"), (list(job_ids),))
+        await cursor.execute(SELECT_LIVE_JOBS + sql.SQL(" WHERE job_id = ANY(%s) ORDER BY job_id"), (list(job_ids),))
     ).fetchall()
     return [read_model.job_from_columns(r) for r in rows]
 
@@ -122,3 +119,57 @@ async def answers(conn: AsyncConnection, request_ids: Sequence[str]) -> list[rea
         )
     ).fetchall()
     return [read_model.answer_from_columns(r) for r in rows]
+
+
+async def jobs_serving(conn: AsyncConnection, request_id: str, limit: int = 1) -> list[read_model.SyncJobRow]:
+    """The latest jobs that name `request_id` among the requests they served."""
+    cursor = conn.cursor(row_factory=dict_row)
+    rows = await (
+        await cursor.execute(
+            SELECT_LIVE_JOBS + sql.SQL(" WHERE request_ids @> ARRAY[%s]") + JOB_ORDER + sql.SQL(" LIMIT %s"),
+            (request_id, limit),
+        )
+    ).fetchall()
+    return [read_model.job_from_columns(r) for r in rows]
+
+
+async def answers_of_job(conn: AsyncConnection, job_id: str) -> list[read_model.RequestAnswer]:
+    """The answers that name `job_id`, in the order given."""
+    cursor = conn.cursor(row_factory=dict_row)
+    rows = await (
+        await cursor.execute(
+            _SELECT_ANSWERS + sql.SQL(" WHERE job_id = %s ORDER BY answered_at, request_id"), (job_id,)
+        )
+    ).fetchall()
+    return [read_model.answer_from_columns(r) for r in rows]
+
+
+# --- the projection's writes of job rows and answers -------------------------------------------
+
+_LOCKED_JOB = statements.select_for_update("sync_jobs", read_model.JOB_COLUMNS, "job_id")
+_INSERT_JOB = statements.insert_if_absent("sync_jobs", read_model.JOB_COLUMNS, "job_id", returning=True)
+_UPSERT_JOB = statements.upsert("sync_jobs", read_model.JOB_COLUMNS, "job_id")
+_INSERT_ANSWER = statements.insert_if_absent("sync_requests", read_model.REQUEST_COLUMNS, "request_id")
+
+
+async def locked_job(conn: AsyncConnection, job_id: str) -> read_model.SyncJobRow | None:
+    """The job's row as stored (not its live counts), locked until the transaction ends; None when absent."""
+    cursor = conn.cursor(row_factory=dict_row)
+    found = await (await cursor.execute(_LOCKED_JOB, (job_id,))).fetchone()
+    return read_model.job_from_columns(found) if found is not None else None
+
+
+async def insert_job(conn: AsyncConnection, row: read_model.SyncJobRow) -> bool:
+    """Insert the job's row; False when another transaction inserted one first (nothing written)."""
+    return await (await conn.execute(_INSERT_JOB, read_model.job_to_columns(row))).fetchone() is not None
+
+
+async def write_job(conn: AsyncConnection, row: read_model.SyncJobRow) -> None:
+    await conn.execute(_UPSERT_JOB, read_model.job_to_columns(row))
+
+
+async def add_answers(conn: AsyncConnection, answers: Sequence[read_model.RequestAnswer]) -> None:
+    """Record these answers; a request answered already keeps its first answer."""
+    if answers:
+        async with conn.cursor() as cursor:
+            await cursor.executemany(_INSERT_ANSWER, [read_model.answer_to_columns(a) for a in answers])

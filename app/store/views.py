@@ -1,7 +1,8 @@
-"""Read-side queries for the console and the worker's gauges: overview, sources, jobs, dead letters.
+"""Read-side queries for the console, the CLI and the worker's gauges: jobs, and sources with their jobs.
 
 Read-only; each function takes a connection on the live schema. The rows are
-the projections' (app/core/read_model.py, app/core/dlq.py, app/core/ledger.py).
+the projections' (app/core/read_model.py); dead letters are read in
+app/store/dead_letters.py, deliveries in app/store/ledger.py.
 """
 
 from __future__ import annotations
@@ -12,21 +13,10 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
-from app.core import dlq, read_model
-from app.store.sync_records import LIVE_JOBS
-
-_JOBS = sql.SQL("SELECT {} FROM {}").format(
-    sql.SQL(", ").join(map(sql.Identifier, read_model.JOB_COLUMNS)), sql.SQL(LIVE_JOBS)
-)
-_DLQ = sql.SQL("SELECT {} FROM dlq").format(sql.SQL(", ").join(map(sql.Identifier, dlq.COLUMNS)))
-_JOB_ORDER = sql.SQL(
-    " ORDER BY coalesce(started_at, queued_at, cancelled_at, finished_at) DESC NULLS LAST, job_id DESC"
-)
-
-
-async def open_dead_letters(conn: AsyncConnection) -> int:
-    row = await (await conn.execute("SELECT count(*) FROM dlq WHERE status = 'open'")).fetchone()
-    return int(row[0]) if row is not None else 0
+from app.core import read_model
+from app.store import sources as source_rows
+from app.store import statements
+from app.store.sync_records import JOB_ORDER, SELECT_LIVE_JOBS
 
 
 async def job_counts(conn: AsyncConnection) -> dict[str, int]:
@@ -44,6 +34,7 @@ async def job_counts(conn: AsyncConnection) -> dict[str, int]:
 async def jobs(
     conn: AsyncConnection, status: str | None = None, source: str | None = None, limit: int = 50
 ) -> list[read_model.SyncJobRow]:
+    """Jobs with this status (`active`: queued or running) of this source (None: any), latest first."""
     clauses: list[sql.Composable] = []
     params: dict[str, Any] = {"limit": limit}
     if status == "active":
@@ -56,7 +47,9 @@ async def jobs(
         params["source"] = source
     where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("")
     cursor = conn.cursor(row_factory=dict_row)
-    rows = await (await cursor.execute(_JOBS + where + _JOB_ORDER + sql.SQL(" LIMIT %(limit)s"), params)).fetchall()
+    rows = await (
+        await cursor.execute(SELECT_LIVE_JOBS + where + JOB_ORDER + sql.SQL(" LIMIT %(limit)s"), params)
+    ).fetchall()
     return [read_model.job_from_columns(r) for r in rows]
 
 
@@ -70,20 +63,13 @@ class SourceView:
 
 
 async def sources(conn: AsyncConnection, limit: int = 200) -> list[SourceView]:
+    found = await source_rows.listing(conn, limit=limit)
     cursor = conn.cursor(row_factory=dict_row)
-    rows = await (
-        await cursor.execute(
-            sql.SQL("SELECT {} FROM sources ORDER BY source_id LIMIT %s").format(
-                sql.SQL(", ").join(map(sql.Identifier, read_model.SOURCE_COLUMNS))
-            ),
-            (limit,),
-        )
-    ).fetchall()
-    found = [read_model.source_from_columns(r) for r in rows]
     ids = [s.source_id for s in found]
     active = await (
         await cursor.execute(
-            _JOBS + sql.SQL(" WHERE source_id = ANY(%s) AND status IN ('queued', 'running')") + _JOB_ORDER, (ids,)
+            SELECT_LIVE_JOBS + sql.SQL(" WHERE source_id = ANY(%s) AND status IN ('queued', 'running')") + JOB_ORDER,
+            (ids,),
         )
     ).fetchall()
     last = await (
@@ -92,7 +78,7 @@ async def sources(conn: AsyncConnection, limit: int = 200) -> list[SourceView]:
                 "SELECT DISTINCT ON (source_id) {} FROM sync_jobs WHERE source_id = ANY(%s) "
                 "AND status IN ('succeeded', 'failed', 'cancelled', 'timed_out') "
                 "ORDER BY source_id, finished_at DESC NULLS LAST, job_id DESC"
-            ).format(sql.SQL(", ").join(map(sql.Identifier, read_model.JOB_COLUMNS))),
+            ).format(statements.columns(read_model.JOB_COLUMNS)),
             (ids,),
         )
     ).fetchall()
@@ -106,21 +92,3 @@ async def sources(conn: AsyncConnection, limit: int = 200) -> list[SourceView]:
         state = "queued" if s.source_id in queued else "running" if s.source_id in running else "idle"
         views.append(SourceView(s, state, running.get(s.source_id), queued.get(s.source_id), finals.get(s.source_id)))
     return views
-
-
-async def dead_letters(conn: AsyncConnection, status: str | None = "open", limit: int = 100) -> list[dlq.DeadLetterRow]:
-    cursor = conn.cursor(row_factory=dict_row)
-    where = sql.SQL(" WHERE status = %(status)s") if status else sql.SQL("")
-    rows = await (
-        await cursor.execute(
-            _DLQ + where + sql.SQL(" ORDER BY last_failed_at DESC, dead_letter_id LIMIT %(limit)s"),
-            {"status": status, "limit": limit},
-        )
-    ).fetchall()
-    return [dlq.from_columns(r) for r in rows]
-
-
-async def dead_letter(conn: AsyncConnection, dead_letter_id: str) -> dlq.DeadLetterRow | None:
-    cursor = conn.cursor(row_factory=dict_row)
-    row = await (await cursor.execute(_DLQ + sql.SQL(" WHERE dead_letter_id = %s"), (dead_letter_id,))).fetchone()
-    return dlq.from_columns(row) if row is not None else None

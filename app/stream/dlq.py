@@ -19,15 +19,14 @@ import logging
 from typing import cast
 
 from prometheus_client import Counter
-from psycopg import AsyncConnection, sql
-from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from app import codec
 from app.core import dlq
 from app.core.poison import CannotApply, reason_of
 from app.events import DeadLettered, RedriveAccepted
+from app.store import dead_letters as dead_letter_rows
 from app.store.projection import apply_with_retry
 from app.stream import faust_tuning
 from app.stream.app import Worker
@@ -38,23 +37,10 @@ log = logging.getLogger(__name__)
 DLQ = "hookstream.dlq"
 CONSUMER = "project_dead_letters"
 
-_SELECT_FOR_UPDATE = sql.SQL("SELECT {} FROM dlq WHERE dead_letter_id = %s FOR UPDATE").format(
-    sql.SQL(", ").join(map(sql.Identifier, dlq.COLUMNS))
-)
-_UPSERT = sql.SQL("INSERT INTO dlq ({}) VALUES ({}) ON CONFLICT (dead_letter_id) DO UPDATE SET {}").format(
-    sql.SQL(", ").join(map(sql.Identifier, dlq.COLUMNS)),
-    sql.SQL(", ").join(sql.Placeholder(c) for c in dlq.COLUMNS),
-    sql.SQL(", ").join(
-        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in dlq.COLUMNS if c != "dead_letter_id"
-    ),
-)
-
 
 async def fold_into_row(conn: AsyncConnection, record: DeadLettered | RedriveAccepted) -> dlq.DeadLetterRow | None:
     """Read the record's row (locked), fold the record into it, write it back. Returns the new row."""
-    cursor = conn.cursor(row_factory=dict_row)
-    found = await (await cursor.execute(_SELECT_FOR_UPDATE, (record.dead_letter_id,))).fetchone()
-    row = dlq.from_columns(found) if found is not None else None
+    row = await dead_letter_rows.locked(conn, record.dead_letter_id)
     after = dlq.fold(row, record)
     if after is None:
         log.warning(
@@ -62,9 +48,7 @@ async def fold_into_row(conn: AsyncConnection, record: DeadLettered | RedriveAcc
         )
         return None
     if after != row:
-        values = dlq.to_columns(after)
-        values["original"] = Jsonb(values["original"]) if values["original"] is not None else None
-        await conn.execute(_UPSERT, values)
+        await dead_letter_rows.write(conn, after)
     return after
 
 

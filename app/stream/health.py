@@ -13,7 +13,7 @@ from typing import Any
 
 from app.core.fanin import is_complete
 from app.core.source_state import SourceState
-from app.store import views
+from app.store import dead_letters
 from app.store.db import in_transaction
 from app.stream.app import Worker
 
@@ -72,5 +72,5 @@ def register(worker: Worker) -> None:
     @app.timer(interval=DEAD_LETTER_INTERVAL)
     async def refresh_dead_letters() -> None:
         metrics.dead_letters_open.set(
-            await in_transaction(await worker.pool(), views.open_dead_letters, "counting open dead letters")
+            await in_transaction(await worker.pool(), dead_letters.open_count, "counting open dead letters")
         )

@@ -37,9 +37,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from psycopg import AsyncConnection, sql
-from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from app import codec
@@ -47,6 +45,7 @@ from app.core import read_model
 from app.core.labels import one_of
 from app.core.poison import CannotApply
 from app.events import BatchCompleted, Record, SyncCompleted, SyncPlanned
+from app.store import sources as source_rows
 from app.store import sync_records
 from app.store.projection import apply_with_retry
 from app.stream import faust_tuning
@@ -73,46 +72,6 @@ UNDECODABLE = "undecodable"
 DUPLICATE_BATCH = "duplicate_batch"  # a batch index that had reported already: counted once
 
 
-def _columns(names: tuple[str, ...]) -> sql.Composable:
-    return sql.SQL(", ").join(map(sql.Identifier, names))
-
-
-def _upsert(table: str, names: tuple[str, ...], key: str) -> sql.Composed:
-    return sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}").format(
-        sql.Identifier(table),
-        _columns(names),
-        sql.SQL(", ").join(sql.Placeholder(c) for c in names),
-        sql.Identifier(key),
-        sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in names if c != key),
-    )
-
-
-def _insert(table: str, names: tuple[str, ...], key: str) -> sql.Composed:
-    return sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO NOTHING RETURNING {}").format(
-        sql.Identifier(table),
-        _columns(names),
-        sql.SQL(", ").join(sql.Placeholder(c) for c in names),
-        sql.Identifier(key),
-        sql.Identifier(key),
-    )
-
-
-def _select_for_update(table: str, names: tuple[str, ...], key: str) -> sql.Composed:
-    return sql.SQL("SELECT {} FROM {} WHERE {} = %s FOR UPDATE").format(
-        _columns(names), sql.Identifier(table), sql.Identifier(key)
-    )
-
-
-_SELECT_SOURCE = _select_for_update("sources", read_model.SOURCE_COLUMNS, "source_id")
-_UPSERT_SOURCE = _upsert("sources", read_model.SOURCE_COLUMNS, "source_id")
-_SELECT_JOB = _select_for_update("sync_jobs", read_model.JOB_COLUMNS, "job_id")
-_INSERT_JOB = _insert("sync_jobs", read_model.JOB_COLUMNS, "job_id")
-_UPSERT_JOB = _upsert("sync_jobs", read_model.JOB_COLUMNS, "job_id")
-_INSERT_ANSWER = sql.SQL("INSERT INTO sync_requests ({}) VALUES ({}) ON CONFLICT (request_id) DO NOTHING").format(
-    _columns(read_model.REQUEST_COLUMNS), sql.SQL(", ").join(sql.Placeholder(c) for c in read_model.REQUEST_COLUMNS)
-)
-
-
 # --- sources -----------------------------------------------------------------------------------
 
 
@@ -121,17 +80,12 @@ def is_source_event(record: Record) -> bool:
 
 
 async def merge_source_event(conn: AsyncConnection, event: read_model.SourceEvent) -> str:
-    cursor = conn.cursor(row_factory=dict_row)
-    found = await (await cursor.execute(_SELECT_SOURCE, (event.source_id,))).fetchone()
-    row = read_model.source_from_columns(found) if found is not None else None
+    row = await source_rows.locked(conn, event.source_id)
     after = read_model.source_after(row, event)
     if after is None:
         return NO_ROW
     if after != row:
-        values = read_model.source_to_columns(after)
-        values["config"] = Jsonb(values["config"])
-        values["config_rules"] = Jsonb(values["config_rules"]) if values["config_rules"] is not None else None
-        await conn.execute(_UPSERT_SOURCE, values)
+        await source_rows.write(conn, after)
     return APPLIED
 
 
@@ -158,19 +112,16 @@ async def merge_job(
     conn: AsyncConnection, job_id: str, merge: Callable[[read_model.SyncJobRow | None], read_model.SyncJobRow]
 ) -> None:
     """Lock the job's row (inserting it first if there is none), merge into it, write it back."""
-    cursor = conn.cursor(row_factory=dict_row)
-    found = await (await cursor.execute(_SELECT_JOB, (job_id,))).fetchone()
-    if found is None:
-        inserted = await (await conn.execute(_INSERT_JOB, read_model.job_to_columns(merge(None)))).fetchone()
-        if inserted is not None:
+    row = await sync_records.locked_job(conn, job_id)
+    if row is None:
+        if await sync_records.insert_job(conn, merge(None)):
             return
         # Another consumer inserted it between our read and our write: merge into theirs.
-        found = await (await cursor.execute(_SELECT_JOB, (job_id,))).fetchone()
-        assert found is not None
-    row = read_model.job_from_columns(found)
+        row = await sync_records.locked_job(conn, job_id)
+        assert row is not None
     after = merge(row)
     if after != row:
-        await conn.execute(_UPSERT_JOB, read_model.job_to_columns(after))
+        await sync_records.write_job(conn, after)
 
 
 async def merge_job_event(conn: AsyncConnection, event: read_model.JobEvent) -> None:
@@ -178,10 +129,7 @@ async def merge_job_event(conn: AsyncConnection, event: read_model.JobEvent) -> 
 
 
 async def record_answers(conn: AsyncConnection, event: read_model.AnswerEvent) -> None:
-    answers = [read_model.answer_to_columns(a) for a in read_model.request_answers(event)]
-    if answers:
-        async with conn.cursor() as cursor:
-            await cursor.executemany(_INSERT_ANSWER, answers)
+    await sync_records.add_answers(conn, read_model.request_answers(event))
 
 
 async def merge_sync_record(conn: AsyncConnection, record: Record, topic: str, partition: int, offset: int) -> str:

@@ -458,7 +458,7 @@ async def rebuild(
             if options.swap or not options.keep_candidate:
                 await _drop_quietly(run_conn, candidate, say)
         if options.drop_old and any(r.swapped for r in results):
-            await store.drop_schema(run_conn, old)
+            await db.drop_schema(run_conn, old)
             for r in results:
                 r.old_schema = None
     return results
@@ -516,7 +516,7 @@ async def _failing_as(name: str):
 async def _drop_quietly(conn: psycopg.AsyncConnection, schema: str, say: Say) -> None:
     """Drop the candidate without hiding why the run failed, if it did."""
     try:
-        await store.drop_schema(conn, schema)
+        await db.drop_schema(conn, schema)
     except psycopg.Error as exc:
         say(f"could not drop schema {schema} ({str(exc).strip()}): DROP SCHEMA {schema} CASCADE by hand")
 
