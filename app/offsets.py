@@ -2,8 +2,9 @@
 
 A consumer group's members and committed offsets, each partition's earliest and
 true end offset, the offset for a time, removing members, committing offsets
-from outside the group, and reading a topic over a time range. Decisions
-(where to move, what to print) are in `app.core.replay` and `app.core.lag`.
+from outside the group, and reading a topic over a time range. Partitions,
+offsets and reading are `app.kafka_reader`'s; decisions (where to move, what to
+print) are in `app.core.replay` and `app.core.lag`.
 
 Against the embedded broker, `tansu_quirks.install(settings)` must run first
 (the CLI entry points call it): the true end offset, "no record at or after
@@ -12,17 +13,16 @@ this time", listing a group's offsets and leaving a group all need it there.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, KafkaError
-from aiokafka.protocol.group import LeaveGroupRequest
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 from app.core.replay import Position
+from app.kafka_reader import Bounds, ReadError, TopicReader, leave_group
 from app.settings import Settings
 from app.topology import admin_client
 
@@ -52,34 +52,32 @@ class GroupState:
 
 
 class Cluster:
-    """An admin client and a consumer that joins no group, started together."""
+    """An admin client and a reader that joins no group, started together."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.admin: AIOKafkaAdminClient | None = None
-        self.consumer: AIOKafkaConsumer | None = None
+        self.reader: TopicReader | None = None
 
     async def __aenter__(self) -> Cluster:
+        reader = TopicReader(self.settings, "hookstream-offsets")
         try:
             self.admin = admin_client(self.settings)
             await self.admin.start()
-            self.consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.kafka_bootstrap_servers,
-                client_id="hookstream-offsets",
-                enable_auto_commit=False,
-                request_timeout_ms=15000,
-            )
-            await self.consumer.start()
-        except (KafkaError, OSError) as exc:
+            await reader.start()  # a reader that cannot start has stopped
+        except (KafkaError, OSError, ReadError) as exc:
             await self.__aexit__(None, None, None)
+            if isinstance(exc, ReadError):
+                raise OffsetsError(str(exc)) from None
             raise OffsetsError(
                 f"cannot reach the Kafka broker at {self.settings.kafka_bootstrap_servers}: {exc}"
             ) from None
+        self.reader = reader
         return self
 
     async def __aexit__(self, *exc_info) -> None:
-        if self.consumer is not None:
-            await self.consumer.stop()
+        if self.reader is not None:
+            await self.reader.stop()
         if self.admin is not None:
             await self.admin.close()
 
@@ -90,31 +88,21 @@ class Cluster:
         return set(await self.admin.list_topics())
 
     async def partitions(self, topic: str) -> list[int]:
-        assert self.consumer is not None
-        found = self.consumer.partitions_for_topic(topic)
-        if not found:
-            await self.consumer._client.force_metadata_update()  # a topic created after start
-            found = self.consumer.partitions_for_topic(topic)
-        if not found:
-            raise OffsetsError(f"topic {topic} does not exist on the cluster")
-        return sorted(found)
+        assert self.reader is not None
+        try:
+            return await self.reader.partitions(topic)
+        except ReadError as exc:
+            raise OffsetsError(str(exc)) from None
 
-    async def bounds(self, tps: list[TopicPartition]) -> dict[TopicPartition, tuple[int, int]]:
+    async def bounds(self, tps: list[TopicPartition]) -> dict[TopicPartition, Bounds]:
         """(earliest, true end) per partition."""
-        assert self.consumer is not None
-        if not tps:
-            return {}
-        earliest = await self.consumer.beginning_offsets(tps)
-        end = await self.consumer.end_offsets(tps)
-        return {tp: (earliest[tp], max(end[tp], earliest[tp])) for tp in tps}
+        assert self.reader is not None
+        return await self.reader.bounds(tps)
 
     async def offsets_at(self, tps: list[TopicPartition], when_ms: int) -> dict[TopicPartition, int | None]:
         """The first offset at or after `when_ms` per partition; None when the time is past the last record."""
-        assert self.consumer is not None
-        if not tps:
-            return {}
-        found = await self.consumer.offsets_for_times({tp: max(when_ms, 0) for tp in tps})
-        return {tp: (found[tp].offset if found.get(tp) is not None else None) for tp in tps}
+        assert self.reader is not None
+        return await self.reader.offsets_at(tps, when_ms)
 
     # -- groups ---------------------------------------------------------------------------
 
@@ -142,13 +130,11 @@ class Cluster:
     async def remove_members(self, group: str, member_ids: list[str]) -> list[str]:
         """Make the coordinator drop these members (LeaveGroup on their behalf). Returns the errors."""
         assert self.admin is not None
-        node = await self.admin.find_coordinator(group)
         errors = []
         for member_id in member_ids:
-            # aiokafka's admin has no RemoveMembersFromConsumerGroup: send LeaveGroup through its client.
-            response = await self.admin._client.send(node, LeaveGroupRequest(group, member_id))
-            if response.error_code:
-                errors.append(f"{member_id}: error {response.error_code}")
+            error_code = await leave_group(self.admin, group, member_id)
+            if error_code:
+                errors.append(f"{member_id}: error {error_code}")
         return errors
 
     async def commit(self, group: str, offsets: dict[TopicPartition, int]) -> None:
@@ -210,44 +196,17 @@ class Cluster:
         starts = await self.offsets_at(tps, start_ms)
         stops = await self.offsets_at(tps, stop_ms)
         ends = {tp: end for tp, (_, end) in (await self.bounds(tps)).items()}
-        todo = {}
+        todo: dict[TopicPartition, tuple[int, int]] = {}
         for tp in tps:
-            stop = ends[tp] if stops[tp] is None else min(stops[tp], ends[tp])
-            if starts[tp] is not None and starts[tp] < stop:
-                todo[tp] = (starts[tp], stop)
-        if not todo:
-            return
-        reader = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
-            client_id="hookstream-replay-reader",
-            enable_auto_commit=False,
-            fetch_max_wait_ms=100,  # not 0: tansu never answers a 0 ms fetch (docs/local-broker.md, row 7)
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-        )
-        await reader.start()
+            start, at_stop = starts[tp], stops[tp]
+            stop = ends[tp] if at_stop is None else min(at_stop, ends[tp])
+            if start is not None and start < stop:
+                todo[tp] = (start, stop)
+        assert self.reader is not None
         try:
-            reader.assign(list(todo))
-            for tp, (start, _) in todo.items():
-                reader.seek(tp, start)
-            idle_since = time.monotonic()
-            while todo:
-                batch = await reader.getmany(*todo, timeout_ms=500, max_records=2000)
-                for tp, records in batch.items():
-                    stop = todo[tp][1] if tp in todo else -1
+            async for batch in self.reader.read(todo):
+                for records in batch.values():
                     for record in records:
-                        if record.offset >= stop:
-                            break
                         yield record
-                for tp in list(todo):
-                    if await reader.position(tp) >= todo[tp][1]:
-                        del todo[tp]
-                        reader.pause(tp)
-                if batch:
-                    idle_since = time.monotonic()
-                elif todo and time.monotonic() - idle_since > 60:
-                    where = ", ".join(
-                        f"[{tp.partition}] at {await reader.position(tp)} of {stop}" for tp, (_, stop) in todo.items()
-                    )
-                    raise OffsetsError(f"reading {topic} stalled: no records for 60 s ({where})")
-        finally:
-            await reader.stop()
+        except ReadError as exc:
+            raise OffsetsError(f"reading {topic}: {exc}") from None

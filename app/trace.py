@@ -17,15 +17,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
-from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 from psycopg import AsyncConnection
 
 from app.core import trace as core
 from app.core.ledger import OUTCOMES_TOPIC, CopyRow, DeliveryRow
 from app.core.read_model import RequestAnswer, SyncJobRow
-from app.embedded import tansu_quirks
+from app.kafka_reader import ReadError, TopicReader
 from app.settings import Settings
 from app.store import ledger as ledger_store
 from app.store import sync_records
@@ -111,70 +109,22 @@ async def read_records(
 ) -> dict[core.TopicPartitionOffset, core.Seen | None]:
     """The record at each position (its timestamp and type), None where there is none (deleted by
     retention, or a position past the end). Reads only from the wanted offsets on."""
-    import time
-
-    tansu_quirks.install(settings)
     wanted: dict[TopicPartition, list[int]] = defaultdict(list)
     for topic, partition, offset in positions:
         wanted[TopicPartition(topic, partition)].append(offset)
-    for offsets in wanted.values():
-        offsets.sort()
-    found: dict[core.TopicPartitionOffset, core.Seen | None] = {}
     if not wanted:
-        return found
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        client_id="hookstream-trace",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=50,
-        request_timeout_ms=15000,
-    )
+        return {}
     try:
-        await consumer.start()
-    except (KafkaError, OSError) as exc:
-        await consumer.stop()
-        raise TraceError(
-            f"cannot reach the Kafka broker at {settings.kafka_bootstrap_servers}: {exc} "
-            "(--no-kafka traces from the read model alone)"
-        ) from None
-    try:
-        tps = list(wanted)
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        starts = await consumer.beginning_offsets(tps)
-        todo = {}
-        for tp, offsets in wanted.items():
-            for o in offsets:
-                if not starts[tp] <= o < ends[tp]:
-                    found[(tp.topic, tp.partition, o)] = None
-            todo[tp] = [o for o in offsets if starts[tp] <= o < ends[tp]]
-            if todo[tp]:
-                consumer.seek(tp, todo[tp][0])
-            else:
-                consumer.pause(tp)
-        deadline = time.monotonic() + timeout
-        while any(todo.values()) and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=200, max_records=500)
-            for tp, records in batch.items():
-                need = todo[tp]
-                for record in records:
-                    if need and record.offset == need[0]:
-                        found[(tp.topic, tp.partition, record.offset)] = core.Seen(
-                            datetime.fromtimestamp(record.timestamp / 1000, UTC), _type_of(record.value)
-                        )
-                        need.pop(0)
-                    while need and need[0] < record.offset:  # a compacted or missing offset
-                        found[(tp.topic, tp.partition, need.pop(0))] = None
-                if need and (not records or records[-1].offset < need[0] - 1):
-                    consumer.seek(tp, need[0])  # skip the gap to the next wanted offset
-                elif not need:
-                    consumer.pause(tp)
-        for tp, need in todo.items():
-            for o in need:
-                found.setdefault((tp.topic, tp.partition, o), None)
-    finally:
-        await consumer.stop()
-    return found
+        async with TopicReader(settings, "hookstream-trace", fetch_max_wait_ms=50) as reader:
+            records = await reader.read_at(wanted, timeout)
+    except ReadError as exc:
+        raise TraceError(f"{exc} (--no-kafka traces from the read model alone)") from None
+    return {
+        position: None
+        if record is None
+        else core.Seen(datetime.fromtimestamp(record.timestamp / 1000, UTC), _type_of(record.value))
+        for position, record in records.items()
+    }
 
 
 def _type_of(value: bytes | None) -> str | None:

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import psycopg
-from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition as KafkaTopicPartition
 from psycopg_pool import AsyncConnectionPool
@@ -45,6 +44,7 @@ from app import codec
 from app.core import rebuild as plan
 from app.core.rebuild import TableDiff, TopicPartition
 from app.embedded import tansu_quirks
+from app.kafka_reader import ReadError, TopicReader
 from app.settings import Settings
 from app.store import db, retention
 from app.store import rebuild as store
@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 
 Say = Callable[[str], None]
 UNDECODABLE = "undecodable"
-STALL_SECONDS = 60.0
 APPLY_CONNECTIONS = 4  # partitions applied at once (each in order)
 
 
@@ -97,86 +96,6 @@ class Result:
         return any(d.differs for d in self.diffs)
 
 
-class TopicReader:
-    """A consumer that joins no group, reading given offset ranges of given partitions."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        tansu_quirks.install(settings)  # the true end offsets on the embedded broker (docs/local-broker.md, row 1)
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            client_id="hookstream-projections-rebuild",
-            enable_auto_commit=False,
-            fetch_max_wait_ms=100,  # not 0: the embedded broker never answers a 0 ms fetch (docs/local-broker.md, row 7)
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-            request_timeout_ms=15000,
-        )
-
-    async def start(self) -> None:
-        try:
-            await self.consumer.start()
-        except (KafkaError, OSError) as exc:
-            await self.consumer.stop()
-            raise RebuildError(
-                f"cannot reach the Kafka broker at {self.settings.kafka_bootstrap_servers}: {exc}"
-            ) from None
-
-    async def stop(self) -> None:
-        await self.consumer.stop()
-
-    async def partitions(self, topic: str) -> list[TopicPartition]:
-        found = self.consumer.partitions_for_topic(topic)
-        if not found:
-            await self.consumer._client.force_metadata_update()  # a topic created after start
-            found = self.consumer.partitions_for_topic(topic)
-        if not found:
-            raise RebuildError(
-                f"topic {topic} does not exist: run `hookstream topics apply` (and check HOOKSTREAM_TOPIC_PREFIX)"
-            )
-        return [(topic, p) for p in sorted(found)]
-
-    async def bounds(self, tps: list[TopicPartition]) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
-        """(earliest, true end) per partition; tansu_quirks makes the end the true one on the embedded broker."""
-        kafka = [KafkaTopicPartition(t, p) for t, p in tps]
-        earliest = await self.consumer.beginning_offsets(kafka)
-        end = await self.consumer.end_offsets(kafka)
-        return (
-            {(k.topic, k.partition): earliest[k] for k in kafka},
-            {(k.topic, k.partition): max(end[k], earliest[k]) for k in kafka},
-        )
-
-    async def read(self, ranges: dict[TopicPartition, tuple[int, int]]):
-        """Yield batches, {partition: its next records in order}, of every record in [start, stop) of
-        each partition. Ends when every partition reached its stop."""
-        todo = {KafkaTopicPartition(t, p): stop for (t, p), (start, stop) in ranges.items() if stop > start}
-        if not todo:
-            return
-        self.consumer.assign(list(todo))
-        for tp in todo:
-            self.consumer.seek(tp, ranges[(tp.topic, tp.partition)][0])
-        idle_since = time.monotonic()
-        while todo:
-            batch = await self.consumer.getmany(*todo, timeout_ms=500, max_records=2000)
-            wanted = {
-                (tp.topic, tp.partition): [r for r in records if r.offset < todo.get(tp, -1)]
-                for tp, records in batch.items()
-            }
-            if any(wanted.values()):
-                yield {tp: records for tp, records in wanted.items() if records}
-            for tp in list(todo):
-                if await self.consumer.position(tp) >= todo[tp]:
-                    del todo[tp]
-                    self.consumer.pause(tp)  # no prefetching past its stop
-            if batch:
-                idle_since = time.monotonic()
-            elif todo and time.monotonic() - idle_since > STALL_SECONDS:
-                where = ", ".join(
-                    f"{tp.topic}[{tp.partition}] at {await self.consumer.position(tp)} of {stop}"
-                    for tp, stop in todo.items()
-                )
-                raise RebuildError(f"reading stalled: no records for {STALL_SECONDS:.0f} s ({where})")
-
-
 class ProjectionRebuild:
     """One projection's rebuild into `candidate`: `replay()`, then `finish()` (catch up, compare, swap)."""
 
@@ -197,7 +116,7 @@ class ProjectionRebuild:
         self.positions: dict[TopicPartition, int] = {}
         self.tps: list[TopicPartition] = []
         self.result = Result(projection.name, candidate)
-        self.reader = TopicReader(settings)
+        self.reader = TopicReader(settings, "hookstream-projections-rebuild")
         # The live agents' functions, on connections to the candidate schema. Commits do not wait for the
         # disk (twice as fast here): a server crash could lose the last ones, so a restart during the
         # rebuild fails it (in `_locked`); the swap's own commit waits, and makes all of them durable.
@@ -235,8 +154,8 @@ class ProjectionRebuild:
         holds rows already (a rollback to old tables): from just after its fences instead."""
         started = time.monotonic()
         for topic in self.logical:
-            self.tps.extend(await self.reader.partitions(topic))
-        earliest, ends = await self.reader.bounds(self.tps)
+            self.tps.extend((topic, p) for p in await self.reader.partitions(topic))
+        earliest, ends = await self._bounds()
         self.result.ends = ends
         fences = await self._candidate_fences() if after_fences else {}
         starts = {tp: fences.get(tp, -1) + 1 for tp in self.tps}
@@ -296,6 +215,14 @@ class ProjectionRebuild:
             self.say(progress())
         return count
 
+    async def _bounds(self) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+        """(earliest, true end) of each of the projection's partitions."""
+        bounds = await self.reader.bounds(KafkaTopicPartition(t, p) for t, p in self.tps)
+        return (
+            {(tp.topic, tp.partition): earliest for tp, (earliest, _) in bounds.items()},
+            {(tp.topic, tp.partition): end for tp, (_, end) in bounds.items()},
+        )
+
     async def _apply(self, record) -> None:
         logical = self.logical[record.topic]
         try:
@@ -323,7 +250,7 @@ class ProjectionRebuild:
         return await store.fences(self.conn, self.candidate, self.projection.consumer_names)
 
     async def _catch_up(self, live: dict[TopicPartition, int]) -> None:
-        _, ends = await self.reader.bounds(self.tps)
+        _, ends = await self._bounds()
         self.result.fences_past_end = plan.fences_past_the_end(live, ends)
         reads = plan.reads_to_catch_up(self.positions, live, ends)
         self.result.caught_up += await self._read(reads, f"catching up {self.projection.name}")
@@ -509,6 +436,8 @@ async def _failing_as(name: str):
     """PostgreSQL and Kafka failures as a `RebuildError` naming the projection (nothing of it was swapped)."""
     try:
         yield
+    except ReadError as exc:
+        raise RebuildError(f"{name}: {exc}; nothing of {name} was swapped") from None
     except (psycopg.Error, KafkaError, OSError) as exc:
         raise RebuildError(f"{name}: {type(exc).__name__}: {str(exc).strip()}; nothing of {name} was swapped") from exc
 
