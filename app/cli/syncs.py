@@ -28,6 +28,7 @@ from app.cli.sources import (
 from app.cli.text import format_table, format_time
 from app.core import read_model
 from app.events import SyncRequested, utcnow
+from app.events.counts import COUNT_FIELDS
 
 ACTIVE = "active"  # queued or running
 STATUS_CHOICES = (*read_model.JOB_STATUSES, ACTIVE)
@@ -207,6 +208,12 @@ def jobs_table(jobs: list[read_model.SyncJobRow]) -> str:
     return format_table(header, lines)
 
 
+def count_values(job: read_model.SyncJobRow) -> list[tuple[str, str]]:
+    """(name, value) of each of the job's file counts, bytes also in KiB/MiB/GiB."""
+    values = [(name, str(getattr(job, name))) for name in COUNT_FIELDS]
+    return [(name, f"{value} ({format_bytes(job.bytes)})" if name == "bytes" else value) for name, value in values]
+
+
 def batches_text(job: read_model.SyncJobRow) -> str:
     """`done/planned` (`done/?` before the plan is known)."""
     return f"{job.batches}/{job.batches_planned if job.batches_planned is not None else '?'}"
@@ -238,12 +245,7 @@ def job_details(job: read_model.SyncJobRow, answers: list[read_model.RequestAnsw
     lines += [
         "counts",
         f"  files listed       {job.files_listed}",
-        f"  processed          {job.processed}",
-        f"  failed             {job.failed}",
-        f"  deleted            {job.deleted}",
-        f"  skipped            {job.skipped}",
-        f"  documents written  {job.documents_written}",
-        f"  bytes              {job.bytes} ({format_bytes(job.bytes)})",
+        *(f"  {name.replace('_', ' '):<19}{value}" for name, value in count_values(job)),
         f"  batches            {job.batches}"
         + (f" of {job.batches_planned} planned" if job.batches_planned is not None else ""),
         "error" + ("          -" if not job.error else ""),

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from app.core.documents import Document
+from app.events.counts import FileCounts
 
 
-@dataclass(frozen=True)
-class BatchCounts:
-    processed: int = 0
-    failed: int = 0
-    deleted: int = 0
-    skipped: int = 0
-    documents_written: int = 0
-    bytes: int = 0
-    errors: list[str] = field(default_factory=list)
+class BatchCounts(FileCounts):
+    """A processed batch's counts (`FileCounts`) and its first errors: its `BatchCompleted`'s."""
+
+    errors: list[str] = []
 
 
 def count(

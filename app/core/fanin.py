@@ -13,19 +13,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from app.events.control import BatchCompleted
+from app.events.counts import FileCounts, summed
 
 
-class Counts(BaseModel):
-    """What one batch (or, summed, one job) did. `error` is the first error reported, if any."""
+class Counts(FileCounts):
+    """What one batch (or, summed, one job) did (`FileCounts`). `error` is the first error reported, if any."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    processed: int = 0
-    failed: int = 0
-    deleted: int = 0
-    skipped: int = 0
-    documents_written: int = 0
-    bytes: int = 0
     error: str | None = None
 
 
@@ -60,11 +53,12 @@ class FanIn(BaseModel):
             return planned(progress, progress.batch_count) if progress.batch_count is not None else progress
         return handler(data)
 
-    def _done(self) -> int:
+    def done_bits(self) -> int:
+        """`done` as a number: bit i set when index i reported."""
         return int(self.done, 16)
 
     def has(self, index: int) -> bool:
-        return index in self.early or (self._done() >> index) & 1 == 1
+        return index in self.early or (self.done_bits() >> index) & 1 == 1
 
     def in_range(self, index: int) -> bool:
         """Whether `index` can belong to the plan (always true while the plan is unknown)."""
@@ -73,19 +67,11 @@ class FanIn(BaseModel):
     @property
     def reported(self) -> int:
         """How many distinct batch indexes have reported."""
-        return self._done().bit_count() + len(self.early)
+        return self.done_bits().bit_count() + len(self.early)
 
 
 def _counts(done: BatchCompleted) -> Counts:
-    return Counts(
-        processed=done.processed,
-        failed=done.failed,
-        deleted=done.deleted,
-        skipped=done.skipped,
-        documents_written=done.documents_written,
-        bytes=done.bytes,
-        error=done.errors[0] if done.errors else None,
-    )
+    return Counts(**done.counts(), error=done.errors[0] if done.errors else None)
 
 
 def _add(sums: Counts, error_index: int | None, index: int, c: Counts) -> tuple[Counts, int | None]:
@@ -93,21 +79,13 @@ def _add(sums: Counts, error_index: int | None, index: int, c: Counts) -> tuple[
     error = sums.error
     if c.error is not None and (error_index is None or index < error_index):
         error, error_index = c.error, index
-    return Counts(
-        processed=sums.processed + c.processed,
-        failed=sums.failed + c.failed,
-        deleted=sums.deleted + c.deleted,
-        skipped=sums.skipped + c.skipped,
-        documents_written=sums.documents_written + c.documents_written,
-        bytes=sums.bytes + c.bytes,
-        error=error,
-    ), error_index
+    return Counts(**summed(sums, c), error=error), error_index
 
 
 def _counted(progress: FanIn, index: int, c: Counts) -> FanIn:
     sums, error_index = _add(progress.sums, progress.error_index, index, c)
     return progress.model_copy(
-        update={"done": format(progress._done() | (1 << index), "x"), "sums": sums, "error_index": error_index}
+        update={"done": format(progress.done_bits() | (1 << index), "x"), "sums": sums, "error_index": error_index}
     )
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from app.core.config_file import is_newer_config
 from app.events.config import CONFIGURED, INVALID, UNCONFIGURED
@@ -56,9 +56,9 @@ from app.events.sync import (
     SyncStarted,
 )
 
-SourceEvent = Union[SourceConnected, SourceDisconnected, SourceUpdated, SyncPlanned]
-JobEvent = Union[SyncQueued, SyncCoalesced, SyncStarted, SyncCancelled, SyncCompleted]
-AnswerEvent = Union[SyncStarted, SyncQueued, SyncCoalesced, SyncDeduplicated, SyncRejected, SyncIgnored]
+SourceEvent = SourceConnected | SourceDisconnected | SourceUpdated | SyncPlanned
+JobEvent = SyncQueued | SyncCoalesced | SyncStarted | SyncCancelled | SyncCompleted
+AnswerEvent = SyncStarted | SyncQueued | SyncCoalesced | SyncDeduplicated | SyncRejected | SyncIgnored
 
 SOURCE_EVENTS = (SourceConnected, SourceDisconnected, SourceUpdated, SyncPlanned)
 JOB_EVENTS = (SyncQueued, SyncCoalesced, SyncStarted, SyncCancelled, SyncCompleted)
@@ -246,12 +246,7 @@ def job_after(row: SyncJobRow | None, event: JobEvent) -> SyncJobRow:
             finished_at=event.finished_at,
             duration_ms=event.duration_ms,
             files_listed=event.files_listed,
-            processed=event.processed,
-            failed=event.failed,
-            deleted=event.deleted,
-            skipped=event.skipped,
-            documents_written=event.documents_written,
-            bytes=event.bytes,
+            **event.counts(),
             batches=event.batches,
         )
     if isinstance(event, SyncStarted):
@@ -359,12 +354,7 @@ def batch_row(event: BatchCompleted, topic: str, partition: int, offset: int) ->
         job_id=event.job_id,
         batch_index=event.batch_index,
         source_id=event.source_id,
-        processed=event.processed,
-        failed=event.failed,
-        deleted=event.deleted,
-        skipped=event.skipped,
-        documents_written=event.documents_written,
-        bytes=event.bytes,
+        **event.counts(),
         cancelled=event.cancelled,
         error=event.errors[0][:500] if event.errors else None,
         completed_at=event.occurred_at,

@@ -13,6 +13,7 @@ from pydantic import Field
 from app.events.base import Record, Timestamp
 from app.events.bounds import Config, ConfigPath, Identifier, Name, PathHints, Revision, Text, Trigger
 from app.events.config import ConfigFound
+from app.events.counts import FileCounts
 from app.events.deliveries import DeliveryRef
 
 SyncMode = Literal["full", "incremental"]
@@ -108,16 +109,10 @@ class PlanFailed(ControlEvent):
     error: str
 
 
-class BatchCompleted(ControlEvent):
+class BatchCompleted(FileCounts, ControlEvent):  # the counts are FileCounts' (app/events/counts.py)
     type: Literal["batch.completed"] = "batch.completed"
     job_id: str
     batch_index: int = Field(ge=0)
-    processed: int = Field(default=0, ge=0)
-    failed: int = Field(default=0, ge=0)
-    deleted: int = Field(default=0, ge=0)
-    skipped: int = Field(default=0, ge=0)
-    documents_written: int = Field(default=0, ge=0)
-    bytes: int = Field(default=0, ge=0)
     errors: list[str] = Field(default_factory=list)
     # True when the batch was not processed because its job had been cancelled.
     cancelled: bool = False

@@ -9,6 +9,7 @@ from pydantic import Field
 from app.events.base import Record, Timestamp
 from app.events.config import PathRules
 from app.events.control import ListingKind, SourceType, SyncMode
+from app.events.counts import FileCounts
 
 SyncStatus = Literal["succeeded", "failed", "cancelled", "timed_out"]
 
@@ -121,7 +122,7 @@ class SyncIgnored(Lifecycle):
     rule: str
 
 
-class SyncCompleted(Record):
+class SyncCompleted(FileCounts, Record):  # the counts are FileCounts', summed over the job's batches
     """`hookstream.sync.completed`, key sourceId: a job's result, with the real counts."""
 
     type: Literal["sync.completed"] = "sync.completed"
@@ -139,12 +140,6 @@ class SyncCompleted(Record):
     # How the job listed its changes; `unchanged`: the documents were at the head already.
     listing: ListingKind | None = None
     files_listed: int = 0
-    processed: int = 0
-    failed: int = 0
-    deleted: int = 0
-    skipped: int = 0
-    documents_written: int = 0
-    bytes: int = 0
     batches: int = 0
     started_at: Timestamp
     finished_at: Timestamp

@@ -11,6 +11,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from app.core import read_model
+from app.events.counts import COUNT_FIELDS
 from app.store import statements
 from app.store.projection import fenced_insert, insert_once_with_retry
 
@@ -29,11 +30,8 @@ def _insert(table: str, columns: tuple[str, ...], key: str) -> str:
 # sums of its batch rows (each index's first completion). `LIVE_JOBS` is a relation named
 # sync_jobs with exactly the table's columns, those counts summed for unfinished jobs: read
 # jobs from it (`SELECT ... FROM {LIVE_JOBS} WHERE ...`), write them to the table.
-_LIVE_COUNTS = ("processed", "failed", "deleted", "skipped", "documents_written", "bytes")
-
-
 def _live_column(name: str) -> str:
-    if name in _LIVE_COUNTS:
+    if name in COUNT_FIELDS:
         return f"CASE WHEN p.batches IS NULL THEN j.{name} ELSE p.{name} END AS {name}"
     if name == "batches":
         return "coalesce(p.batches, j.batches) AS batches"
@@ -43,7 +41,7 @@ def _live_column(name: str) -> str:
 LIVE_JOBS = (
     "(SELECT " + ", ".join(_live_column(c) for c in read_model.JOB_COLUMNS) + " FROM sync_jobs j "
     "LEFT JOIN LATERAL (SELECT count(*) AS batches, "
-    + ", ".join(f"sum(b.{c})::bigint AS {c}" for c in _LIVE_COUNTS)
+    + ", ".join(f"sum(b.{c})::bigint AS {c}" for c in COUNT_FIELDS)
     + " FROM sync_batches b WHERE b.job_id = j.job_id AND j.status IN ('queued', 'running') HAVING count(*) > 0) p "
     "ON true) AS sync_jobs"
 )

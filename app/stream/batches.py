@@ -99,16 +99,7 @@ def register(worker: Worker) -> None:
             await report(batch, cancelled=True)
             return
         worker.metrics.batch_seconds.observe(time.monotonic() - started)
-        await report(
-            batch,
-            processed=counts.processed,
-            failed=counts.failed,
-            deleted=counts.deleted,
-            skipped=counts.skipped,
-            documents_written=counts.documents_written,
-            bytes=counts.bytes,
-            errors=counts.errors,
-        )
+        await report(batch, **counts.counts(), errors=counts.errors)
         if counts.failed:
             raise CannotApply(
                 "batch",

@@ -46,6 +46,7 @@ from app.events import (
     SyncRequested,
     SyncStarted,
 )
+from app.events.counts import COUNT_FIELDS as FILE_COUNTS
 from app.settings import Settings
 from tests.faults.harness import FaultStack, TopicTail, read_topics
 from tests.faults.load import MirrorRepo, Provider
@@ -109,7 +110,9 @@ def table(rows: list[Figures]) -> list[str]:
     widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
     lines = []
     for n, row in enumerate(cells):
-        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        lines.append(
+            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        )
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return lines
@@ -206,7 +209,7 @@ class GitOracle:
         fields = out.split(b"\0")
         upserts: dict[str, str] = {}
         deletes: list[str] = []
-        for meta, raw_path in zip(fields[0::2], fields[1::2]):
+        for meta, raw_path in zip(fields[0::2], fields[1::2], strict=False):
             if not meta:
                 continue
             _, new_mode, _, new_oid, _ = meta[1:].split(b" ", 4)
@@ -265,7 +268,7 @@ def _skipped(content: bytes, max_text_bytes: int) -> bool:
 
 # -- the check --------------------------------------------------------------------------------
 
-COUNT_FIELDS = ("files_listed", "processed", "failed", "deleted", "skipped", "documents_written", "bytes", "batches")
+COUNT_FIELDS = ("files_listed", *FILE_COUNTS, "batches")
 
 
 async def check(

@@ -140,7 +140,7 @@ class Pipeline:
             elif isinstance(effect, EnsureSource):
                 await in_transaction(
                     self.pool,
-                    lambda conn: documents.ensure_source(
+                    lambda conn, effect=effect: documents.ensure_source(
                         conn, effect.source_id, effect.source_type, effect.config, effect.name
                     ),
                 )
@@ -201,18 +201,7 @@ class Pipeline:
         if counts is None:
             self.control.append(BatchCompleted(**report, cancelled=True))
             return
-        self.control.append(
-            BatchCompleted(
-                **report,
-                processed=counts.processed,
-                failed=counts.failed,
-                deleted=counts.deleted,
-                skipped=counts.skipped,
-                documents_written=counts.documents_written,
-                bytes=counts.bytes,
-                errors=counts.errors,
-            )
-        )
+        self.control.append(BatchCompleted(**report, **counts.counts(), errors=counts.errors))
 
     async def drain(self, limit: int = 10_000) -> None:
         """Run every stage until nothing is pending, in a plain order, nothing injected."""

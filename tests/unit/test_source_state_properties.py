@@ -36,12 +36,13 @@ from app.events import (
     SyncRequested,
     SyncStarted,
 )
+from app.events.counts import COUNT_FIELDS
 
 SRC = "github:42"
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 # Request ids are remembered longer than any generated history spans.
 POLICY = Policy(deadline_seconds=900, idempotency_ttl_seconds=300, request_memory_seconds=10**8)
-COUNTS = ("processed", "failed", "deleted", "skipped", "documents_written", "bytes")
+COUNTS = COUNT_FIELDS
 # Weighted by repetition; shrinking moves towards the first.
 ACTIONS = (
     ["request"] * 6
@@ -122,7 +123,11 @@ class World:
     def done(self, job: str, index: int, amount: int) -> BatchCompleted:
         counts = (amount, amount % 2, amount // 2, amount % 3, 2 * amount, 100 * amount)
         return BatchCompleted(
-            source_id=SRC, occurred_at=self.clock, job_id=job, batch_index=index, **dict(zip(COUNTS, counts))
+            source_id=SRC,
+            occurred_at=self.clock,
+            job_id=job,
+            batch_index=index,
+            **dict(zip(COUNTS, counts, strict=True)),
         )
 
 
