@@ -269,7 +269,7 @@ def format_table(rows: list[dlq.DeadLetterRow]) -> str:
     widths = [max(len(header[i]), *(len(line[i]) for line in lines)) for i in range(len(header) - 1)]
     out = []
     for line in (header, *lines):
-        out.append("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1])
+        out.append("  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1])
     return "\n".join(out)
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from app.core.config_file import is_newer_config
 from app.events.config import CONFIGURED, INVALID, UNCONFIGURED
@@ -56,9 +56,9 @@ from app.events.sync import (
     SyncStarted,
 )
 
-SourceEvent = Union[SourceConnected, SourceDisconnected, SourceUpdated, SyncPlanned]
-JobEvent = Union[SyncQueued, SyncCoalesced, SyncStarted, SyncCancelled, SyncCompleted]
-AnswerEvent = Union[SyncStarted, SyncQueued, SyncCoalesced, SyncDeduplicated, SyncRejected, SyncIgnored]
+SourceEvent = SourceConnected | SourceDisconnected | SourceUpdated | SyncPlanned
+JobEvent = SyncQueued | SyncCoalesced | SyncStarted | SyncCancelled | SyncCompleted
+AnswerEvent = SyncStarted | SyncQueued | SyncCoalesced | SyncDeduplicated | SyncRejected | SyncIgnored
 
 SOURCE_EVENTS = (SourceConnected, SourceDisconnected, SourceUpdated, SyncPlanned)
 JOB_EVENTS = (SyncQueued, SyncCoalesced, SyncStarted, SyncCancelled, SyncCompleted)

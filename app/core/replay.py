@@ -16,7 +16,6 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Union
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ class ShiftBy:
         return f"{'forward' if self.delta >= 0 else 'back'} {abs(self.delta)} record(s) from the committed offset"
 
 
-Target = Union[ToEarliest, ToLatest, ToOffset, ToDatetime, ShiftBy]
+Target = ToEarliest | ToLatest | ToOffset | ToDatetime | ShiftBy
 
 
 @dataclass(frozen=True)
@@ -177,7 +176,10 @@ def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     numeric = {i for i, h in enumerate(header) if h not in ("TOPIC", "NOTE", "GROUP")}
     out = []
     for row in (header, *rows):
-        cells = [cell.rjust(w) if i in numeric else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))]
+        cells = [
+            cell.rjust(w) if i in numeric else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
         out.append("  ".join(cells).rstrip())
     return "\n".join(out)
 

@@ -109,7 +109,9 @@ def table(rows: list[Figures]) -> list[str]:
     widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
     lines = []
     for n, row in enumerate(cells):
-        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        lines.append(
+            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        )
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return lines
@@ -203,12 +205,10 @@ class GitOracle:
     def diff(self, before: str, after: str) -> tuple[dict[str, str], list[str]]:
         """(path -> new blob id, deleted paths) of `git diff-tree -r --no-renames before after`."""
         out = gitrepo.git(self.path, "diff-tree", "-r", "-z", "--no-renames", before, after)
-        fields = out.split(b"\0")
+        fields = out.split(b"\0")[:-1]  # every field ends with a NUL
         upserts: dict[str, str] = {}
         deletes: list[str] = []
-        for meta, raw_path in zip(fields[0::2], fields[1::2]):
-            if not meta:
-                continue
+        for meta, raw_path in zip(fields[0::2], fields[1::2], strict=True):
             _, new_mode, _, new_oid, _ = meta[1:].split(b" ", 4)
             path = raw_path.decode("utf-8", "backslashreplace")
             if new_mode == b"000000":

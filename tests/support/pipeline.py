@@ -140,7 +140,7 @@ class Pipeline:
             elif isinstance(effect, EnsureSource):
                 await in_transaction(
                     self.pool,
-                    lambda conn: documents.ensure_source(
+                    lambda conn, effect=effect: documents.ensure_source(
                         conn, effect.source_id, effect.source_type, effect.config, effect.name
                     ),
                 )

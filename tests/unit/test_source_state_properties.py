@@ -122,7 +122,11 @@ class World:
     def done(self, job: str, index: int, amount: int) -> BatchCompleted:
         counts = (amount, amount % 2, amount // 2, amount % 3, 2 * amount, 100 * amount)
         return BatchCompleted(
-            source_id=SRC, occurred_at=self.clock, job_id=job, batch_index=index, **dict(zip(COUNTS, counts))
+            source_id=SRC,
+            occurred_at=self.clock,
+            job_id=job,
+            batch_index=index,
+            **dict(zip(COUNTS, counts, strict=True)),
         )
 
 
