@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import textwrap
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -171,7 +171,7 @@ def format_moves(moves: list[Move]) -> str:
     return format_table(HEADER, rows)
 
 
-def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def format_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i]) for i in range(len(header))]
     numeric = {i for i, h in enumerate(header) if h not in ("TOPIC", "NOTE", "GROUP")}
     out = []
