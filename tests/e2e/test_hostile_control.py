@@ -47,6 +47,8 @@ async def stack(broker, postgres, tmp_path_factory):
     worker = WorkerProcess(s, tmp / "rocks", tmp / "worker.log").start()
     ingress = IngressProcess(s, tmp / "ingress.log").start()
     await ingress.ready()
+    # Ready before any test reads its metrics: each test must pass alone, not only after another.
+    await wait_until(worker.ready, timeout=60, what="the worker ready")
     yield s, worker, ingress
     ingress.stop()
     worker.stop()
