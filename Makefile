@@ -1,6 +1,7 @@
 # hookstream's tasks, run from the repository root with the project's venv (`make venv` makes it).
 # The machine has 2 cores: run one target at a time. `make help` lists them.
-PY ?= .venv/bin/python
+BIN ?= .venv/bin
+PY ?= $(BIN)/python
 PYTEST = $(PY) -m pytest -q
 
 .PHONY: help venv unit integration faults test lint format types bench bench-ingress lock
@@ -20,18 +21,20 @@ integration:  ## tests/integration and tests/e2e on the embedded broker and Post
 faults:  ## tests/faults: kill -9, restarts, rebalances on real processes; prints the fault table
 	$(PYTEST) -n 2 --dist loadfile tests/faults
 
-test:  ## the whole suite, as .ci/run runs it (about 7 minutes)
+test:  ## the whole suite, as .ci/run runs it after lint and types (about 7 minutes)
 	$(PYTEST) -n 2 --dist loadfile
 
+# lint and types run the commands of the README's second command (.ci/run) and of
+# .pre-commit-config.yaml, word for word (tests/unit/test_docs.py checks it).
 lint:  ## ruff: lint findings, and the files the formatter would change (changes nothing)
-	@status=0; $(PY) -m ruff check . || status=1; $(PY) -m ruff format --check . || status=1; exit $$status
+	@status=0; $(BIN)/ruff check . || status=1; $(BIN)/ruff format --check . || status=1; exit $$status
 
 format:  ## ruff format and the safe fixes over the whole tree (one commit of its own)
-	$(PY) -m ruff format .
-	$(PY) -m ruff check --fix .
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 types:  ## mypy: strict on app/core, app/events, app/plugins; defaults on the rest of app/
-	$(PY) -m mypy
+	$(BIN)/mypy
 
 bench:  ## the sync and dedup benchmarks, each beside its baseline (minutes; quiet machine)
 	$(PY) bench/sync.py --rounds 3

@@ -7,6 +7,7 @@ re-planned job (after a crash) publishes the same `jobId/batchIndex` records.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 from app.events.control import SourceType
@@ -22,7 +23,7 @@ def plan(job_id: str, files: Sequence[FileChange], size: int) -> list[list[FileC
     if size < 1:
         raise ValueError(f"batch size must be at least 1, got {size}")
     ordered = sorted(files, key=lambda f: f.path)
-    for before, after in zip(ordered, ordered[1:]):
+    for before, after in pairwise(ordered):
         if before.path == after.path:
             raise ValueError(f"job {job_id}: path {before.path!r} is listed more than once")
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]

@@ -81,12 +81,12 @@ class _Loader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]  # untyped in types-PyYAML
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]  # types-PyYAML leaves Parser.peek_event unannotated
             raise _ConfigError(
                 f"{_where(mark)}aliases (*name) are not allowed in a config file"
                 " (a pattern starting with '*' must be quoted: '*.md')"
             )
-        event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in types-PyYAML
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # types-PyYAML leaves Parser.peek_event unannotated
         if getattr(event, "anchor", None):
             raise _ConfigError(f"{_where(event.start_mark)}anchors (&name) are not allowed in a config file")
         self._depth += 1

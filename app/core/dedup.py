@@ -10,7 +10,7 @@ inside the window is a duplicate.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from enum import Enum
+from enum import StrEnum
 
 import orjson
 
@@ -33,7 +33,7 @@ class DedupEntry:
         return cls(seen_at, expires_at, partition, offset, tuple(epochs))
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     ROUTE = "route"
     DUPLICATE = "duplicate"
 

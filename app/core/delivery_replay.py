@@ -137,9 +137,9 @@ class Tally:
     selected: int = 0
     eligible: int = 0
     resubmitted: int = 0
-    not_resubmitted: Counter = field(default_factory=Counter)
-    id_origins: Counter = field(default_factory=Counter)
-    routing: Counter = field(default_factory=Counter)
+    not_resubmitted: Counter[str] = field(default_factory=Counter)
+    id_origins: Counter[str] = field(default_factory=Counter)
+    routing: Counter[str] = field(default_factory=Counter)
 
     def count(self, verdict: Verdict) -> None:
         self.selected += 1

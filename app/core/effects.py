@@ -15,7 +15,7 @@ logical topic (without the settings prefix) and the key of each wire effect.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, Union
+from typing import Any, Literal, NamedTuple
 
 from app.events.control import SourceType
 from app.events.sync import (
@@ -81,21 +81,21 @@ class Ignored:
     request_id: str | None = None
 
 
-Effect = Union[
-    PlanRequested,
-    SyncQueued,
-    SyncCoalesced,
-    SyncDeduplicated,
-    SyncStarted,
-    SyncCancelled,
-    SyncRejected,
-    SyncIgnored,
-    SyncCompleted,
-    JobCancelled,
-    EnsureSource,
-    Ignored,
-    Refused,
-]
+Effect = (
+    PlanRequested
+    | SyncQueued
+    | SyncCoalesced
+    | SyncDeduplicated
+    | SyncStarted
+    | SyncCancelled
+    | SyncRejected
+    | SyncIgnored
+    | SyncCompleted
+    | JobCancelled
+    | EnsureSource
+    | Ignored
+    | Refused
+)
 
 
 class Destination(NamedTuple):

@@ -82,7 +82,7 @@ def outcome_fields(delivery: Delivery, partition: int, offset: int, outcome: int
         for send in outcome.sends:
             record = send.record
             if send.topic == intake.CONTROL and isinstance(record, ControlEvent):
-                event_types.append(record.type)  # type: ignore[attr-defined]  # every concrete event has one
+                event_types.append(record.type)
                 if record.source_id not in source_ids:
                     source_ids.append(record.source_id)
                 if isinstance(record, SyncRequested):

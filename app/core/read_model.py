@@ -452,7 +452,9 @@ REQUEST_COLUMNS = tuple(f.name for f in fields(RequestAnswer))
 def request_answers(event: AnswerEvent) -> list[RequestAnswer]:
     """One answer per request id the event names. The projection keeps the first answer of each request:
     a request queued and later started stays `queued`, and its job's row says how the job went."""
-    common = dict(source_id=event.source_id, answered_at=event.occurred_at)
+    answer: Answer
+    job_id: str | None
+    reason: str | None
     if isinstance(event, SyncStarted):
         answer, job_id, reason = "started", event.job_id, None
     elif isinstance(event, SyncQueued):
@@ -470,7 +472,14 @@ def request_answers(event: AnswerEvent) -> list[RequestAnswer]:
     else:
         raise TypeError(f"not an answer to a request: {type(event).__name__}")
     return [
-        RequestAnswer(request_id=rid, answer=answer, job_id=job_id, reason=reason, **common)
+        RequestAnswer(
+            request_id=rid,
+            source_id=event.source_id,
+            answer=answer,
+            job_id=job_id,
+            reason=reason,
+            answered_at=event.occurred_at,
+        )
         for rid in dict.fromkeys(event.request_ids)
     ]
 
@@ -484,7 +493,7 @@ def source_to_columns(row: SourceRow) -> dict[str, Any]:
 
 
 def source_from_columns(values: Mapping[str, Any]) -> SourceRow:
-    data = {name: values.get(name) for name in SOURCE_COLUMNS}
+    data: dict[str, Any] = {name: values.get(name) for name in SOURCE_COLUMNS}
     data["config"] = dict(data["config"] or {})
     return SourceRow(**data)
 
@@ -501,7 +510,7 @@ def job_to_json(row: SyncJobRow) -> dict[str, Any]:
 
 
 def job_from_columns(values: Mapping[str, Any]) -> SyncJobRow:
-    data = {name: values.get(name) for name in JOB_COLUMNS}
+    data: dict[str, Any] = {name: values.get(name) for name in JOB_COLUMNS}
     data["request_ids"] = tuple(data["request_ids"] or ())
     return SyncJobRow(**data)
 
@@ -511,7 +520,8 @@ def answer_to_columns(answer: RequestAnswer) -> dict[str, Any]:
 
 
 def answer_from_columns(values: Mapping[str, Any]) -> RequestAnswer:
-    return RequestAnswer(**{name: values.get(name) for name in REQUEST_COLUMNS})
+    data: dict[str, Any] = {name: values.get(name) for name in REQUEST_COLUMNS}
+    return RequestAnswer(**data)
 
 
 def without_nul(value: Any) -> Any:

@@ -51,11 +51,16 @@ class EmbeddedBroker:
             "--storage-engine",
             self.storage,
         ]
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn"), **self.env}
-        self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        if out is not subprocess.DEVNULL:
-            out.close()
+        # The child keeps its own copy of the log's descriptor; ours closes once it started.
+        log_file = open(self.log_path, "ab") if self.log_path else None
+        try:
+            self.process = subprocess.Popen(
+                cmd, stdout=log_file or subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        finally:
+            if log_file is not None:
+                log_file.close()
         wait_for_port(self.host, self.port, timeout, alive=lambda: self.process.poll() is None)
         log.info("tansu broker listening on %s (storage %s)", self.bootstrap, self.storage)
         return self

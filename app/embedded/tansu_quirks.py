@@ -9,12 +9,28 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _installed = False
+
+# Each patch marks the function it installs, so that a second install (another Settings in
+# the same process) sees aiokafka already patched and does not wrap the wrapper.
+_MARK = "_tansu_fixed"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _marked(fn: F) -> F:
+    setattr(fn, _MARK, True)
+    return fn
+
+
+def _is_marked(fn: object) -> bool:
+    return getattr(fn, _MARK, False) is True
 
 
 def install(settings: Settings) -> None:
@@ -43,10 +59,10 @@ def _fix_list_offsets_latest() -> None:
     from aiokafka.protocol.fetch import FetchRequest
 
     original = Fetcher.end_offsets
-    if getattr(original, "_tansu_fixed", False):
+    if _is_marked(original):
         return
 
-    async def end_offsets(self, partitions, timeout_ms):
+    async def end_offsets(self: Any, partitions: Any, timeout_ms: int) -> dict[Any, int]:
         reported = await original(self, partitions, timeout_ms)
         by_node: dict[int, list] = defaultdict(list)
         for tp, offset in reported.items():
@@ -70,8 +86,7 @@ def _fix_list_offsets_latest() -> None:
                         fixed[tp] = max(fixed.get(tp, 0), highwater)
         return fixed
 
-    end_offsets._tansu_fixed = True  # type: ignore[attr-defined]
-    Fetcher.end_offsets = end_offsets
+    Fetcher.end_offsets = _marked(end_offsets)
 
 
 def _fix_offsets_for_times_past_the_end() -> None:
@@ -85,10 +100,10 @@ def _fix_offsets_for_times_past_the_end() -> None:
     from aiokafka.consumer.fetcher import Fetcher
 
     original = Fetcher.get_offsets_by_times
-    if getattr(original, "_tansu_fixed", False):
+    if _is_marked(original):
         return
 
-    async def get_offsets_by_times(self, timestamps, timeout_ms):
+    async def get_offsets_by_times(self: Any, timestamps: Any, timeout_ms: int) -> dict[Any, Any]:
         asked = dict(timestamps)
         answers = await original(self, timestamps, timeout_ms)
         for tp, answer in answers.items():
@@ -96,8 +111,7 @@ def _fix_offsets_for_times_past_the_end() -> None:
                 answers[tp] = None
         return answers
 
-    get_offsets_by_times._tansu_fixed = True  # type: ignore[attr-defined]
-    Fetcher.get_offsets_by_times = get_offsets_by_times
+    Fetcher.get_offsets_by_times = _marked(get_offsets_by_times)
 
 
 def _fix_offset_fetch_of_all_partitions() -> None:
@@ -111,10 +125,12 @@ def _fix_offset_fetch_of_all_partitions() -> None:
     from aiokafka.structs import TopicPartition
 
     original = AIOKafkaAdminClient.list_consumer_group_offsets
-    if getattr(original, "_tansu_fixed", False):
+    if _is_marked(original):
         return
 
-    async def list_consumer_group_offsets(self, group_id, group_coordinator_id=None, partitions=None):
+    async def list_consumer_group_offsets(
+        self: Any, group_id: str, group_coordinator_id: int | None = None, partitions: Any = None
+    ) -> dict[Any, Any]:
         if partitions:
             return await original(self, group_id, group_coordinator_id, partitions)
         metadata = await self._client.fetch_all_metadata()
@@ -128,8 +144,7 @@ def _fix_offset_fetch_of_all_partitions() -> None:
         found = await original(self, group_id, group_coordinator_id, every)
         return {tp: meta for tp, meta in found.items() if meta.offset >= 0}
 
-    list_consumer_group_offsets._tansu_fixed = True  # type: ignore[attr-defined]
-    AIOKafkaAdminClient.list_consumer_group_offsets = list_consumer_group_offsets
+    AIOKafkaAdminClient.list_consumer_group_offsets = _marked(list_consumer_group_offsets)
 
 
 def _leave_group_at_generation_zero() -> None:
@@ -145,10 +160,10 @@ def _leave_group_at_generation_zero() -> None:
     from aiokafka.protocol.group import LeaveGroupRequest
 
     original = GroupCoordinator._maybe_leave_group
-    if getattr(original, "_tansu_fixed", False):
+    if _is_marked(original):
         return
 
-    async def _maybe_leave_group(self):
+    async def _maybe_leave_group(self: Any) -> None:
         if self.generation == 0 and self.member_id and self._group_instance_id is None:
             try:
                 await self._send_req(LeaveGroupRequest(self.group_id, self.member_id))
@@ -158,5 +173,4 @@ def _leave_group_at_generation_zero() -> None:
             return
         await original(self)
 
-    _maybe_leave_group._tansu_fixed = True  # type: ignore[attr-defined]
-    GroupCoordinator._maybe_leave_group = _maybe_leave_group
+    GroupCoordinator._maybe_leave_group = _marked(_maybe_leave_group)

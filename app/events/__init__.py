@@ -8,9 +8,7 @@ and `hookstream send event` accept.
 
 from __future__ import annotations
 
-import functools
-import operator
-from typing import Annotated
+from typing import Annotated, TypeAlias
 
 from pydantic import Field
 
@@ -52,17 +50,26 @@ from app.events.sync import (
     SyncStatus,
 )
 
-
-def _union(*models: type[Record]):
-    if len(models) == 1:
-        return models[0]
-    # A union built at run time from the tuple (`A | B | ...`), discriminated by `type`.
-    return Annotated[functools.reduce(operator.or_, models), Field(discriminator="type")]
-
-
-ControlRecord = _union(*CONTROL_EVENTS)
-LifecycleRecord = _union(*LIFECYCLE_EVENTS)
-DlqRecord = _union(DeadLettered, RedriveAccepted)
+# Each topic's union, discriminated by `type`, written out so that the type checker knows
+# every member (tests/unit/test_event_unions.py checks them against CONTROL_EVENTS, LIFECYCLE_EVENTS
+# and PRODUCER_EVENTS, the tuples the rest of the code iterates).
+ControlRecord: TypeAlias = Annotated[
+    SyncRequested
+    | SourceConnected
+    | SourceDisconnected
+    | SourceConfigChanged
+    | SourceUpdated
+    | SyncPlanned
+    | PlanFailed
+    | BatchCompleted
+    | DeadlineReached,
+    Field(discriminator="type"),
+]
+LifecycleRecord: TypeAlias = Annotated[
+    SyncQueued | SyncCoalesced | SyncDeduplicated | SyncStarted | SyncCancelled | SyncRejected | SyncIgnored,
+    Field(discriminator="type"),
+]
+DlqRecord: TypeAlias = Annotated[DeadLettered | RedriveAccepted, Field(discriminator="type")]
 
 # Logical topic name (without prefix) -> the record type(s) it carries.
 TOPIC_RECORDS: dict[str, object] = {
@@ -86,7 +93,9 @@ PRODUCER_EVENTS: tuple[type[ControlEvent], ...] = (
     SourceDisconnected,
     SourceUpdated,
 )
-ProducerEvent = _union(*PRODUCER_EVENTS)
+ProducerEvent: TypeAlias = Annotated[
+    SyncRequested | SourceConnected | SourceDisconnected | SourceUpdated, Field(discriminator="type")
+]
 
 ALL_MODELS: tuple[type[Record], ...] = (
     Delivery,

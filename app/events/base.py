@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, PlainSerializer, WithJsonSchema
 
@@ -20,6 +20,11 @@ class Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
     schema_version: Literal[1] = 1
+
+    if TYPE_CHECKING:
+        # What the subclasses' own `type: Literal[...]` fields have in common, for the type
+        # checker only: pydantic never sees it, so it adds no field, schema or wire byte.
+        type: str
 
 
 def _b64_to_bytes(value: object) -> object:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeAlias
 
 import orjson
 from pydantic import AfterValidator, Field, StringConstraints, TypeAdapter, ValidationError
@@ -77,25 +77,26 @@ PATTERN_MEANINGS: dict[str, str] = {
 }
 
 
-def _text(pattern: str, max_length: int, min_length: int = 1) -> Any:
-    return Annotated[str, StringConstraints(min_length=min_length, max_length=max_length, pattern=pattern)]
+def _text(pattern: str, max_length: int, min_length: int = 1) -> StringConstraints:
+    return StringConstraints(min_length=min_length, max_length=max_length, pattern=pattern)
 
 
-Identifier = _text(ID_PATTERN, MAX_ID_LENGTH)
-DeliveryId = _text(ID_PATTERN, MAX_DELIVERY_ID_LENGTH)
-DeliveryKey = _text(ID_PATTERN, MAX_KEY_LENGTH)
-Revision = _text(ID_PATTERN, MAX_REVISION_LENGTH)
-Name = _text(TEXT_PATTERN, MAX_NAME_LENGTH)
-Text = _text(TEXT_PATTERN, MAX_TEXT_LENGTH)
-Trigger = _text(TRIGGER_PATTERN, MAX_TRIGGER_LENGTH)
-PathText = _text(PATH_PATTERN, MAX_PATH_LENGTH)
+# `Annotated[str, ...]` aliases, not types built by a function, so that mypy sees `str`.
+Identifier: TypeAlias = Annotated[str, _text(ID_PATTERN, MAX_ID_LENGTH)]
+DeliveryId: TypeAlias = Annotated[str, _text(ID_PATTERN, MAX_DELIVERY_ID_LENGTH)]
+DeliveryKey: TypeAlias = Annotated[str, _text(ID_PATTERN, MAX_KEY_LENGTH)]
+Revision: TypeAlias = Annotated[str, _text(ID_PATTERN, MAX_REVISION_LENGTH)]
+Name: TypeAlias = Annotated[str, _text(TEXT_PATTERN, MAX_NAME_LENGTH)]
+Text: TypeAlias = Annotated[str, _text(TEXT_PATTERN, MAX_TEXT_LENGTH)]
+Trigger: TypeAlias = Annotated[str, _text(TRIGGER_PATTERN, MAX_TRIGGER_LENGTH)]
+PathText: TypeAlias = Annotated[str, _text(PATH_PATTERN, MAX_PATH_LENGTH)]
 # An empty config path is meaningful (SourceConfigChanged: the file is gone).
-ConfigPath = _text(TEXT_PATTERN, MAX_PATH_LENGTH, min_length=0)
-PluginName = _text(PLUGIN_PATTERN, MAX_PLUGIN_LENGTH)
-InstanceName = _text(INSTANCE_PATTERN, MAX_INSTANCE_LENGTH)
-RouteName = _text(ROUTE_PATTERN, MAX_ROUTE_LENGTH)
-HeaderName = _text(HEADER_NAME_PATTERN, MAX_HEADER_NAME_LENGTH)
-HeaderValue = _text(HEADER_VALUE_PATTERN, MAX_HEADER_VALUE_LENGTH, min_length=0)
+ConfigPath: TypeAlias = Annotated[str, _text(TEXT_PATTERN, MAX_PATH_LENGTH, min_length=0)]
+PluginName: TypeAlias = Annotated[str, _text(PLUGIN_PATTERN, MAX_PLUGIN_LENGTH)]
+InstanceName: TypeAlias = Annotated[str, _text(INSTANCE_PATTERN, MAX_INSTANCE_LENGTH)]
+RouteName: TypeAlias = Annotated[str, _text(ROUTE_PATTERN, MAX_ROUTE_LENGTH)]
+HeaderName: TypeAlias = Annotated[str, _text(HEADER_NAME_PATTERN, MAX_HEADER_NAME_LENGTH)]
+HeaderValue: TypeAlias = Annotated[str, _text(HEADER_VALUE_PATTERN, MAX_HEADER_VALUE_LENGTH, min_length=0)]
 Offset = Annotated[int, Field(ge=0, le=MAX_INT64)]
 
 
@@ -107,7 +108,7 @@ def _bounded_path_hints(paths: list[str]) -> list[str]:
 
 
 PathHints = Annotated[
-    list[PathText],  # type: ignore[valid-type]
+    list[PathText],
     Field(max_length=MAX_PATH_HINTS),
     AfterValidator(_bounded_path_hints),
 ]
@@ -165,6 +166,6 @@ Config = Annotated[dict[str, Any], AfterValidator(_bounded_config)]
 
 
 KeptHeaders = Annotated[
-    dict[HeaderName, HeaderValue],  # type: ignore[valid-type]
+    dict[HeaderName, HeaderValue],
     Field(max_length=MAX_KEPT_HEADERS),
 ]

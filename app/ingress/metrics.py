@@ -84,10 +84,10 @@ class IngressMetrics:
         )
 
         # Labelled children, looked up once: `labels()` takes a lock and builds a tuple per call.
-        self._children: dict[tuple[str, ...], Any] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), *labels)
+        key = (id(metric), labels)
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = metric.labels(*labels)

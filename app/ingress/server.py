@@ -23,10 +23,11 @@ from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
-from app.ingress.app import create_app
+from app.ingress.app import StartupError, create_app
 from app.ingress.protocol import IngressRunner
 from app.instances import InstanceConfig
 from app.settings import Settings
+from app.topology import MissingTopics
 
 log = logging.getLogger("hookstream.ingress")
 
@@ -91,9 +92,12 @@ def _free_port(host: str) -> int:
 
 def _process_main(settings: Settings, instances: Mapping[tuple[str, str], InstanceConfig], index: int) -> None:
     # Forked before the parent installed its handlers; the child stops on SIGINT or SIGTERM.
+    # A startup failure (the broker or a topic gone since the parent checked, the port taken)
+    # is one line; anything else is a bug, and multiprocessing prints its traceback. Either
+    # way the parent reports this process's death and stops the others.
     try:
         asyncio.run(serve_until_signalled(settings, instances, reuse_port=True))
-    except Exception as exc:  # reported by the parent as this process's death
+    except (MissingTopics, StartupError, OSError) as exc:
         print(f"hookstream ingress[{index}] pid {os.getpid()}: {exc}", file=sys.stderr)
         sys.exit(2)
 

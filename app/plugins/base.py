@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from app.events import Delivery, Record
+from app.events import ControlEvent, Delivery
 from app.instances import InstanceConfig
 
 
@@ -48,7 +48,7 @@ class Ignored:
 
 @dataclass(frozen=True)
 class Routed:
-    events: tuple[Record, ...] = ()
+    events: tuple[ControlEvent, ...] = ()
     ignored: Ignored | None = None
 
 

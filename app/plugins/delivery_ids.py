@@ -16,7 +16,7 @@ import re
 from app.plugins.base import UnreadableDelivery, fallback_delivery_id
 
 MAX_DELIVERY_ID_LENGTH = 200
-_USABLE = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_DELIVERY_ID_LENGTH)
+_USABLE = re.compile(rf"[\x21-\x7e]{{1,{MAX_DELIVERY_ID_LENGTH}}}")
 
 
 def resolve_delivery_id(

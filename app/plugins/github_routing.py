@@ -42,6 +42,7 @@ from pydantic import ValidationError
 
 from app.core.config_file import DEFAULT_CONFIG_FILES, config_files
 from app.events import (
+    ControlEvent,
     Delivery,
     DeliveryRef,
     SourceConnected,
@@ -49,7 +50,6 @@ from app.events import (
     SourceUpdated,
     SyncRequested,
 )
-from app.events.base import Record
 from app.events.bounds import path_hints_fit
 from app.instances import ConfigError, InstanceConfig
 from app.plugins.base import Ignored, Routed, RoutingError
@@ -262,11 +262,11 @@ def _connected(
 
 def _connections(
     origin: _Origin, repositories: list[dict[str, Any]], installation_id: int | None, instance: InstanceConfig
-) -> list[Record]:
+) -> list[ControlEvent]:
     """Connect each repository, then ask each to be looked at: the first sync lists everything and
     reads the config file; a reconnected source diffs from where its documents are."""
     connected = [_connected(origin, r, installation_id, instance) for r in repositories]
-    looks: list[Record] = [
+    looks: list[ControlEvent] = [
         SyncRequested(
             **origin.fields(c.source_id),
             request_id=f"{origin.delivery_id}/{c.source_id}",
@@ -282,7 +282,7 @@ def _disconnected(origin: _Origin, repository: dict[str, Any], reason: str) -> S
     return SourceDisconnected(**origin.fields(_source_id(repository)), reason=reason)
 
 
-def _per_repository(events: list[Record], event: str, action: str) -> Routed:
+def _per_repository(events: list[ControlEvent], event: str, action: str) -> Routed:
     # An installation with no repositories listed still ends somewhere countable.
     if not events:
         return Routed(ignored=Ignored(f"{event}.{rule_part(action)}.no_repositories"))

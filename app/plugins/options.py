@@ -37,8 +37,8 @@ def text_option(instance: InstanceConfig, key: str, default: str | None, allow_e
 
 
 def choice_option(instance: InstanceConfig, key: str, default: str, allowed: tuple[str, ...]) -> str:
-    raw: Any = instance.options.get(key, default)
-    if raw not in allowed:
+    raw: object = instance.options.get(key, default)
+    if not isinstance(raw, str) or raw not in allowed:
         raise ConfigError(f"{where(instance, key)}: {raw!r} is not one of {', '.join(allowed)}")
     return raw
 

@@ -41,7 +41,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import ValidationError
 
-from app.events import Delivery, DeliveryRef, SyncRequested
+from app.events import Delivery, DeliveryRef, SyncMode, SyncRequested
 from app.instances import ConfigError, InstanceConfig
 from app.plugins.base import Ignored, Routed, RoutingError
 from app.plugins.payloads import json_object
@@ -88,7 +88,7 @@ class Rule:
     conditions: tuple[Condition, ...]
     action: Action
     source_id: tuple[str | tuple[str], ...] = ()  # literal text, or (pointer,)
-    mode: str = "incremental"
+    mode: SyncMode = "incremental"
     trigger: str = "webhook"
     paths: str | None = None
     after: str | None = None
@@ -324,7 +324,7 @@ def _apply(rule: Rule, delivery: Delivery, instance: InstanceConfig, body: dict[
             occurred_at=delivery.received_at,
             delivery=DeliveryRef(key=delivery.key),
             request_id=delivery.delivery_id,
-            mode=rule.mode,  # type: ignore[arg-type]
+            mode=rule.mode,
             trigger=rule.trigger,
             paths=_paths(rule, body) if rule.paths else [],
             after=_text(rule, body, rule.after, required=False) if rule.after else None,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -205,7 +205,7 @@ class SourceAdapter:
         `reads_config_files`). SourceError when the source cannot be read at all."""
         raise NotImplementedError
 
-    def fetch(self, files: Sequence[FileChange]) -> AsyncIterator[Fetched]:
+    def fetch(self, files: Sequence[FileChange]) -> AsyncGenerator[Fetched, None]:
         """Content for every upsert in `files` (deletes are skipped), in no particular order.
 
         Use it as `async with contextlib.aclosing(adapter.fetch(files)) as fetched:` when

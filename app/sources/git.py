@@ -31,7 +31,8 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -76,6 +77,12 @@ class GitCommandError(SourceError):
         self.transient = returncode < 0
         self.stderr = stderr.decode("utf-8", errors="replace").strip()
         super().__init__(f"git {' '.join(args)} failed (exit {returncode}): {self.stderr or 'no message'}")
+
+
+async def _communicate(proc: asyncio.subprocess.Process, input: bytes | None = None) -> tuple[int, bytes, bytes]:
+    """(exit status, stdout, stderr) of `proc`, once it exited."""
+    out, err = await proc.communicate(input)
+    return await proc.wait(), out, err  # communicate() waited: wait() only hands over the status
 
 
 class GitSource(SourceAdapter):
@@ -149,9 +156,9 @@ class GitSource(SourceAdapter):
 
     async def _git(self, *args: str) -> bytes:
         proc = await self._spawn(*args)
-        out, err = await proc.communicate()
-        if proc.returncode != 0:
-            raise await self._diagnosed(GitCommandError(args, proc.returncode, err))
+        returncode, out, err = await _communicate(proc)
+        if returncode != 0:
+            raise await self._diagnosed(GitCommandError(args, returncode, err))
         return out
 
     async def _check_repository(self) -> None:
@@ -235,7 +242,7 @@ class GitSource(SourceAdapter):
     async def _diff(self, before: str, after: str) -> list[FileChange]:
         out = await self._git("diff-tree", "-r", "-z", "--no-renames", "--no-commit-id", "--raw", before, after)
         fields = out.split(b"\0")
-        changes: list[tuple[bytes, str, str | None]] = []
+        changes: list[tuple[bytes, Literal["upsert", "delete"], str | None]] = []
         i = 0
         while i + 1 < len(fields):
             meta, path = fields[i], fields[i + 1]
@@ -252,7 +259,7 @@ class GitSource(SourceAdapter):
                 changes.append((path, "delete", None))
         sizes = await self._sizes([oid for _, change, oid in changes if oid])
         return [
-            FileChange(path=decode_path(path), change=change, blob=oid, size=sizes.get(oid) if oid else None)  # type: ignore[arg-type]
+            FileChange(path=decode_path(path), change=change, blob=oid, size=sizes.get(oid) if oid else None)
             for path, change, oid in changes
         ]
 
@@ -260,9 +267,11 @@ class GitSource(SourceAdapter):
         if not oids:
             return {}
         proc = await self._spawn("cat-file", "--batch-check", stdin=asyncio.subprocess.PIPE)
-        out, err = await proc.communicate("".join(f"{oid}\n" for oid in dict.fromkeys(oids)).encode("ascii"))
-        if proc.returncode != 0:
-            raise GitCommandError(("cat-file", "--batch-check"), proc.returncode, err)
+        returncode, out, err = await _communicate(
+            proc, "".join(f"{oid}\n" for oid in dict.fromkeys(oids)).encode("ascii")
+        )
+        if returncode != 0:
+            raise GitCommandError(("cat-file", "--batch-check"), returncode, err)
         sizes = {}
         for line in out.splitlines():
             parts = line.split()
@@ -276,9 +285,9 @@ class GitSource(SourceAdapter):
         if commit.startswith("-") or "\n" in path or "\n" in commit:
             return FileAt(None, f"{path!r} at {commit!r} is not a name git can look up")
         proc = await self._spawn("cat-file", "--batch-check", stdin=asyncio.subprocess.PIPE)
-        out, err = await proc.communicate(f"{commit}:{path}\n".encode())
-        if proc.returncode != 0:
-            raise await self._diagnosed(GitCommandError(("cat-file", "--batch-check"), proc.returncode, err))
+        returncode, out, err = await _communicate(proc, f"{commit}:{path}\n".encode())
+        if returncode != 0:
+            raise await self._diagnosed(GitCommandError(("cat-file", "--batch-check"), returncode, err))
         parts = out.decode("utf-8", errors="replace").split()
         if len(parts) != 3:
             # `<name> missing`: no such path at that commit (or the commit's object is absent).
@@ -292,7 +301,7 @@ class GitSource(SourceAdapter):
 
     # -- content ------------------------------------------------------------
 
-    async def fetch(self, files: Sequence[FileChange]) -> AsyncIterator[Fetched]:  # type: ignore[override]
+    async def fetch(self, files: Sequence[FileChange]) -> AsyncGenerator[Fetched, None]:
         by_oid: dict[bytes, list[FileChange]] = {}
         for change in files:
             if change.change != "upsert":

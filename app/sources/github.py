@@ -35,7 +35,7 @@ import asyncio
 import base64
 import binascii
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -273,6 +273,8 @@ class GitHubSource(SourceAdapter):
         changes: dict[str, FileChange] = {}
         for f in listed:
             kind, name = f.get("status"), f.get("filename")
+            if not isinstance(name, str):
+                raise SourceError(f"GitHub's compare lists a file in an undocumented shape: {str(f)[:200]}")
             if kind == "removed":
                 changes.setdefault(name, FileChange(path=name, change="delete"))
                 continue
@@ -313,7 +315,7 @@ class GitHubSource(SourceAdapter):
 
     # -- content ------------------------------------------------------------
 
-    async def fetch(self, files: Sequence[FileChange]) -> AsyncIterator[Fetched]:  # type: ignore[override]
+    async def fetch(self, files: Sequence[FileChange]) -> AsyncGenerator[Fetched, None]:
         gate = asyncio.Semaphore(self.options.fetch_concurrency)
 
         async def one(change: FileChange) -> Fetched:

@@ -41,7 +41,7 @@ content is rewritten with the same hash). Without a `Date`, the newest
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -274,7 +274,7 @@ class LinearSource(SourceAdapter):
 
     # -- content ------------------------------------------------------------
 
-    async def fetch(self, files: Sequence[FileChange]) -> AsyncIterator[Fetched]:  # type: ignore[override]
+    async def fetch(self, files: Sequence[FileChange]) -> AsyncGenerator[Fetched, None]:
         upserts = [f for f in files if f.change == "upsert"]
         for start in range(0, len(upserts), FETCH_CHUNK):
             chunk = upserts[start : start + FETCH_CHUNK]

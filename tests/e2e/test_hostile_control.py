@@ -47,6 +47,8 @@ async def stack(broker, postgres, tmp_path_factory):
     worker = WorkerProcess(s, tmp / "rocks", tmp / "worker.log").start()
     ingress = IngressProcess(s, tmp / "ingress.log").start()
     await ingress.ready()
+    # Ready before any test reads its metrics: each test must pass alone, not only after another.
+    await wait_until(worker.ready, timeout=60, what="the worker ready")
     yield s, worker, ingress
     ingress.stop()
     worker.stop()
@@ -114,11 +116,10 @@ async def test_events_that_would_grow_a_source_past_its_bound_are_refused_and_th
         update = SourceUpdated(source_id=source, occurred_at=now(), config={f"k{i}": "v" * 3000})
         assert await post_event(ingress, update) == 202
 
-    async def refused():
-        text = await _metrics(worker)
-        return 'hookstream_control_refused_total{type="source.updated"}' in text and text
+    async def refused() -> bool:
+        return 'hookstream_control_refused_total{type="source.updated"}' in await _metrics(worker)
 
-    text = await wait_until(refused, timeout=60, what="the refusal counted")
+    await wait_until(refused, timeout=60, what="the refusal counted")
     assert worker.alive()
     # The source still works: a request after the refused update is run.
     request = SyncRequested(

@@ -280,7 +280,7 @@ async def test_a_disconnect_mid_sync_cancels_with_partial_counts_and_skips_unsta
     # Partial: the disconnect may be folded before or after the first BatchCompleted.
     assert 0 <= done.processed + done.skipped < 10_000
     # What the job reports is what it wrote before the cancellation, nothing more.
-    await wait_until(lambda: _quiet_rows(settings, source), timeout=60, what="batches drained")
+    await wait_until(_rows_unchanged_since_last_call(settings, source), timeout=60, what="batches drained")
     rows = await documents(settings, source)
     assert done.documents_written <= len(rows) < 10_000
 
@@ -289,10 +289,17 @@ async def _has_rows(settings, source):
     return len(await documents(settings, source)) > 0
 
 
-async def _quiet_rows(settings, source, _last={}):
-    n = len(await documents(settings, source))
-    prev, _last[source] = _last.get(source), n
-    return prev == n
+def _rows_unchanged_since_last_call(settings, source):
+    """A condition for wait_until: true once two polls in a row count the same rows."""
+    last: int | None = None
+
+    async def unchanged() -> bool:
+        nonlocal last
+        n = len(await documents(settings, source))
+        prev, last = last, n
+        return prev == n
+
+    return unchanged
 
 
 async def test_a_job_past_its_deadline_completes_timed_out_and_ignores_late_batches(stack, tmp_path):

@@ -46,7 +46,6 @@ from app.events import (
     SyncRequested,
     SyncStarted,
 )
-from app.events.counts import COUNT_FIELDS as FILE_COUNTS
 from app.settings import Settings
 from tests.faults.harness import FaultStack, TopicTail, read_topics
 from tests.faults.load import MirrorRepo, Provider
@@ -206,12 +205,10 @@ class GitOracle:
     def diff(self, before: str, after: str) -> tuple[dict[str, str], list[str]]:
         """(path -> new blob id, deleted paths) of `git diff-tree -r --no-renames before after`."""
         out = gitrepo.git(self.path, "diff-tree", "-r", "-z", "--no-renames", before, after)
-        fields = out.split(b"\0")
+        fields = out.split(b"\0")[:-1]  # every field ends with a NUL
         upserts: dict[str, str] = {}
         deletes: list[str] = []
-        for meta, raw_path in zip(fields[0::2], fields[1::2], strict=False):
-            if not meta:
-                continue
+        for meta, raw_path in zip(fields[0::2], fields[1::2], strict=True):
             _, new_mode, _, new_oid, _ = meta[1:].split(b" ", 4)
             path = raw_path.decode("utf-8", "backslashreplace")
             if new_mode == b"000000":
@@ -268,7 +265,7 @@ def _skipped(content: bytes, max_text_bytes: int) -> bool:
 
 # -- the check --------------------------------------------------------------------------------
 
-COUNT_FIELDS = ("files_listed", *FILE_COUNTS, "batches")
+COUNT_FIELDS = ("files_listed", "processed", "failed", "deleted", "skipped", "documents_written", "bytes", "batches")
 
 
 async def check(

@@ -125,12 +125,12 @@ def crash_postgres(pg: EmbeddedPostgres) -> None:
 def start_postgres_again(pg: EmbeddedPostgres) -> None:
     """The same data directory and unix socket, so the same URL works again."""
     server = pg._server
-    socket_dir = server.get_postmaster_info().socket_dir  # type: ignore[union-attr]
+    socket_dir = server.get_postmaster_info().socket_dir
     # pg_ctl start after an immediate stop failed once in a few hundred runs, with nothing in the
     # server's log (the previous postmaster not yet reaped); a second start then works.
     for attempt in range(3):
         try:
-            _pg_ctl(pg, "-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(server.log), "start")  # type: ignore[union-attr]
+            _pg_ctl(pg, "-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(server.log), "start")
             return
         except subprocess.CalledProcessError:
             if attempt == 2:

@@ -146,7 +146,7 @@ class Scenario:
 
         async def ready():
             if self.load is not None and self.load.done() and self.load.exception() is not None:
-                raise self.load.exception()  # type: ignore[misc]
+                raise self.load.exception()
             result = predicate()
             if asyncio.iscoroutine(result):
                 result = await result

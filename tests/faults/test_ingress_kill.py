@@ -23,7 +23,7 @@ async def test_an_ingress_killed_under_load_has_every_retried_delivery_routed_on
         traffic = Traffic(pushes=140 * load_scale, seconds=18.0 * load_scale, manual_every=10, redeliver=0.1)
         async with Scenario("ingress kill -9 (twice)", stack, repos, traffic, seed=8) as sc:
             for routed in (250, 600):
-                await sc.until(lambda: sc.routed() >= routed, f"{routed} deliveries routed")
+                await sc.until(lambda routed=routed: sc.routed() >= routed, f"{routed} deliveries routed")
                 stack.ingress.kill()
                 stack.ingress.start()  # a supervisor restarts it; the provider retries meanwhile
             await sc.finish()

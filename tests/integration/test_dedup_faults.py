@@ -126,7 +126,7 @@ async def test_purge_keeps_the_table_flat_over_a_windows_worth_of_unique_deliver
             await produce(s, "hookstream.deliveries", batch)
             await read_all(s, "hookstream.sync.control", min_count=300 * (wave + 1), timeout=90, alive=worker.alive)
             await wait_until(
-                lambda: _metric(worker, "hookstream_dedup_entries_purged_total", equal=300.0 * wave),
+                lambda wave=wave: _metric(worker, "hookstream_dedup_entries_purged_total", equal=300.0 * wave),
                 timeout=30,
                 what=f"wave {wave - 1} purged",
             )

@@ -179,7 +179,7 @@ async def test_incremental_listing_has_exactly_the_adds_modifies_and_deletes(rep
     # The same answer as git's own name-status diff.
     out = git(repo.path, "diff", "--name-status", "-z", "--no-renames", repo.shas[before], repo.shas[after])
     fields = out.split(b"\0")[:-1]
-    by_status = {(s.decode(), p.decode()) for s, p in zip(fields[::2], fields[1::2])}
+    by_status = {(s.decode(), p.decode()) for s, p in zip(fields[::2], fields[1::2], strict=True)}
     assert deletes == {p for s, p in by_status if s == "D"}
     # git's diff names the submodule too; it is not a file, so never a document.
     assert upserts == {p for s, p in by_status if s in ("A", "M", "T")} - {"vendor/lib"}
@@ -378,7 +378,10 @@ async def test_concurrent_fetches_read_with_up_to_git_readers_processes(repo, tm
     wrapper = tmp_path / "git-wrapper"
     wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\nexec git "$@"\n')
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
-    spawned = lambda: [c for c in log.read_text().splitlines() if "cat-file --batch" in c]  # noqa: E731
+
+    def spawned():
+        return [c for c in log.read_text().splitlines() if "cat-file --batch" in c]
+
     options = SourceOptions(git_binary=str(wrapper), git_readers=2)
     async with get_adapter("git", {"path": str(repo.path)}, options) as adapter:
         listing = Listing(await adapter.list_full(repo.shas[1]), repo.shas[1], "full")

@@ -192,6 +192,15 @@ async def test_compare_turns_added_modified_removed_and_renamed_into_upserts_and
     }
 
 
+async def test_a_compare_listing_files_without_a_filename_is_a_source_error_naming_the_shape(github, options):
+    base = github.commit(sample_files(5))
+    head = github.commit({**sample_files(5), "new.txt": b"new"}, parent=base)
+    github.compare_files_without = "filename"
+
+    with pytest.raises(SourceError, match="compare lists a file in an undocumented shape"):
+        await list_and_fetch(options, plan("incremental", base=base, after=head))
+
+
 async def test_documents_at_the_head_list_nothing_and_ask_nothing_more(github, options):
     head = github.commit(sample_files(5))
     listing, _ = await list_and_fetch(options, plan("incremental", base=head, after=head))

@@ -102,7 +102,7 @@ async def test_broker_outage_gets_503_then_a_retry_is_accepted_and_nothing_unsto
 
     for delivery_id in during:
 
-        async def accepted() -> bool:
+        async def accepted(delivery_id: str = delivery_id) -> bool:
             status, answer, headers = await _deliver(ingress, delivery_id)
             assert status in (202, 503), (status, answer)
             if status == 202:

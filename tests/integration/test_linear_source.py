@@ -335,7 +335,7 @@ async def test_an_issue_archived_or_moved_between_listing_and_fetch_is_a_failed_
         linear.delete("OPS-1")
         results = {}
         async with contextlib.aclosing(source.fetch(listing.upserts)) as stream:
-            async for change, content, error in stream:
+            async for change, _content, error in stream:
                 results[change.path] = error
     assert "archived or trashed since it was listed" in results["issues/ENG-1.md"]
     assert "moved since it was listed" in results["issues/ENG-2.md"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from itertools import zip_longest
 
 import psycopg
 from psycopg.rows import dict_row
@@ -389,7 +390,7 @@ async def test_replaying_the_topics_into_a_fresh_schema_gives_the_same_rows_what
     # Replay from offset 0: each topic in turn, then interleaved one record at a time.
     for order in (
         control + lifecycle + completed,
-        [r for pair in zip(lifecycle, completed + [None] * len(lifecycle)) for r in pair if r] + control,
+        [r for pair in zip_longest(lifecycle, completed) for r in pair if r is not None] + control,
     ):
         rebuilt = await fresh_schema(settings)
         await project(rebuilt, order)

@@ -132,9 +132,9 @@ async def test_the_first_plan_of_a_job_is_kept_and_a_later_jobs_replaces_it(sett
         FileChange(path="gone.md", change="delete"),
     ]
     other = [FileChange(path="b.md", change="upsert")]
-    keep = lambda job, seq, commit, files: in_transaction(
-        settings, lambda c: plans.keep(c, "git:p", job, seq, commit, files)
-    )
+
+    def keep(job, seq, commit, files):
+        return in_transaction(settings, lambda c: plans.keep(c, "git:p", job, seq, commit, files))
 
     assert await in_transaction(settings, lambda c: plans.kept(c, "git:p")) is None
     kept = await keep("git:p:4", 4, "c1", first)

@@ -114,6 +114,8 @@ class FakeGitHub:
         self.default_branch = "main"
         self.truncate_recursive_over: int | None = None
         self.compare_file_cap = 300
+        # A field left out of every file a compare lists: an answer not in the documented shape.
+        self.compare_files_without: str | None = None
         # The next this-many branch-head answers give the head's parent: a replica behind a push.
         self.lagging_head_answers = 0
         self.queued_failures: list[tuple[int, dict[str, str], dict[str, Any]]] = []
@@ -140,7 +142,7 @@ class FakeGitHub:
         chain = []
         while sha is not None:
             chain.append(sha)
-            sha = self.commits[sha].parent  # type: ignore[assignment]
+            sha = self.commits[sha].parent
         return chain
 
     # -- failures on demand ---------------------------------------------------
@@ -266,7 +268,7 @@ class FakeGitHub:
         sha = self.branches.get(ref, ref)
         if ref in self.branches and self.lagging_head_answers and self.commits[sha].parent:
             self.lagging_head_answers -= 1
-            sha = self.commits[sha].parent  # type: ignore[assignment]
+            sha = self.commits[sha].parent
         if sha not in self.commits:
             return _json({"message": f"No commit found for SHA: {ref}"}, 422)
         return _json({"sha": sha, "commit": {"tree": {"sha": self.commits[sha].tree.sha}}})
@@ -349,6 +351,8 @@ class FakeGitHub:
                 additions=0,
                 deletions=0,
             )
+            if self.compare_files_without is not None:
+                del f[self.compare_files_without]
         body = {
             "status": status,
             "ahead_by": 1,

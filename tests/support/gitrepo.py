@@ -27,7 +27,6 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 AUTHOR = "t <t@t>"
 EPOCH = 1_700_000_000
@@ -54,7 +53,7 @@ class Submodule:
     commit: str
 
 
-Change = Union[bytes, None, Executable, Symlink, Submodule]
+Change = bytes | None | Executable | Symlink | Submodule
 
 
 def git(repo: Path | str, *args: str, input: bytes | None = None) -> bytes:

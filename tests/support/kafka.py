@@ -70,7 +70,7 @@ async def read_all(
         while time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200, max_records=5000)
             got = 0
-            for tp, messages in batch.items():
+            for messages in batch.values():
                 for m in messages:
                     key = m.key.decode() if m.key is not None else None
                     value = codec.decode_topic(logical, m.value) if decode else m.value

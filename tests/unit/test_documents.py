@@ -99,7 +99,7 @@ def test_documents_are_frozen_values():
     doc = to_document("a.py", b"x", LIMIT)
     assert doc == to_document("a.py", b"x", LIMIT)
     with pytest.raises(AttributeError):
-        doc.content = "y"  # type: ignore[misc]
+        doc.content = "y"
     assert isinstance(doc, Document)
 
 

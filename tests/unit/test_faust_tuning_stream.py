@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from itertools import pairwise
 
 import pytest
 from faust.types import TP, Message
@@ -260,7 +261,7 @@ async def test_other_tasks_run_at_least_every_max_run_events(app):
         await _consume(lambda s: faust_tuning.events(s, max_run=100), stream, 250, body=_appender(seen))
     finally:
         ticker.cancel()
-    runs = [b - a for a, b in zip(ticks, ticks[1:]) if b != a]
+    runs = [b - a for a, b in pairwise(ticks) if b != a]
     assert max(runs) == 100  # never more than max_run events between two turns of the other task
     assert sum(runs) >= 200  # ... and not one turn per event: runs of 100, 100, then the rest
 

@@ -192,7 +192,7 @@ def test_a_late_plan_of_an_older_job_never_replaces_a_newer_finding():
 def test_only_source_events_are_source_events():
     batch = BatchCompleted(source_id=SRC, occurred_at=at(0), job_id="j", batch_index=0)
     with pytest.raises(TypeError):
-        source_after(source_after(None, connected()), batch)  # type: ignore[arg-type]
+        source_after(source_after(None, connected()), batch)
 
 
 # --- sync jobs ---------------------------------------------------------------------------------

@@ -378,7 +378,7 @@ SCENARIOS = [
 @pytest.mark.parametrize("steps", [s for _, s in SCENARIOS], ids=[n for n, _ in SCENARIOS])
 def test_rules(steps):
     _, got = run([event for event, _ in steps])
-    for (event, expected), effects in zip(steps, got):
+    for (event, expected), effects in zip(steps, got, strict=True):
         assert effects == expected, f"after {event.type} at {event.occurred_at:%H:%M:%S}"
 
 
