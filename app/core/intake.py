@@ -141,7 +141,7 @@ def _process(
             rule="route",
         )
     ref = DeliveryRef(key=delivery.key, partition=partition, offset=offset)
-    sends = [Send(CONTROL, event.source_id, _with_ref(event, delivery.key, ref)) for event in routed.events]  # type: ignore[attr-defined]
+    sends = [Send(CONTROL, event.source_id, _with_ref(event, delivery.key, ref)) for event in routed.events]
     if delivery.redrive_of:
         sends.append(
             Send(
