@@ -23,15 +23,13 @@ from app.plugins import get_plugin
 from tests.support import gitrepo
 from tests.support.flows import connected, document_digests, github_push, lifecycle, send_control, settled
 from tests.support.services import isolated_settings
-from tests.support.stack import IngressProcess, WorkerProcess, write_instances
+from tests.support.stack import IngressProcess, started_worker, write_instances
 
 SECRET = "conv-secret"
 
 
 @pytest.fixture(scope="module")
 async def stack(broker, postgres, tmp_path_factory):
-    from app import topology
-    from app.store.db import migrate
 
     tmp = tmp_path_factory.mktemp("convergence")
     instances = write_instances(tmp / "instances.toml", [{"plugin": "github", "id": "gh", "secret": SECRET}])
@@ -44,9 +42,7 @@ async def stack(broker, postgres, tmp_path_factory):
         events_token=SecretStr("t"),
         deadline_check_interval_seconds=0.5,
     )
-    await topology.apply(s)
-    await migrate(s)
-    worker = WorkerProcess(s, tmp / "rocks", tmp / "worker.log").start()
+    worker = await started_worker(s, tmp)
     ingress = IngressProcess(s, tmp / "ingress.log").start()
     await ingress.ready()
     yield s, worker, ingress

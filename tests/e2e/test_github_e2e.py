@@ -30,7 +30,7 @@ from tests.support import globs
 from tests.support.fake_github import FakeClock, FakeGitHub
 from tests.support.flows import document_digests, github_push, settled
 from tests.support.services import isolated_settings
-from tests.support.stack import IngressProcess, WorkerProcess, write_instances
+from tests.support.stack import IngressProcess, started_worker, write_instances
 
 SECRET = "gh-e2e-secret"
 APP_ID = "912345"
@@ -52,9 +52,6 @@ async def stack(broker, postgres, tmp_path_factory):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from app import topology
-    from app.store.db import migrate
-
     tmp = tmp_path_factory.mktemp("github-e2e")
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = tmp / "app-key.pem"
@@ -75,9 +72,7 @@ async def stack(broker, postgres, tmp_path_factory):
         github_app_id=APP_ID,
         github_private_key_file=pem,
     )
-    await topology.apply(s)
-    await migrate(s)
-    worker = WorkerProcess(s, tmp / "rocks", tmp / "worker.log").start()
+    worker = await started_worker(s, tmp)
     ingress = IngressProcess(s, tmp / "ingress.log").start()
     await ingress.ready()
     yield s, worker, ingress, github

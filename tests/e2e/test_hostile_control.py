@@ -20,7 +20,7 @@ from tests.support import gitrepo
 from tests.support.flows import lifecycle, now, settled
 from tests.support.kafka import read_all
 from tests.support.services import isolated_settings, wait_until
-from tests.support.stack import IngressProcess, WorkerProcess, write_instances
+from tests.support.stack import IngressProcess, WorkerProcess, started_worker, write_instances
 
 TOKEN = "hostile-token"
 STATE_BOUND = 8 * 1024
@@ -28,8 +28,6 @@ STATE_BOUND = 8 * 1024
 
 @pytest.fixture(scope="module")
 async def stack(broker, postgres, tmp_path_factory):
-    from app import topology
-    from app.store.db import migrate
 
     tmp = tmp_path_factory.mktemp("hostile")
     instances = write_instances(tmp / "instances.toml", [{"plugin": "github", "id": "gh", "secret": "x"}])
@@ -42,9 +40,7 @@ async def stack(broker, postgres, tmp_path_factory):
         max_source_state_bytes=STATE_BOUND,
         idempotency_ttl_seconds=300.0,
     )
-    await topology.apply(s)
-    await migrate(s)
-    worker = WorkerProcess(s, tmp / "rocks", tmp / "worker.log").start()
+    worker = await started_worker(s, tmp)
     ingress = IngressProcess(s, tmp / "ingress.log").start()
     await ingress.ready()
     # Ready before any test reads its metrics: each test must pass alone, not only after another.

@@ -38,7 +38,7 @@ from tests.support.flows import (
 )
 from tests.support.kafka import produce, read_all
 from tests.support.services import isolated_settings, wait_until
-from tests.support.stack import WorkerProcess, write_instances
+from tests.support.stack import WorkerProcess, started_worker, write_instances
 
 SECRET = "s3cret-webhook-key"
 EVENTS_TOKEN = "events-token-9f3b"
@@ -47,8 +47,6 @@ WRITE_TOKEN = "console-write-token-77"
 
 @pytest.fixture(scope="module")
 async def stack(broker, postgres, tmp_path_factory):
-    from app import topology
-    from app.store.db import migrate
 
     tmp = tmp_path_factory.mktemp("observability")
     instances = write_instances(tmp / "instances.toml", [{"plugin": "github", "id": "gh", "secret": SECRET}])
@@ -61,9 +59,7 @@ async def stack(broker, postgres, tmp_path_factory):
         console_write_token=WRITE_TOKEN,
         log_format="json",
     )
-    await topology.apply(s)
-    await migrate(s)
-    worker = WorkerProcess(s, tmp / "rocks", tmp / "worker.log").start()
+    worker = await started_worker(s, tmp)
     await wait_until(worker.ready, timeout=90, what="the worker ready")
     yield s, worker
     worker.stop()

@@ -29,7 +29,7 @@ from tests.support.fake_linear import FakeLinear
 from tests.support.flows import completions, documents, now, send_control
 from tests.support.kafka import read_all
 from tests.support.services import isolated_settings, wait_until
-from tests.support.stack import WorkerProcess
+from tests.support.stack import started_worker
 
 ORG = "8a5f2c3e-7b1d-4e9a-b6c0-1d2e3f4a5b6c"
 LINEAR_SECRET = "lin_wh_e2e_secret"
@@ -65,9 +65,7 @@ match = {{ pointer = "/type", equals = "ping" }}
 @pytest.fixture(scope="module")
 async def stack(broker, postgres, tmp_path_factory):
     """A fake Linear, one worker and one in-process ingress for the module."""
-    from app import topology
     from app.ingress.app import create_app
-    from app.store.db import migrate
 
     tmp = tmp_path_factory.mktemp("providers")
     linear = await FakeLinear(FakeClock(time.time()), organization_id=ORG).start()
@@ -81,9 +79,7 @@ async def stack(broker, postgres, tmp_path_factory):
         linear_api_key=linear.api_key,
         producer_linger_ms=1,
     )
-    await topology.apply(s)
-    await migrate(s)
-    worker = WorkerProcess(s, tmp / "rocks", tmp / "worker.log").start()
+    worker = await started_worker(s, tmp)
     instances = s.instances()
     runner = web.AppRunner(create_app(s, instances), access_log=None)
     await runner.setup()

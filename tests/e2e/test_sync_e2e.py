@@ -22,14 +22,12 @@ from tests.support.flows import (
 )
 from tests.support.kafka import produce, read_all
 from tests.support.services import isolated_settings, wait_until
-from tests.support.stack import WorkerProcess, write_instances
+from tests.support.stack import started_worker, write_instances
 
 
 @pytest.fixture(scope="module")
 async def stack(broker, postgres, tmp_path_factory):
     """One worker for the module (a group join costs seconds); each test uses its own sources."""
-    from app import topology
-    from app.store.db import migrate
 
     tmp = tmp_path_factory.mktemp("stack")
     instances = write_instances(
@@ -47,9 +45,7 @@ async def stack(broker, postgres, tmp_path_factory):
         idempotency_ttl_seconds=4.0,
         deadline_check_interval_seconds=0.5,
     )
-    await topology.apply(s)
-    await migrate(s)
-    worker = WorkerProcess(s, tmp / "rocks", tmp / "worker.log").start()
+    worker = await started_worker(s, tmp)
     yield s, worker
     worker.stop()
 

@@ -23,7 +23,6 @@ rules in effect are kept), or by nothing when none was ever in effect.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 from dataclasses import dataclass, field
@@ -32,11 +31,9 @@ import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from app.store.db import migrate, open_pool
 from tests.support import gitrepo
 from tests.support.config_oracle import CONFIG_FILE, EVERYTHING, NOTHING, config_file, meaning_at, selected
-from tests.support.pipeline import Pipeline
-from tests.support.services import isolated_settings
+from tests.support.pipeline import Pipeline, schema_and_loop
 
 EXAMPLES = int(os.environ.get("HOOKSTREAM_PROPERTY_EXAMPLES", "60"))
 PATHS = ("a.md", "b.md", "docs/c.md", "docs/d.txt", "src/e.py", "src/deep/f.py", "x/y/z.json")
@@ -46,15 +43,8 @@ RUN = {"examples": 0, "steps": 0, "jobs": 0, "configured": 0, "invalid": 0}
 
 @pytest.fixture(scope="module")
 def env(broker, postgres, tmp_path_factory):
-    """A loop of the module's own (Hypothesis calls a plain function per example) and a migrated schema."""
-    loop = asyncio.new_event_loop()
-    s = isolated_settings(broker.bootstrap, postgres.url)
-    loop.run_until_complete(migrate(s))
-    pool = open_pool(s, min_size=1, max_size=4)
-    loop.run_until_complete(pool.open(wait=True, timeout=30))
-    yield loop, pool, tmp_path_factory.mktemp("histories")
-    loop.run_until_complete(pool.close())
-    loop.close()
+    with schema_and_loop(broker.bootstrap, postgres.url) as (loop, pool):
+        yield loop, pool, tmp_path_factory.mktemp("histories")
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,7 @@ import pytest
 from tests.support.flows import connected, github_delivery, send_control
 from tests.support.kafka import produce
 from tests.support.services import isolated_settings, wait_until
-from tests.support.stack import WorkerProcess, write_instances
+from tests.support.stack import WorkerProcess, started_worker, write_instances
 
 THRESHOLD = 3.0  # seconds (Faust's default is 300)
 DETECTOR_INTERVAL = 2.5  # broker_commit_interval (1 s) * 2.5, Faust's own cadence
@@ -29,17 +29,13 @@ DETECTOR_INTERVAL = 2.5  # broker_commit_interval (1 s) * 2.5, Faust's own caden
 
 @pytest.fixture(scope="module")
 async def idle_worker(broker, postgres, tmp_path_factory):
-    from app import topology
-    from app.store.db import migrate
 
     tmp = tmp_path_factory.mktemp("idle")
     instances = write_instances(tmp / "instances.toml", [{"plugin": "github", "id": "gh", "secret": "s3cret"}])
     s = isolated_settings(
         broker.bootstrap, postgres.url, instances_file=instances, stream_processing_timeout_seconds=THRESHOLD
     )
-    await topology.apply(s)
-    await migrate(s)
-    worker = WorkerProcess(s, tmp / "rocks", tmp / "worker.log").start()
+    worker = await started_worker(s, tmp)
     yield s, worker
     worker.stop()
 

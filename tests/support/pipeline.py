@@ -13,6 +13,9 @@ source is a real git repository read by the real git adapter.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -236,3 +239,22 @@ class Pipeline:
         for adapter in self._adapters.values():
             await adapter.aclose()
         self._adapters.clear()
+
+
+@contextmanager
+def schema_and_loop(bootstrap: str, database_url: str) -> Iterator[tuple[asyncio.AbstractEventLoop, Any]]:
+    """A loop of the caller's own (Hypothesis calls a plain function per example) and a pool on a
+    migrated schema of its own, for a module of property tests."""
+    from app.store.db import migrate, open_pool
+    from tests.support.services import isolated_settings
+
+    loop = asyncio.new_event_loop()
+    s = isolated_settings(bootstrap, database_url)
+    loop.run_until_complete(migrate(s))
+    pool = open_pool(s, min_size=1, max_size=4)
+    loop.run_until_complete(pool.open(wait=True, timeout=30))
+    try:
+        yield loop, pool
+    finally:
+        loop.run_until_complete(pool.close())
+        loop.close()

@@ -138,5 +138,15 @@ class IngressProcess(ChildProcess):
         await wait_until(answers_ready, timeout=timeout, interval=0.1, what="the ingress to be ready")
 
 
+async def started_worker(settings: Settings, tmp: Path) -> WorkerProcess:
+    """The topics and the schema of `settings` made, and a worker started on them (data and log under `tmp`)."""
+    from app import topology
+    from app.store.db import migrate
+
+    await topology.apply(settings)
+    await migrate(settings)
+    return WorkerProcess(settings, tmp / "rocks", tmp / "worker.log").start()
+
+
 def python() -> str:
     return sys.executable
