@@ -161,7 +161,7 @@ def _run(args: argparse.Namespace, data: Path, lock: DevLock) -> int:
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         exited = wait_any_exit(children)
         print(
-            f"hookstream dev: {exited.name} exited with {exited.process.returncode}; stopping. "
+            f"hookstream dev: {exited.name} exited with {exited.returncode}; stopping. "
             f"The end of its log ({data / (exited.name + '.log')}):\n{_tail(data / (exited.name + '.log'))}",
             file=sys.stderr,
         )
@@ -213,7 +213,7 @@ def _wait_ready(urls: dict[str, str], children: list[Child], data: Path, timeout
             if not child.alive:
                 log = data / f"{child.name}.log"
                 raise CliError(
-                    f"{child.name} exited during start (code {child.process.returncode}); "
+                    f"{child.name} exited during start (code {child.returncode}); "
                     f"the end of its log ({log}):\n{_tail(log)}"
                 )
         for name, url in list(waiting.items()):

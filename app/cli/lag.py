@@ -68,12 +68,12 @@ async def _lag(settings: Settings, group: str, args: argparse.Namespace) -> int:
         async with Cluster(settings) as cluster:
             existing = await cluster.topics()
             if args.topic:
-                topics = sorted({resolve_topic(t, existing, settings) for t in args.topic})
+                chosen = {resolve_topic(t, existing, settings) for t in args.topic}
             else:
-                topics = {tp.topic for tp in await cluster.committed(group)}
+                chosen = {tp.topic for tp in await cluster.committed(group)}
                 if group == worker_group(settings):
-                    topics |= {settings.topic(t) for t in CONSUMED_TOPICS if settings.topic(t) in existing}
-                topics = sorted(topics)
+                    chosen |= {settings.topic(t) for t in CONSUMED_TOPICS if settings.topic(t) in existing}
+            topics = sorted(chosen)
             state = await cluster.describe_group(group)
             positions = await cluster.positions(group, topics) if topics else []
     except OffsetsError as exc:

@@ -337,7 +337,8 @@ def cmd_show(args: argparse.Namespace) -> int:
             print("no job" + (f" row for {answer.job_id} yet" if answer.job_id else " was started for it"))
             return 0
         print()
-    print(job_details(job, served))
+    if job is not None:  # else the request alone was found, and printed above
+        print(job_details(job, served))
     return 0
 
 

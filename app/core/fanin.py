@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, ModelWrapValidatorHandler, model_validator
 
 from app.events.control import BatchCompleted
 from app.events.counts import FileCounts, summed
@@ -44,7 +44,7 @@ class FanIn(BaseModel):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _from_per_batch_records(cls, data: Any, handler: Any) -> FanIn:
+    def _from_per_batch_records(cls, data: Any, handler: ModelWrapValidatorHandler[FanIn]) -> FanIn:
         """State written before the compact form (`reported`: index -> counts) still loads."""
         if isinstance(data, dict) and "reported" in data:
             legacy = {int(i): Counts.model_validate(c) for i, c in data["reported"].items()}

@@ -46,6 +46,11 @@ class Child:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the child has exited; None before it started or while it runs."""
+        return self.process.poll() if self.process is not None else None
+
     def stop(self) -> int | None:
         proc = self.process
         if proc is None:

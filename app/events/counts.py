@@ -11,6 +11,8 @@ their size.
 
 from __future__ import annotations
 
+from typing import TypedDict, cast
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -24,14 +26,25 @@ class FileCounts(BaseModel):
     documents_written: int = Field(default=0, ge=0)
     bytes: int = Field(default=0, ge=0)
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> CountValues:
         """The six counts by name (for a model that carries them too: `BatchCompleted(**c.counts())`)."""
-        return {name: getattr(self, name) for name in COUNT_FIELDS}
+        return cast(CountValues, {name: getattr(self, name) for name in COUNT_FIELDS})
+
+
+class CountValues(TypedDict):
+    """`FileCounts.counts()`: the same six names (a test holds them equal), typed for `**` in a call."""
+
+    processed: int
+    failed: int
+    deleted: int
+    skipped: int
+    documents_written: int
+    bytes: int
 
 
 COUNT_FIELDS: tuple[str, ...] = tuple(FileCounts.model_fields)
 
 
-def summed(a: FileCounts, b: FileCounts) -> dict[str, int]:
+def summed(a: FileCounts, b: FileCounts) -> CountValues:
     """The counts of `a` plus those of `b`, by name."""
-    return {name: getattr(a, name) + getattr(b, name) for name in COUNT_FIELDS}
+    return cast(CountValues, {name: getattr(a, name) + getattr(b, name) for name in COUNT_FIELDS})

@@ -33,6 +33,14 @@ from app.stream.projection_registry import Table
 _RUN_LOCK = "hookstream projections rebuild"
 
 
+async def _first_row(conn: AsyncConnection, query: Any, params: tuple[Any, ...] = ()) -> tuple[Any, ...]:
+    """The row of a query that always returns one (an aggregate, a function call)."""
+    row = await (await conn.execute(query, params)).fetchone()
+    if row is None:
+        raise RuntimeError(f"no row from a query that always returns one: {query!r}")
+    return row
+
+
 async def try_run_lock(conn: AsyncConnection, live: str) -> bool:
     """One rebuild per live schema at a time: a session advisory lock, held until `conn` closes."""
     row = await (await conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (f"{_RUN_LOCK} {live}",))).fetchone()
@@ -41,7 +49,7 @@ async def try_run_lock(conn: AsyncConnection, live: str) -> bool:
 
 async def server_started_at(conn: AsyncConnection) -> Any:
     """When the PostgreSQL server started: another value later means it restarted (or failed over)."""
-    return (await (await conn.execute("SELECT pg_postmaster_start_time()")).fetchone())[0]
+    return (await _first_row(conn, "SELECT pg_postmaster_start_time()"))[0]
 
 
 async def schema_exists(conn: AsyncConnection, schema: str) -> bool:
@@ -89,7 +97,7 @@ async def lock_fences(conn: AsyncConnection, schema: str, timeout_seconds: float
 
 async def row_count(conn: AsyncConnection, schema: str, table: str) -> int:
     query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-    return (await (await conn.execute(query)).fetchone())[0]
+    return int((await _first_row(conn, query))[0])
 
 
 async def compared_columns(conn: AsyncConnection, live: str, candidate: str, table: Table) -> tuple[str, ...]:
@@ -126,14 +134,13 @@ async def diff_table(conn: AsyncConnection, live: str, candidate: str, table: Ta
     join = sql.SQL("FROM {}.{} l FULL JOIN {}.{} r ON l.{} = r.{}").format(
         ident(live), ident(table.name), ident(candidate), ident(table.name), key, key
     )
-    counts = await (
-        await conn.execute(
-            sql.SQL(
-                "SELECT count(*) FILTER (WHERE r.{k} IS NULL), count(*) FILTER (WHERE l.{k} IS NULL), "
-                "count(*) FILTER (WHERE l.{k} IS NOT NULL AND r.{k} IS NOT NULL AND {distinct}) {join}"
-            ).format(k=key, distinct=distinct, join=join)
-        )
-    ).fetchone()
+    counts = await _first_row(
+        conn,
+        sql.SQL(
+            "SELECT count(*) FILTER (WHERE r.{k} IS NULL), count(*) FILTER (WHERE l.{k} IS NULL), "
+            "count(*) FILTER (WHERE l.{k} IS NOT NULL AND r.{k} IS NOT NULL AND {distinct}) {join}"
+        ).format(k=key, distinct=distinct, join=join),
+    )
     only_live, only_rebuilt, differing = counts
     shown = []
     if show > 0 and (only_live or only_rebuilt or differing):

@@ -19,9 +19,9 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from app.events import Record
-
-Project = Callable[[AsyncConnectionPool, str, int, int, Record], Awaitable[Any]]
+# The record is one of the consumer's topics' types, decoded by that topic's union (each
+# projection declares its own member types, so the parameter is Any here).
+Project = Callable[[AsyncConnectionPool, str, int, int, Any], Awaitable[Any]]
 
 # The names, without importing the agents' modules (they import Faust): the CLI lists them in --help.
 NAMES = ("sources", "sync_jobs", "dlq", "ledger")

@@ -242,12 +242,19 @@ class ProjectionRebuild:
 
     # -- 4-5: catch up, compare, swap -------------------------------------------------------------
 
+    @property
+    def db(self) -> psycopg.AsyncConnection:
+        """The rebuild's connection, open between `start` and `close`."""
+        if self.conn is None:
+            raise RuntimeError(f"{self.projection.name}: the rebuild has no connection (not started, or closed)")
+        return self.conn
+
     async def _live_fences(self) -> dict[TopicPartition, int]:
-        fences = await store.fences(self.conn, self.live, self.projection.consumer_names)
+        fences = await store.fences(self.db, self.live, self.projection.consumer_names)
         return {tp: f for tp, f in fences.items() if tp in self.result.ends}  # rows of other topics are not read
 
     async def _candidate_fences(self) -> dict[TopicPartition, int]:
-        return await store.fences(self.conn, self.candidate, self.projection.consumer_names)
+        return await store.fences(self.db, self.candidate, self.projection.consumer_names)
 
     async def _catch_up(self, live: dict[TopicPartition, int]) -> None:
         _, ends = await self._bounds()
@@ -311,9 +318,9 @@ class ProjectionRebuild:
 
     async def _locked(self) -> None:
         """Step 5, one transaction: everything in it sees the live fences and tables stand still."""
-        async with self.conn.transaction(force_rollback=not self.options.swap):
-            await store.lock_fences(self.conn, self.live, self.options.lock_timeout)
-            if await store.server_started_at(self.conn) != self.server_started_at:
+        async with self.db.transaction(force_rollback=not self.options.swap):
+            await store.lock_fences(self.db, self.live, self.options.lock_timeout)
+            if await store.server_started_at(self.db) != self.server_started_at:
                 raise RebuildError(
                     f"{self.projection.name}: PostgreSQL restarted during the rebuild; the rebuilt "
                     "tables may miss its last writes. Nothing was swapped: run the rebuild again."
@@ -326,12 +333,12 @@ class ProjectionRebuild:
                 await self._prune_alike()
             if self.options.verify:
                 self.result.diffs = [
-                    await store.diff_table(self.conn, self.live, self.candidate, table, self.options.show)
+                    await store.diff_table(self.db, self.live, self.candidate, table, self.options.show)
                     for table in self.projection.tables
                 ]
             if self.options.swap:
                 await store.swap(
-                    self.conn,
+                    self.db,
                     self.live,
                     self.candidate,
                     self.old,

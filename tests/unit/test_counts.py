@@ -14,13 +14,14 @@ from app.core import read_model
 from app.core.batch_outcome import BatchCounts
 from app.core.fanin import Counts
 from app.events import BatchCompleted, SyncCompleted
-from app.events.counts import COUNT_FIELDS, FileCounts, summed
+from app.events.counts import COUNT_FIELDS, CountValues, FileCounts, summed
 
 T = "2026-11-01T12:00:00Z"
 
 
 def test_the_wire_names_of_the_counts_stay_what_producers_and_consumers_know():
     assert COUNT_FIELDS == ("processed", "failed", "deleted", "skipped", "documents_written", "bytes")
+    assert tuple(CountValues.__annotations__) == COUNT_FIELDS
 
 
 @pytest.mark.parametrize("model", [BatchCompleted, SyncCompleted, Counts, BatchCounts])
@@ -45,7 +46,13 @@ def test_no_other_module_of_app_declares_a_count():
                 if node.target.id == "documents_written":
                     declared.append(str(path.relative_to(Path(app.__file__).parent.parent)))
     # The rows of the read model mirror their tables' columns (checked against COUNT_FIELDS above).
-    assert sorted(declared) == ["app/core/read_model.py", "app/core/read_model.py", "app/events/counts.py"]
+    # CountValues, the typed dict of `counts()`, is held equal to FileCounts' fields above.
+    assert sorted(declared) == [
+        "app/core/read_model.py",
+        "app/core/read_model.py",
+        "app/events/counts.py",
+        "app/events/counts.py",
+    ]
 
 
 def test_a_negative_count_is_refused_on_either_topic():
