@@ -119,7 +119,7 @@ def register(worker: Worker) -> None:
             try:
                 delivery = codec.decode(Delivery, message.value)
             except codec.DecodeError as exc:
-                record = await dead_letters.send(message, "decode", str(exc))
+                record = await dead_letters.dead_letter(message, "decode", str(exc))
                 metrics.dead_lettered.labels("unknown", "decode").inc()
                 await record_outcome(
                     key_bytes,

@@ -134,8 +134,12 @@ class DeadLetters:
             await self.accepted(message)
             return True
 
-    async def send(self, message: Any, stage: str, reason: str, original: Any = None) -> DeadLettered:
-        """Dead-letter the consumed `message` at `stage` with `reason`, and count it; returns the dead letter."""
+    async def send(self, message: Any, stage: str, reason: str, original: Any = None) -> None:
+        """Dead-letter the consumed `message` at `stage` with `reason`, and count it."""
+        await self.dead_letter(message, stage, reason, original)
+
+    async def dead_letter(self, message: Any, stage: str, reason: str, original: Any = None) -> DeadLettered:
+        """`send`, returning the dead letter it sent (for an agent that records it elsewhere too)."""
         logical = self.topics.get(message.topic, message.topic)
         value = message.value or b""
         record = poison.dead_letter(
