@@ -1,10 +1,19 @@
-"""The dedup window decision (DESIGN invariant 2), pure.
+"""The dedup window decision (docs/architecture.md, invariant 2) and its clock, pure.
 
-An entry remembers the first sighting of a delivery key: when (event time),
+An entry remembers the first sighting of a delivery key: when (stream time),
 where (source partition and offset) and until when it blocks redeliveries.
 The same message consumed again after a crash (same partition and offset) is
 routed again — downstream is idempotent — while a redelivery (another offset)
 inside the window is a duplicate.
+
+The clock (`tick`) is the stream time of the delivery's partition: the newest
+broker timestamp consumed there. Never a field of the record (`received_at` is
+what the sender says): a record dated in the year 9999 must not expire, nor
+let the purge forget, every key of its partition at once. Never backwards: a
+record with an older timestamp (another producer's clock) is decided at the
+partition's time. A record whose broker timestamp is missing or outside what
+the orchestrator's fold accepts (`app.core.admission.broker_datetime`) moves
+no clock: it is refused, with a reason.
 """
 
 from __future__ import annotations
@@ -13,6 +22,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import orjson
+
+from app.core.admission import broker_datetime
 
 
 @dataclass(frozen=True)
@@ -61,7 +72,7 @@ def decide(
 ) -> Decision:
     """Route or drop one delivery.
 
-    Invariant: within `window` seconds of event time after a key's first
+    Invariant: within `window` seconds of stream time after a key's first
     sighting, at most one routing per key, except (a) the very message the
     entry was made at (same partition and offset: a replay after a crash),
     (b) a redrive of a dead letter, (c) the first sighting in a new replay epoch.
@@ -89,6 +100,33 @@ def decide(
 def purgeable(entry: DedupEntry, now: float) -> bool:
     """True when the worker may delete the entry: it can no longer block anything.
 
-    `now` is the stream time of the entry's partition (the newest event time consumed
-    there), never the wall clock: windows are in event time."""
+    `now` is the stream time of the entry's partition (`tick`), never the wall clock nor
+    a time the records carry: windows are in stream time."""
     return expired(entry, now)
+
+
+@dataclass(frozen=True)
+class Tick:
+    """A partition's stream clock after one more record."""
+
+    # Seconds since the epoch; None only when the partition has no time yet and the record gave none.
+    now: float | None
+    # Why the record is refused (its broker timestamp holds no usable time), or None.
+    refusal: str | None = None
+
+
+def tick(clock: float | None, timestamp_ms: int | None) -> Tick:
+    """The stream clock of a partition at `clock` (None: nothing consumed there yet) after a record
+    whose broker timestamp is `timestamp_ms` (milliseconds since the epoch, as Kafka carries it).
+
+    Invariant: the clock never moves backwards, and it moves only to a broker timestamp the
+    orchestrator's fold would accept; a record without one is refused and leaves it where it was.
+    """
+    if timestamp_ms is None or broker_datetime(timestamp_ms) is None:
+        return Tick(
+            clock,
+            f"the record's broker timestamp ({timestamp_ms} ms) is missing or outside the years 1970-8999: "
+            "the dedup window cannot count from it",
+        )
+    now = timestamp_ms / 1000
+    return Tick(now if clock is None or now > clock else clock)

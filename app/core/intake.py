@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from app import codec
 from app.core import poison
@@ -72,19 +72,25 @@ def process(
     topic: str,
     window: float | None,
     route: Callable[[Delivery], Routed] | None,
+    now: float | None = None,
 ) -> Outcome:
     """Dedup, then route. `window`/`route` are None when the instance is not configured (dead letter).
 
+    `now` is the stream time of the delivery's partition (`core.dedup.tick`: its broker timestamps),
+    never the delivery's own `received_at`; a caller without a broker (a test, a tool) passes None
+    and decides at `received_at`.
+
     Total: a delivery the stage cannot handle for any reason is dead-lettered (stage `route`
     when routing refused or failed, `dedup` for anything else), never raised to the agent."""
+    at = delivery.received_at if now is None else datetime.fromtimestamp(now, UTC)
     try:
-        return _process(delivery, entry, partition, offset, topic, window, route)
+        return _process(
+            delivery, entry, partition, offset, topic, window, route, at.timestamp() if now is None else now, at
+        )
     except Exception as exc:  # noqa: BLE001 — a record the stage cannot apply is dead-lettered, never dropped
         return Outcome(
             store=DELETE if entry is not None else None,
-            sends=[
-                dead_letter(delivery, "dedup", poison.reason_of(exc), partition, offset, topic, delivery.received_at)
-            ],
+            sends=[dead_letter(delivery, "dedup", poison.reason_of(exc), partition, offset, topic, at)],
             counted="dead_lettered",
             rule="dedup",
         )
@@ -98,8 +104,10 @@ def _process(
     topic: str,
     window: float | None,
     route: Callable[[Delivery], Routed] | None,
+    now: float,
+    at: datetime,
 ) -> Outcome:
-    now = delivery.received_at
+    """`now`: the clock, in seconds; `at`: the same as a datetime (a dead letter's or a redrive's time)."""
     if route is None or window is None:
         return Outcome(
             store=DELETE if entry is not None else None,
@@ -111,7 +119,7 @@ def _process(
                     partition,
                     offset,
                     topic,
-                    now,
+                    at,
                 )
             ],
             counted="dead_lettered",
@@ -119,7 +127,7 @@ def _process(
         )
     decision = decide(
         entry,
-        now.timestamp(),
+        now,
         window,
         partition,
         offset,
@@ -136,7 +144,7 @@ def _process(
         )
         return Outcome(
             store=DELETE if entry is not None else None,
-            sends=[dead_letter(delivery, "route", reason, partition, offset, topic, now)],
+            sends=[dead_letter(delivery, "route", reason, partition, offset, topic, at)],
             counted="dead_lettered",
             rule="route",
         )
@@ -150,7 +158,7 @@ def _process(
                 RedriveAccepted(
                     dead_letter_id=delivery.redrive_of,
                     key=delivery.key,
-                    accepted_at=now,
+                    accepted_at=at,
                 ),
             )
         )

@@ -1,34 +1,70 @@
 """`deduplicate_deliveries`: consume deliveries, drop redeliveries inside the window, route the rest.
 
-A thin shell: decode, load the entry, `core.intake.process`, store, send, count.
-The dedup table is RocksDB-backed, keyed by the delivery key and co-partitioned
-with `hookstream.deliveries` through its explicit changelog topic.
+A thin shell: decode, tick the partition's clock (`core.dedup.tick`), load the entry,
+`core.intake.process`, store, send, count. The dedup table is RocksDB-backed, keyed by
+the delivery key and co-partitioned with `hookstream.deliveries` through its explicit
+changelog topic; `DedupTable` is its one way in and out. A record that does not decode,
+or whose broker timestamp gives no clock, is dead-lettered as every agent does
+(`app.stream.poison.DeadLetters`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import logging
+from typing import Any
 
 from app import codec
-from app.core import intake, labels, ledger, poison
+from app.core import dedup, intake, labels, ledger
 from app.core.dedup import DedupEntry, purgeable
-from app.events import DeadLettered, Delivery, utcnow
+from app.events import Delivery
 from app.instances import PLUGINS
 from app.plugins import get_plugin
 from app.stream import faust_tuning
 from app.stream.app import Worker
+from app.stream.poison import DeadLetters
 
 log = logging.getLogger(__name__)
 
+AGENT = "deduplicate_deliveries"
+DELIVERIES = "hookstream.deliveries"
 PURGE_CHUNK = 2000
+
+
+class DedupTable:
+    """The dedup table's one read and one write path (faust_tuning's `TableWriter`).
+
+    Every decision outcome goes through `put`: an entry stored for a key, or the key
+    forgotten (a dead-lettered delivery releases it; the purge drops an expired one).
+    A write goes to the database of the partition the entry belongs to and sends its
+    changelog record (a tombstone for a forgotten key) to that partition.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self._writer: Any = None
+
+    @property
+    def writer(self) -> Any:
+        # Built at first use, once the worker runs (its store is open then); one for the agent
+        # and the purge, so that the changelog's acknowledged offsets have one listener.
+        if self._writer is None:
+            self._writer = faust_tuning.TableWriter(self.table)
+        return self._writer
+
+    def get(self, key: bytes, partition: int) -> DedupEntry | None:
+        stored = self.writer.get(key, partition)
+        return DedupEntry.from_bytes(stored) if stored is not None else None
+
+    async def put(self, key: bytes, entry: DedupEntry | None, partition: int) -> None:
+        """Store `entry` for `key` (None: forget the key) in `partition`."""
+        await self.writer.write(key, entry.to_bytes() if entry is not None else None, partition)
 
 
 def register(worker: Worker) -> None:
     app, settings, metrics = worker.app, worker.settings, worker.metrics
-    deliveries = worker.topic("hookstream.deliveries")
+    deliveries = worker.topic(DELIVERIES)
     changelog = worker.changelog_topic("hookstream.dedup.changelog")
     dedup_table = app.Table(
         "dedup",
@@ -39,14 +75,17 @@ def register(worker: Worker) -> None:
         value_type=bytes,
     )
     worker.topics["dedup_table"] = dedup_table
+    table = DedupTable(dedup_table)
+    dead_letters = DeadLetters.of(worker, AGENT, DELIVERIES)
     sink_names = {name: settings.topic(name) for name in (intake.CONTROL, intake.DLQ)}
     outcomes_topic = settings.topic(ledger.OUTCOMES_TOPIC)
-    deliveries_topic_name = settings.topic("hookstream.deliveries")
+    deliveries_topic_name = settings.topic(DELIVERIES)
     routers: dict[tuple[str, str], tuple[float | None, object]] = {}
     counters = _Counters(metrics)
-    # Newest event time consumed per partition: the purge's clock. Entries expire in event
-    # time, so a worker working through a backlog (or old event times) must not purge by
-    # the wall clock an entry that a redelivery still inside its window would need.
+    # The stream clock of each partition (core.dedup.tick): the newest broker timestamp consumed
+    # there, never moving back. Entries are made, expire and are purged in it: not the wall clock
+    # (a backlog's entries would be purged while a redelivery inside their window may still come),
+    # nor a time the records carry (a sender could expire every key of a partition at once).
     stream_time: dict[int, float] = {}
 
     def router_for(delivery: Delivery):
@@ -63,76 +102,67 @@ def register(worker: Worker) -> None:
             )
         return found
 
-    @app.agent(deliveries, name="deduplicate_deliveries", concurrency=1)
+    @app.agent(deliveries, name=AGENT, concurrency=1)
     async def deduplicate_deliveries(stream):
-        # Table reads and writes go through faust_tuning (same partitions, same at-least-once, fewer layers).
-        table_writer = faust_tuning.TableWriter(dedup_table)
         output = faust_tuning.Output.of(app)
+
+        async def record_outcome(key: bytes, partition: int, fields: dict[str, Any]) -> None:
+            # The ledger's record of this copy, after its effects. The outcomes topic is keyed and
+            # partitioned like the deliveries: the copy's own partition, with no partitioner run, and
+            # no per-record future (its batch's outcome is watched; nothing awaits the record).
+            await output.send(outcomes_topic, key, codec.encode_fields(fields), partition, record_future=False)
+
         async for event in faust_tuning.events(stream):
             message = event.message
             key_bytes = message.key or b""
+            partition = message.partition
             try:
                 delivery = codec.decode(Delivery, message.value)
             except codec.DecodeError as exc:
-                record = poison.bounded(
-                    DeadLettered(
-                        dead_letter_id=hashlib.sha256(key_bytes + message.value).hexdigest()[:24],
-                        key=key_bytes.decode("utf-8", "replace"),
-                        stage="decode",
-                        error=str(exc)[:2000],
-                        failed_at=utcnow(),
-                        source_topic=deliveries_topic_name,
-                        source_partition=message.partition,
-                        source_offset=message.offset,
-                        raw=message.value,
-                    ),
-                    message.value,
-                )
+                record = await dead_letters.dead_letter(message, "decode", str(exc))
                 metrics.dead_lettered.labels("unknown", "decode").inc()
-                metrics.records_dead_lettered.labels("deduplicate_deliveries", "decode").inc()
-                await faust_tuning.send_raw(app, sink_names[intake.DLQ], key_bytes, codec.encode(record))
-                await output.send(
-                    outcomes_topic,
+                await record_outcome(
                     key_bytes,
-                    codec.encode_fields(
-                        ledger.undecodable_fields(
-                            record.key, message.partition, message.offset, record.error, record.failed_at
-                        )
-                    ),
-                    message.partition,
-                    record_future=False,
+                    partition,
+                    ledger.undecodable_fields(record.key, partition, message.offset, record.error, record.failed_at),
                 )
                 continue
             count = counters.of(delivery.plugin)
             count.received.inc()
-            seen = delivery.received_at.timestamp()
-            if seen > stream_time.get(message.partition, 0.0):
-                stream_time[message.partition] = seen
-            stored = table_writer.get(key_bytes, message.partition)
-            entry = DedupEntry.from_bytes(stored) if stored is not None else None
+            timestamp = message.timestamp  # Faust's: the broker timestamp in seconds
+            clock = dedup.tick(stream_time.get(partition), round(timestamp * 1000) if timestamp is not None else None)
+            if clock.refusal is not None or clock.now is None:
+                # No clock to decide in: dead-lettered whole (a redrive republishes it, with a time).
+                reason = clock.refusal or "the record has no broker timestamp"
+                await dead_letters.send(message, "validate", reason, original=delivery)
+                metrics.dead_lettered.labels(count.plugin, "validate").inc()
+                refused = intake.Outcome(counted=ledger.DEAD_LETTERED, rule="validate", reason=reason)
+                await record_outcome(
+                    key_bytes, partition, ledger.outcome_fields(delivery, partition, message.offset, refused)
+                )
+                continue
+            stream_time[partition] = clock.now
             window, route = router_for(delivery)
             outcome = intake.process(
-                delivery, entry, message.partition, message.offset, deliveries_topic_name, window, route
+                delivery,
+                table.get(key_bytes, partition),
+                partition,
+                message.offset,
+                deliveries_topic_name,
+                window,
+                route,
+                now=clock.now,
             )
-            if outcome.store is intake.DELETE:
-                dedup_table.pop(key_bytes, None)
-            elif outcome.store is not None:
-                await table_writer.set(key_bytes, outcome.store.to_bytes())
+            if outcome.store is not None:
+                await table.put(key_bytes, None if outcome.store is intake.DELETE else outcome.store, partition)
             for send in outcome.sends:
                 await faust_tuning.send_raw(
                     app, sink_names[send.topic], codec.encode_key(send.key), codec.encode(send.record)
                 )
                 if send.topic == intake.CONTROL:
                     counters.event(delivery.plugin, send.record.type).inc()
-            # The ledger's record of this copy, after its effects. The outcomes topic is keyed and
-            # partitioned like the deliveries: the copy's own partition, with no partitioner run, and
-            # no per-record future (its batch's outcome is watched; nothing awaits the record).
-            await output.send(
-                outcomes_topic,
-                key_bytes,
-                codec.encode_fields(ledger.outcome_fields(delivery, message.partition, message.offset, outcome)),
-                message.partition,
-                record_future=False,
+            await record_outcome(
+                key_bytes, partition, ledger.outcome_fields(delivery, partition, message.offset, outcome)
             )
             count.count(outcome)
 
@@ -140,10 +170,11 @@ def register(worker: Worker) -> None:
     async def purge_expired_dedup_entries():
         """Delete entries past their window (Faust window expiry is unreliable after restarts).
 
-        An entry is past its window when its partition's stream time (the newest event
-        time consumed there) reached its expiry. A tombstone goes to the changelog
-        partition the entry was made on (the entry stores it), then the local store
-        forgets the key.
+        An entry is past its window when its partition's stream time (the newest broker
+        timestamp consumed there) reached its expiry. It is forgotten through the table's
+        one write path, in the partition it was made on (the entry stores it): a tombstone
+        to that changelog partition. Each is read again just before it is deleted: the
+        agent may have stored a fresh entry for the key since the scan.
         """
         expired: list[tuple[bytes, int]] = []
         live = 0
@@ -156,15 +187,18 @@ def register(worker: Worker) -> None:
                 expired.append((key, entry.partition))
             if i % PURGE_CHUNK == PURGE_CHUNK - 1:
                 await asyncio.sleep(0)
+        purged = 0
         for j, (key, partition) in enumerate(expired):
-            dedup_table.send_changelog(partition, key, None, key_serializer="raw", value_serializer="raw")
-            dedup_table.data.pop(key, None)
+            entry = table.get(key, partition)
+            if entry is not None and purgeable(entry, stream_time.get(partition, 0.0)):
+                await table.put(key, None, partition)
+                purged += 1
             if j % PURGE_CHUNK == PURGE_CHUNK - 1:
                 await asyncio.sleep(0)
-        metrics.dedup_entries.set(live - len(expired))
-        if expired:
-            metrics.purged.inc(len(expired))
-            log.info("purged %d dedup entries past their window", len(expired))
+        metrics.dedup_entries.set(live - purged)
+        if purged:
+            metrics.purged.inc(purged)
+            log.info("purged %d dedup entries past their window", purged)
 
 
 class _Counters:

@@ -33,7 +33,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooL
 from app import codec
 from app.core import poison
 from app.core.retry import RetryPolicy
-from app.events import RedriveAccepted, utcnow
+from app.events import DeadLettered, RedriveAccepted, utcnow
 from app.stream import faust_tuning
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,10 @@ class DeadLetters:
 
     async def send(self, message: Any, stage: str, reason: str, original: Any = None) -> None:
         """Dead-letter the consumed `message` at `stage` with `reason`, and count it."""
+        await self.dead_letter(message, stage, reason, original)
+
+    async def dead_letter(self, message: Any, stage: str, reason: str, original: Any = None) -> DeadLettered:
+        """`send`, returning the dead letter it sent (for an agent that records it elsewhere too)."""
         logical = self.topics.get(message.topic, message.topic)
         value = message.value or b""
         record = poison.dead_letter(
@@ -161,6 +165,7 @@ class DeadLetters:
         )
         await faust_tuning.send_raw(self.app, self.dlq_topic, message.key, codec.encode(record))
         self.counter.labels(self.agent, stage).inc()
+        return record
 
     async def accepted(self, message: Any) -> None:
         """Confirm an applied redrive: its dead letter's row retires."""

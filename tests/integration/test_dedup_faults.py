@@ -108,9 +108,9 @@ async def test_a_worker_whose_rocksdb_was_deleted_rebuilds_from_the_changelog_an
 
 
 async def test_purge_keeps_the_table_flat_over_a_windows_worth_of_unique_deliveries(settings, tmp_path):
-    """Windows are in event time: each wave arrives 100 s (of event time) after the previous
-    one, past the 60 s window, so the worker purges the previous wave by itself and the table
-    holds one wave however many unique deliveries went through."""
+    """Windows are in stream time (the broker timestamps): each wave is written 100 s (of broker
+    time) after the previous one, past the 60 s window, so the worker purges the previous wave by
+    itself and the table holds one wave however many unique deliveries went through."""
     s = settings.model_copy(
         update={"instances_file": instances(tmp_path, window="60s"), "dedup_purge_interval_seconds": 0.5}
     )
@@ -119,8 +119,9 @@ async def test_purge_keeps_the_table_flat_over_a_windows_worth_of_unique_deliver
     try:
         for wave in range(4):
             at = t0 + timedelta(seconds=100 * wave)
+            at_ms = int(at.timestamp() * 1000)
             batch = [
-                delivery("generic-hmac", "a", f"w{wave}-{i}", sync_request_body(wave * 1000 + i), at)
+                (*delivery("generic-hmac", "a", f"w{wave}-{i}", sync_request_body(wave * 1000 + i), at), at_ms)
                 for i in range(300)
             ]
             await produce(s, "hookstream.deliveries", batch)

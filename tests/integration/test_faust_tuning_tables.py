@@ -1,6 +1,7 @@
-"""TableWriter and Output (faust_tuning point 4) write a table as Faust's own `table[key] = value` does.
+"""TableWriter and Output (faust_tuning point 4) write a table as Faust's own `table[key] = value` and
+`del table[key]` do.
 
-The same sequence of writes goes, on the real broker, once through Faust's Table and
+The same sequence of writes and deletes goes, on the real broker, once through Faust's Table and
 once through hookstream's TableWriter, each into the worker's dedup table on topics of
 its own. Then what the world holds is compared: the changelog records as read back
 from the broker (partition, key, value, in order), the persisted offset of every
@@ -23,14 +24,15 @@ from tests.support.services import isolated_settings, wait_until
 CHANGELOG = "hookstream.dedup.changelog"
 
 
-def _writes() -> list[tuple[bytes, bytes, int]]:
+def _writes() -> list[tuple[bytes, bytes | None, int]]:
     """(key, value, source partition): overwrites, empty and large values (several produce batches
-    per partition), every partition of the table."""
-    writes = []
+    per partition), deletes (value None) of stored keys, every partition of the table."""
+    writes: list[tuple[bytes, bytes | None, int]] = []
     for i in range(400):
         key = b"github/main/d%03d" % (i % 90)
         value = b"v%d-" % i + (b"x" * 300_000 if i % 97 == 5 else b"y" * (i % 7))
-        writes.append((key, b"" if i % 50 == 7 else value, (i % 90) % 8))
+        deleted = i >= 90 and i % 13 == 11  # every key was written by then
+        writes.append((key, None if deleted else b"" if i % 50 == 7 else value, (i % 90) % 8))
     return writes
 
 
@@ -84,7 +86,10 @@ async def _run(broker, postgres, tmp_path, write) -> dict:
 
 async def _fausts(app, table, key, value, partition):
     before = table.get(key)
-    table[key] = value
+    if value is None:
+        del table[key]
+    else:
+        table[key] = value
     return before
 
 
@@ -95,7 +100,10 @@ async def _tuned(app, table, key, value, partition):
     if writer is None:
         writer = table._test_writer = faust_tuning.TableWriter(table)  # one per agent, as in the dedup agent
     before = writer.get(key, partition)
-    await writer.set(key, value)
+    if value is None:
+        await writer.write(key, None, partition)
+    else:
+        await writer.set(key, value)
     return before
 
 
@@ -108,8 +116,12 @@ async def test_table_writer_writes_the_changelog_and_persisted_offsets_fausts_ta
     assert set(tuned["persisted"]) == set(range(8)) and None not in tuned["persisted"].values()
     assert tuned["contents"] == fausts["contents"]
     assert tuned["reads"] == fausts["reads"]
+    assert any(value is None for _, _, _, value in tuned["changelog"])  # the tombstones are there
     # ... and both are what was written: the last value of each key, in its event's partition.
     expected: dict[int, dict[bytes, bytes]] = {}
     for key, value, partition in _writes():
-        expected.setdefault(partition, {})[key] = value
+        if value is None:
+            expected.get(partition, {}).pop(key, None)
+        else:
+            expected.setdefault(partition, {})[key] = value
     assert tuned["contents"] == {p: sorted(expected.get(p, {}).items()) for p in range(8)}

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import itertools
 import json
 import os
@@ -423,12 +422,13 @@ def hostile_records(n: int):
 
 
 def expected_dead_letter(h: Hostile) -> str:
-    """The id of the dead letter a hostile record must end as (app.core.poison; the dedup stage's own for deliveries)."""
+    """The id of the dead letter a hostile record must end as (app.core.poison, as every agent builds it;
+    a delivery that decoded but cannot be routed: the dedup stage's one dead letter per delivery key)."""
     if h.topic == "hookstream.deliveries":
         try:
             delivery = codec.decode(Delivery, h.value)
         except codec.DecodeError:
-            return hashlib.sha256(h.key + h.value).hexdigest()[:24]
+            return poison.id_of(h.topic, h.key, h.value)
         return delivery_dead_letter_id(delivery.key)
     return poison.id_of(h.topic, h.key, h.value)
 

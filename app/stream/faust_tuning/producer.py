@@ -212,8 +212,22 @@ class TableWriter:
         return self.store._db_for_partition(partition).get(key)
 
     async def set(self, key: bytes, value: bytes) -> None:
-        partition = self.table.partition_for_key(key)  # the current event's partition, as Table.on_key_set
-        self.store._db_for_partition(partition).put(key, value)
+        # The current event's partition, as Table.on_key_set.
+        await self.write(key, value, self.table.partition_for_key(key))
+
+    async def write(self, key: bytes, value: bytes | None, partition: int) -> None:
+        """Store `value` for `key` in `partition`'s database and send its changelog record to that
+        partition; `value=None` deletes the key there and sends a tombstone (as `del table[key]`
+        from an event of `partition`, which deletes the key from every database holding it: here
+        from the one `get(key, partition)` reads, where the table's writes put it).
+
+        The database is written before anything awaits: a caller that read the key just before
+        writes on what it read."""
+        db = self.store._db_for_partition(partition)
+        if value is None:
+            db.delete(key)
+        else:
+            db.put(key, value)
         await self.output.send(self.topic, key, value, partition)
 
 
