@@ -311,8 +311,9 @@ def redrive_of(row: dlq.DeadLetterRow, now: datetime) -> Delivery:
     """The delivery to republish: the original, byte-exact, marked as a redrive of this row.
 
     `received_at` becomes the redrive's time: it is when hookstream took the
-    delivery in again, so the dedup window, the failure or acceptance time and
-    a GitHub event's time are the redrive's, not the original's.
+    delivery in again, so the failure or acceptance time and a GitHub event's
+    time are the redrive's, not the original's. (The dedup window counts in the
+    republished record's broker timestamp, the same moment.)
     """
     assert row.original is not None
     return row.original.model_copy(update={"redrive_of": row.dead_letter_id, "received_at": now})
