@@ -14,6 +14,7 @@ that waits poll a condition on what is already read instead of re-reading.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import subprocess
 import sys
@@ -136,6 +137,14 @@ def start_postgres_again(pg: EmbeddedPostgres) -> None:
             if attempt == 2:
                 raise
             time.sleep(1.0)  # a fault harness's pause between two starts, not a synchronization
+
+
+def stop_postgres(pg: EmbeddedPostgres) -> None:
+    """Stop `pg`, also when `start_postgres_again` started it: a server pg_ctl started is not the
+    one the embedded handle started, and the handle alone would leave it running."""
+    with contextlib.suppress(subprocess.CalledProcessError, AssertionError):  # not running, or never started
+        _pg_ctl(pg, "-w", "-m", "fast", "stop")
+    pg.stop()
 
 
 # -- one scenario's system -------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from app.embedded.postgres import EmbeddedPostgres
-from tests.faults.harness import FaultStack, crash_postgres, start_postgres_again
+from tests.faults.harness import FaultStack, crash_postgres, start_postgres_again, stop_postgres
 from tests.faults.load import Traffic
 from tests.faults.scenario import Scenario, connected, mirrors
 
@@ -39,4 +39,4 @@ async def test_postgresql_restarted_mid_sync_counts_only_what_was_written(broker
     finally:
         if stack is not None:
             stack.stop()
-        pg.stop()
+        stop_postgres(pg)

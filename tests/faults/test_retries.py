@@ -14,12 +14,10 @@ answering in GitHub's documented shapes (that fails, rate-limits and stalls on d
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import re
 import shutil
-import subprocess
 import time
 
 import aiohttp
@@ -29,7 +27,7 @@ from app import codec, topology
 from app.embedded.postgres import EmbeddedPostgres
 from app.events import FileBatch, SourceConnected
 from app.store.db import migrate
-from tests.faults.harness import _pg_ctl, crash_postgres, start_postgres_again
+from tests.faults.harness import crash_postgres, start_postgres_again, stop_postgres
 from tests.integration.test_dlq_cli import hookstream
 from tests.support import gitrepo
 from tests.support.fake_github import FakeClock, FakeGitHub
@@ -253,7 +251,4 @@ async def test_postgresql_gone_past_the_bound_dead_letters_its_batches_and_a_red
     finally:
         if worker is not None:
             worker.stop()
-        # The server started again by pg_ctl is not the one the embedded handle started: stop it by hand.
-        with contextlib.suppress(subprocess.CalledProcessError):  # not running: the test failed while it was down
-            await asyncio.to_thread(_pg_ctl, pg, "-w", "-m", "fast", "stop")
-        pg.stop()
+        await asyncio.to_thread(stop_postgres, pg)
