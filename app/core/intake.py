@@ -64,6 +64,18 @@ def dead_letter(
     return Send(DLQ, delivery.key, poison.bounded(record, codec.encode(delivery)))
 
 
+def refused(delivery: Delivery, reason: str, partition: int, offset: int, topic: str, now: datetime) -> Outcome:
+    """A delivery no clock can decide (its broker timestamp gives none, `core.dedup.tick`):
+    dead-lettered whole at stage `validate`, so that a redrive republishes it with a time. The
+    key's entry is left as it is: the refused copy must not let a later redelivery through."""
+    return Outcome(
+        sends=[dead_letter(delivery, "validate", reason, partition, offset, topic, now)],
+        counted="dead_lettered",
+        rule="validate",
+        reason=reason,
+    )
+
+
 def process(
     delivery: Delivery,
     entry: DedupEntry | None,

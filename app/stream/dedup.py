@@ -4,8 +4,9 @@ A thin shell: decode, tick the partition's clock (`core.dedup.tick`), load the e
 `core.intake.process`, store, send, count. The dedup table is RocksDB-backed, keyed by
 the delivery key and co-partitioned with `hookstream.deliveries` through its explicit
 changelog topic; `DedupTable` is its one way in and out. A record that does not decode,
-or whose broker timestamp gives no clock, is dead-lettered as every agent does
-(`app.stream.poison.DeadLetters`).
+is dead-lettered as every agent does (`app.stream.poison.DeadLetters`); one whose broker
+timestamp gives no clock is dead-lettered by the core (`intake.refused`), as its other
+delivery dead letters are.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from app import codec
 from app.core import dedup, intake, labels, ledger
 from app.core.dedup import DedupEntry, purgeable
-from app.events import Delivery
+from app.events import Delivery, utcnow
 from app.instances import PLUGINS
 from app.plugins import get_plugin
 from app.stream import faust_tuning
@@ -131,28 +132,22 @@ def register(worker: Worker) -> None:
             count.received.inc()
             timestamp = message.timestamp  # Faust's: the broker timestamp in seconds
             clock = dedup.tick(stream_time.get(partition), round(timestamp * 1000) if timestamp is not None else None)
-            if clock.refusal is not None or clock.now is None:
-                # No clock to decide in: dead-lettered whole (a redrive republishes it, with a time).
+            if clock.refusal is not None or clock.now is None:  # no clock to decide in
                 reason = clock.refusal or "the record has no broker timestamp"
-                await dead_letters.send(message, "validate", reason, original=delivery)
-                metrics.dead_lettered.labels(count.plugin, "validate").inc()
-                refused = intake.Outcome(counted=ledger.DEAD_LETTERED, rule="validate", reason=reason)
-                await record_outcome(
-                    key_bytes, partition, ledger.outcome_fields(delivery, partition, message.offset, refused)
+                outcome = intake.refused(delivery, reason, partition, message.offset, deliveries_topic_name, utcnow())
+            else:
+                stream_time[partition] = clock.now
+                window, route = router_for(delivery)
+                outcome = intake.process(
+                    delivery,
+                    table.get(key_bytes, partition),
+                    partition,
+                    message.offset,
+                    deliveries_topic_name,
+                    window,
+                    route,
+                    now=clock.now,
                 )
-                continue
-            stream_time[partition] = clock.now
-            window, route = router_for(delivery)
-            outcome = intake.process(
-                delivery,
-                table.get(key_bytes, partition),
-                partition,
-                message.offset,
-                deliveries_topic_name,
-                window,
-                route,
-                now=clock.now,
-            )
             if outcome.store is not None:
                 await table.put(key_bytes, None if outcome.store is intake.DELETE else outcome.store, partition)
             for send in outcome.sends:

@@ -100,3 +100,19 @@ def test_a_dead_letter_and_a_redrive_confirmation_carry_the_clocks_time():
     redrive = delivery("d-2", END_OF_TIME).model_copy(update={"redrive_of": "dl-1"})
     accepted = intake.process(redrive, None, 0, 2, "deliveries", WINDOW, routes, now=now)
     assert accepted.sends[-1].record.accepted_at == T + timedelta(seconds=7)
+
+
+def test_a_delivery_no_clock_can_decide_is_dead_lettered_whole_and_releases_no_key():
+    refused = intake.refused(delivery("d-1", T), "no usable broker timestamp", 3, 9, "deliveries", T)
+    assert (refused.counted, refused.rule, refused.store) == ("dead_lettered", "validate", None)
+    (send,) = refused.sends
+    letter = send.record
+    assert (send.topic, letter.stage, letter.error, letter.failed_at) == (
+        intake.DLQ,
+        "validate",
+        "no usable broker timestamp",
+        T,
+    )
+    assert (letter.source_partition, letter.source_offset, letter.original) == (3, 9, delivery("d-1", T))
+    # One dead letter per delivery key, as the stage's other dead letters of a delivery.
+    assert letter.dead_letter_id == intake.dead_letter_id(delivery("d-1", T).key)
