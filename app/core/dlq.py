@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from app import codec
+from app.core.read_model import without_nul
 from app.events import DeadLettered, Delivery, RedriveAccepted
 
 OPEN = "open"
@@ -179,9 +180,9 @@ def to_columns(row: DeadLetterRow) -> dict[str, Any]:
     produced straight to Kafka may carry: they are written as U+FFFD.
     """
     values = {name: getattr(row, name) for name in COLUMNS}
-    values["original"] = _without_nul(row.original.model_dump(mode="json")) if row.original is not None else None
+    values["original"] = without_nul(row.original.model_dump(mode="json")) if row.original is not None else None
     for name in ("dead_letter_id", "key", "plugin", "instance", "stage", "error", "source_topic"):
-        values[name] = _without_nul(values[name])
+        values[name] = without_nul(values[name])
     return values
 
 
@@ -193,13 +194,3 @@ def from_columns(values: Mapping[str, Any]) -> DeadLetterRow:
     if data["raw"] is not None:
         data["raw"] = bytes(data["raw"])
     return DeadLetterRow(**data)
-
-
-def _without_nul(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_nul(v) for v in value]
-    return value

@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from app.events import DeadLettered, Delivery
+from app.events.bounds import MAX_KEY_LENGTH
 
 # The largest dead letter sent: below Apache Kafka's default record limit (1 MiB) on
 # hookstream.dlq, whatever the failed record's own topic allows (deliveries: 1.5 MB).
@@ -75,6 +76,13 @@ def id_of(logical_topic: str, key: bytes | None, value: bytes) -> str:
     return digest.hexdigest()[:24]
 
 
+def key_text(key: bytes | None) -> str:
+    """A consumed record's key as a dead letter (and the ledger) keeps it: the failed record's key
+    is anything its producer wrote, so it is cut to a delivery key's bound (an index entry, a
+    label in a table), undecodable bytes replaced; NULs are the projections' to replace."""
+    return (key or b"")[: 4 * MAX_KEY_LENGTH].decode("utf-8", "replace")[:MAX_KEY_LENGTH]
+
+
 def dead_letter(
     *,
     dead_letter_id: str,
@@ -96,7 +104,7 @@ def dead_letter(
     """
     record = DeadLettered(
         dead_letter_id=dead_letter_id,
-        key=(key or b"").decode("utf-8", "replace"),
+        key=key_text(key),
         stage=stage,
         error=error[:MAX_ERROR_LENGTH],
         failed_at=failed_at,

@@ -221,3 +221,23 @@ def test_a_permanent_failure_is_not_retried():
 @pytest.mark.parametrize("returncode, transient", [(-9, True), (-15, True), (1, False), (128, False)])
 def test_a_git_command_killed_by_a_signal_is_transient(returncode, transient):
     assert GitCommandError(("ls-tree",), returncode, b"").transient is transient
+
+
+def test_a_dead_letters_key_is_cut_to_a_delivery_keys_bound_whatever_its_producer_wrote():
+    from app.events.bounds import MAX_KEY_LENGTH
+
+    hostile = b"a" * 100_000 + b"\x00\xff"
+    record = poison.dead_letter(
+        dead_letter_id="x",
+        stage="decode",
+        error="e",
+        key=hostile,
+        value=b"v",
+        topic="t",
+        partition=0,
+        offset=1,
+        failed_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    assert record.key == "a" * MAX_KEY_LENGTH
+    assert poison.key_text(b"k\x00\xff") == "k\x00\ufffd"  # NULs are replaced where rows are written
+    assert poison.key_text(None) == ""
