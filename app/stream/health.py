@@ -12,10 +12,10 @@ import logging
 from typing import Any
 
 from app.core.fanin import is_complete
-from app.core.source_state import SourceState
 from app.store import dead_letters
 from app.store.db import in_transaction
 from app.stream.app import Worker
+from app.stream.source_states import readable_states
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,7 @@ def register(worker: Worker) -> None:
         if table is None:
             return
         running = queued = planned = done = 0
-        for _, raw in list(table.data.items()):
-            if raw is None:
-                continue
-            state = SourceState.from_json(raw)
+        for state in readable_states(table, metrics, "it is not in the sync gauges"):
             if state.active is not None:
                 running += 1
                 progress = state.active.progress

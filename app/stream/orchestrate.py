@@ -38,6 +38,7 @@ from app.stream.app import Worker
 from app.stream.job_log import JobLog
 from app.stream.poison import DeadLetters, stage
 from app.stream.projections import project_sources_record
+from app.stream.source_states import readable_states
 
 log = logging.getLogger(__name__)
 
@@ -168,15 +169,7 @@ def register(worker: Worker) -> None:
         """Put `DeadlineReached` into the control topic for overdue jobs, so the state change
         happens in the stream (and replays identically). Duplicates are ignored by the fold."""
         now = utcnow()
-        for key, raw in list(sources.data.items()):
-            if raw is None:
-                continue
-            try:
-                state = SourceState.from_json(raw)
-            except ValueError as exc:  # a state this code cannot read must not stop the timer for every other
-                metrics.control_ignored.labels("unreadable_state").inc()
-                log.error("the state of %r does not decode, its deadline is not checked: %s", key, exc)
-                continue
+        for state in readable_states(sources, metrics, "its deadline is not checked"):
             job_id = overdue_job(state, now)
             if job_id is not None:
                 reached = DeadlineReached(source_id=state.source_id, occurred_at=now, job_id=job_id)
