@@ -87,6 +87,18 @@ class StoreUnavailable(Exception):
 CONNECT_WAIT_SECONDS = 5.0
 
 
+def retriable(exc: BaseException) -> bool:
+    """Whether a psycopg error is PostgreSQL's state, not the statement's: the connection
+    failed or broke, the server is shutting down or short of resources, a lock or a timeout
+    (try the work again as it is). A program limit (SQLSTATE class 54: an index row or a
+    statement past what PostgreSQL can hold) is the data's fault: trying again fails again."""
+    if isinstance(exc, psycopg.InterfaceError):
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    return not (exc.sqlstate or "").startswith("54")
+
+
 async def in_transaction(pool, work, what: str = "write", max_backoff: float = 5.0, retry: RetryPolicy | None = None):
     """Run `await work(conn)` in one transaction, retried while PostgreSQL is unreachable.
 
@@ -116,6 +128,8 @@ async def in_transaction(pool, work, what: str = "write", max_backoff: float = 5
                     committing = True
                 return result
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            if not retriable(exc):
+                raise
             uncertain = uncertain or committing
             if retry is None or uncertain:
                 delay, backoff = backoff, min(max_backoff, backoff * 2)

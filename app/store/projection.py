@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from app.store.db import retriable
+
 log = logging.getLogger(__name__)
 
 Apply = Callable[[psycopg.AsyncConnection], Awaitable[None]]
@@ -134,6 +136,8 @@ async def _retried(
             async with pool.connection() as conn:
                 return await attempt(conn)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            if not retriable(exc):
+                raise
             log.warning(
                 "PostgreSQL unavailable (%s); retrying %s %s[%d]@%d in %.1fs",
                 exc.__class__.__name__,

@@ -34,6 +34,7 @@ from app import codec
 from app.core import poison
 from app.core.retry import RetryPolicy
 from app.events import DeadLettered, RedriveAccepted, utcnow
+from app.store.db import retriable
 from app.stream import faust_tuning
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,12 @@ def retry_policy(settings: Any) -> RetryPolicy:
 
 def is_infrastructure(exc: BaseException) -> bool:
     """PostgreSQL or the broker is unreachable (the work can be tried again as it is): not the record's fault.
-    A record too large for the broker is the record's fault."""
+    A record too large for the broker, or a value past one of PostgreSQL's limits, is the record's fault."""
     if isinstance(exc, (MessageSizeTooLargeError, RecordListTooLargeError)):
         return False
-    return isinstance(
-        exc, (psycopg.OperationalError, psycopg.InterfaceError, KafkaError, ConnectionError, TimeoutError)
-    )
+    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return retriable(exc)
+    return isinstance(exc, (KafkaError, ConnectionError, TimeoutError))
 
 
 @contextlib.contextmanager
