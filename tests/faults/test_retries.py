@@ -32,6 +32,7 @@ from tests.integration.test_dlq_cli import hookstream
 from tests.support import gitrepo
 from tests.support.fake_github import FakeClock, FakeGitHub
 from tests.support.flows import completions, document_digests, now, requested, send_control
+from tests.support.kafka import read_all
 from tests.support.services import isolated_settings, wait_until
 from tests.support.stack import WorkerProcess
 
@@ -226,7 +227,10 @@ async def test_postgresql_gone_past_the_bound_dead_letters_its_batches_and_a_red
 
         await wait_until(midway, timeout=60, interval=0.05, what="the sync under way")
         await asyncio.to_thread(crash_postgres, pg)
-        await asyncio.sleep(14.0)  # the fault itself: longer than a batch's bounded retries
+        # The fault lasts until the worker has given up on a batch (its dead letter is on the topic:
+        # PostgreSQL is down, so its row is not): longer than a batch's bounded retries.
+        gave_up = await read_all(s, "hookstream.dlq", min_count=1, timeout=90, idle=0.1, alive=worker.alive)
+        assert any(getattr(r, "stage", None) == "batch" for _, r, _, _ in gave_up), gave_up
         await asyncio.to_thread(start_postgres_again, pg)
 
         [done] = await completions(s, "git:pg", timeout=120, alive=worker.alive)
