@@ -129,6 +129,27 @@ def positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str, lowest: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not lowest <= value <= 65535:
+        free = " (0, a free port, cannot be used here)" if value == 0 else ""
+        raise argparse.ArgumentTypeError(f"{value} is not a port: give {lowest} to 65535{free}")
+    return value
+
+
+def port(text: str) -> int:
+    """argparse type: a TCP port, 0 (a free one) to 65535."""
+    return _port(text, 0)
+
+
+def fixed_port(text: str) -> int:
+    """argparse type: a TCP port, 1 to 65535, for a server other processes must find at a known port."""
+    return _port(text, 1)
+
+
 def masked(secret: str) -> str:
     """A secret as it may be printed: its first two characters at most, then ***."""
     return (secret[:2] if len(secret) >= 12 else "") + "***"

@@ -6,7 +6,7 @@ import argparse
 import ipaddress
 import socket
 
-from app.cli.common import CliError, load_settings, setup_logging
+from app.cli.common import CliError, load_settings, port, setup_logging
 
 DESCRIPTION = """\
 Serve the web console: server-rendered pages (no JavaScript build, nothing from
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--host", help="address to bind (overrides HOOKSTREAM_CONSOLE_HOST; default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (overrides HOOKSTREAM_CONSOLE_PORT; default 8090)")
+    p.add_argument("--port", type=port, help="port (overrides HOOKSTREAM_CONSOLE_PORT; default 8090)")
     p.set_defaults(func=cmd_console)
 
 

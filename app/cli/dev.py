@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from app import topology
-from app.cli.common import CliError, masked, run, setup_logging
+from app.cli.common import CliError, fixed_port, masked, port, run, setup_logging
 from app.embedded.broker import EmbeddedBroker
 from app.embedded.devstate import DEFAULT_DATA_DIR, DataDirInUse, DevLock
 from app.embedded.ports import port_in_use
@@ -60,12 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="where state lives (default .hookstream/)")
-    p.add_argument("--port", type=int, default=8080, help="ingress port (default 8080)")
+    p.add_argument("--port", type=fixed_port, default=8080, help="ingress port (default 8080)")
     p.add_argument(
-        "--worker-port", type=int, default=6066, help="the worker's /metrics and /readyz port (default 6066)"
+        "--worker-port", type=fixed_port, default=6066, help="the worker's /metrics and /readyz port (default 6066)"
     )
-    p.add_argument("--console-port", type=int, default=8090, help="console port (default 8090)")
-    p.add_argument("--broker-port", type=int, default=0, help="broker port (default: a free one)")
+    p.add_argument("--console-port", type=fixed_port, default=8090, help="console port (default 8090)")
+    p.add_argument("--broker-port", type=port, default=0, help="broker port (default: a free one)")
     p.add_argument("--no-worker", action="store_true", help="run only the ingress and the console")
     p.add_argument("--exit-after-start", action="store_true", help="start everything, print, stop (a smoke check)")
     p.set_defaults(func=cmd_dev)
@@ -181,6 +181,9 @@ def _banner(args, data: Path, broker, pg, settings: Settings, instances: str, to
     elsewhere = f"set -a; . {shlex.quote(str(env_file))}; set +a"
     # The built-in token is documented; one the user chose is a secret and never printed.
     shown = token if token == DEV_TOKEN else f"{masked(token)} (set from HOOKSTREAM_EVENTS_TOKEN)"
+    # dev sets the write token to the events token unless HOOKSTREAM_CONSOLE_WRITE_TOKEN names another.
+    write = settings.console_write_token.get_secret_value() if settings.console_write_token else token
+    redrive_token = "the events token" if write == token else "HOOKSTREAM_CONSOLE_WRITE_TOKEN"
     lines = [
         "",
         "hookstream dev is up",
@@ -192,7 +195,8 @@ def _banner(args, data: Path, broker, pg, settings: Settings, instances: str, to
     if not args.no_worker:
         lines.append(f"  worker      metrics http://127.0.0.1:{args.worker_port}/metrics  (log {data / 'worker.log'})")
     lines += [
-        f"  console     http://127.0.0.1:{args.console_port}/  (redrive with the events token; log {data / 'console.log'})",
+        f"  console     http://127.0.0.1:{args.console_port}/  (redrive with {redrive_token}; "
+        f"log {data / 'console.log'})",
         f"  instances   {instances}",
         "Other shells: "
         + ("hookstream commands in this directory use this stack; elsewhere, first: " if here else "first: ")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from app.cli.common import CliError, load_settings, setup_logging
+from app.cli.common import CliError, load_settings, port, setup_logging
 from app.instances import ConfigError
 
 DESCRIPTION = """\
@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--host", help="address to bind (overrides HOOKSTREAM_INGRESS_HOST)")
-    p.add_argument("--port", type=int, help="port to bind, 0 for any free one (overrides HOOKSTREAM_INGRESS_PORT)")
+    p.add_argument("--port", type=port, help="port to bind, 0 for any free one (overrides HOOKSTREAM_INGRESS_PORT)")
     p.add_argument(
         "--processes",
         type=int,
@@ -89,8 +89,6 @@ def cmd_ingress(args: argparse.Namespace) -> int:
     }
     if not 1 <= overrides.get("ingress_processes", 1) <= 64:
         raise CliError("--processes must be between 1 and 64", 2)
-    if "ingress_port" in overrides and not 0 <= overrides["ingress_port"] <= 65535:
-        raise CliError("--port must be between 0 and 65535", 2)
     settings = settings.model_copy(update=overrides)
     try:
         instances = settings.instances()

@@ -7,7 +7,7 @@ import asyncio
 import logging
 
 from app import topology
-from app.cli.common import CliError, load_settings, setup_logging
+from app.cli.common import CliError, fixed_port, load_settings, setup_logging
 
 HELP = """\
 Run the Faust worker: deduplicate_deliveries (and, as they land, the sync
@@ -32,7 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--web-port", type=int, help="port of the worker's web server (/metrics)")
+    p.add_argument(
+        "--web-port",
+        type=fixed_port,
+        help="port of the worker's web server: /metrics, /readyz (overrides HOOKSTREAM_WORKER_WEB_PORT; default 6066)",
+    )
     p.add_argument("--data-dir", help="RocksDB directory (default HOOKSTREAM_WORKER_DATA_DIR)")
     p.add_argument("-l", "--loglevel", default=None, help="log level (default HOOKSTREAM_LOG_LEVEL)")
     p.set_defaults(func=cmd_worker)
@@ -41,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = load_settings()
     updates = {}
-    if args.web_port:
+    if args.web_port is not None:
         updates["worker_web_port"] = args.web_port
     if args.data_dir:
         updates["worker_data_dir"] = args.data_dir

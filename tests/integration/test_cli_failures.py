@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 TOKEN = "a-user-chosen-events-token-7f3c"
+WRITE_TOKEN = "a-user-chosen-write-token-2b9e"
 
 
 def closed_port() -> int:
@@ -91,13 +92,38 @@ def test_a_port_out_of_range_is_a_settings_error(nowhere):
     assert_one_line_failure(result, "HOOKSTREAM_INGRESS_PORT", "65535", code=2)
 
 
+@pytest.mark.parametrize(
+    "argv, option, value",
+    [
+        pytest.param(("dev", "--port"), "--port", "70000", id="dev-port"),
+        pytest.param(("dev", "--console-port"), "--console-port", "70000", id="dev-console-port"),
+        pytest.param(("dev", "--worker-port"), "--worker-port", "70000", id="dev-worker-port"),
+        # The worker's port must be known (dev polls it): no free one.
+        pytest.param(("dev", "--worker-port"), "--worker-port", "0", id="dev-worker-port-0"),
+        pytest.param(("dev", "--broker-port"), "--broker-port", "70000", id="dev-broker-port"),
+        pytest.param(("console", "--port"), "--port", "70000", id="console-port"),
+        pytest.param(("worker", "--web-port"), "--web-port", "70000", id="worker-web-port"),
+        # Refused, as HOOKSTREAM_WORKER_WEB_PORT=0 is, instead of ignored.
+        pytest.param(("worker", "--web-port"), "--web-port", "0", id="worker-web-port-0"),
+        pytest.param(("ingress", "--port"), "--port", "70000", id="ingress-port"),
+    ],
+)
+def test_a_port_option_out_of_range_is_a_usage_error(nowhere, tmp_path, argv, option, value):
+    data_dir = ("--data-dir", str(tmp_path / "data")) if argv[0] in ("dev", "worker") else ()
+    result = hookstream(*argv, value, *data_dir, env=nowhere)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    [message] = [line for line in result.stderr.splitlines() if ": error: " in line]
+    assert f"argument {option}: {value} is not a port: give" in message, message
+
+
 @pytest.mark.parametrize("command", ["ingress", "worker"])
 def test_an_instances_file_that_is_not_utf8_is_one_line(nowhere, not_utf8, command):
     result = hookstream(command, env={**nowhere, "HOOKSTREAM_INSTANCES_FILE": str(not_utf8)})
     assert_one_line_failure(result, str(not_utf8), "not UTF-8", code=2)
 
 
-def test_dev_does_not_print_a_user_chosen_events_token(tmp_path):
+def test_dev_does_not_print_user_chosen_tokens_and_names_the_redrive_one(tmp_path):
     port = closed_port()
     result = hookstream(
         "dev",
@@ -107,13 +133,14 @@ def test_dev_does_not_print_a_user_chosen_events_token(tmp_path):
         str(port),
         "--no-worker",
         "--exit-after-start",
-        env={"HOOKSTREAM_EVENTS_TOKEN": TOKEN},
+        env={"HOOKSTREAM_EVENTS_TOKEN": TOKEN, "HOOKSTREAM_CONSOLE_WRITE_TOKEN": WRITE_TOKEN},
         timeout=180,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "hookstream dev is up" in result.stdout
-    assert TOKEN not in result.stdout + result.stderr
+    assert TOKEN not in result.stdout + result.stderr and WRITE_TOKEN not in result.stdout + result.stderr
     assert "events token: a-*** (set from HOOKSTREAM_EVENTS_TOKEN)" in result.stdout
+    assert "(redrive with HOOKSTREAM_CONSOLE_WRITE_TOKEN; log" in result.stdout  # not the events token
 
 
 def test_send_event_kafka_refuses_an_event_outside_its_bounds_before_producing(nowhere, tmp_path):
