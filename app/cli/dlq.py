@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import base64
 import sys
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import orjson
@@ -23,11 +21,11 @@ import orjson
 from app.cli.common import CliError, load_settings, on_read_model, one_line, positive_int, run
 from app.cli.text import format_table, format_time, parse_time
 from app.core import dlq
-from app.core.poison import REDRIVE_HEADER
-from app.events import Delivery, utcnow
+from app.events import utcnow
+from app.redrive import Redrive, not_redrivable_reason, publish, redrive, start_publisher
+from app.redrive import redrive_of as redrive_of  # re-exported: the decision lives in app.redrive
 from app.settings import Settings
 
-DELIVERIES_TOPIC = "hookstream.deliveries"
 PREVIEW_BYTES = 1024
 ERROR_WIDTH = 60
 STATUSES = ("open", "retired", "all")
@@ -291,59 +289,14 @@ def cmd_show(args: argparse.Namespace) -> int:
 # --- redrive ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Redrive:
-    """What a redrive republishes: a delivery marked `redrive_of`, or the raw record to its topic with the header."""
-
-    row: dlq.DeadLetterRow
-    delivery: Delivery | None
-
-    @property
-    def key(self) -> str:
-        return self.delivery.key if self.delivery is not None else self.row.key
-
-
-def redrive(row: dlq.DeadLetterRow, now: datetime) -> Redrive:
-    return Redrive(row, redrive_of(row, now) if row.original is not None else None)
-
-
-def redrive_of(row: dlq.DeadLetterRow, now: datetime) -> Delivery:
-    """The delivery to republish: the original, byte-exact, marked as a redrive of this row.
-
-    `received_at` becomes the redrive's time: it is when hookstream took the
-    delivery in again, so the failure or acceptance time and a GitHub event's
-    time are the redrive's, not the original's. (The dedup window counts in the
-    republished record's broker timestamp, the same moment.)
-    """
-    assert row.original is not None
-    return row.original.model_copy(update={"redrive_of": row.dead_letter_id, "received_at": now})
-
-
-def not_redrivable_reason(row: dlq.DeadLetterRow) -> str | None:
-    if row.truncated:
-        return (
-            f"keeps only the first bytes of a record too large for a dead letter: it cannot be redriven; "
-            f"the record is at {row.source_topic}[{row.source_partition}]@{row.source_offset}"
-        )
-    if not row.redrivable:
-        return "holds no delivery (its record did not decode): it cannot be redriven; fix the producer and resend"
-    if row.status != dlq.OPEN:
-        return f"is retired (its redrive was accepted {format_time(row.retired_at)}): nothing to redrive"
-    return None
-
-
 async def _publish(settings: Settings, redrives: list[Redrive]) -> list[tuple[Redrive, Any]]:
     from aiokafka.errors import KafkaError
 
-    from app import codec
-    from app.ingress.publisher import Publisher, PublishUnavailable
-    from app.topology import MissingTopics, require_topics
+    from app.ingress.publisher import PublishUnavailable
+    from app.topology import MissingTopics
 
     try:
-        if any(r.delivery is not None for r in redrives):
-            await require_topics(settings, [DELIVERIES_TOPIC])
-        publisher = Publisher(settings, client_id="hookstream-dlq-redrive")
-        await publisher.start()
+        publisher = await start_publisher(settings, redrives, "hookstream-dlq-redrive")
     except MissingTopics as exc:
         raise CliError(str(exc), 2) from None
     except (PublishUnavailable, KafkaError, OSError) as exc:
@@ -352,21 +305,7 @@ async def _publish(settings: Settings, redrives: list[Redrive]) -> list[tuple[Re
     try:
         for redrive in redrives:
             try:
-                if redrive.delivery is not None:
-                    metadata = await publisher.publish(
-                        settings.topic(DELIVERIES_TOPIC),
-                        codec.encode_key(redrive.delivery.key),
-                        codec.encode(redrive.delivery),
-                    )
-                else:
-                    row = redrive.row
-                    assert row.source_topic is not None and row.raw is not None  # a redrivable row has both
-                    metadata = await publisher.publish(
-                        row.source_topic,
-                        codec.encode_key(row.key),
-                        row.raw,
-                        headers=[(REDRIVE_HEADER, row.dead_letter_id.encode())],
-                    )
+                metadata = await publish(publisher, settings, redrive)
             except PublishUnavailable as exc:
                 done = ", ".join(r.row.dead_letter_id for r, _ in published) or "none"
                 raise CliError(
@@ -415,7 +354,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     redrives = [redrive(row, now) for row in ready]
     if args.dry_run:
         for r in redrives:
-            where = settings.topic(DELIVERIES_TOPIC) if r.delivery is not None else r.row.source_topic
+            where = r.topic(settings)
             print(
                 f"would redrive  {r.row.dead_letter_id}  {r.key}  -> {where}  (attempts {r.row.attempts}, "
                 f"stage {r.row.stage}: {one_line(r.row.error, ERROR_WIDTH)})"

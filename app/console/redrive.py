@@ -1,17 +1,16 @@
-"""A redrive from the console: the same republish as `hookstream dlq redrive ID`, for one row.
+"""A redrive from the console: the same republish as `hookstream dlq redrive ID` (app/redrive.py), for one row.
 
-The row is retired by the dedup stage's `RedriveAccepted`, never here: the
-answer only says where the delivery was republished.
+The row is retired by the stage's `RedriveAccepted`, never here: the answer
+only says where the record was republished.
 """
 
 from __future__ import annotations
 
 from aiokafka.errors import KafkaError
 
-from app import codec
-from app.cli.dlq import DELIVERIES_TOPIC, not_redrivable_reason, redrive_of
 from app.core.dlq import DeadLetterRow
 from app.events import utcnow
+from app.redrive import not_redrivable_reason, publish, redrive, start_publisher
 from app.settings import Settings
 
 
@@ -22,21 +21,26 @@ class RedriveRefused(Exception):
 
 
 async def redrive_dead_letter(settings: Settings, row: DeadLetterRow | None, ident: str) -> str:
-    """Republish the row's delivery; returns `topic[partition]@offset`."""
-    from app.ingress.publisher import Publisher, PublishUnavailable
+    """Republish the row's delivery, or its record to its own topic; returns `topic[partition]@offset`."""
+    from app.ingress.publisher import PublishUnavailable, RecordTooLarge
+    from app.topology import MissingTopics
 
     if row is None:
         raise RedriveRefused(f"no dead letter {ident!r}", 404, "not_found")
     reason = not_redrivable_reason(row)
     if reason is not None:
         raise RedriveRefused(f"dead letter {ident} {reason}", 409, "not_redrivable")
-    delivery = redrive_of(row, utcnow())
-    publisher = Publisher(settings, client_id="hookstream-console-redrive")
+    what = redrive(row, utcnow())
     try:
-        await publisher.start()
-        metadata = await publisher.publish(
-            settings.topic(DELIVERIES_TOPIC), codec.encode_key(delivery.key), codec.encode(delivery)
-        )
+        publisher = await start_publisher(settings, [what], "hookstream-console-redrive")
+    except MissingTopics as exc:
+        raise RedriveRefused(f"not republished: {exc}", 503, "unavailable") from None
+    except (PublishUnavailable, KafkaError, OSError) as exc:
+        raise RedriveRefused(f"not republished: the broker is not reachable ({exc})", 503, "unavailable") from None
+    try:
+        metadata = await publish(publisher, settings, what)
+    except RecordTooLarge as exc:
+        raise RedriveRefused(f"not republished: the broker refused the record ({exc})", 409, "too_large") from None
     except (PublishUnavailable, KafkaError, OSError) as exc:
         raise RedriveRefused(f"not republished: the broker did not take it ({exc})", 503, "unavailable") from None
     finally:
