@@ -19,9 +19,13 @@ from typing import Any
 import orjson
 import psycopg
 from aiohttp import web
+from aiokafka.errors import KafkaError
 from psycopg_pool import AsyncConnectionPool
+from pydantic import TypeAdapter, ValidationError
 
 from app.console import data, pages
+from app.core import dlq
+from app.events.bounds import PATTERN_MEANINGS, DeliveryKey, Identifier, InstanceName, PluginName, Text
 from app.settings import Settings
 from app.store import dead_letters as dead_letter_rows
 from app.store import ledger as ledger_store
@@ -34,6 +38,44 @@ POOL: web.AppKey[AsyncConnectionPool] = web.AppKey("pool", AsyncConnectionPool)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 LAGS: web.AppKey[data.LagCache] = web.AppKey("lags", data.LagCache)
 MAX_LIMIT = 500
+MAX_MINUTES = 10 * 366 * 24 * 60  # ten years: beyond any ledger retention
+DLQ_STATUSES = (dlq.OPEN, dlq.RETIRED, "all")
+
+# What a path id or a filter may hold (app/events/bounds.py): anything else is a 400, never a query.
+ID = TypeAdapter(Identifier)  # job ids, source ids, dead letter ids
+TRACE_ID = TypeAdapter(DeliveryKey)  # a delivery key or id, a request id or a job id
+SEARCH = TypeAdapter(Text)
+PLUGIN = TypeAdapter(PluginName)
+INSTANCE = TypeAdapter(InstanceName)
+
+
+class BadInput(Exception):
+    """A path id or a query parameter the console refuses: a 400 that says why."""
+
+
+def _checked(adapter: TypeAdapter[str], value: str, what: str) -> str:
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False, include_input=False)[0]
+        pattern = (error.get("ctx") or {}).get("pattern")
+        reason = f"must be {PATTERN_MEANINGS[pattern]}" if pattern in PATTERN_MEANINGS else error["msg"].lower()
+        raise BadInput(f"{what} {reason}") from None
+
+
+def _path_id(request: web.Request, name: str, adapter: TypeAdapter[str] = ID) -> str:
+    return _checked(adapter, request.match_info[name], name.replace("_", " "))
+
+
+def _query(request: web.Request, name: str, adapter: TypeAdapter[str]) -> str | None:
+    value = request.query.get(name) or None
+    return None if value is None else _checked(adapter, value, name)
+
+
+def bad_request(request: web.Request, message: str) -> web.Response:
+    if request.path.startswith("/api/"):
+        return json_response({"error": "bad_request", "message": message}, 400)
+    return html_response(pages.layout("Bad request", f"<p class=warn>{pages.esc(message)}</p>", ""), 400)
 
 
 def json_response(value: Any, status: int = 200) -> web.Response:
@@ -81,9 +123,15 @@ async def require_token(request: web.Request, handler: Callable[[web.Request], A
 
 @web.middleware
 async def read_model_errors(request: web.Request, handler):
-    """PostgreSQL down or not migrated: a 503 that says so, never a traceback."""
+    """Bad input: a 400 that says why; PostgreSQL down or not migrated: a 503 that says so; never a traceback."""
     try:
         return await handler(request)
+    except BadInput as exc:
+        return bad_request(request, str(exc))
+    except psycopg.DataError as exc:
+        # A value PostgreSQL refuses (a NUL, an out-of-range number) that validation let through.
+        log.warning("console: %s %s: %s", request.method, request.path, exc)
+        return bad_request(request, "a value in the request cannot be looked up in the read model")
     except (psycopg.OperationalError, psycopg.errors.UndefinedTable, TimeoutError) as exc:
         log.warning("console: %s %s: %s", request.method, request.path, exc)
         message = (
@@ -100,7 +148,7 @@ def _limit(request: web.Request, default: int = 50) -> int:
     try:
         return max(1, min(MAX_LIMIT, int(request.query.get("limit", default))))
     except ValueError:
-        raise web.HTTPBadRequest(text="limit must be a number") from None
+        raise BadInput("limit must be a number") from None
 
 
 def _filters(request: web.Request) -> ledger_store.Filters:
@@ -108,18 +156,22 @@ def _filters(request: web.Request) -> ledger_store.Filters:
     since = None
     if q.get("minutes"):
         try:
-            since = datetime.now(UTC) - timedelta(minutes=float(q["minutes"]))
+            minutes = float(q["minutes"])
         except ValueError:
-            raise web.HTTPBadRequest(text="minutes must be a number") from None
+            minutes = -1.0
+        if not 0 <= minutes <= MAX_MINUTES:  # NaN fails too
+            raise BadInput(f"minutes must be a number from 0 to {MAX_MINUTES} (ten years)")
+        since = datetime.now(UTC) - timedelta(minutes=minutes)
     outcome = q.get("outcome") or None
     if outcome is not None and outcome not in pages.OUTCOMES:
-        raise web.HTTPBadRequest(text=f"outcome is one of {', '.join(o for o in pages.OUTCOMES if o)}")
+        raise BadInput(f"outcome is one of {', '.join(o for o in pages.OUTCOMES if o)}")
+    search = (q.get("q") or "").strip() or None
     return ledger_store.Filters(
-        plugin=q.get("plugin") or None,
-        instance=q.get("instance") or None,
+        plugin=_query(request, "plugin", PLUGIN),
+        instance=_query(request, "instance", INSTANCE),
         outcome=outcome,
         since=since,
-        search=(q.get("q") or "").strip() or None,
+        search=None if search is None else _checked(SEARCH, search, "q"),
         limit=_limit(request),
     )
 
@@ -127,46 +179,67 @@ def _filters(request: web.Request) -> ledger_store.Filters:
 def _job_status(request: web.Request) -> str | None:
     status = request.query.get("status") or None
     if status is not None and status not in pages.JOB_STATUSES:
-        raise web.HTTPBadRequest(text=f"status is one of {', '.join(s for s in pages.JOB_STATUSES if s)}")
+        raise BadInput(f"status is one of {', '.join(s for s in pages.JOB_STATUSES if s)}")
     return status
+
+
+def _dead_letter_status(request: web.Request) -> str | None:
+    status = request.query.get("status") or dlq.OPEN
+    if status not in DLQ_STATUSES:
+        raise BadInput(f"status is one of {', '.join(DLQ_STATUSES)}")
+    return None if status == "all" else status
 
 
 class Handlers:
     """Each view is one query on the read model; a page renders what its `/api/` twin answers."""
 
     async def overview(self, conn, request):
-        return await data.overview(conn, request.app[LAGS])
+        return await data.overview(conn)
+
+    async def with_lag(self, found, request):
+        return {**found, "lag": await request.app[LAGS].get()}
 
     async def sources(self, conn, request):
         return await data.sources(conn)
 
     async def jobs(self, conn, request):
-        return await data.jobs(conn, _job_status(request), request.query.get("source") or None, _limit(request))
+        return await data.jobs(conn, _job_status(request), _query(request, "source", ID), _limit(request))
 
     async def job(self, conn, request):
-        return await data.job(conn, request.match_info["job_id"])
+        return await data.job(conn, _path_id(request, "job_id"))
 
     async def deliveries(self, conn, request):
         return await data.deliveries(conn, _filters(request))
 
     async def trace(self, conn, request):
-        from app.trace import TraceError, trace
+        from app.trace import trace
+
+        return await trace(conn, request.app[SETTINGS], _path_id(request, "ident", TRACE_ID), kafka=False)
+
+    async def with_records(self, found, request):
+        """The trace's hops as Kafka holds them, read after the connection went back to the pool."""
+        from app.core.trace import with_seen
+        from app.trace import TraceError, read_records
 
         try:
-            found = await trace(conn, request.app[SETTINGS], request.match_info["ident"])
-        except TraceError as exc:
-            raise web.HTTPServiceUnavailable(text=str(exc)) from None
-        return found.as_json() if found is not None else None
+            seen = await read_records(request.app[SETTINGS], [h.position for h in found.hops])
+        except (TraceError, KafkaError, OSError) as exc:
+            raise web.HTTPServiceUnavailable(text=str(exc) or type(exc).__name__) from None
+        found.hops = with_seen(found.hops, seen)
+        return found.as_json()
 
     async def dead_letters(self, conn, request):
-        status = request.query.get("status", "open")
-        return await data.dead_letters(conn, None if status == "all" else status)
+        return await data.dead_letters(conn, _dead_letter_status(request))
 
 
-def _view(fetch, render=None, what: str = "", ident: str = ""):
+def _view(fetch, render=None, what: str = "", ident: str = "", then=None):
+    """GET: `fetch` on a pooled connection, then (`then`, off the connection) what Kafka adds."""
+
     async def handle(request: web.Request) -> web.Response:
         async with request.app[POOL].connection() as conn:
             found = await fetch(conn, request)
+        if found is not None and then is not None:
+            found = await then(found, request)
         if found is None:
             key = request.match_info.get(ident, "")
             if render is None:
@@ -187,7 +260,7 @@ async def redrive(request: web.Request) -> web.Response:
     api = request.path.startswith("/api/")
     write = settings.console_write_token.get_secret_value() if settings.console_write_token else None
     given = _bearer(request) if api else (await request.post()).get("write_token")
-    ident = request.match_info["dead_letter_id"]
+    ident = _path_id(request, "dead_letter_id")
     if write is None:
         status, body = (
             403,
@@ -227,23 +300,28 @@ def build_app(settings: Settings) -> web.Application:
     def filters_of(request):
         return dict(request.query)
 
-    app.router.add_get("/", _view(h.overview, lambda d, r: pages.overview_page(d)))
+    app.router.add_get("/", _view(h.overview, lambda d, r: pages.overview_page(d), then=h.with_lag))
     app.router.add_get("/sources", _view(h.sources, lambda d, r: pages.sources_page(d)))
     app.router.add_get("/jobs", _view(h.jobs, lambda d, r: pages.jobs_page(d, filters_of(r))))
     app.router.add_get("/jobs/{job_id}", _view(h.job, lambda d, r: pages.job_page(d), "job", "job_id"))
     app.router.add_get("/deliveries", _view(h.deliveries, lambda d, r: pages.deliveries_page(d, filters_of(r))))
     app.router.add_get(
-        "/deliveries/{ident:.+}", _view(h.trace, lambda d, r: pages.trace_page(d), "delivery, request or job", "ident")
+        "/deliveries/{ident:.+}",
+        _view(h.trace, lambda d, r: pages.trace_page(d), "delivery, request or job", "ident", h.with_records),
     )
     app.router.add_get("/dlq", _view(h.dead_letters, lambda d, r: pages.dead_letters_page(d, can_redrive)))
     app.router.add_post("/dlq/{dead_letter_id}/redrive", redrive)
-    app.router.add_get("/api/overview", _view(h.overview))
+    app.router.add_get("/api/overview", _view(h.overview, then=h.with_lag))
     app.router.add_get("/api/sources", _view(h.sources))
     app.router.add_get("/api/jobs", _view(h.jobs))
     app.router.add_get("/api/jobs/{job_id}", _view(h.job, None, "job", "job_id"))
     app.router.add_get("/api/deliveries", _view(h.deliveries))
-    app.router.add_get("/api/deliveries/{ident:.+}", _view(h.trace, None, "delivery, request or job", "ident"))
-    app.router.add_get("/api/trace/{ident:.+}", _view(h.trace, None, "delivery, request or job", "ident"))
+    app.router.add_get(
+        "/api/deliveries/{ident:.+}", _view(h.trace, None, "delivery, request or job", "ident", h.with_records)
+    )
+    app.router.add_get(
+        "/api/trace/{ident:.+}", _view(h.trace, None, "delivery, request or job", "ident", h.with_records)
+    )
     app.router.add_get("/api/dlq", _view(h.dead_letters))
     app.router.add_post("/api/dlq/{dead_letter_id}/redrive", redrive)
     app.router.add_static("/static/", STATIC)
