@@ -110,8 +110,16 @@ def configure(level: str = "info", fmt: str = "text", secrets: Iterable[str] = (
     logging.config.dictConfig(dict_config(level, fmt, secrets))
 
 
+LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
 def level_number(level: str) -> int:
-    return getattr(logging, level.upper(), logging.INFO)
+    """The number of a level named in any case; ValueError naming the choices for anything else
+    (never a silent info: `getattr(logging, ...)` would also take `root` or `basic_format`)."""
+    name = level.strip().lower()
+    if name not in LEVELS:
+        raise ValueError(f"unknown log level {level!r}: one of {', '.join(LEVELS)}")
+    return logging.getLevelNamesMapping()[name.upper()]
 
 
 def secrets_of(settings: Any, instances: Any = None) -> list[str]:

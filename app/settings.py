@@ -123,9 +123,15 @@ class Settings(BaseSettings):
     # Enables redriving dead letters from the console (every redrive must present it).
     console_write_token: SecretStr | None = None
 
-    log_level: str = "info"
+    # HOOKSTREAM_LOG_LEVEL, any case; anything else is refused at start (no silent fallback to info).
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     # One line per record: `text` for terminals, `json` for log shippers (app/logs.py).
     log_format: Literal["text", "json"] = "text"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_log_level(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("git_roots")
     @classmethod
