@@ -59,14 +59,6 @@ async def apply_outcomes(
     return len(new)
 
 
-async def prune(conn: AsyncConnection, older_than: datetime) -> tuple[int, int]:
-    """Delete copies received before `older_than`, and deliveries last received before it.
-    Returns (copies, deliveries) deleted."""
-    copies = await conn.execute("DELETE FROM delivery_copies WHERE received_at < %s", (older_than,))
-    deliveries = await conn.execute("DELETE FROM deliveries WHERE last_received_at < %s", (older_than,))
-    return copies.rowcount, deliveries.rowcount
-
-
 # --- reading -----------------------------------------------------------------------------------
 
 

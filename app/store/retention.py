@@ -8,7 +8,7 @@ What goes, when older than the cutoff:
 - `sync_batches` and `sync_records` (where each batch and record of a job or request is,
   for `hookstream trace`): those before it whose job is gone, or whose request is;
 - `dlq`: dead letters retired before it (an open dead letter stays, whatever its age);
-- the delivery ledger, when this build has one (`prune_ledger`).
+- the delivery ledger: copies and deliveries received before the cutoff (`prune_ledger`).
 
 What stays, whatever its age: every open job (queued, running) and its requests;
 `sync_plans` and `document_write_fences` (a source's live fences: the plan and
@@ -24,7 +24,6 @@ tables are not touched.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
@@ -115,9 +114,6 @@ async def prune_dlq(
     return {"dlq": retired.rowcount}
 
 
-LEDGER_MODULE = "app.store.ledger"
-
-
 async def prune_ledger(
     conn: AsyncConnection,
     schema: str,
@@ -125,25 +121,20 @@ async def prune_ledger(
     live_schema: str | None = None,
     absent_from: str | None = None,
 ) -> Counts:
-    """The delivery ledger's rows older than `older_than`: the hook for `app.store.ledger.prune(conn,
-    older_than) -> (copies, deliveries)`, when this build has that module (nothing otherwise).
-
-    The ledger's SQL is its own module's: it is called with the search path set to `schema`. It
-    knows no `absent_from`: a rebuild's candidate ledger is not pruned (a rebuild may bring back
-    ledger rows the live table pruned; the next prune removes them again)."""
-    if absent_from is not None:
-        return {}
-    try:
-        ledger = importlib.import_module(LEDGER_MODULE)
-    except ModuleNotFoundError:
-        return {}
-    path = (await (await conn.execute("SELECT current_setting('search_path')")).fetchone() or ("",))[0]
-    await conn.execute("SELECT set_config('search_path', %s, true)", (sql.Identifier(schema).as_string(conn),))
-    try:
-        copies, deliveries = await ledger.prune(conn, older_than)
-    finally:
-        await conn.execute("SELECT set_config('search_path', %s, true)", (path,))
-    return {"delivery_copies": copies, "deliveries": deliveries}
+    """The delivery ledger's copies received before `older_than`, and its deliveries last
+    received before it (a delivery with a recent copy stays, with its old copies gone)."""
+    s = sql.Identifier(schema)
+    copies = await conn.execute(
+        sql.SQL("DELETE FROM {s}.delivery_copies c WHERE c.received_at < %(cutoff)s").format(s=s)
+        + _absent("c", "delivery_copies", "copy_id", absent_from),
+        {"cutoff": older_than},
+    )
+    deliveries = await conn.execute(
+        sql.SQL("DELETE FROM {s}.deliveries d WHERE d.last_received_at < %(cutoff)s").format(s=s)
+        + _absent("d", "deliveries", "key", absent_from),
+        {"cutoff": older_than},
+    )
+    return {"delivery_copies": copies.rowcount, "deliveries": deliveries.rowcount}
 
 
 Prune = Callable[[AsyncConnection, str, datetime, str | None, str | None], Awaitable[Counts]]

@@ -7,7 +7,7 @@ applies the records above the fence. The stream is read in runs
 every record is written before its offset can be committed.
 
 Retention (app/store/retention.py: the workers' timer and `hookstream db prune`) deletes
-the ledger's rows past HOOKSTREAM_RETENTION_DAYS through `app.store.ledger.prune`.
+the ledger's rows past HOOKSTREAM_RETENTION_DAYS (`prune_ledger`).
 """
 
 from __future__ import annotations

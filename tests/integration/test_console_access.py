@@ -13,7 +13,6 @@ from pydantic import SecretStr
 
 from app.console.app import build_app
 from app.events import DeliveryOutcome, utcnow
-from app.store import ledger as ledger_store
 from app.store.db import open_pool
 
 
@@ -106,6 +105,7 @@ def test_the_console_refuses_to_bind_beyond_loopback_without_a_token():
 
 
 async def test_the_ledger_prune_deletes_rows_older_than_the_retention(settings):
+    from app.store.retention import prune_ledger
     from app.stream.ledger import project_outcomes
 
     now = utcnow()
@@ -135,7 +135,10 @@ async def test_the_ledger_prune_deletes_rows_older_than_the_retention(settings):
         )
         async with pool.connection() as conn:
             async with conn.transaction():
-                assert await ledger_store.prune(conn, now - timedelta(days=30)) == (2, 1)
+                assert await prune_ledger(conn, settings.database_schema, now - timedelta(days=30)) == {
+                    "delivery_copies": 2,
+                    "deliveries": 1,
+                }
             keys = [r[0] for r in await (await conn.execute("SELECT key FROM deliveries ORDER BY key")).fetchall()]
             copies = (await (await conn.execute("SELECT count(*) FROM delivery_copies")).fetchone())[0]
     finally:

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from app.events import (
     DeadLettered,
+    DeliveryOutcome,
     FileChange,
     RedriveAccepted,
     SyncCompleted,
@@ -93,6 +94,22 @@ REQUESTS = {
     "ry": True,  # rejected an hour ago
     "rd": False,  # deduplicated 40 days ago, held by a pruned job
 }
+
+
+def copy(offset: int, when) -> DeliveryOutcome:
+    return DeliveryOutcome(
+        key=f"github/gh/d{offset}",
+        plugin="github",
+        instance="gh",
+        delivery_id=f"d{offset}",
+        received_at=when,
+        partition=0,
+        offset=offset,
+        outcome="ignored",
+        rule="ping",
+    )
+
+
 DEAD_LETTERS = {
     "dl-old-retired": False,
     "dl-recent-retired": True,
@@ -141,7 +158,8 @@ async def seed(settings) -> None:
             dead_letter("dl-old-open", OLD),
         ],
     )
-    await apply_live(settings, names=("sync_jobs", "dlq"))
+    await produce_records(settings, "hookstream.deliveries.outcomes", [copy(0, OLD), copy(1, RECENT)])
+    await apply_live(settings, names=("sync_jobs", "dlq", "ledger"))
     pool = open_pool(settings, min_size=1, max_size=2)
     await pool.open(wait=True)
     try:
@@ -181,6 +199,7 @@ async def test_prune_deletes_old_history_and_never_what_is_live(settings, monkey
     assert await ids(settings, "sync_jobs", "job_id") == set(JOBS)
     assert await ids(settings, "sync_requests", "request_id") == set(REQUESTS)
     assert await ids(settings, "dlq", "dead_letter_id") == set(DEAD_LETTERS)
+    assert len(await ids(settings, "delivery_copies", "copy_id")) == 2  # received 40 days ago, and a day ago
     live = await live_rows(settings)
     assert live["plans"] and live["write_fences"] and live["fences"]
 
@@ -190,13 +209,15 @@ async def test_prune_deletes_old_history_and_never_what_is_live(settings, monkey
         "would delete        1  sync_jobs",
         "would delete        3  sync_requests",
         "would delete        1  dlq",
+        "would delete        1  delivery_copies",
+        "would delete        1  deliveries",
     ):
         assert line in out, out
     assert await ids(settings, "sync_jobs", "job_id") == set(JOBS), "a dry run deletes nothing"
 
     code, out, err = await hookstream(settings, monkeypatch, capsys, "db", "prune", "--older-than", "7d")
     assert code == 0, err
-    assert "deleted        1  sync_jobs" in out and "9 rows older than" in out, out
+    assert "deleted        1  sync_jobs" in out and "11 rows older than" in out, out
     # Where the records of the pruned job and requests were (trace's positions) goes with them.
     assert "deleted        4  sync_records" in out, out
     left = await query(settings, "SELECT job_id, request_ids FROM sync_records")
@@ -204,6 +225,8 @@ async def test_prune_deletes_old_history_and_never_what_is_live(settings, monkey
     assert await ids(settings, "sync_jobs", "job_id") == kept(JOBS)
     assert await ids(settings, "sync_requests", "request_id") == kept(REQUESTS)
     assert await ids(settings, "dlq", "dead_letter_id") == kept(DEAD_LETTERS)
+    assert {r["key"] for r in await query(settings, "SELECT key FROM deliveries")} == {"github/gh/d1"}
+    assert len(await ids(settings, "delivery_copies", "copy_id")) == 1
     assert await live_rows(settings) == live, "fences, kept plans and write fences are never pruned"
 
     # A rebuild replays the topics, which still hold the pruned history: it prunes its candidate alike.
@@ -217,6 +240,8 @@ async def test_prune_deletes_old_history_and_never_what_is_live(settings, monkey
         "sync_jobs",
         "--projection",
         "dlq",
+        "--projection",
+        "ledger",
         "--dry-run",
         "--verify",
         "--verify-wait",
