@@ -148,18 +148,7 @@ class Worker:
         processing", every 2.5 s per partition) as soon as it held a record. `maxsize` and
         `allow_empty` are Faust's changelog values too (recovery reads without committing).
         """
-        if logical not in self.topics:
-            self.topics[logical] = self.app.topic(
-                self.settings.topic(logical),
-                key_type=bytes,
-                value_type=bytes,
-                key_serializer="raw",
-                value_serializer="raw",
-                acks=False,
-                maxsize=131_072,
-                allow_empty=True,
-            )
-        return self.topics[logical]
+        return self.topic(logical, acks=False, maxsize=131_072, allow_empty=True)
 
 
 def is_ready(app: faust.App) -> bool:
