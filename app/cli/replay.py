@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from app import codec
 from app.cli.common import CliError, load_settings, run
@@ -228,7 +228,21 @@ def format_moves(moves: list[Move]) -> str:
 
 
 def epoch_ms(when: datetime) -> int:
-    return int(when.timestamp() * 1000)
+    """`when` as a Kafka timestamp, never before 1970 (a negative one means "latest" or "earliest" to Kafka)."""
+    return max(0, int(when.timestamp() * 1000))
+
+
+KAFKA_TIME_MIN = datetime(1970, 1, 1, tzinfo=UTC)
+KAFKA_TIME_MAX = datetime.max.replace(tzinfo=UTC)
+
+
+def read_range_ms(selection: dr.Selection) -> tuple[int, int]:
+    """The Kafka times to read the deliveries of `selection` between: its range widened by
+    READ_SLACK, kept within what a datetime and Kafka can hold (--from-datetime 0001-01-01 reads from
+    the first record, --to-datetime 9999-12-31 to the end)."""
+    start = max(selection.start, KAFKA_TIME_MIN + READ_SLACK) - READ_SLACK
+    end = min(selection.end, KAFKA_TIME_MAX - READ_SLACK) + READ_SLACK
+    return epoch_ms(start), epoch_ms(end)
 
 
 def worker_group(settings: Settings) -> str:
@@ -475,9 +489,7 @@ async def _replay_deliveries_with(cluster, settings, selection: dr.Selection, in
         pending.clear()
 
     try:
-        async for record in cluster.read_range(
-            topic, epoch_ms(selection.start - READ_SLACK), epoch_ms(selection.end + READ_SLACK)
-        ):
+        async for record in cluster.read_range(topic, *read_range_ms(selection)):
             tally.read += 1
             if tally.read % args.progress_every == 0:
                 print(

@@ -143,6 +143,16 @@ async def test_replay_deliveries_resubmits_the_range_once_per_key_with_one_epoch
         assert d.body == by_key[d.key].body and d.received_at > now
 
 
+async def test_replay_deliveries_reads_from_the_year_one_to_the_year_9999(replay_settings, monkeypatch, capsys):
+    # The read range is widened by READ_SLACK: at the ends of what a datetime holds it is kept
+    # within them (and within Kafka's times, none before 1970), not an OverflowError.
+    await produce(replay_settings, "hookstream.deliveries", [delivery("a", "d-1", datetime.now(UTC))])
+    window = ["--from-datetime", "0001-01-01T00:00", "--to-datetime", "9999-12-31T23:59"]
+    code, out, err = await hookstream(replay_settings, monkeypatch, capsys, "replay", "deliveries", *window)
+    assert code == 0, out + err
+    assert "records read            1" in out and "would be re-submitted 1" in out
+
+
 async def test_replay_deliveries_explains_what_it_needs(replay_settings, monkeypatch, capsys):
     code, _, err = await hookstream(
         replay_settings, monkeypatch, capsys, "replay", "deliveries", "--from-datetime", "yesterday"
