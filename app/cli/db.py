@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from datetime import datetime, timedelta
 
-from app.cli.common import CliError, load_settings, run
+from app.cli.common import CliError, load_settings, on_read_model, run
 from app.instances import parse_duration
 from app.settings import Settings
 from app.store.db import migrate
@@ -74,24 +74,13 @@ def cutoff_of(older_than: str | None, retention_days: float, now: datetime) -> d
 
 
 async def prune(settings: Settings, older_than: datetime, dry_run: bool) -> dict[str, int]:
-    import psycopg
-
     from app.store import retention
-    from app.store.db import connect
 
-    try:
-        conn = await connect(settings)
-    except psycopg.OperationalError as exc:
-        raise CliError(f"cannot reach PostgreSQL at HOOKSTREAM_DATABASE_URL: {str(exc).strip()}") from None
-    try:
+    async def work(conn) -> dict[str, int]:
         async with conn.transaction(force_rollback=dry_run):
             return await retention.prune(conn, settings.database_schema, older_than)
-    except psycopg.errors.UndefinedTable:
-        raise CliError(
-            f"schema {settings.database_schema} has no hookstream tables: run `hookstream db migrate`", 2
-        ) from None
-    finally:
-        await conn.close()
+
+    return await on_read_model(settings, work)
 
 
 def cmd_prune(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import sys
 
 import orjson
 
-from app.cli.common import CliError, load_settings, run
+from app.cli.common import CliError, load_settings, on_read_model, run
 from app.cli.text import format_time
 from app.core.trace import gaps_ms
 
@@ -60,9 +60,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    import psycopg
-
-    from app.store.db import connect
     from app.trace import SEARCHED, TraceError, trace
 
     settings = load_settings()
@@ -70,24 +67,13 @@ def cmd_trace(args: argparse.Namespace) -> int:
     if not ident:
         raise CliError("ID is empty", 2)
 
-    async def go():
+    async def work(conn):
         try:
-            conn = await connect(settings)
-        except psycopg.OperationalError as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise CliError(f"cannot reach PostgreSQL at HOOKSTREAM_DATABASE_URL: {first}") from None
-        async with conn:
-            try:
-                return await trace(conn, settings, ident, kafka=not args.no_kafka)
-            except psycopg.errors.UndefinedTable:
-                raise CliError(
-                    f"schema {settings.database_schema} has no read model tables: "
-                    "run `hookstream db migrate` (and check HOOKSTREAM_DATABASE_SCHEMA)"
-                ) from None
-            except TraceError as exc:
-                raise CliError(str(exc)) from None
+            return await trace(conn, settings, ident, kafka=not args.no_kafka)
+        except TraceError as exc:
+            raise CliError(str(exc)) from None
 
-    found = run(go())
+    found = run(on_read_model(settings, work))
     if found is None:
         print(
             f"hookstream: nothing matches {ident!r} in schema {settings.database_schema}: searched {SEARCHED}",

@@ -391,6 +391,20 @@ async def test_read_commands_say_what_is_wrong_without_a_database_or_its_tables(
         assert code == 1 and "cannot reach PostgreSQL at HOOKSTREAM_DATABASE_URL" in err
 
 
+async def test_trace_and_prune_say_what_is_wrong_as_every_read_command_does(settings, monkeypatch, capsys):
+    unmigrated = isolated_settings(settings.kafka_bootstrap_servers, settings.database_url)
+    for argv in (["trace", "some-delivery", "--no-kafka"], ["db", "prune", "--dry-run"]):
+        code, _, err = await hookstream(unmigrated, monkeypatch, capsys, *argv)
+        assert code == 2, (argv, err)
+        assert f"the read model in schema {unmigrated.database_schema} is missing or out of date" in err, err
+        assert "run `hookstream db migrate`" in err
+    nowhere = settings.model_copy(update={"database_url": "postgresql://u:p@127.0.0.1:1/none"})
+    for argv in (["trace", "some-delivery"], ["db", "prune"]):
+        code, _, err = await hookstream(nowhere, monkeypatch, capsys, *argv)
+        assert code == 1 and "cannot reach PostgreSQL at HOOKSTREAM_DATABASE_URL" in err, err
+        assert len(err.strip().splitlines()) == 1, err
+
+
 async def test_sending_without_a_broker_fails_with_a_message(settings, monkeypatch, capsys):
     nowhere = settings.model_copy(update={"kafka_bootstrap_servers": "127.0.0.1:1"})
     code, _, err = await hookstream(nowhere, monkeypatch, capsys, "sync", "request", "git:x")
