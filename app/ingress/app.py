@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import re
 import time
 import traceback
 from collections.abc import AsyncIterator, Mapping
@@ -34,11 +33,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiokafka.errors import KafkaError
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from app import codec
 from app.events import Delivery, Record, SourceConnected, SourceUpdated, utcnow
-from app.events.bounds import MAX_INSTANCE_LENGTH, MAX_PLUGIN_LENGTH, MAX_ROUTE_LENGTH
+from app.events.bounds import MAX_INSTANCE_LENGTH, MAX_ROUTE_LENGTH, InstanceName, PluginName, RouteName
 from app.ingress.metrics import UNKNOWN_PLUGIN, IngressMetrics
 from app.ingress.publisher import Publisher, PublishUnavailable, RecordTooLarge
 from app.instances import InstanceConfig
@@ -54,10 +53,19 @@ DELIVERIES_TOPIC = "hookstream.deliveries"
 CONTROL_TOPIC = "hookstream.sync.control"
 REQUIRED_TOPICS = (DELIVERIES_TOPIC, CONTROL_TOPIC)
 
-# The URL segments of /hooks/{plugin}/{instance}[/{route}] (app.events.bounds says the same).
-_PLUGIN_SEGMENT = re.compile(rf"[a-z0-9-]{{1,{MAX_PLUGIN_LENGTH}}}")
-_INSTANCE_SEGMENT = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_INSTANCE_LENGTH}}}")
-_ROUTE_SEGMENT = re.compile(rf"[A-Za-z0-9._~-]{{1,{MAX_ROUTE_LENGTH}}}")
+# The URL segments of /hooks/{plugin}/{instance}[/{route}]: the bounds the records carry them in.
+_PLUGIN_SEGMENT = TypeAdapter(PluginName)
+_INSTANCE_SEGMENT = TypeAdapter(InstanceName)
+_ROUTE_SEGMENT = TypeAdapter(RouteName)
+
+
+def _fits(segment: TypeAdapter[str], value: str) -> bool:
+    try:
+        segment.validate_python(value)
+    except ValidationError:
+        return False
+    return True
+
 
 SETTINGS = web.AppKey("settings", Settings)
 PUBLISHER = web.AppKey("publisher", Publisher)
@@ -221,7 +229,7 @@ class DeliveryIngress:
             log.info(
                 "rejected plugin=%s instance=%.130r status=%d error=%s message=%.300r",
                 label,
-                instance if _INSTANCE_SEGMENT.fullmatch(instance) else "?",
+                instance if _fits(_INSTANCE_SEGMENT, instance) else "?",
                 error.status,
                 error.code,
                 error.message,
@@ -237,7 +245,7 @@ class DeliveryIngress:
         plugin = self.plugins.get(plugin_name)
         if plugin is None:
             known = ", ".join(sorted(self.plugins))
-            if not _PLUGIN_SEGMENT.fullmatch(plugin_name):
+            if not _fits(_PLUGIN_SEGMENT, plugin_name):
                 raise IngressError(
                     404,
                     "unknown_plugin",
@@ -246,7 +254,7 @@ class DeliveryIngress:
             raise IngressError(404, "unknown_plugin", f"no plugin named {plugin_name!r}; known: {known}")
         instance = self.instances.get((plugin_name, instance_id))
         if instance is None:
-            if not _INSTANCE_SEGMENT.fullmatch(instance_id):
+            if not _fits(_INSTANCE_SEGMENT, instance_id):
                 raise IngressError(
                     404,
                     "unknown_instance",
@@ -255,7 +263,7 @@ class DeliveryIngress:
             raise IngressError(
                 404, "unknown_instance", f"no {plugin_name} instance named {instance_id!r} is configured"
             )
-        if route is not None and not _ROUTE_SEGMENT.fullmatch(route):
+        if route is not None and not _fits(_ROUTE_SEGMENT, route):
             raise IngressError(
                 400, "invalid_route", f"the route segment must be 1 to {MAX_ROUTE_LENGTH} letters, digits and . _ ~ -"
             )
