@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from app.cli.common import CliError, load_settings, on_read_model, positive_int, run
+from app.cli.common import CliError, load_settings, on_read_model, one_line, positive_int, run
 from app.cli.text import format_table, format_time
 from app.core import read_model
 from app.core.config_file import config_files
@@ -187,12 +187,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 # --- connect -----------------------------------------------------------------------------------
 
 
-def _git(path: Path, *args: str) -> subprocess.CompletedProcess:
+GIT_TIMEOUT = 30.0  # seconds for one git command run to check a repository
+
+
+def _git(path: Path, *args: str, timeout: float = GIT_TIMEOUT) -> subprocess.CompletedProcess:
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"}
     try:
-        return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, env=env, timeout=30)
+        return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, env=env, timeout=timeout)
     except FileNotFoundError:
         raise CliError("the git executable was not found: install git to connect a git source", 2) from None
+    except subprocess.TimeoutExpired as exc:
+        raise CliError(
+            f"{path}: `git {' '.join(args)}` did not finish within {exc.timeout:g}s "
+            "(a repository on a slow or hung file system?)"
+        ) from None
 
 
 def git_repository(path: Path, branch: str | None) -> tuple[Path, list[str]]:
@@ -398,7 +406,7 @@ def config_file_summary(row: read_model.SourceRow) -> str:
         return f"unconfigured{at}"
     if row.config_status == INVALID:
         error = (row.config_error or "no error recorded").removeprefix(f"{row.config_path}: ")
-        return f"invalid: {row.config_path}{at}: {error if len(error) <= 100 else error[:99] + '…'}"
+        return f"invalid: {row.config_path}{at}: {one_line(error, 100)}"
     rules = row.config_rules or {}
     counts = f" ({len(rules.get('include') or [])} include, {len(rules.get('exclude') or [])} exclude)"
     return f"{row.config_status}: {row.config_path}{at}{counts}"

@@ -8,6 +8,7 @@ import sys
 import orjson
 
 from app.cli.common import CliError, load_settings, on_read_model, run
+from app.cli.syncs import batches_text
 from app.cli.text import format_time
 from app.core.trace import gaps_ms
 
@@ -106,13 +107,12 @@ def format_trace(found) -> str:
         )
     if found.job is not None:
         j = found.job
-        planned = f"{j.batches}/{j.batches_planned}" if j.batches_planned is not None else f"{j.batches}/?"
         lines += [
             "",
             f"job {j.job_id} ({j.source_id}): {j.status}, {j.mode or '-'} by {j.trigger or '-'}, "
             f"requests {', '.join(j.request_ids) or '-'}",
             f"  files listed {j.files_listed}, processed {j.processed}, failed {j.failed}, deleted {j.deleted}, "
-            f"skipped {j.skipped}, written {j.documents_written}; batches {planned}",
+            f"skipped {j.skipped}, written {j.documents_written}; batches {batches_text(j)}",
         ]
         if j.error:
             lines.append(f"  error: {j.error}")

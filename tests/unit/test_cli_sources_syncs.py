@@ -248,3 +248,18 @@ def test_a_request_with_an_empty_trigger_is_refused_with_the_field():
     with pytest.raises(CliError) as raised:
         requested_event(_request_args(trigger=""))
     assert "not a valid request: trigger" in str(raised.value)
+
+
+def test_a_git_command_that_hangs_is_a_cli_error(tmp_path):
+    import os
+    import subprocess
+
+    from app.cli.sources import _git
+
+    # A real git blocked on a real file: .git/HEAD is a FIFO nobody writes, so reading it never ends.
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".git" / "HEAD").unlink()
+    os.mkfifo(tmp_path / ".git" / "HEAD")
+    with pytest.raises(CliError, match=r"`git rev-parse --is-bare-repository` did not finish within 0.5s") as caught:
+        _git(tmp_path, "rev-parse", "--is-bare-repository", timeout=0.5)
+    assert str(tmp_path) in str(caught.value)
