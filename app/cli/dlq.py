@@ -29,6 +29,9 @@ from app.settings import Settings
 PREVIEW_BYTES = 1024
 ERROR_WIDTH = 60
 STATUSES = ("open", "retired", "all")
+# The stages a dead letter names: the dedup stage's (decode, dedup, validate, route: the record is a
+# delivery), then the control and sync stages' (validate, fold, project, plan, batch: a record of another topic).
+STAGES = ("decode", "dedup", "validate", "route", "fold", "project", "plan", "batch")
 
 LIST_EPILOG = """\
 examples:
@@ -43,8 +46,9 @@ examples:
 REDRIVE_EPILOG = """\
 A redrive republishes the original delivery (same key, byte-exact body and
 headers) marked as a redrive, so the dedup window does not drop it; a record
-of another topic (stages validate, fold, project, plan, batch) goes back to
-that topic byte-exact with its key, marked by a record header. The row stays
+of another topic (a control record that failed validate, or stages fold,
+project, plan, batch) goes back to that topic byte-exact with its key, marked
+by a record header. The row stays
 open until the stage has applied the redrive; a redrive that fails again
 comes back as the same dead letter with one more attempt. A redriven plan or
 batch of a job that has finished writes what it can (write fences keep newer
@@ -81,7 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ls.add_argument("--status", choices=STATUSES, default="open", help="open (default), retired, or all")
-    ls.add_argument("--stage", help="only failures in this stage (decode, validate, route, fold, project, plan, batch)")
+    ls.add_argument("--stage", help=f"only failures in this stage ({', '.join(STAGES)})")
     ls.add_argument("--plugin", help="only this plugin (github, generic-hmac, ...; 'unknown' for undecodable records)")
     ls.add_argument(
         "--since",
@@ -105,16 +109,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     rd = dsub.add_parser(
         "redrive",
-        help="republish dead-lettered deliveries after a fix",
-        description="Republish the original delivery of each named open dead letter\n"
-        "(or of every open one with --all) to hookstream.deliveries.",
+        help="republish dead-lettered records after a fix",
+        description="Republish the record of each named open dead letter (or of every open one with\n"
+        "--all) to the topic it was consumed from: a delivery to hookstream.deliveries, any other\n"
+        "record (control, plan, batch) back to its own topic.",
         epilog=REDRIVE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     rd.add_argument("ids", nargs="*", metavar="ID", help="dead letter ids (or unique prefixes)")
     rd.add_argument("--all", action="store_true", help="every open dead letter (narrow with --plugin / --stage)")
     rd.add_argument("--plugin", help="with --all: only this plugin")
-    rd.add_argument("--stage", help="with --all: only failures in this stage")
+    rd.add_argument("--stage", help=f"with --all: only failures in this stage ({', '.join(STAGES)})")
     rd.add_argument("--dry-run", action="store_true", help="list what would be republished, publish nothing")
     rd.set_defaults(func=cmd_redrive)
 

@@ -12,16 +12,10 @@ import sys
 
 from app.cli.common import CliError, load_settings, run
 from app.settings import Settings
+from app.stream.projection_registry import NAMES as PROJECTION_NAMES  # names only: no Faust import
 
 EXIT_DIFFERENCES = 1
 EXIT_FAILED = 3
-
-PROJECTION_NAMES = (
-    "sources",
-    "sync_jobs",
-    "dlq",
-    "ledger",
-)  # app.stream.projection_registry.NAMES (a test keeps them equal)
 
 PROJECTIONS_TABLE = """\
   sources     hookstream.sync.control -> sources
@@ -116,7 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "projections",
         help="rebuild PostgreSQL projections from their topics (and roll back)",
-        description="The PostgreSQL projections: sources, sync_jobs, dlq.",
+        description=f"The PostgreSQL projections: {', '.join(PROJECTION_NAMES)}.",
     )
     psub = p.add_subparsers(dest="projections_command", metavar="ACTION", required=True)
 

@@ -62,7 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "syncs",
         help="list and show sync jobs",
-        description="Sync jobs as projected into PostgreSQL from hookstream.sync.events and hookstream.sync.completed.",
+        description="Sync jobs as projected into PostgreSQL from hookstream.sync.events, hookstream.sync.completed "
+        "and hookstream.sync.control (the job and request records on it).",
     )
     ssub = p.add_subparsers(dest="syncs_command", metavar="ACTION", required=True)
 
