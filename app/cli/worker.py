@@ -8,6 +8,7 @@ import logging
 
 from app import topology
 from app.cli.common import CliError, fixed_port, load_settings, setup_logging
+from app.logs import LEVELS
 
 HELP = """\
 Run the Faust worker: deduplicate_deliveries (and, as they land, the sync
@@ -38,7 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="port of the worker's web server: /metrics, /readyz (overrides HOOKSTREAM_WORKER_WEB_PORT; default 6066)",
     )
     p.add_argument("--data-dir", help="RocksDB directory (default HOOKSTREAM_WORKER_DATA_DIR)")
-    p.add_argument("-l", "--loglevel", default=None, help="log level (default HOOKSTREAM_LOG_LEVEL)")
+    p.add_argument(
+        "-l",
+        "--loglevel",
+        default=None,
+        type=str.lower,
+        choices=LEVELS,
+        help="log level (default HOOKSTREAM_LOG_LEVEL)",
+    )
     p.set_defaults(func=cmd_worker)
 
 

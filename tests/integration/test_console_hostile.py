@@ -140,3 +140,15 @@ def test_a_log_level_in_capitals_is_taken():
     assert level_number("Debug") == 10
     with pytest.raises(ValueError, match="one of debug"):
         level_number("root")
+
+
+def test_the_workers_loglevel_option_takes_only_a_level():
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli.main", "worker", "--loglevel", "root"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 2 and "--loglevel: invalid choice: 'root'" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
